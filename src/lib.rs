@@ -1,0 +1,3 @@
+//! meteor-operator: runs fleets of Meteor.js apps on Kubernetes.
+
+pub mod api;
