@@ -1,3 +1,13 @@
 //! meteor-operator: runs fleets of Meteor.js apps on Kubernetes.
 
 pub mod api;
+pub mod controller;
+pub mod proxy;
+pub mod render;
+
+use kube::CustomResourceExt;
+
+/// The MeteorApp CRD as YAML, exactly as committed in `crds/meteorapps.yaml`.
+pub fn crd_yaml() -> String {
+    serde_norway::to_string(&api::MeteorApp::crd()).expect("the CRD serializes to YAML")
+}
