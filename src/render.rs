@@ -43,7 +43,10 @@ pub fn render_str(text: &str) -> anyhow::Result<String> {
         }
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
         if kind != "MeteorApp" {
-            bail!("document {}: kind is {kind:?}, expected MeteorApp", index + 1);
+            bail!(
+                "document {}: kind is {kind:?}, expected MeteorApp",
+                index + 1
+            );
         }
         let app: MeteorApp = serde_json::from_value(value)
             .with_context(|| format!("document {}: not a valid MeteorApp", index + 1))?;
@@ -59,9 +62,14 @@ pub fn render_str(text: &str) -> anyhow::Result<String> {
 /// Every child of one MeteorApp, as YAML documents.
 pub fn render_app(mut app: MeteorApp) -> anyhow::Result<String> {
     let name = app.name_any();
-    validate(&app).map_err(|problem| anyhow::anyhow!("MeteorApp {name:?} is invalid: {problem}"))?;
-    app.metadata.namespace.get_or_insert_with(|| "default".into());
-    app.metadata.uid.get_or_insert_with(|| PLACEHOLDER_UID.into());
+    validate(&app)
+        .map_err(|problem| anyhow::anyhow!("MeteorApp {name:?} is invalid: {problem}"))?;
+    app.metadata
+        .namespace
+        .get_or_insert_with(|| "default".into());
+    app.metadata
+        .uid
+        .get_or_insert_with(|| PLACEHOLDER_UID.into());
     let mongo = MongoWiring::for_app(&app)
         .ok_or_else(|| anyhow::anyhow!("MeteorApp {name:?}: spec.mongo names no MongoDB"))?;
     let inputs = Inputs {

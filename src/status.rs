@@ -61,8 +61,12 @@ fn progress(deployment: Option<&Deployment>) -> Progress {
 }
 
 impl Progress {
-    /// Every pod runs the current template, is available, and no old pod is left.
+    /// Every pod runs the current template, is available, and no old pod is left. A tier that
+    /// wants no pods and has none is complete even without a Deployment.
     fn complete(&self, desired: i32) -> bool {
+        if desired == 0 && self.replicas == 0 {
+            return true;
+        }
         self.observed
             && self.updated == desired
             && self.available == desired
@@ -97,7 +101,11 @@ pub fn compute(
         Verdict::Applied => observed(desired, tier, workers_desired, workers),
     };
 
-    let previous = app.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    let previous = app
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[]);
     let generation = app.metadata.generation;
     MeteorAppStatus {
         observed_generation: generation,
@@ -147,7 +155,11 @@ fn observed(desired: i32, tier: Progress, workers_desired: i32, workers: Progres
     let stuck = tier.stuck || workers.stuck;
 
     let (ready, ready_reason, ready_message) = if serving && desired == 0 && tier.replicas == 0 {
-        (true, "Parked", "replicas is 0: no app process runs".to_string())
+        (
+            true,
+            "Parked",
+            "replicas is 0: no app process runs".to_string(),
+        )
     } else if serving {
         (
             true,
@@ -182,7 +194,11 @@ fn observed(desired: i32, tier: Progress, workers_desired: i32, workers: Progres
                 .to_string(),
         )
     } else if app_done && workers_done {
-        (false, "RolloutComplete", "every process runs the current spec".to_string())
+        (
+            false,
+            "RolloutComplete",
+            "every process runs the current spec".to_string(),
+        )
     } else {
         (
             true,

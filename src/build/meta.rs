@@ -53,7 +53,10 @@ pub fn selector_labels(app: &MeteorApp, component: &str) -> BTreeMap<String, Str
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "meteor".to_string()),
         ("app.kubernetes.io/instance".to_string(), app.name_any()),
-        ("app.kubernetes.io/component".to_string(), component.to_string()),
+        (
+            "app.kubernetes.io/component".to_string(),
+            component.to_string(),
+        ),
     ])
 }
 

@@ -224,10 +224,7 @@ pub fn default_resources() -> ResourceRequirements {
             ("cpu".into(), Quantity("1".into())),
             ("memory".into(), Quantity("512Mi".into())),
         ])),
-        limits: Some(BTreeMap::from([(
-            "memory".into(),
-            Quantity("1Gi".into()),
-        )])),
+        limits: Some(BTreeMap::from([("memory".into(), Quantity("1Gi".into()))])),
         ..ResourceRequirements::default()
     }
 }

@@ -67,7 +67,11 @@ fn route(path: &str, metrics: &Metrics, readiness: &Readiness) -> Response<Full<
             "text/plain",
             "starting\n".to_string(),
         ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
     };
     Response::builder()
         .status(status)
@@ -90,9 +94,18 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         readiness.set(true);
-        assert_eq!(route("/readyz", &metrics, &readiness).status(), StatusCode::OK);
-        assert_eq!(route("/healthz", &metrics, &readiness).status(), StatusCode::OK);
-        assert_eq!(route("/nope", &metrics, &readiness).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            route("/readyz", &metrics, &readiness).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            route("/healthz", &metrics, &readiness).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            route("/nope", &metrics, &readiness).status(),
+            StatusCode::NOT_FOUND
+        );
         let text = metrics.encode();
         assert!(
             text.contains(

@@ -19,10 +19,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::HashMap;
@@ -34,7 +34,11 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     /// Address of the admin endpoint (/metrics, /healthz, /readyz).
-    #[arg(long, env = "METEOR_OPERATOR_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "METEOR_OPERATOR_ADMIN_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub admin_addr: SocketAddr,
     /// Log format.
     #[arg(long, env = "METEOR_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -43,7 +47,11 @@ pub struct RunArgs {
     #[arg(long, env = "METEOR_OPERATOR_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
     /// Name of the leader-election Lease.
-    #[arg(long, env = "METEOR_OPERATOR_LEASE_NAME", default_value = "meteor-operator")]
+    #[arg(
+        long,
+        env = "METEOR_OPERATOR_LEASE_NAME",
+        default_value = "meteor-operator"
+    )]
     pub lease_name: String,
     /// Namespace of the Lease (default: the operator's own, from POD_NAMESPACE).
     #[arg(long, env = "POD_NAMESPACE")]
@@ -140,8 +148,10 @@ fn error_policy(app: Arc<MeteorApp>, error: &Error, ctx: Arc<Context>) -> Action
 async fn reconcile_measured(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile(app.clone(), ctx.clone()).await;
-    ctx.metrics
-        .reconciled(started.elapsed(), result.as_ref().err().map(Error::metric_label));
+    ctx.metrics.reconciled(
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
     if result.is_ok() {
         ctx.record_success(&app);
     }
@@ -167,13 +177,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_string());
         let identity = std::env::var("POD_NAME").unwrap_or_else(|_| hostname());
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(namespace)
-            .with_identity(identity)
-            .with_duration(15)
-            .with_grace(5)
-            .build()
-            .await?;
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                .with_namespace(namespace)
+                .with_identity(identity)
+                .with_duration(15)
+                .with_grace(5)
+                .build()
+                .await?;
         let (mut leading, task) = manager.watch().await;
         readiness.set(true);
         tracing::info!(lease = %args.lease_name, "waiting for the leader lease");
@@ -280,7 +291,10 @@ fn owned_cache<K>(
     client: &Client,
     args: &RunArgs,
     trim: impl Fn(&mut K) + Send + 'static,
-) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -325,8 +339,8 @@ where
         scoped_api::<PartialObjectMeta<K>>(client, args),
         watcher::Config::default().any_semantic(),
     )
-        .default_backoff()
-        .touched_objects()
+    .default_backoff()
+    .touched_objects()
 }
 
 /// Maps a changed Secret/ConfigMap to the MeteorApps in its namespace that reference it.

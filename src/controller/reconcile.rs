@@ -45,8 +45,7 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
                     // Report it on the object, then let the error policy back off.
                     let verdict = Verdict::ApplyFailed(format!("writing children failed: {error}"));
                     let app_deployment = ctx.observed_deployment(&app, &meta::app_name(&app));
-                    let worker_deployment =
-                        ctx.observed_deployment(&app, &meta::worker_name(&app));
+                    let worker_deployment = ctx.observed_deployment(&app, &meta::worker_name(&app));
                     let new_status = status::compute(
                         &app,
                         &verdict,
@@ -77,8 +76,8 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
         worker_deployment.as_deref(),
         &now(),
     );
-    let progressing = status::find(Some(&new_status), status::PROGRESSING)
-        .is_some_and(|c| c.status == "True");
+    let progressing =
+        status::find(Some(&new_status), status::PROGRESSING).is_some_and(|c| c.status == "True");
     publish_status(&app, &ctx, &namespace, new_status).await?;
 
     Ok(match verdict {
@@ -176,7 +175,9 @@ async fn converge(
     let app_name = meta::app_name(app);
     let worker_name = meta::worker_name(app);
 
-    let observed = ctx.deployments.get(&ObjectRef::new(&app_name).within(namespace));
+    let observed = ctx
+        .deployments
+        .get(&ObjectRef::new(&app_name).within(namespace));
     if let Applied::Written(deployment) =
         apply::apply(client, desired.app, observed.as_deref()).await?
     {
@@ -184,13 +185,16 @@ async fn converge(
         written.app = Some(deployment);
     }
 
-    let observed = ctx.services.get(&ObjectRef::new(&app_name).within(namespace));
-    if let Applied::Written(_) = apply::apply(client, desired.service, observed.as_deref()).await?
-    {
+    let observed = ctx
+        .services
+        .get(&ObjectRef::new(&app_name).within(namespace));
+    if let Applied::Written(_) = apply::apply(client, desired.service, observed.as_deref()).await? {
         writes += 1;
     }
 
-    let observed = ctx.deployments.get(&ObjectRef::new(&worker_name).within(namespace));
+    let observed = ctx
+        .deployments
+        .get(&ObjectRef::new(&worker_name).within(namespace));
     match desired.worker {
         Some(worker) => {
             if let Applied::Written(deployment) =
@@ -203,7 +207,9 @@ async fn converge(
         None => writes += u64::from(apply::delete(client, owned(app, observed)).await?),
     }
 
-    let observed = ctx.budgets.get(&ObjectRef::new(&app_name).within(namespace));
+    let observed = ctx
+        .budgets
+        .get(&ObjectRef::new(&app_name).within(namespace));
     match desired.disruption_budget {
         Some(budget) => {
             if let Applied::Written(_) = apply::apply(client, budget, observed.as_deref()).await? {
@@ -241,8 +247,12 @@ async fn publish_status(
     let events = transition_events(old_status, &new_status);
     let api: Api<MeteorApp> = Api::namespaced(ctx.client.clone(), namespace);
     let patch = serde_json::json!({ "status": new_status });
-    api.patch_status(&app.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    api.patch_status(
+        &app.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     ctx.metrics.wrote(1);
 
     let reference = app.object_ref(&());
