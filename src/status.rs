@@ -260,3 +260,163 @@ fn condition(want: Want, previous: &[Condition], generation: Option<i64>, now: &
 pub fn find<'a>(status: Option<&'a MeteorAppStatus>, type_: &str) -> Option<&'a Condition> {
     status?.conditions.iter().find(|c| c.type_ == type_)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+
+    fn app(replicas: i32) -> MeteorApp {
+        let mut app: MeteorApp = serde_json::from_value(serde_json::json!({
+            "apiVersion": "meteorfleet.dev/v1alpha1", "kind": "MeteorApp",
+            "metadata": {"name": "todos", "namespace": "default", "generation": 4},
+            "spec": {"image": "todos:1", "rootUrl": "https://todos.example.com", "replicas": replicas,
+                     "mongo": {"external": {"url": {"name": "m", "key": "u"}}}},
+        }))
+        .unwrap();
+        app.spec.replicas = replicas;
+        app
+    }
+
+    fn deployment(replicas: i32, ready: i32, updated: i32, stuck: bool) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(7);
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(7),
+            replicas: Some(replicas),
+            ready_replicas: Some(ready),
+            available_replicas: Some(ready),
+            updated_replicas: Some(updated),
+            conditions: stuck.then(|| {
+                vec![DeploymentCondition {
+                    type_: "Progressing".into(),
+                    status: "False".into(),
+                    reason: Some("ProgressDeadlineExceeded".into()),
+                    ..DeploymentCondition::default()
+                }]
+            }),
+            ..DeploymentStatus::default()
+        });
+        d
+    }
+
+    fn at(second: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(second).unwrap())
+    }
+
+    fn get<'a>(status: &'a MeteorAppStatus, type_: &str) -> (&'a str, &'a str) {
+        let c = find(Some(status), type_).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn rollout_in_progress_keeps_ready_while_capacity_holds() {
+        // maxUnavailable 0: three old pods serve while one new pod boots.
+        let status = compute(
+            &app(3),
+            &Verdict::Applied,
+            Some(&deployment(4, 3, 1, false)),
+            None,
+            &at(1),
+        );
+        assert_eq!(get(&status, READY), ("True", "AllReplicasReady"));
+        assert_eq!(get(&status, PROGRESSING), ("True", "RollingOut"));
+        assert_eq!(get(&status, DEGRADED), ("False", "AsExpected"));
+        assert_eq!(status.replica_summary.as_deref(), Some("3/3"));
+        assert_eq!(status.observed_generation, Some(4));
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(4))
+        );
+    }
+
+    #[test]
+    fn stuck_rollout_is_degraded() {
+        let status = compute(
+            &app(3),
+            &Verdict::Applied,
+            Some(&deployment(4, 2, 1, true)),
+            None,
+            &at(1),
+        );
+        assert_eq!(get(&status, READY), ("False", "RolloutStuck"));
+        assert_eq!(get(&status, PROGRESSING), ("False", "RolloutStuck"));
+        assert_eq!(get(&status, DEGRADED), ("True", "RolloutStuck"));
+    }
+
+    #[test]
+    fn parked_app_is_ready_once_its_pods_are_gone() {
+        let draining = compute(
+            &app(0),
+            &Verdict::Applied,
+            Some(&deployment(1, 0, 0, false)),
+            None,
+            &at(1),
+        );
+        assert_eq!(get(&draining, PROGRESSING).0, "True");
+        let parked = compute(
+            &app(0),
+            &Verdict::Applied,
+            Some(&deployment(0, 0, 0, false)),
+            None,
+            &at(1),
+        );
+        assert_eq!(get(&parked, READY), ("True", "Parked"));
+        assert_eq!(get(&parked, PROGRESSING), ("False", "RolloutComplete"));
+    }
+
+    #[test]
+    fn workers_must_be_ready_too() {
+        let mut with_workers = app(2);
+        with_workers.spec.workers.replicas = 1;
+        let status = compute(
+            &with_workers,
+            &Verdict::Applied,
+            Some(&deployment(2, 2, 2, false)),
+            Some(&deployment(1, 0, 1, false)),
+            &at(1),
+        );
+        let ready = find(Some(&status), READY).unwrap();
+        assert_eq!(ready.status, "False");
+        assert!(ready.message.contains("0/1 workers"), "{}", ready.message);
+    }
+
+    #[test]
+    fn problems_block_and_transition_time_moves_only_on_status_flips() {
+        let mut app = app(2);
+        let healthy = compute(
+            &app,
+            &Verdict::Applied,
+            Some(&deployment(2, 2, 2, false)),
+            None,
+            &at(100),
+        );
+        app.status = Some(healthy);
+        let broken = compute(
+            &app,
+            &Verdict::Problem(Problem::ReferenceNotFound(
+                "spec.mongo.external.url: Secret default/m not found".into(),
+            )),
+            Some(&deployment(2, 2, 2, false)),
+            None,
+            &at(200),
+        );
+        assert_eq!(get(&broken, READY), ("False", "ReferenceNotFound"));
+        assert_eq!(get(&broken, DEGRADED), ("True", "ReferenceNotFound"));
+        // Ready and Degraded flipped; Progressing stayed False.
+        assert_eq!(
+            find(Some(&broken), READY).unwrap().last_transition_time,
+            at(200)
+        );
+        assert_eq!(
+            find(Some(&broken), PROGRESSING)
+                .unwrap()
+                .last_transition_time,
+            at(100)
+        );
+        // Running pods are still reported.
+        assert_eq!(broken.ready_replicas, 2);
+    }
+}

@@ -24,7 +24,7 @@ pub fn memory_bytes(quantity: &str) -> Option<u64> {
         .find_map(|(suffix, factor)| quantity.strip_suffix(suffix).map(|n| (n, *factor)))
         .unwrap_or((quantity, 1.0));
     let value: f64 = number.parse().ok()?;
-    (value.is_finite() && value >= 0.0).then(|| (value * factor) as u64)
+    (value.is_finite() && value >= 0.0).then_some((value * factor) as u64)
 }
 
 #[cfg(test)]
