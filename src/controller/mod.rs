@@ -247,9 +247,14 @@ async fn run_controller(
         budgets,
         metrics,
     ));
-    let controller = Controller::new(apps, watcher::Config::default().any_semantic());
-    let app_store = controller.store();
-    controller
+    // MeteorApps are cached without managedFields, which are often most of an object's bytes.
+    let (app_store, app_writer) = reflector::store();
+    let app_events = watcher(apps, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|app: &mut MeteorApp| app.managed_fields_mut().clear())
+        .reflect(app_writer)
+        .touched_objects();
+    Controller::for_stream(app_events, app_store.clone())
         .owns_stream(deployment_events)
         .owns_stream(service_events)
         .owns_stream(budget_events)
