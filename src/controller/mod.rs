@@ -158,6 +158,34 @@ async fn reconcile_measured(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Ac
     result
 }
 
+/// What the caches keep of each object: only what reconcile reads back (metadata and, for
+/// Deployments, status). The spec of a child is what we applied; managedFields are often most
+/// of an object's bytes.
+pub mod trim {
+    use super::*;
+
+    pub fn app(app: &mut MeteorApp) {
+        app.managed_fields_mut().clear();
+    }
+
+    pub fn deployment(deployment: &mut Deployment) {
+        deployment.managed_fields_mut().clear();
+        deployment.spec = None;
+    }
+
+    pub fn service(service: &mut Service) {
+        service.managed_fields_mut().clear();
+        service.spec = None;
+        service.status = None;
+    }
+
+    pub fn disruption_budget(budget: &mut PodDisruptionBudget) {
+        budget.managed_fields_mut().clear();
+        budget.spec = None;
+        budget.status = None;
+    }
+}
+
 /// Runs the controller until SIGTERM (or until the leader Lease is lost).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
@@ -226,18 +254,11 @@ async fn run_controller(
     metrics: Arc<Metrics>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (deployments, deployment_events) = owned_cache::<Deployment>(&client, args, |d| {
-        // Only metadata and status are read back; the spec is what we applied.
-        d.spec = None;
-    });
-    let (services, service_events) = owned_cache::<Service>(&client, args, |s| {
-        s.spec = None;
-        s.status = None;
-    });
-    let (budgets, budget_events) = owned_cache::<PodDisruptionBudget>(&client, args, |p| {
-        p.spec = None;
-        p.status = None;
-    });
+    let (deployments, deployment_events) =
+        owned_cache::<Deployment>(&client, args, trim::deployment);
+    let (services, service_events) = owned_cache::<Service>(&client, args, trim::service);
+    let (budgets, budget_events) =
+        owned_cache::<PodDisruptionBudget>(&client, args, trim::disruption_budget);
 
     let apps: Api<MeteorApp> = scoped_api(&client, args);
     let ctx = Arc::new(Context::new(
@@ -251,7 +272,7 @@ async fn run_controller(
     let (app_store, app_writer) = reflector::store();
     let app_events = watcher(apps, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(|app: &mut MeteorApp| app.managed_fields_mut().clear())
+        .modify(trim::app)
         .reflect(app_writer)
         .touched_objects();
     Controller::for_stream(app_events, app_store.clone())
@@ -317,10 +338,7 @@ where
             .any_semantic(),
     )
     .default_backoff()
-    .modify(move |object| {
-        object.managed_fields_mut().clear();
-        trim(object);
-    })
+    .modify(trim)
     .reflect(writer)
     .touched_objects();
     (reader, stream)
