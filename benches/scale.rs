@@ -7,7 +7,6 @@
 //! It measures the operator's own cost; API-server latency and kubelet speed are not modelled.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use futures::StreamExt;
