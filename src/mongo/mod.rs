@@ -21,6 +21,7 @@ pub mod replset;
 pub mod secrets;
 pub mod status;
 pub mod storage;
+pub mod tier;
 
 use crate::api::{ManagedMongo, MeteorApp, Reactivity, SecretKeyRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;

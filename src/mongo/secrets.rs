@@ -140,3 +140,19 @@ pub fn read_keyfile(secret: &Secret) -> Result<String, SecretError> {
         })
     }
 }
+
+/// Values for offline `render`: says where the real value comes from instead of inventing one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Placeholder;
+
+/// What [`Placeholder`] puts in place of every generated value.
+pub const PLACEHOLDER_VALUE: &str = "generated-once-at-creation";
+
+impl SecretSource for Placeholder {
+    fn password(&mut self) -> String {
+        PLACEHOLDER_VALUE.into()
+    }
+    fn keyfile(&mut self) -> String {
+        PLACEHOLDER_VALUE.into()
+    }
+}
