@@ -132,9 +132,9 @@ fn readiness_from_facts(target: &Target, facts: &Facts, action: &Action) -> Read
     );
     if config.members.len() != target.members || voting != config.members.len() {
         message.push_str(&format!(
-            "; scaling from {} to {} members",
-            config.members.len(),
-            target.members
+            "; scaling to {} members ({} in the config)",
+            target.members,
+            config.members.len()
         ));
     }
     Readiness {
