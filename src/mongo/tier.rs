@@ -62,12 +62,26 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let observed = api.get_opt(&desired.name_any()).await?;
-    Ok(
-        match apply::apply(client, desired, observed.as_ref()).await? {
-            Applied::Written(_) => 1,
-            Applied::Unchanged => 0,
-        },
-    )
+    apply_over(client, desired, observed.as_ref()).await
+}
+
+/// Applies `desired` over what was observed; 1 if a write was made.
+async fn apply_over<K>(
+    client: &Client,
+    desired: K,
+    observed: Option<&K>,
+) -> Result<u64, kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    Ok(match apply::apply(client, desired, observed).await? {
+        Applied::Written(_) => 1,
+        Applied::Unchanged => 0,
+    })
 }
 
 /// The usable credentials, or why not.
@@ -279,7 +293,7 @@ pub async fn reconcile(
     if let Some(spec) = tier.statefulset.spec.as_mut() {
         spec.replicas = Some(replicas);
     }
-    writes += apply_one(client, &namespace, tier.statefulset).await?;
+    writes += apply_over(client, tier.statefulset, existing.as_ref()).await?;
 
     Ok(Some(TierReport {
         readiness,
