@@ -408,6 +408,15 @@ pub fn statefulset_replicas(target: &Target, facts: &Facts, current: Option<i32>
     }
 }
 
+async fn hellos(
+    admin: &impl MongoAdmin,
+    target: &Target,
+    ids: std::ops::Range<usize>,
+) -> Vec<Option<Hello>> {
+    let calls = ids.map(|id| async move { admin.hello(target.host(id)).await.ok() });
+    futures::future::join_all(calls).await
+}
+
 /// Observes the members (reads only).
 pub async fn observe(admin: &impl MongoAdmin, target: &Target, kube: KubeFacts) -> Facts {
     let mut facts = Facts {
@@ -418,9 +427,8 @@ pub async fn observe(admin: &impl MongoAdmin, target: &Target, kube: KubeFacts) 
     let probe = (target.members)
         .max(kube.statefulset_replicas.unwrap_or(0).max(0) as usize)
         .min(MAX_MEMBERS);
-    for id in 0..probe {
-        facts.hellos.push(admin.hello(target.host(id)).await.ok());
-    }
+    // Concurrently: members that are down each cost a connect timeout.
+    facts.hellos = hellos(admin, target, 0..probe).await;
     let anchor = |facts: &Facts| -> Option<usize> {
         let primary = facts.hellos.iter().enumerate().find_map(|(i, h)| {
             let h = h.as_ref()?;
@@ -467,9 +475,8 @@ pub async fn observe(admin: &impl MongoAdmin, target: &Target, kube: KubeFacts) 
     // Members in the config beyond the probed ordinals (a StatefulSet scaled by hand).
     if let Some(c) = &config {
         let highest = c.members.iter().map(|m| m.id + 1).max().unwrap_or(0);
-        for id in facts.hellos.len()..highest.min(MAX_MEMBERS) {
-            facts.hellos.push(admin.hello(target.host(id)).await.ok());
-        }
+        let more = hellos(admin, target, facts.hellos.len()..highest.min(MAX_MEMBERS)).await;
+        facts.hellos.extend(more);
         if let Some(a) = anchor(&facts) {
             at = a;
         }
