@@ -259,3 +259,79 @@ async fn external_mongo_makes_no_requests() {
     assert_eq!(task.await.unwrap(), 0);
     assert!(transcript.seen().is_empty());
 }
+
+#[tokio::test]
+async fn reconcile_holds_ready_until_mongo_is_ready() {
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+    use meteor_operator::build::{self, Inputs, MongoWiring};
+    use meteor_operator::controller::stamped;
+    use meteor_operator::references::{self, Fetched};
+
+    let app = app("");
+    // The app tier is already rolled out and unchanged: the core alone would say Ready.
+    let inputs = Inputs {
+        config_hash: references::resolve(&app, &Fetched::new()).unwrap(),
+        mongo: MongoWiring::for_app(&app).unwrap(),
+    };
+    let desired = build::desired(&app, &inputs);
+    let mut deployment = stamped(desired.app);
+    deployment.metadata.generation = Some(1);
+    deployment.status = Some(DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(2),
+        ready_replicas: Some(2),
+        available_replicas: Some(2),
+        updated_replicas: Some(2),
+        ..DeploymentStatus::default()
+    });
+    let budgets = desired.disruption_budget.map(stamped).into_iter().collect();
+
+    let mut script = Vec::new();
+    for kind in ["keyfile", "root", "app", "oplog"] {
+        let name = format!("shop-mongo-{kind}");
+        script.push(Expect::get(
+            &format!("{NS}/secrets/{name}"),
+            not_found("secrets", &name),
+        ));
+        script.push(post(&format!("{NS}/secrets")));
+    }
+    script.extend(tier_objects());
+    let urls = format!("{NS}/secrets/shop-mongo-urls");
+    script.push(Expect::get(&urls, not_found("secrets", "shop-mongo-urls")));
+    script.push(Expect::patch(&urls));
+    script.push(Expect::get(STS, not_found("statefulsets", "shop-mongo")));
+    script.push(Expect::patch(STS));
+    script.push(Expect::status(&app));
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = support::context(
+        client,
+        vec![deployment],
+        vec![stamped(desired.service)],
+        budgets,
+    );
+    let action = support::reconcile_with(app.clone(), ctx, &transcript, task, n)
+        .await
+        .expect("reconcile succeeds");
+    // The replica set asks to be looked at again soon, not at the 5-minute resync.
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(10))
+    );
+
+    let path = "/apis/meteorfleet.dev/v1alpha1/namespaces/default/meteorapps/shop/status";
+    let status = transcript.body_of(Method::PATCH, path);
+    let find = |t: &str| {
+        status["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {t} in {status}"))
+    };
+    assert_eq!(find("MongoReady")["status"], "False");
+    assert_eq!(find("MongoReady")["reason"], "Provisioning");
+    assert_eq!(find("Ready")["status"], "False");
+    assert_eq!(find("Ready")["reason"], "MongoNotReady");
+}
