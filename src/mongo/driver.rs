@@ -178,15 +178,73 @@ fn state(code: i32) -> MemberState {
     }
 }
 
+fn parse_hello(h: &Document) -> Hello {
+    Hello {
+        set_name: h.get_str("setName").ok().map(Into::into),
+        is_writable_primary: h.get_bool("isWritablePrimary").unwrap_or(false),
+        secondary: h.get_bool("secondary").unwrap_or(false),
+        primary: h.get_str("primary").ok().map(Into::into),
+    }
+}
+
+fn parse_status(reply: &Document) -> ReplStatus {
+    let members = reply
+        .get_array("members")
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| {
+            let m = m.as_document()?;
+            Some(MemberStatus {
+                id: number(m, "_id")? as usize,
+                host: m.get_str("name").ok()?.to_string(),
+                state: state(number(m, "state")? as i32),
+                optime_seconds: m
+                    .get_datetime("optimeDate")
+                    .ok()
+                    .map(|d| d.timestamp_millis() / 1000),
+            })
+        })
+        .collect();
+    ReplStatus { members }
+}
+
+/// The live config document `raw` with the operator's members, version `config.version`, and
+/// everything else (settings, tags, hidden, ...) as it was. `Err(live version)` when the live
+/// config is not the one `config` was planned from.
+fn merged_config(mut raw: Document, config: &ReplConfig) -> Result<Document, i64> {
+    let live = number(&raw, "version").unwrap_or(0.0) as i64;
+    if live + 1 != config.version {
+        return Err(live);
+    }
+    let old: Vec<Document> = raw
+        .get_array("members")
+        .map(|a| a.iter().filter_map(|m| m.as_document().cloned()).collect())
+        .unwrap_or_default();
+    let members: Vec<Document> = config
+        .members
+        .iter()
+        .map(|m| {
+            let mut d = old
+                .iter()
+                .find(|d| number(d, "_id") == Some(m.id as f64))
+                .cloned()
+                .unwrap_or_default();
+            d.extend(member_doc(m));
+            d
+        })
+        .collect();
+    raw.insert("members", members);
+    raw.insert("version", config.version);
+    // The server sets the term itself.
+    raw.remove("term");
+    Ok(raw)
+}
+
 impl MongoAdmin for DriverAdmin {
     async fn hello(&self, host: &str) -> Result<Hello, AdminError> {
-        let h = self.run(host, None, "admin", doc! { "hello": 1 }).await?;
-        Ok(Hello {
-            set_name: h.get_str("setName").ok().map(Into::into),
-            is_writable_primary: h.get_bool("isWritablePrimary").unwrap_or(false),
-            secondary: h.get_bool("secondary").unwrap_or(false),
-            primary: h.get_str("primary").ok().map(Into::into),
-        })
+        let reply = self.run(host, None, "admin", doc! { "hello": 1 }).await?;
+        Ok(parse_hello(&reply))
     }
 
     async fn authenticate(&self, host: &str, who: Identity) -> Result<(), AdminError> {
@@ -223,25 +281,7 @@ impl MongoAdmin for DriverAdmin {
         let reply = self
             .run(host, Some(who), "admin", doc! { "replSetGetStatus": 1 })
             .await?;
-        let members = reply
-            .get_array("members")
-            .map(|a| a.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|m| {
-                let m = m.as_document()?;
-                Some(MemberStatus {
-                    id: number(m, "_id")? as usize,
-                    host: m.get_str("name").ok()?.to_string(),
-                    state: state(number(m, "state")? as i32),
-                    optime_seconds: m
-                        .get_datetime("optimeDate")
-                        .ok()
-                        .map(|d| d.timestamp_millis() / 1000),
-                })
-            })
-            .collect();
-        Ok(ReplStatus { members })
+        Ok(parse_status(&reply))
     }
 
     async fn initiate(
@@ -276,40 +316,16 @@ impl MongoAdmin for DriverAdmin {
         let reply = self
             .run(host, Some(who), "admin", doc! { "replSetGetConfig": 1 })
             .await?;
-        let mut raw = reply.get_document("config").cloned().unwrap_or_default();
-        let live = number(&raw, "version").unwrap_or(0.0) as i64;
-        if live + 1 != config.version {
-            return Err(AdminError::Command {
-                host: host.into(),
-                command: "replSetReconfig".into(),
-                code: 0,
-                message: format!(
-                    "config version moved to {live} since observed ({}); retrying from fresh facts",
-                    config.version - 1
-                ),
-            });
-        }
-        let old: Vec<Document> = raw
-            .get_array("members")
-            .map(|a| a.iter().filter_map(|m| m.as_document().cloned()).collect())
-            .unwrap_or_default();
-        let members: Vec<Document> = config
-            .members
-            .iter()
-            .map(|m| {
-                let mut d = old
-                    .iter()
-                    .find(|d| number(d, "_id") == Some(m.id as f64))
-                    .cloned()
-                    .unwrap_or_default();
-                d.extend(member_doc(m));
-                d
-            })
-            .collect();
-        raw.insert("members", members);
-        raw.insert("version", config.version);
-        // The server sets the term itself.
-        raw.remove("term");
+        let raw = reply.get_document("config").cloned().unwrap_or_default();
+        let raw = merged_config(raw, config).map_err(|live| AdminError::Command {
+            host: host.into(),
+            command: "replSetReconfig".into(),
+            code: 0,
+            message: format!(
+                "config version moved to {live} since observed ({}); retrying from fresh facts",
+                config.version - 1
+            ),
+        })?;
         self.run(host, Some(who), "admin", doc! { "replSetReconfig": raw })
             .await
             .map(drop)
@@ -372,5 +388,127 @@ impl MongoAdmin for DriverAdmin {
             }
             other => other.map(drop),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The document handling of the driver path, on documents shaped like mongod's replies.
+    use super::*;
+    use mongodb::bson::DateTime;
+
+    fn live_config() -> Document {
+        doc! {
+            "_id": "shop",
+            "version": 4,
+            "term": 7_i64,
+            "protocolVersion": 1_i64,
+            "members": [
+                { "_id": 0, "host": "shop-mongo-0.x:27017", "votes": 1, "priority": 1.0,
+                  "tags": { "zone": "a" }, "hidden": false },
+                { "_id": 1, "host": "shop-mongo-1.x:27017", "votes": 0, "priority": 0.0 },
+            ],
+            "settings": { "electionTimeoutMillis": 10000, "replicaSetId": "abc" },
+        }
+    }
+
+    #[test]
+    fn reads_the_config_mongod_returns() {
+        let c = parse_config(&live_config()).unwrap();
+        assert_eq!(c.set_name, "shop");
+        assert_eq!(c.version, 4);
+        assert_eq!(c.members.len(), 2);
+        assert_eq!(
+            (c.members[1].id, c.members[1].votes, c.members[1].priority),
+            (1, 0, 0.0)
+        );
+    }
+
+    #[test]
+    fn reconfig_keeps_unmanaged_fields_and_drops_the_term() {
+        let mut next = parse_config(&live_config()).unwrap();
+        next.version = 5;
+        next.members[1].votes = 1;
+        next.members[1].priority = 1.0;
+        next.members.push(MemberConfig {
+            id: 2,
+            host: "shop-mongo-2.x:27017".into(),
+            votes: 0,
+            priority: 0.0,
+        });
+        let merged = merged_config(live_config(), &next).unwrap();
+        assert_eq!(merged.get_i64("version").unwrap(), 5);
+        assert!(merged.get("term").is_none());
+        assert_eq!(
+            merged
+                .get_document("settings")
+                .unwrap()
+                .get_str("replicaSetId")
+                .unwrap(),
+            "abc"
+        );
+        let members = merged.get_array("members").unwrap();
+        let m0 = members[0].as_document().unwrap();
+        assert_eq!(
+            m0.get_document("tags").unwrap().get_str("zone").unwrap(),
+            "a"
+        );
+        let m1 = members[1].as_document().unwrap();
+        assert_eq!(
+            (
+                m1.get_i32("votes").unwrap(),
+                m1.get_f64("priority").unwrap()
+            ),
+            (1, 1.0)
+        );
+        let m2 = members[2].as_document().unwrap();
+        assert_eq!(m2.get_i32("_id").unwrap(), 2);
+        assert_eq!(m2.get_str("host").unwrap(), "shop-mongo-2.x:27017");
+        assert_eq!(m2.get_i32("votes").unwrap(), 0);
+        // Removing a member drops its document.
+        next.members.retain(|m| m.id != 1);
+        let merged = merged_config(live_config(), &next).unwrap();
+        assert_eq!(merged.get_array("members").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn reconfig_refuses_a_config_that_moved() {
+        let mut next = parse_config(&live_config()).unwrap();
+        next.version = 7;
+        assert_eq!(merged_config(live_config(), &next), Err(4));
+    }
+
+    #[test]
+    fn reads_hello_and_status() {
+        let h = parse_hello(&doc! {
+            "isWritablePrimary": false, "secondary": true, "setName": "shop",
+            "primary": "shop-mongo-0.x:27017",
+        });
+        assert_eq!(h.set_name.as_deref(), Some("shop"));
+        assert!(h.secondary && !h.is_writable_primary);
+        // An uninitiated member started with --replSet: no setName.
+        let fresh = parse_hello(
+            &doc! { "isWritablePrimary": false, "secondary": false, "isreplicaset": true },
+        );
+        assert_eq!(fresh, Hello::default());
+
+        let s = parse_status(&doc! { "members": [
+            { "_id": 0, "name": "a:27017", "state": 1, "optimeDate": DateTime::from_millis(100_000) },
+            { "_id": 1, "name": "b:27017", "state": 2, "optimeDate": DateTime::from_millis(97_000) },
+            { "_id": 2, "name": "c:27017", "state": 5 },
+            { "_id": 3, "name": "d:27017", "state": 8 },
+        ]});
+        let states: Vec<MemberState> = s.members.iter().map(|m| m.state).collect();
+        assert_eq!(
+            states,
+            [
+                MemberState::Primary,
+                MemberState::Secondary,
+                MemberState::Syncing,
+                MemberState::Down
+            ]
+        );
+        assert_eq!(s.members[1].optime_seconds, Some(97));
+        assert_eq!(s.members[2].optime_seconds, None);
     }
 }
