@@ -882,3 +882,23 @@ async fn statefulset_never_shrinks_blind() {
     let r = status::readiness(&t, &outcome.facts, &outcome.action, None);
     assert_eq!(r.reason, "Unreachable");
 }
+
+#[tokio::test]
+async fn votes_never_change_while_another_voter_is_down() {
+    let mut h = Harness::new();
+    h.converge(&target(3)).await;
+    // Member 0 stays down; scaling to 1 would leave member 1 voting alone with a dead voter.
+    h.w().primary = Some(1);
+    h.w().nodes[0].down_rounds = 8;
+    let before = h.changes();
+    for _ in 0..5 {
+        let action = h.reconcile(&target(1)).await;
+        assert!(
+            matches!(action, Action::Wait(meteor_operator::mongo::replset::Wait::Unhealthy(ref d)) if d == &[0]),
+            "{action:?}"
+        );
+    }
+    assert_eq!(h.changes(), before, "no vote change while member 0 is down");
+    h.converge(&target(1)).await;
+    h.assert_healthy(&target(1));
+}

@@ -21,6 +21,8 @@
 //! 6. Membership, one member at a time: first members at or above `members` leave (step down
 //!    if primary, then votes and priority to 0, then removal); then non-voting members that are
 //!    SECONDARY get their vote; then the lowest missing member joins with votes 0, priority 0.
+//!    Vote changes and step-downs wait while any other voting member is not PRIMARY/SECONDARY,
+//!    so a change never costs the set its majority.
 //!
 //! The StatefulSet is sized by [`statefulset_replicas`]: never below the highest member still
 //! in the configuration, so a pod goes only after its member was removed.
@@ -547,6 +549,23 @@ pub fn plan(target: &Target, facts: &Facts) -> Action {
         return Action::Wait(Wait::NoPrimary);
     }
 
+    // Changing votes or stepping down while another voter is down can cost the set its
+    // majority (and so its primary): such changes wait until the other voters are healthy.
+    let guarded = |id: usize, action: Action| {
+        let down: Vec<usize> = config
+            .members
+            .iter()
+            .filter(|m| m.votes > 0 && m.id != id)
+            .map(|m| m.id)
+            .filter(|other| !serving(facts.state(*other)))
+            .collect();
+        if down.is_empty() {
+            action
+        } else {
+            Action::Wait(Wait::Unhealthy(down))
+        }
+    };
+
     // Leaving members, highest first, as the StatefulSet removes pods.
     if let Some(m) = config
         .members
@@ -555,9 +574,9 @@ pub fn plan(target: &Target, facts: &Facts) -> Action {
         .max_by_key(|m| m.id)
     {
         return if m.id == primary {
-            Action::StepDown(m.id)
+            guarded(m.id, Action::StepDown(m.id))
         } else if m.votes > 0 || m.priority > 0.0 {
-            Action::Demote(m.id)
+            guarded(m.id, Action::Demote(m.id))
         } else {
             Action::Remove(m.id)
         };
@@ -565,7 +584,7 @@ pub fn plan(target: &Target, facts: &Facts) -> Action {
     // Non-voting members get a vote once they are SECONDARY.
     if let Some(m) = config.members.iter().find(|m| m.votes == 0) {
         return if facts.state(m.id) == Some(MemberState::Secondary) {
-            Action::GrantVote(m.id)
+            guarded(m.id, Action::GrantVote(m.id))
         } else {
             Action::Wait(Wait::Syncing(m.id))
         };
@@ -581,18 +600,17 @@ pub fn plan(target: &Target, facts: &Facts) -> Action {
         .members
         .iter()
         .map(|m| m.id)
-        .filter(|id| {
-            !matches!(
-                facts.state(*id),
-                Some(MemberState::Primary | MemberState::Secondary)
-            )
-        })
+        .filter(|id| !serving(facts.state(*id)))
         .collect();
     if unhealthy.is_empty() {
         Action::Healthy
     } else {
         Action::Wait(Wait::Unhealthy(unhealthy))
     }
+}
+
+fn serving(state: Option<MemberState>) -> bool {
+    matches!(state, Some(MemberState::Primary | MemberState::Secondary))
 }
 
 /// The config after `action`, from `current` (version plus one).
