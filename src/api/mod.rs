@@ -97,6 +97,8 @@ pub struct MeteorAppSpec {
     /// How Meteor observes changes, in order of preference (`METEOR_REACTIVITY_ORDER`).
     /// Unset: Meteor's default (`changeStreams,oplog,polling` in Meteor 3.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Bounded so the apiserver's CEL cost estimate of the rules over it stays small.
+    #[schemars(length(max = 3))]
     #[x_kube(validation = Rule::new("self.size() > 0 && self.all(r, self.exists_one(x, x == r))")
         .message("must list changeStreams, oplog or polling, each at most once"))]
     pub reactivity: Option<Vec<Reactivity>>,

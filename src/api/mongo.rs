@@ -59,6 +59,7 @@ pub struct ManagedMongo {
     /// MongoDB major.minor the image runs, 5.0 or later. Decides which features the operator
     /// may use (change streams need 6.0+). Default 8.0.
     #[serde(default = "default_version")]
+    #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self.matches('^([5-9]|[1-9][0-9])\\\\.[0-9]+$')")
         .message("must be a MongoDB version 5.0 or later, written major.minor (like 8.0)"))]
     pub version: String,
@@ -85,6 +86,7 @@ pub struct ManagedMongo {
     /// Database of the app (`MONGO_URL` path, the app user's `readWrite`). Default: the
     /// MeteorApp name. Cannot change later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_-]{1,63}$') && !(self in ['admin', 'local', 'config'])")
         .message("must be 1 to 63 letters, digits, '_' or '-', and not admin, local or config"))]
     pub database: Option<String>,
@@ -113,6 +115,7 @@ pub struct MongoStorage {
     /// Requested size, like `10Gi` (default). It can grow later only where the StorageClass
     /// allows volume expansion; it never shrinks.
     #[serde(default = "default_storage_size")]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))")
         .message("must be a positive quantity like 10Gi"))]
     #[x_kube(validation = Rule::new("quantity(self).compareTo(quantity(oldSelf)) >= 0")
