@@ -242,6 +242,13 @@ async fn run_controller(
         p.status = None;
     });
 
+    // Managed-MongoDB StatefulSets: only their changes matter (a member pod became ready), so
+    // the trimmed cache itself is not read.
+    let (_statefulsets, statefulset_events) =
+        owned_cache::<k8s_openapi::api::apps::v1::StatefulSet>(&client, args, |s| {
+            s.spec = None;
+        });
+
     let apps: Api<MeteorApp> = scoped_api(&client, args);
     let mut ctx = Context::new(client.clone(), deployments, services, budgets, metrics);
     // Only operator pods of the operator's own namespace pass managed-MongoDB NetworkPolicies.
@@ -258,6 +265,7 @@ async fn run_controller(
         .owns_stream(deployment_events)
         .owns_stream(service_events)
         .owns_stream(budget_events)
+        .owns_stream(statefulset_events)
         // Referenced Secrets and ConfigMaps: metadata only (no Secret data is held in memory).
         .watches_stream(
             referenced_changes::<Secret>(&client, args),
