@@ -335,3 +335,221 @@ async fn reconcile_holds_ready_until_mongo_is_ready() {
     assert_eq!(find("Ready")["status"], "False");
     assert_eq!(find("Ready")["reason"], "MongoNotReady");
 }
+
+/// Every member is down: each call fails as the driver's would.
+struct AllDown;
+
+impl meteor_operator::mongo::replset::MongoAdmin for AllDown {
+    async fn hello(&self, h: &str) -> Result<meteor_operator::mongo::replset::Hello, Down> {
+        Err(down(h))
+    }
+    async fn authenticate(&self, h: &str, _: Who) -> Result<(), Down> {
+        Err(down(h))
+    }
+    async fn get_config(&self, h: &str, _: Who) -> Result<Option<Config>, Down> {
+        Err(down(h))
+    }
+    async fn status(
+        &self,
+        h: &str,
+        _: Who,
+    ) -> Result<meteor_operator::mongo::replset::ReplStatus, Down> {
+        Err(down(h))
+    }
+    async fn initiate(&self, h: &str, _: Who, _: &Config) -> Result<(), Down> {
+        Err(down(h))
+    }
+    async fn reconfig(&self, h: &str, _: Who, _: &Config) -> Result<(), Down> {
+        Err(down(h))
+    }
+    async fn step_down(&self, h: &str, _: Who) -> Result<(), Down> {
+        Err(down(h))
+    }
+    async fn existing_users(
+        &self,
+        h: &str,
+        _: Who,
+        _: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, Down> {
+        Err(down(h))
+    }
+    async fn create_user(
+        &self,
+        h: &str,
+        _: Who,
+        _: &meteor_operator::mongo::replset::UserSpec,
+    ) -> Result<(), Down> {
+        Err(down(h))
+    }
+}
+
+type Down = meteor_operator::mongo::replset::AdminError;
+type Who = meteor_operator::mongo::replset::Identity;
+type Config = meteor_operator::mongo::replset::ReplConfig;
+
+fn down(h: &str) -> Down {
+    Down::Unreachable {
+        host: h.into(),
+        message: "no route".into(),
+    }
+}
+
+fn existing_secrets() -> Vec<Expect> {
+    let existing = |name: &str, kv: &[(&str, &str)]| {
+        Expect::get(
+            &format!("{NS}/secrets/{name}"),
+            (StatusCode::OK, secret_json(name, kv)),
+        )
+    };
+    vec![
+        existing(
+            "shop-mongo-keyfile",
+            &[("keyfile", "aKeyfileOfEnoughLength")],
+        ),
+        existing(
+            "shop-mongo-root",
+            &[("username", "root"), ("password", "r")],
+        ),
+        existing("shop-mongo-app", &[("username", "app"), ("password", "a")]),
+        existing(
+            "shop-mongo-oplog",
+            &[("username", "oplog"), ("password", "o")],
+        ),
+    ]
+}
+
+fn existing_statefulset() -> (StatusCode, Value) {
+    (
+        StatusCode::OK,
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": { "name": "shop-mongo", "namespace": "default" },
+            "spec": {
+                "replicas": 3, "serviceName": "shop-mongo", "selector": {}, "template": {},
+                "volumeClaimTemplates": [{ "metadata": { "name": "data" }, "spec": {
+                    "storageClassName": "fast",
+                    "resources": { "requests": { "storage": "10Gi" } } } }],
+            }
+        }),
+    )
+}
+
+fn pvc_list() -> (StatusCode, Value) {
+    let pvc = |i: usize| {
+        json!({ "metadata": { "name": format!("data-shop-mongo-{i}"), "namespace": "default" },
+                "spec": { "storageClassName": "fast",
+                          "resources": { "requests": { "storage": "10Gi" } } } })
+    };
+    (
+        StatusCode::OK,
+        json!({ "apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {},
+                "items": [pvc(0), pvc(1), pvc(2)] }),
+    )
+}
+
+fn storage_class(allow: bool) -> (StatusCode, Value) {
+    (
+        StatusCode::OK,
+        json!({ "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": { "name": "fast" }, "provisioner": "example.com/csi",
+                "allowVolumeExpansion": allow }),
+    )
+}
+
+/// A set seen with 3 members before, now asked for 1 member and 20Gi, with every member down.
+fn resized_app() -> meteor_operator::api::MeteorApp {
+    let mut a = app("      storage: { size: 20Gi, storageClassName: fast }");
+    if let Some(m) = a.spec.mongo.managed.as_mut() {
+        m.members = 1;
+    }
+    a.status = Some(meteor_operator::api::MeteorAppStatus {
+        mongo: Some(meteor_operator::api::MongoStatus {
+            members: 3,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    a
+}
+
+async fn run_resize(allow: bool) -> (tier::TierReport, support::Transcript) {
+    let mut script = existing_secrets();
+    script.extend(tier_objects());
+    let urls = format!("{NS}/secrets/shop-mongo-urls");
+    script.push(Expect::get(&urls, not_found("secrets", "shop-mongo-urls")));
+    script.push(Expect::patch(&urls));
+    script.push(Expect::get(STS, existing_statefulset()));
+    script.push(Expect::get(
+        &format!("{NS}/persistentvolumeclaims"),
+        pvc_list(),
+    ));
+    script.push(Expect::get(
+        "/apis/storage.k8s.io/v1/storageclasses/fast",
+        storage_class(allow),
+    ));
+    if allow {
+        for i in 0..3 {
+            script.push(Expect::patch(&format!(
+                "{NS}/persistentvolumeclaims/data-shop-mongo-{i}"
+            )));
+        }
+    }
+    script.push(Expect::patch(STS));
+    let expected = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let report = tier::reconcile_with(&client, &resized_app(), &TierOptions::default(), |_, _| {
+        AllDown
+    })
+    .await
+    .expect("no API error")
+    .unwrap();
+    drop(client);
+    assert_eq!(task.await.unwrap(), expected, "{:?}", transcript.unexpected);
+    assert!(transcript.unexpected.lock().unwrap().is_empty());
+    (report, transcript)
+}
+
+#[tokio::test]
+async fn growth_patches_each_pvc_where_the_class_allows_it() {
+    let (report, transcript) = run_resize(true).await;
+    for i in 0..3 {
+        let body = transcript.body_of(
+            Method::PATCH,
+            &format!("{NS}/persistentvolumeclaims/data-shop-mongo-{i}"),
+        );
+        assert_eq!(
+            body,
+            json!({ "spec": { "resources": { "requests": { "storage": "20Gi" } } } })
+        );
+    }
+    let sts = transcript.body_of(Method::PATCH, STS);
+    // The immutable claim template keeps the size the set was created with.
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "10Gi"
+    );
+    // Members unreachable: the config is unknown, so no scale-down to 1 on a guess.
+    assert_eq!(sts["spec"]["replicas"], 3);
+    assert_eq!(report.readiness.reason, "Unreachable");
+    assert_eq!(report.storage.as_ref().map(|s| s.reason), Some("Expanding"));
+}
+
+#[tokio::test]
+async fn growth_is_refused_without_volume_expansion() {
+    let (report, transcript) = run_resize(false).await;
+    assert!(
+        transcript
+            .writes()
+            .iter()
+            .all(|w| !w.contains("persistentvolumeclaims"))
+    );
+    let storage = report.storage.expect("a storage condition");
+    assert_eq!((storage.ready, storage.reason), (false, "ResizeRefused"));
+    assert!(
+        storage
+            .message
+            .contains("fast does not allow volume expansion"),
+        "{}",
+        storage.message
+    );
+}

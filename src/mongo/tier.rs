@@ -16,7 +16,7 @@
 
 use super::build::{self, TierOptions};
 use super::driver::DriverAdmin;
-use super::replset::{self, KubeFacts};
+use super::replset::{self, KubeFacts, MongoAdmin};
 use super::secrets::{self, OsRandom};
 use super::status::{self, Readiness};
 use super::storage::{self, StorageDecision, StorageFacts};
@@ -204,6 +204,19 @@ pub async fn reconcile(
     app: &MeteorApp,
     options: &TierOptions,
 ) -> Result<Option<TierReport>, kube::Error> {
+    reconcile_with(client, app, options, |root, keyfile| {
+        DriverAdmin::new(root.clone(), keyfile.to_string())
+    })
+    .await
+}
+
+/// [`reconcile`] with the MongoDB admin made by `admin_for(root credentials, keyfile)`.
+pub async fn reconcile_with<A: MongoAdmin>(
+    client: &Client,
+    app: &MeteorApp,
+    options: &TierOptions,
+    admin_for: impl FnOnce(&secrets::Credentials, &str) -> A,
+) -> Result<Option<TierReport>, kube::Error> {
     let Some(mut tier) = build::desired_with(app, options, &mut OsRandom) else {
         return Ok(None);
     };
@@ -248,7 +261,7 @@ pub async fn reconcile(
     let (readiness, mongo, replicas, requeue) = match (&existing, &creds) {
         (Some(_), Ok((keyfile, users))) => {
             let target = super::target(app, users).expect("managed apps have a target");
-            let admin = DriverAdmin::new(users.root.clone(), keyfile.clone());
+            let admin = admin_for(&users.root, keyfile);
             let kube = KubeFacts {
                 statefulset_replicas: existing_replicas,
                 was_initialized,
