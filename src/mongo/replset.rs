@@ -249,9 +249,6 @@ impl Target {
     pub fn host(&self, id: usize) -> &str {
         &self.hosts[id]
     }
-    fn id_of(&self, host: &str) -> Option<usize> {
-        self.hosts.iter().position(|h| h == host)
-    }
 }
 
 /// Kubernetes facts the step needs.
@@ -431,15 +428,12 @@ pub async fn observe(admin: &impl MongoAdmin, target: &Target, kube: KubeFacts) 
         .min(MAX_MEMBERS);
     // Concurrently: members that are down each cost a connect timeout.
     facts.hellos = hellos(admin, target, 0..probe).await;
+    // The member to talk to: the primary if one answers, else any initiated one, else any.
     let anchor = |facts: &Facts| -> Option<usize> {
-        let primary = facts.hellos.iter().enumerate().find_map(|(i, h)| {
-            let h = h.as_ref()?;
-            if h.is_writable_primary {
-                Some(i)
-            } else {
-                h.primary.as_deref().and_then(|p| target.id_of(p))
-            }
-        });
+        let primary = facts
+            .hellos
+            .iter()
+            .position(|h| h.as_ref().is_some_and(|h| h.is_writable_primary));
         primary
             .or_else(|| {
                 facts
