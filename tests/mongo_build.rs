@@ -531,3 +531,32 @@ fn render_shows_the_full_tier_for_the_managed_examples() {
         );
     }
 }
+
+#[test]
+fn wired_tiger_cache_follows_the_memory_limit() {
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use meteor_operator::mongo::build::wired_tiger_cache_gb;
+    let limit = |q: &str| ResourceRequirements {
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity(q.into()),
+        )])),
+        ..ResourceRequirements::default()
+    };
+    assert_eq!(wired_tiger_cache_gb(&limit("4Gi")).as_deref(), Some("1.50"));
+    assert_eq!(wired_tiger_cache_gb(&limit("1Gi")).as_deref(), Some("0.25"));
+    assert_eq!(
+        wired_tiger_cache_gb(&limit("512Mi")).as_deref(),
+        Some("0.25")
+    );
+    assert_eq!(
+        wired_tiger_cache_gb(&limit("10Gi")).as_deref(),
+        Some("4.50")
+    );
+    assert_eq!(wired_tiger_cache_gb(&ResourceRequirements::default()), None);
+    // No limit given: mongod sizes its own cache.
+    let a = managed(json!({ "resources": { "requests": { "memory": "1Gi" } } }));
+    let args = json_of(&tier(&a).statefulset)["spec"]["template"]["spec"]["containers"][0]["args"]
+        .to_string();
+    assert!(!args.contains("wiredTigerCacheSizeGB"), "{args}");
+}
