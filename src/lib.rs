@@ -3,6 +3,7 @@
 pub mod api;
 pub mod build;
 pub mod controller;
+pub mod mongo;
 pub mod problem;
 pub mod proxy;
 pub mod references;

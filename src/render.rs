@@ -86,7 +86,36 @@ pub fn render_app(mut app: MeteorApp) -> anyhow::Result<String> {
     if let Some(budget) = desired.disruption_budget {
         push_yaml(&mut out, &stamped(budget))?;
     }
+    render_mongo(&mut out, &app)?;
     Ok(out)
+}
+
+/// The managed-MongoDB tier. Generated values are placeholders: the real ones are drawn from
+/// the CSPRNG once, when the operator creates the Secrets.
+fn render_mongo(out: &mut String, app: &MeteorApp) -> anyhow::Result<()> {
+    use crate::mongo::SecretKind;
+    use crate::mongo::build::{TierOptions, default_username, desired_with, urls_secret};
+    use crate::mongo::secrets::{Credentials, PLACEHOLDER_VALUE, Placeholder};
+    let Some(tier) = desired_with(app, &TierOptions::default(), &mut Placeholder) else {
+        return Ok(());
+    };
+    push_yaml(out, &stamped(tier.statefulset))?;
+    push_yaml(out, &stamped(tier.service))?;
+    push_yaml(out, &stamped(tier.pdb))?;
+    push_yaml(out, &stamped(tier.network_policy))?;
+    for secret in &tier.create_once {
+        push_yaml(out, secret)?;
+    }
+    let placeholder = |kind| Credentials {
+        username: default_username(kind).into(),
+        password: PLACEHOLDER_VALUE.into(),
+    };
+    let urls = urls_secret(
+        app,
+        &placeholder(SecretKind::App),
+        &placeholder(SecretKind::Oplog),
+    );
+    push_yaml(out, &stamped(urls))
 }
 
 fn push_yaml<T: serde::Serialize>(out: &mut String, object: &T) -> anyhow::Result<()> {

@@ -119,6 +119,8 @@ pub fn compute(
             .into_iter()
             .map(|want| condition(want, previous, generation, now))
             .collect(),
+        // Filled in by `crate::mongo::kube::fold_status` for managed MongoDB.
+        mongo: None,
     }
 }
 

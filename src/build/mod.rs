@@ -28,13 +28,17 @@ pub struct MongoWiring {
 }
 
 impl MongoWiring {
-    /// The wiring `spec.mongo` asks for. None when the spec names no MongoDB (rejected by the
-    /// CRD and by validation before anything is built).
+    /// The wiring `spec.mongo` asks for (see `crate::mongo::wiring`). None when the spec names
+    /// no MongoDB (rejected by the CRD and by validation before anything is built).
     pub fn for_app(app: &MeteorApp) -> Option<Self> {
-        let external = app.spec.mongo.external.as_ref()?;
+        let mongo = &app.spec.mongo;
+        if mongo.external.is_none() && mongo.managed.is_none() {
+            return None;
+        }
+        let wiring = crate::mongo::wiring(app);
         Some(Self {
-            url: external.url.clone(),
-            oplog_url: external.oplog_url.clone(),
+            url: wiring.url,
+            oplog_url: wiring.oplog_url,
         })
     }
 }

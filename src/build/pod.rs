@@ -151,6 +151,9 @@ fn environment(
     if let Some(oplog) = oplog_url {
         ours.push(from_secret("MONGO_OPLOG_URL", &oplog.name, &oplog.key));
     }
+    if let Some(order) = crate::mongo::wiring(app).reactivity_order {
+        ours.push(plain("METEOR_REACTIVITY_ORDER", order));
+    }
     if let Some(settings) = &spec.settings {
         if let Some(secret) = &settings.secret_key_ref {
             ours.push(from_secret("METEOR_SETTINGS", &secret.name, &secret.key));

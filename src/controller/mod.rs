@@ -3,7 +3,7 @@
 //! replica acts.
 
 mod admin;
-mod apply;
+pub(crate) mod apply;
 mod metrics;
 mod reconcile;
 
@@ -98,6 +98,8 @@ pub struct Context {
     pub budgets: Store<PodDisruptionBudget>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Deployment-level knobs of managed MongoDB (the operator's namespace for NetworkPolicies).
+    pub mongo_options: crate::mongo::build::TierOptions,
     /// Consecutive failures per app, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<MeteorApp>, u32>>,
 }
@@ -118,6 +120,7 @@ impl Context {
             budgets,
             recorder,
             metrics,
+            mongo_options: crate::mongo::build::TierOptions::default(),
             failures: Mutex::default(),
         }
     }
@@ -260,14 +263,18 @@ async fn run_controller(
     let (budgets, budget_events) =
         owned_cache::<PodDisruptionBudget>(&client, args, trim::disruption_budget);
 
+    // Managed-MongoDB StatefulSets: only their changes matter (a member pod became ready), so
+    // the trimmed cache itself is not read.
+    let (_statefulsets, statefulset_events) =
+        owned_cache::<k8s_openapi::api::apps::v1::StatefulSet>(&client, args, |s| {
+            s.spec = None;
+        });
+
     let apps: Api<MeteorApp> = scoped_api(&client, args);
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        deployments,
-        services,
-        budgets,
-        metrics,
-    ));
+    let mut ctx = Context::new(client.clone(), deployments, services, budgets, metrics);
+    // Only operator pods of the operator's own namespace pass managed-MongoDB NetworkPolicies.
+    ctx.mongo_options.operator_namespace = args.lease_namespace.clone();
+    let ctx = Arc::new(ctx);
     // MeteorApps are cached without managedFields, which are often most of an object's bytes.
     let (app_store, app_writer) = reflector::store();
     let app_events = watcher(apps, watcher::Config::default().any_semantic())
@@ -279,6 +286,7 @@ async fn run_controller(
         .owns_stream(deployment_events)
         .owns_stream(service_events)
         .owns_stream(budget_events)
+        .owns_stream(statefulset_events)
         // Referenced Secrets and ConfigMaps: metadata only (no Secret data is held in memory).
         .watches_stream(
             referenced_changes::<Secret>(&client, args),

@@ -35,7 +35,7 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
     }
     let namespace = app.namespace().ok_or(Error::MissingNamespace)?;
 
-    let (verdict, written) = match check(&app, &ctx, &namespace).await? {
+    let (verdict, mut written) = match check(&app, &ctx, &namespace).await? {
         Err(problem) => (Verdict::Problem(problem), Written::default()),
         Ok(inputs) => {
             let desired = build::desired(&app, &inputs);
@@ -46,13 +46,14 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
                     let verdict = Verdict::ApplyFailed(format!("writing children failed: {error}"));
                     let app_deployment = ctx.observed_deployment(&app, &meta::app_name(&app));
                     let worker_deployment = ctx.observed_deployment(&app, &meta::worker_name(&app));
-                    let new_status = status::compute(
+                    let mut new_status = status::compute(
                         &app,
                         &verdict,
                         app_deployment.as_deref(),
                         worker_deployment.as_deref(),
                         &now(),
                     );
+                    crate::mongo::tier::fold_status(&mut new_status, &app, None, &now());
                     publish_status(&app, &ctx, &namespace, new_status).await?;
                     return Err(error.into());
                 }
@@ -60,6 +61,7 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
         }
     };
 
+    let mongo = written.mongo.take();
     // Freshest view of the Deployments: what we just wrote, else the cache.
     let app_deployment = written
         .app
@@ -69,21 +71,27 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
         .worker
         .map(Arc::new)
         .or_else(|| ctx.observed_deployment(&app, &meta::worker_name(&app)));
-    let new_status = status::compute(
+    let mut new_status = status::compute(
         &app,
         &verdict,
         app_deployment.as_deref(),
         worker_deployment.as_deref(),
         &now(),
     );
+    // Managed MongoDB: MongoReady, status.mongo, and Ready waits for MongoReady.
+    crate::mongo::tier::fold_status(&mut new_status, &app, mongo.as_ref(), &now());
     let progressing =
         status::find(Some(&new_status), status::PROGRESSING).is_some_and(|c| c.status == "True");
     publish_status(&app, &ctx, &namespace, new_status).await?;
 
-    Ok(match verdict {
-        Verdict::Applied if progressing => Action::requeue(WHILE_PROGRESSING),
-        _ => Action::requeue(RESYNC),
-    })
+    let requeue = match verdict {
+        Verdict::Applied if progressing => WHILE_PROGRESSING,
+        _ => RESYNC,
+    };
+    // The replica set moves one step per reconcile; come back as soon as it asks.
+    Ok(Action::requeue(
+        mongo.map_or(requeue, |m| m.requeue.min(requeue)),
+    ))
 }
 
 /// Static validation, then the referenced Secrets and ConfigMaps. `Err` of the outer result is an
@@ -98,7 +106,7 @@ async fn check(
     }
     let Some(mongo) = MongoWiring::for_app(app) else {
         return Ok(Err(Problem::InvalidSpec(
-            "spec.mongo: set external (the MongoDB connection strings)".into(),
+            "spec.mongo: set exactly one of external or managed".into(),
         )));
     };
     let fetched = fetch_references(app, ctx, namespace).await?;
@@ -160,6 +168,8 @@ async fn fetch_references(
 struct Written {
     app: Option<Deployment>,
     worker: Option<Deployment>,
+    /// What the managed-MongoDB tier did, when the app has one.
+    mongo: Option<crate::mongo::tier::TierReport>,
 }
 
 /// Applies what changed and deletes what the spec no longer wants.
@@ -218,6 +228,11 @@ async fn converge(
         }
         None => writes += u64::from(apply::delete(client, owned(app, observed)).await?),
     }
+
+    // Managed MongoDB, after the app tier: the app Deployment exists regardless, and its pods
+    // start as soon as the URLs Secret and a primary are there.
+    written.mongo = crate::mongo::tier::reconcile(client, app, &ctx.mongo_options).await?;
+    writes += written.mongo.as_ref().map_or(0, |m| m.writes);
 
     ctx.metrics.wrote(writes);
     Ok(written)
