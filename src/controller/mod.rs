@@ -267,6 +267,7 @@ async fn run_controller(
     // the trimmed cache itself is not read.
     let (_statefulsets, statefulset_events) =
         owned_cache::<k8s_openapi::api::apps::v1::StatefulSet>(&client, args, |s| {
+            s.managed_fields_mut().clear();
             s.spec = None;
         });
 
