@@ -44,16 +44,7 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
                 Err(error) => {
                     // Report it on the object, then let the error policy back off.
                     let verdict = Verdict::ApplyFailed(format!("writing children failed: {error}"));
-                    let app_deployment = ctx.observed_deployment(&app, &meta::app_name(&app));
-                    let worker_deployment = ctx.observed_deployment(&app, &meta::worker_name(&app));
-                    let mut new_status = status::compute(
-                        &app,
-                        &verdict,
-                        app_deployment.as_deref(),
-                        worker_deployment.as_deref(),
-                        &now(),
-                    );
-                    crate::mongo::tier::fold_status(&mut new_status, &app, None, &now());
+                    let new_status = status_for(&app, &ctx, &verdict, Written::default());
                     publish_status(&app, &ctx, &namespace, new_status).await?;
                     return Err(error.into());
                 }
@@ -61,25 +52,8 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
         }
     };
 
-    let mongo = written.mongo.take();
-    // Freshest view of the Deployments: what we just wrote, else the cache.
-    let app_deployment = written
-        .app
-        .map(Arc::new)
-        .or_else(|| ctx.observed_deployment(&app, &meta::app_name(&app)));
-    let worker_deployment = written
-        .worker
-        .map(Arc::new)
-        .or_else(|| ctx.observed_deployment(&app, &meta::worker_name(&app)));
-    let mut new_status = status::compute(
-        &app,
-        &verdict,
-        app_deployment.as_deref(),
-        worker_deployment.as_deref(),
-        &now(),
-    );
-    // Managed MongoDB: MongoReady, status.mongo, and Ready waits for MongoReady.
-    crate::mongo::tier::fold_status(&mut new_status, &app, mongo.as_ref(), &now());
+    let mongo_requeue = written.mongo.as_ref().map(|m| m.requeue);
+    let new_status = status_for(&app, &ctx, &verdict, std::mem::take(&mut written));
     let progressing =
         status::find(Some(&new_status), status::PROGRESSING).is_some_and(|c| c.status == "True");
     publish_status(&app, &ctx, &namespace, new_status).await?;
@@ -90,8 +64,36 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
     };
     // The replica set moves one step per reconcile; come back as soon as it asks.
     Ok(Action::requeue(
-        mongo.map_or(requeue, |m| m.requeue.min(requeue)),
+        mongo_requeue.map_or(requeue, |m| m.min(requeue)),
     ))
+}
+
+/// The status for `verdict`, from the freshest view of the Deployments: what this reconcile
+/// wrote, else the cache. Managed MongoDB adds MongoReady and status.mongo, and holds Ready.
+fn status_for(
+    app: &MeteorApp,
+    ctx: &Context,
+    verdict: &Verdict,
+    written: Written,
+) -> MeteorAppStatus {
+    let app_deployment = written
+        .app
+        .map(Arc::new)
+        .or_else(|| ctx.observed_deployment(app, &meta::app_name(app)));
+    let worker_deployment = written
+        .worker
+        .map(Arc::new)
+        .or_else(|| ctx.observed_deployment(app, &meta::worker_name(app)));
+    let now = now();
+    let mut new_status = status::compute(
+        app,
+        verdict,
+        app_deployment.as_deref(),
+        worker_deployment.as_deref(),
+        &now,
+    );
+    crate::mongo::tier::fold_status(&mut new_status, app, written.mongo.as_ref(), &now);
+    new_status
 }
 
 /// Static validation, then the referenced Secrets and ConfigMaps. `Err` of the outer result is an
