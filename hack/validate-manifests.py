@@ -150,7 +150,7 @@ def where(error):
     return ".".join(str(p) for p in error.absolute_path) or "(root)"
 
 
-def validate_file(filename, version, custom):
+def validate_file(filename, version, custom, verbose):
     text = sys.stdin.read() if filename == "-" else open(filename).read()
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -184,13 +184,15 @@ def validate_file(filename, version, custom):
                 jsonschema.Draft202012Validator(schema).validate(doc)
             else:
                 kv.validate(doc, version, strict=True)
-            print(f"ok    {filename}: {ident} ({doc['apiVersion']})")
+            if verbose:
+                print(f"ok    {filename}: {ident} ({doc['apiVersion']})")
         except jsonschema.ValidationError as e:
             print(f"ERROR {filename}: {ident}: {where(e)}: {e.message}")
             errors += 1
         except kv.SchemaNotFoundError as e:
             print(f"ERROR {filename}: {ident}: {e.message} (add a schema to hack/validate-manifests.py)")
             errors += 1
+    print(f"{'ERROR' if errors else 'ok   '} {filename}: {len(docs)} objects, {errors} errors")
     return errors, len(docs)
 
 
@@ -198,6 +200,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kubernetes-version", default="1.33.0")
     parser.add_argument("--crd", action="append", default=[], help="CRD file whose kinds to accept")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every object that passed")
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
 
@@ -207,7 +210,7 @@ def main():
 
     total_errors = total_docs = 0
     for filename in args.files:
-        errors, docs = validate_file(filename, args.kubernetes_version, custom)
+        errors, docs = validate_file(filename, args.kubernetes_version, custom, args.verbose)
         total_errors += errors
         total_docs += docs
     status = "FAILED" if total_errors else "passed"
