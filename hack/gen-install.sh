@@ -6,6 +6,7 @@
 #   bash hack/gen-install.sh            # writes manifests/install.yaml
 #   bash hack/gen-install.sh OUTFILE    # writes OUTFILE instead ("-" for standard output)
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need helm
 

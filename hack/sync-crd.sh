@@ -3,6 +3,7 @@
 #   crds/meteorapps.yaml and charts/meteor-operator/crds/meteorapps.yaml
 # then manifests/install.yaml, which embeds the CRD. Run after changing src/api/.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need cargo
 

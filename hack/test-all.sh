@@ -3,18 +3,20 @@
 #
 # Runs, in order, failing fast with a clear message:
 #   1. tools        hack/install-tools.sh (pinned helm, kubectl, kubernetes-validate in .tools/)
-#   2. fmt          cargo fmt --all -- --check
-#   3. clippy       cargo clippy --all-targets -- -D warnings
-#   4. test         cargo test
-#   5. crd          `meteor-operator crd` == crds/meteorapps.yaml == the chart's copy
-#   6. render       `meteor-operator render` of every examples/*.yaml validates strictly;
-#                   every e2e/invalid/*.yaml is refused
-#   7. chart        helm lint --strict and helm template (default and every-option values),
-#                   validated strictly; the values schema refuses unknown keys
-#   8. install      manifests/install.yaml is what hack/gen-install.sh generates
+#   2. scripts      shellcheck of hack/, e2e/ and .ci/run; the Python helpers compile
+#   3. fmt          cargo fmt --all -- --check
+#   4. clippy       cargo clippy --all-targets -- -D warnings
+#   5. test         cargo test
+#   6. crd          `meteor-operator crd` == crds/meteorapps.yaml == the chart's copy
+#   7. render       `meteor-operator render` of every examples/*.yaml and e2e/testdata/*.yaml
+#                   validates strictly; every e2e/invalid/*.yaml is refused
+#   8. chart        helm lint --strict and helm template (default and every-option values),
+#                   validated strictly, checked by hack/check-chart.py; unknown values refused
+#   9. install      manifests/install.yaml is what hack/gen-install.sh generates
 # and ends with a summary line "test-all: N passed, N failed" (N counts steps).
 # Run some steps only: bash hack/test-all.sh chart install   (tools always runs first)
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${ROOT}"
 
@@ -23,7 +25,7 @@ ALL_VALUES="${CHART}/ci/all-options-values.yaml"
 WORK="$(mktemp -d)"
 trap 'rm -rf "${WORK}"' EXIT
 
-STEPS=(tools fmt clippy test crd render chart install)
+STEPS=(tools scripts fmt clippy test crd render chart install)
 passed=0
 current=""
 
@@ -67,7 +69,15 @@ operator() { cargo run -q --bin meteor-operator -- "$@"; }
 step_tools() {
   step tools "install pinned tools into .tools/"
   bash hack/install-tools.sh
-  need helm kubectl kubernetes-validate
+  need helm kubectl kubernetes-validate shellcheck
+  done_step
+}
+
+# ------------------------------------------------------------------------------------------------
+step_scripts() {
+  step scripts "shellcheck and Python compile checks of hack/, e2e/, .ci/run"
+  shellcheck -x hack/*.sh e2e/*.sh .ci/run || fail "shellcheck found problems (above)"
+  "${TOOLS_DIR}/venv/bin/python" -m py_compile hack/*.py || fail "a Python helper does not compile"
   done_step
 }
 
@@ -120,18 +130,23 @@ step_crd() {
 
 # ------------------------------------------------------------------------------------------------
 step_render() {
-  step render "render examples/*.yaml (strict Kubernetes ${K8S_SCHEMA_VERSION} schemas); refuse e2e/invalid/*.yaml"
+  local example out bad expect
+  local -a examples testdata invalid
+  step render "render examples/*.yaml and e2e/testdata/*.yaml (strict Kubernetes ${K8S_SCHEMA_VERSION} schemas); refuse e2e/invalid/*.yaml"
   shopt -s nullglob
   examples=(examples/*.yaml)
+  testdata=(e2e/testdata/*.yaml)
   invalid=(e2e/invalid/*.yaml)
   shopt -u nullglob
   ((${#examples[@]} > 0)) || fail "no examples/*.yaml to render"
   ((${#invalid[@]} > 0)) || fail "no e2e/invalid/*.yaml"
   # The examples themselves: Kubernetes objects and MeteorApps (CRD structural schema; CEL is
   # checked by render below and by the apiserver in e2e).
-  validate_manifests --crd crds/meteorapps.yaml "${examples[@]}"
-  for example in "${examples[@]}"; do
-    out="${WORK}/render-$(basename "${example}")"
+  validate_manifests --crd crds/meteorapps.yaml "${examples[@]}" "${testdata[@]}"
+  local n=0
+  for example in "${examples[@]}" "${testdata[@]}"; do
+    n=$((n + 1))
+    out="${WORK}/render-${n}.yaml"
     operator render -f "${example}" >"${out}" || fail "meteor-operator render -f ${example} failed"
     validate_manifests --crd crds/meteorapps.yaml "${out}" \
       || fail "the objects rendered from ${example} do not validate (above)"
