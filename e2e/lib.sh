@@ -157,6 +157,7 @@ ensure_app_ready() {
   ensure_mongo_secret
   apply_app
   wait_ready "meteorapp/${APP}"
+  wait_field "${E2E_TIMEOUT}" "meteorapp/${APP}" '{.status.readyReplicas}' 2
 }
 
 ensure_mongo_secret() {

@@ -175,6 +175,16 @@ step_chart() {
   info "ServiceMonitor (monitoring.coreos.com/v1) is not in the Kubernetes schemas: hack/validate-manifests.py checks it against its own small schema"
   validate_manifests "${WORK}/chart-default.yaml" "${WORK}/chart-all.yaml"
   "${TOOLS_DIR}/venv/bin/python" hack/check-chart.py "${WORK}/chart-default.yaml" "${WORK}/chart-all.yaml"
+  # NOTES.txt renders and tells how to wait for an app (helm install --dry-run needs no cluster).
+  local values_args notes
+  for values_args in "" "-f ${ALL_VALUES}"; do
+    # shellcheck disable=SC2086 # values_args is empty or "-f FILE"
+    notes="$(KUBECONFIG=/dev/null helm install meteor-operator "${CHART}" --namespace meteor-system \
+      --dry-run=client ${values_args} 2>&1 | sed -n '/^NOTES:/,$p')"
+    [[ "${notes}" == *"kubectl wait --for=condition=Ready meteorapp/"* ]] \
+      || fail "NOTES.txt (values: ${values_args:-default}) does not render the kubectl wait hint: ${notes}"
+  done
+  info "NOTES.txt renders (default and every-option values)"
   # The values schema is strict: an unknown key must be refused.
   for bad_value in bogus=1 image.bogus=1 serviceMonitor.bogus=1 logFormat=xml replicas=0; do
     if helm template meteor-operator "${CHART}" --set "${bad_value}" >/dev/null 2>"${WORK}/err"; then
