@@ -107,8 +107,9 @@ step_test() {
          }
          n++
        }
-       END { printf "    cargo test: %d tests passed, %d failed, %d ignored in %d runs\n", p, f, g, n }' \
-    "${WORK}/cargo-test.log"
+       END { printf "    cargo test: %d tests passed, %d failed, %d ignored in %d runs\n", p, f, g, n
+           if (p == 0) exit 1 }' \
+    "${WORK}/cargo-test.log" || fail "cargo test ran no test"
   done_step
 }
 
