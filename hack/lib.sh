@@ -38,6 +38,7 @@ need() {
 
 # validate_manifests FILE...: strict offline schema validation (see hack/validate-manifests.py).
 validate_manifests() {
+  [[ -x "${TOOLS_DIR}/venv/bin/python" ]] || die "${TOOLS_DIR}/venv missing; run: bash hack/install-tools.sh"
   "${TOOLS_DIR}/venv/bin/python" "${ROOT}/hack/validate-manifests.py" \
     --kubernetes-version "${K8S_SCHEMA_VERSION}" "$@"
 }
