@@ -152,9 +152,19 @@ apply_app() {
 # patch_app JSON: merge-patches the MeteorApp's spec.
 patch_app() { k patch "meteorapp/${APP}" --type=merge -p "$1" >/dev/null || fail "patch meteorapp/${APP} $1 failed"; }
 
-# ensure_app_ready: the base app exists, its Secret too, and it is Ready with 2 replicas.
+# drop_settings: removes spec.settings (set by merge patches, which apply_app does not undo).
+drop_settings() {
+  if [[ -n "$(get "meteorapp/${APP}" '{.spec.settings}')" ]]; then
+    k patch "meteorapp/${APP}" --type=json -p '[{"op":"remove","path":"/spec/settings"}]' >/dev/null \
+      || fail "cannot remove spec.settings from meteorapp/${APP}"
+  fi
+}
+
+# ensure_app_ready: the base app exists (without settings), its Secret too, and it is Ready with
+# all 2 replicas ready.
 ensure_app_ready() {
   ensure_mongo_secret
+  drop_settings
   apply_app
   wait_ready "meteorapp/${APP}"
   wait_field "${E2E_TIMEOUT}" "meteorapp/${APP}" '{.status.readyReplicas}' 2

@@ -256,9 +256,6 @@ settings_configmap() {
 }
 
 use_settings() { patch_app "{\"spec\":{\"settings\":{\"configMapKeyRef\":{\"name\":\"$1\",\"key\":\"settings.json\"}}}}"; }
-drop_settings() {
-  k patch "meteorapp/${APP}" --type=json -p '[{"op":"remove","path":"/spec/settings"}]' >/dev/null 2>&1 || true
-}
 
 scenario_settings() {
   ensure_app_ready
