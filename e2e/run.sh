@@ -91,6 +91,12 @@ YAML
 }
 
 install_local() {
+  # Two operators would fight over the same MeteorApps.
+  local incluster
+  incluster="$(kubectl -n "${OPERATOR_NAMESPACE}" get deployment "${OPERATOR_RELEASE}" -o 'jsonpath={.spec.replicas}' 2>/dev/null || true)"
+  if [[ -n "${incluster}" && "${incluster}" != 0 ]]; then
+    fail "an in-cluster operator runs (deployment ${OPERATOR_NAMESPACE}/${OPERATOR_RELEASE}); uninstall it first: helm -n ${OPERATOR_NAMESPACE} uninstall ${OPERATOR_RELEASE}"
+  fi
   kubectl apply --server-side --force-conflicts -f "${ROOT}/crds/meteorapps.yaml" >/dev/null \
     || fail "kubectl apply crds/meteorapps.yaml failed"
   log "building the operator (cargo build)"
