@@ -1,9 +1,15 @@
 //! meteor-operator: runs fleets of Meteor.js apps on Kubernetes.
 
 pub mod api;
+pub mod build;
 pub mod controller;
+pub mod mongo;
+pub mod problem;
 pub mod proxy;
+pub mod references;
 pub mod render;
+pub mod status;
+pub mod validate;
 
 use kube::CustomResourceExt;
 

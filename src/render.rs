@@ -1,8 +1,125 @@
-//! `meteor-operator render`: every object the operator would create, offline.
+//! `meteor-operator render`: every object the operator would create for the MeteorApps in a
+//! file, offline. The same validation as the API and the reconcile backstop runs first, so bad
+//! input fails here with the apiserver's messages.
+//!
+//! Offline there is no Secret data, so the pod template's config hash is computed from the
+//! references alone, and owner references carry a placeholder uid (the API server assigns it).
 
+use crate::api::MeteorApp;
+use crate::build::{self, Inputs, MongoWiring};
+use crate::controller::stamped;
+use crate::references::offline_hash;
+use crate::validate::validate;
+use anyhow::{Context, bail};
+use kube::ResourceExt;
+use serde::Deserialize;
+use std::io::Read;
 use std::path::Path;
 
-/// Renders the MeteorApps in `path` to multi-document YAML.
-pub fn render_file(_path: &Path) -> anyhow::Result<String> {
-    anyhow::bail!("render is not built yet")
+/// Stand-in for the uid the API server gives a MeteorApp.
+pub const PLACEHOLDER_UID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Renders the MeteorApps in `path` ("-" for standard input) to multi-document YAML.
+pub fn render_file(path: &Path) -> anyhow::Result<String> {
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        text
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    render_str(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// Renders every MeteorApp document in `text`.
+pub fn render_str(text: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut count = 0;
+    for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let value = serde_json::Value::deserialize(document)
+            .with_context(|| format!("document {}: not valid YAML", index + 1))?;
+        if value.is_null() {
+            continue;
+        }
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        if kind != "MeteorApp" {
+            bail!(
+                "document {}: kind is {kind:?}, expected MeteorApp",
+                index + 1
+            );
+        }
+        let app: MeteorApp = serde_json::from_value(value)
+            .with_context(|| format!("document {}: not a valid MeteorApp", index + 1))?;
+        out.push_str(&render_app(app)?);
+        count += 1;
+    }
+    if count == 0 {
+        bail!("no MeteorApp found");
+    }
+    Ok(out)
+}
+
+/// Every child of one MeteorApp, as YAML documents.
+pub fn render_app(mut app: MeteorApp) -> anyhow::Result<String> {
+    let name = app.name_any();
+    validate(&app)
+        .map_err(|problem| anyhow::anyhow!("MeteorApp {name:?} is invalid: {problem}"))?;
+    app.metadata
+        .namespace
+        .get_or_insert_with(|| "default".into());
+    app.metadata
+        .uid
+        .get_or_insert_with(|| PLACEHOLDER_UID.into());
+    let mongo = MongoWiring::for_app(&app)
+        .ok_or_else(|| anyhow::anyhow!("MeteorApp {name:?}: spec.mongo names no MongoDB"))?;
+    let inputs = Inputs {
+        config_hash: offline_hash(&app),
+        mongo,
+    };
+    let desired = build::desired(&app, &inputs);
+    let mut out = String::new();
+    push_yaml(&mut out, &stamped(desired.app))?;
+    push_yaml(&mut out, &stamped(desired.service))?;
+    if let Some(worker) = desired.worker {
+        push_yaml(&mut out, &stamped(worker))?;
+    }
+    if let Some(budget) = desired.disruption_budget {
+        push_yaml(&mut out, &stamped(budget))?;
+    }
+    render_mongo(&mut out, &app)?;
+    Ok(out)
+}
+
+/// The managed-MongoDB tier. Generated values are placeholders: the real ones are drawn from
+/// the CSPRNG once, when the operator creates the Secrets.
+fn render_mongo(out: &mut String, app: &MeteorApp) -> anyhow::Result<()> {
+    use crate::mongo::SecretKind;
+    use crate::mongo::build::{TierOptions, default_username, desired_with, urls_secret};
+    use crate::mongo::secrets::{Credentials, PLACEHOLDER_VALUE, Placeholder};
+    let Some(tier) = desired_with(app, &TierOptions::default(), &mut Placeholder) else {
+        return Ok(());
+    };
+    push_yaml(out, &stamped(tier.statefulset))?;
+    push_yaml(out, &stamped(tier.service))?;
+    push_yaml(out, &stamped(tier.pdb))?;
+    push_yaml(out, &stamped(tier.network_policy))?;
+    for secret in &tier.create_once {
+        push_yaml(out, secret)?;
+    }
+    let placeholder = |kind| Credentials {
+        username: default_username(kind).into(),
+        password: PLACEHOLDER_VALUE.into(),
+    };
+    let urls = urls_secret(
+        app,
+        &placeholder(SecretKind::App),
+        &placeholder(SecretKind::Oplog),
+    );
+    push_yaml(out, &stamped(urls))
+}
+
+fn push_yaml<T: serde::Serialize>(out: &mut String, object: &T) -> anyhow::Result<()> {
+    out.push_str("---\n");
+    out.push_str(&serde_norway::to_string(object)?);
+    Ok(())
 }

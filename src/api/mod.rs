@@ -55,6 +55,8 @@ pub const MAX_NAME_LENGTH: usize = 40;
     .message("metadata.name: must be at most 40 characters of lowercase letters, digits and '-', starting with a letter")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.reactivity) || !('changeStreams' in self.reactivity) || !has(self.mongo.managed) || self.mongo.managed.version.matches('^([6-9]|[1-9][0-9])\\\\.')")
+    .message("reactivity: changeStreams needs MongoDB 6.0 or later (mongo.managed.version)"))]
 pub struct MeteorAppSpec {
     /// Container image of the Meteor app bundle (a Node server listening on `PORT`).
     #[x_kube(validation = Rule::new("self.size() > 0").message("must not be empty"))]
@@ -91,6 +93,15 @@ pub struct MeteorAppSpec {
 
     /// The app's MongoDB.
     pub mongo: MongoSpec,
+
+    /// How Meteor observes changes, in order of preference (`METEOR_REACTIVITY_ORDER`).
+    /// Unset: Meteor's default (`changeStreams,oplog,polling` in Meteor 3.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Bounded so the apiserver's CEL cost estimate of the rules over it stays small.
+    #[schemars(length(max = 3))]
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.all(r, self.exists_one(x, x == r))")
+        .message("must list changeStreams, oplog or polling, each at most once"))]
+    pub reactivity: Option<Vec<Reactivity>>,
 
     /// Extra environment variables; they win over the operator's own, except `PORT`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -403,4 +414,7 @@ pub struct MeteorAppStatus {
     /// Ready, Progressing, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The managed replica set, when `spec.mongo.managed` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongo: Option<MongoStatus>,
 }

@@ -1,10 +1,422 @@
-//! The controller: watches MeteorApps and what they own, reconciles, reports status.
+//! The controller (`meteor-operator run`): watches MeteorApps and what they own, reconciles each
+//! with bounded concurrency, serves metrics and health, and takes a leader Lease so that only one
+//! replica acts.
+
+mod admin;
+pub(crate) mod apply;
+mod metrics;
+mod reconcile;
+
+pub use apply::{APPLIED_HASH_ANNOTATION, desired_hash, stamped};
+pub use metrics::Metrics;
+pub use reconcile::reconcile;
+
+use crate::api::MeteorApp;
+use crate::build::meta::MANAGED_SELECTOR;
+use crate::references::{SourceKind, references};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Command-line configuration of `meteor-operator run`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Address of the admin endpoint (/metrics, /healthz, /readyz).
+    #[arg(
+        long,
+        env = "METEOR_OPERATOR_ADMIN_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub admin_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "METEOR_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Take a Lease before acting, so several replicas can run with one active.
+    #[arg(long, env = "METEOR_OPERATOR_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "METEOR_OPERATOR_LEASE_NAME",
+        default_value = "meteor-operator"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the operator's own, from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// MeteorApps reconciled at once.
+    #[arg(long, env = "METEOR_OPERATOR_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "METEOR_OPERATOR_NAMESPACE")]
+    pub namespace: Option<String>,
+}
 
-/// Runs the controller until SIGTERM.
-pub async fn run(_args: RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the controller is not built yet")
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Failures that make a reconcile retry with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the MeteorApp has no namespace")]
+    MissingNamespace,
+}
+
+impl Error {
+    /// Stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "api_status",
+            Error::Kube(_) => "api_transport",
+            Error::MissingNamespace => "missing_namespace",
+        }
+    }
+}
+
+/// What every reconcile shares: the client, caches of owned children, events and metrics.
+pub struct Context {
+    pub client: Client,
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub budgets: Store<PodDisruptionBudget>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Deployment-level knobs of managed MongoDB (the operator's namespace for NetworkPolicies).
+    pub mongo_options: crate::mongo::build::TierOptions,
+    /// Consecutive failures per app, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<MeteorApp>, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        deployments: Store<Deployment>,
+        services: Store<Service>,
+        budgets: Store<PodDisruptionBudget>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let recorder = Recorder::new(client.clone(), Reporter::from("meteor-operator"));
+        Self {
+            client,
+            deployments,
+            services,
+            budgets,
+            recorder,
+            metrics,
+            mongo_options: crate::mongo::build::TierOptions::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Backoff after the n-th consecutive failure: 1 s doubling to 5 min.
+    fn record_failure(&self, app: &MeteorApp) -> Duration {
+        let mut failures = self.failures.lock().expect("lock is never poisoned");
+        let count = failures.entry(ObjectRef::from_obj(app)).or_insert(0);
+        *count = count.saturating_add(1);
+        Duration::from_secs((1u64 << (*count - 1).min(9)).min(300))
+    }
+
+    fn record_success(&self, app: &MeteorApp) {
+        self.failures
+            .lock()
+            .expect("lock is never poisoned")
+            .remove(&ObjectRef::from_obj(app));
+    }
+}
+
+fn error_policy(app: Arc<MeteorApp>, error: &Error, ctx: Arc<Context>) -> Action {
+    let backoff = ctx.record_failure(&app);
+    tracing::warn!(app = %app.name_any(), namespace = ?app.namespace(), %error, ?backoff, "reconcile failed");
+    Action::requeue(backoff)
+}
+
+/// Reconcile wrapped with metrics and backoff bookkeeping.
+async fn reconcile_measured(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile(app.clone(), ctx.clone()).await;
+    ctx.metrics.reconciled(
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    if result.is_ok() {
+        ctx.record_success(&app);
+    }
+    result
+}
+
+/// What the caches keep of each object: only what reconcile reads back (metadata and, for
+/// Deployments, status). The spec of a child is what we applied; managedFields are often most
+/// of an object's bytes.
+pub mod trim {
+    use super::*;
+
+    pub fn app(app: &mut MeteorApp) {
+        app.managed_fields_mut().clear();
+    }
+
+    pub fn deployment(deployment: &mut Deployment) {
+        deployment.managed_fields_mut().clear();
+        deployment.spec = None;
+    }
+
+    pub fn service(service: &mut Service) {
+        service.managed_fields_mut().clear();
+        service.spec = None;
+        service.status = None;
+    }
+
+    pub fn disruption_budget(budget: &mut PodDisruptionBudget) {
+        budget.managed_fields_mut().clear();
+        budget.spec = None;
+        budget.status = None;
+    }
+}
+
+/// Runs the controller until SIGTERM (or until the leader Lease is lost).
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Arc::new(admin::Readiness::default());
+    let admin_task = tokio::spawn(admin::serve(
+        args.admin_addr,
+        metrics.clone(),
+        readiness.clone(),
+    ));
+
+    let mut shutdown = Box::pin(shutdown_signal());
+    let lease = if args.leader_elect {
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| hostname());
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                .with_namespace(namespace)
+                .with_identity(identity)
+                .with_duration(15)
+                .with_grace(5)
+                .build()
+                .await?;
+        let (mut leading, task) = manager.watch().await;
+        readiness.set(true);
+        tracing::info!(lease = %args.lease_name, "waiting for the leader lease");
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            changed = leading.wait_for(|leader| *leader) => { changed?; }
+        }
+        tracing::info!("acquired the leader lease");
+        metrics.set_leader(true);
+        Some((leading, task))
+    } else {
+        readiness.set(true);
+        None
+    };
+
+    // Stop when SIGTERM arrives or the lease is lost, whichever comes first.
+    let stop = async move {
+        match lease {
+            Some((mut leading, _task)) => {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = leading.wait_for(|leader| !*leader) => {
+                        tracing::error!("lost the leader lease; stopping");
+                    }
+                }
+            }
+            None => shutdown.await,
+        }
+    };
+    run_controller(client, &args, metrics, stop).await;
+    admin_task.abort();
+    Ok(())
+}
+
+/// Wires watches, caches and the reconciler, and drives them until `stop` resolves.
+async fn run_controller(
+    client: Client,
+    args: &RunArgs,
+    metrics: Arc<Metrics>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (deployments, deployment_events) =
+        owned_cache::<Deployment>(&client, args, trim::deployment);
+    let (services, service_events) = owned_cache::<Service>(&client, args, trim::service);
+    let (budgets, budget_events) =
+        owned_cache::<PodDisruptionBudget>(&client, args, trim::disruption_budget);
+
+    // Managed-MongoDB StatefulSets: only their changes matter (a member pod became ready), so
+    // the trimmed cache itself is not read.
+    let (_statefulsets, statefulset_events) =
+        owned_cache::<k8s_openapi::api::apps::v1::StatefulSet>(&client, args, |s| {
+            s.spec = None;
+        });
+
+    let apps: Api<MeteorApp> = scoped_api(&client, args);
+    let mut ctx = Context::new(client.clone(), deployments, services, budgets, metrics);
+    // Only operator pods of the operator's own namespace pass managed-MongoDB NetworkPolicies.
+    ctx.mongo_options.operator_namespace = args.lease_namespace.clone();
+    let ctx = Arc::new(ctx);
+    // MeteorApps are cached without managedFields, which are often most of an object's bytes.
+    let (app_store, app_writer) = reflector::store();
+    let app_events = watcher(apps, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(trim::app)
+        .reflect(app_writer)
+        .touched_objects();
+    Controller::for_stream(app_events, app_store.clone())
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .owns_stream(budget_events)
+        .owns_stream(statefulset_events)
+        // Referenced Secrets and ConfigMaps: metadata only (no Secret data is held in memory).
+        .watches_stream(
+            referenced_changes::<Secret>(&client, args),
+            referencing_apps(app_store.clone(), SourceKind::Secret),
+        )
+        .watches_stream(
+            referenced_changes::<ConfigMap>(&client, args),
+            referencing_apps(app_store, SourceKind::ConfigMap),
+        )
+        .with_config(controller::Config::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(stop)
+        .run(reconcile_measured, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller event");
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+}
+
+fn scoped_api<K>(client: &Client, args: &RunArgs) -> Api<K>
+where
+    K: Resource<DynamicType = ()>,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match &args.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A trimmed cache of one kind of child (selected by our managed-by label) and the stream of
+/// changes that drives it.
+fn owned_cache<K>(
+    client: &Client,
+    args: &RunArgs,
+    trim: impl Fn(&mut K) + Send + 'static,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(
+        scoped_api::<K>(client, args),
+        watcher::Config::default()
+            .labels(MANAGED_SELECTOR)
+            .any_semantic(),
+    )
+    .default_backoff()
+    .modify(trim)
+    .reflect(writer)
+    .touched_objects();
+    (reader, stream)
+}
+
+/// Metadata-only changes of every Secret or ConfigMap, to find apps that reference them.
+fn referenced_changes<K>(
+    client: &Client,
+    args: &RunArgs,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(
+        scoped_api::<PartialObjectMeta<K>>(client, args),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects()
+}
+
+/// Maps a changed Secret/ConfigMap to the MeteorApps in its namespace that reference it.
+fn referencing_apps<K: Resource>(
+    apps: Store<MeteorApp>,
+    kind: SourceKind,
+) -> impl Fn(K) -> Vec<ObjectRef<MeteorApp>> + Send + Sync + 'static {
+    move |object: K| {
+        let name = object.name_any();
+        let namespace = object.namespace();
+        apps.state()
+            .iter()
+            .filter(|app| app.namespace() == namespace)
+            .filter(|app| {
+                references(app)
+                    .iter()
+                    .any(|r| r.kind == kind && r.name == name)
+            })
+            .map(|app| ObjectRef::from_obj(app.as_ref()))
+            .collect()
+    }
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "meteor-operator".to_string())
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
 }

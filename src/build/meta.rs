@@ -1,0 +1,105 @@
+//! Names, labels and owner references shared by every object the operator creates.
+
+use crate::api::MeteorApp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// Field manager for every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "meteor-operator";
+/// `app.kubernetes.io/managed-by` value on everything we create; the controller watches by it.
+pub const MANAGED_BY: &str = "meteor-operator";
+/// Label selector matching every object the operator creates.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=meteor-operator";
+/// Pod-template annotation: checksum of the referenced settings and Mongo URLs, so a change of
+/// their data rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "meteorfleet.dev/config-hash";
+
+/// The tiers (`app.kubernetes.io/component`) of a MeteorApp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    /// Processes behind the Service.
+    App,
+    /// Processes that take no traffic and run background jobs.
+    Worker,
+}
+
+impl Component {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::App => "app",
+            Component::Worker => "worker",
+        }
+    }
+
+    /// `METEOR_ROLE` given to the processes, so app code can run jobs only on workers.
+    pub fn role(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// Name of the app-tier Deployment, its Service and its PodDisruptionBudget.
+pub fn app_name(app: &MeteorApp) -> String {
+    app.name_any()
+}
+
+/// Name of the worker-tier Deployment.
+pub fn worker_name(app: &MeteorApp) -> String {
+    format!("{}-worker", app.name_any())
+}
+
+/// Labels that select one tier's pods. Immutable once a Deployment exists, so never change them.
+pub fn selector_labels(app: &MeteorApp, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "meteor".to_string()),
+        ("app.kubernetes.io/instance".to_string(), app.name_any()),
+        (
+            "app.kubernetes.io/component".to_string(),
+            component.to_string(),
+        ),
+    ])
+}
+
+/// The label selector of a tier in string form (`status.selector`, for the scale subresource).
+pub fn selector_string(app: &MeteorApp, component: &str) -> String {
+    selector_labels(app, component)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The standard labels of every object we create.
+pub fn labels(app: &MeteorApp, component: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(app, component);
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_string(),
+        MANAGED_BY.to_string(),
+    );
+    labels
+}
+
+/// The controller owner reference to `app`, so Kubernetes garbage-collects children with it.
+pub fn owner_reference(app: &MeteorApp) -> OwnerReference {
+    app.controller_owner_ref(&())
+        .expect("a MeteorApp read from the API or a file has a name")
+}
+
+/// Metadata of a child object: name, namespace, standard labels, owner reference.
+pub fn child_meta(app: &MeteorApp, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: app.namespace(),
+        labels: Some(labels(app, component)),
+        owner_references: Some(vec![owner_reference(app)]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The namespace of `app`, or `default` when a file being rendered does not say.
+pub fn namespace_of(app: &MeteorApp) -> String {
+    app.meta()
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string())
+}

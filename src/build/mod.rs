@@ -1,0 +1,72 @@
+//! Pure builders: from a MeteorApp and the facts resolved from its references to every object
+//! the operator wants to exist. No API access here; `crate::controller` applies what these return
+//! and `crate::render` prints it.
+
+pub mod meta;
+mod pdb;
+mod pod;
+mod quantity;
+mod service;
+mod workloads;
+
+pub use pdb::app_disruption_budget;
+pub use pod::{CONTAINER_NAME, default_resources, pod_template};
+pub use service::app_service;
+pub use workloads::{app_deployment, worker_deployment};
+
+use crate::api::{MeteorApp, SecretKeyRef};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+/// Where the app's Mongo connection strings come from: always Secret key references, so no
+/// password appears in a pod spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MongoWiring {
+    pub url: SecretKeyRef,
+    pub oplog_url: Option<SecretKeyRef>,
+}
+
+impl MongoWiring {
+    /// The wiring `spec.mongo` asks for (see `crate::mongo::wiring`). None when the spec names
+    /// no MongoDB (rejected by the CRD and by validation before anything is built).
+    pub fn for_app(app: &MeteorApp) -> Option<Self> {
+        let mongo = &app.spec.mongo;
+        if mongo.external.is_none() && mongo.managed.is_none() {
+            return None;
+        }
+        let wiring = crate::mongo::wiring(app);
+        Some(Self {
+            url: wiring.url,
+            oplog_url: wiring.oplog_url,
+        })
+    }
+}
+
+/// What the builders need beyond the spec, resolved by the caller.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inputs {
+    /// Checksum of the referenced settings and Mongo URL data; stamped on the pod template so a
+    /// change of that data rolls the pods.
+    pub config_hash: String,
+    pub mongo: MongoWiring,
+}
+
+/// Every object a MeteorApp wants. `None` means "must not exist" (delete it if it does).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    pub app: Deployment,
+    pub service: Service,
+    pub worker: Option<Deployment>,
+    pub disruption_budget: Option<PodDisruptionBudget>,
+}
+
+/// Builds every child of `app`.
+pub fn desired(app: &MeteorApp, inputs: &Inputs) -> Desired {
+    Desired {
+        app: app_deployment(app, inputs),
+        service: app_service(app),
+        worker: worker_deployment(app, inputs),
+        disruption_budget: app_disruption_budget(app),
+    }
+}

@@ -1,0 +1,135 @@
+//! Prometheus metrics, named like controller-runtime's so existing dashboards fit.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+const CONTROLLER: &str = "meteorapp";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    controller: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: String,
+    error: String,
+}
+
+/// The operator's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    reconcile_total: Family<ResultLabels, Counter>,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    reconcile_time: Family<ControllerLabels, Histogram>,
+    writes: Family<ControllerLabels, Counter>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let reconcile_total = Family::<ResultLabels, Counter>::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let reconcile_time = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        let writes = Family::<ControllerLabels, Counter>::default();
+        let leader = Gauge::default();
+        registry.register(
+            "controller_runtime_reconcile",
+            "Reconciliations by result",
+            reconcile_total.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_errors",
+            "Reconciliations that failed, by error kind",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_time_seconds",
+            "Time per reconciliation",
+            reconcile_time.clone(),
+        );
+        registry.register(
+            "meteor_operator_api_writes",
+            "Write requests (apply, delete, status) sent to the API server",
+            writes.clone(),
+        );
+        registry.register(
+            "leader_election_master_status",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconcile_total,
+            reconcile_errors,
+            reconcile_time,
+            writes,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one finished reconciliation.
+    pub fn reconciled(&self, took: Duration, error: Option<&'static str>) {
+        let result = if error.is_some() { "error" } else { "success" };
+        self.reconcile_total
+            .get_or_create(&ResultLabels {
+                controller: CONTROLLER.into(),
+                result: result.into(),
+            })
+            .inc();
+        if let Some(error) = error {
+            self.reconcile_errors
+                .get_or_create(&ErrorLabels {
+                    controller: CONTROLLER.into(),
+                    error: error.into(),
+                })
+                .inc();
+        }
+        self.reconcile_time
+            .get_or_create(&ControllerLabels {
+                controller: CONTROLLER.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts `n` write requests.
+    pub fn wrote(&self, n: u64) {
+        if n > 0 {
+            self.writes
+                .get_or_create(&ControllerLabels {
+                    controller: CONTROLLER.into(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,455 @@
+//! Reconcile against a scripted mock API server: which requests a reconcile makes, in which
+//! order, with which bodies, and that it makes no others.
+
+mod support;
+
+use http::{Method, StatusCode};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use meteor_operator::api::MeteorApp;
+use meteor_operator::build::{self, Inputs, MongoWiring};
+use meteor_operator::controller::stamped;
+use meteor_operator::references::{self, Fetched, SourceKind};
+use meteor_operator::status::{self, Verdict};
+use std::collections::BTreeMap;
+use support::*;
+
+const SECRET: &str = "/api/v1/namespaces/default/secrets/todos-mongo";
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/todos";
+const WORKER: &str = "/apis/apps/v1/namespaces/default/deployments/todos-worker";
+const SERVICE: &str = "/api/v1/namespaces/default/services/todos";
+const PDB: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/todos";
+const STATUS: &str = "/apis/meteorfleet.dev/v1alpha1/namespaces/default/meteorapps/todos/status";
+
+fn mongo_secret() -> (StatusCode, serde_json::Value) {
+    (
+        StatusCode::OK,
+        secret_json(
+            "todos-mongo",
+            &[("MONGO_URL", "mongodb://db-0,db-1/todos?replicaSet=rs0")],
+        ),
+    )
+}
+
+/// The children exactly as a previous reconcile applied them (hash annotations included).
+fn applied_children(app: &MeteorApp) -> (Deployment, Service, Option<PodDisruptionBudget>) {
+    let fetched: Fetched = BTreeMap::from([(
+        (SourceKind::Secret, "todos-mongo".to_string()),
+        Some(BTreeMap::from([(
+            "MONGO_URL".to_string(),
+            b"mongodb://db-0,db-1/todos?replicaSet=rs0".to_vec(),
+        )])),
+    )]);
+    let inputs = Inputs {
+        config_hash: references::resolve(app, &fetched).unwrap(),
+        mongo: MongoWiring::for_app(app).unwrap(),
+    };
+    let desired = build::desired(app, &inputs);
+    (
+        stamped(desired.app),
+        stamped(desired.service),
+        desired.disruption_budget.map(stamped),
+    )
+}
+
+fn rolled_out(mut deployment: Deployment, replicas: i32) -> Deployment {
+    deployment.metadata.generation = Some(1);
+    deployment.status = Some(DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(replicas),
+        ready_replicas: Some(replicas),
+        available_replicas: Some(replicas),
+        updated_replicas: Some(replicas),
+        ..DeploymentStatus::default()
+    });
+    deployment
+}
+
+fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::Value {
+    status["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+#[tokio::test]
+async fn first_visit_applies_every_child_and_sets_conditions() {
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::patch(DEPLOYMENT),
+        Expect::patch(SERVICE),
+        Expect::patch(PDB),
+        Expect::status(&minimal_app()),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(client, vec![], vec![], vec![]);
+    reconcile_with(minimal_app(), ctx, &transcript, task, n)
+        .await
+        .expect("reconcile succeeds");
+
+    let seen = transcript.seen();
+    let apply = seen.iter().find(|s| s.path == DEPLOYMENT).unwrap();
+    assert!(
+        apply.query.contains("fieldManager=meteor-operator"),
+        "{}",
+        apply.query
+    );
+    assert!(apply.query.contains("force=true"), "{}", apply.query);
+    let deployment = &apply.body;
+    assert_eq!(deployment["kind"], "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert_eq!(
+        deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "meteor-operator"
+    );
+    assert!(deployment["metadata"]["annotations"]["meteorfleet.dev/applied-hash"].is_string());
+
+    // Status is set on the first visit: not ready yet, rolling out, nothing wrong.
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(condition(&status, "Ready")["reason"], "WaitingForReplicas");
+    assert_eq!(condition(&status, "Progressing")["status"], "True");
+    assert_eq!(condition(&status, "Degraded")["status"], "False");
+    assert_eq!(status["status"]["observedGeneration"], 1);
+    assert_eq!(
+        status["status"]["selector"],
+        "app.kubernetes.io/component=app,app.kubernetes.io/instance=todos,app.kubernetes.io/name=meteor"
+    );
+    assert_eq!(status["status"]["replicaSummary"], "0/2");
+}
+
+#[tokio::test]
+async fn steady_state_makes_no_write_request() {
+    let mut app = minimal_app();
+    let (deployment, service, budget) = applied_children(&app);
+    let deployment = rolled_out(deployment, 2);
+    // The status a previous reconcile wrote for exactly these observations.
+    let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
+    app.status = Some(status::compute(
+        &app,
+        &Verdict::Applied,
+        Some(&deployment),
+        None,
+        &earlier,
+    ));
+
+    let script = vec![Expect::get(SECRET, mongo_secret())];
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(
+        client,
+        vec![deployment],
+        vec![service],
+        budget.into_iter().collect(),
+    );
+    reconcile_with(app, ctx, &transcript, task, 1)
+        .await
+        .expect("reconcile succeeds");
+    assert_eq!(transcript.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn spec_change_rewrites_only_what_changed() {
+    let old = minimal_app();
+    let (deployment, service, budget) = applied_children(&old);
+    let mut app = old.clone();
+    app.spec.replicas = 3;
+    app.metadata.generation = Some(2);
+
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::patch(DEPLOYMENT),
+        // The Service and the PDB do not depend on the replica count: not rewritten.
+        Expect::status(&app),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(
+        client,
+        vec![rolled_out(deployment, 2)],
+        vec![service],
+        budget.into_iter().collect(),
+    );
+    reconcile_with(app, ctx, &transcript, task, n)
+        .await
+        .expect("reconcile succeeds");
+    assert_eq!(
+        transcript.body_of(Method::PATCH, DEPLOYMENT)["spec"]["replicas"],
+        3
+    );
+}
+
+#[tokio::test]
+async fn invalid_spec_touches_no_child_and_reports_why() {
+    let good = minimal_app();
+    let (deployment, service, budget) = applied_children(&good);
+    let mut app = good.clone();
+    // Written before the CRD rule existed, or straight to etcd: the backstop must catch it.
+    app.spec.replicas = -1;
+
+    let script = vec![Expect::status(&app), Expect::event()];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(
+        client,
+        vec![rolled_out(deployment, 2)],
+        vec![service],
+        budget.into_iter().collect(),
+    );
+    reconcile_with(app, ctx, &transcript, task, n)
+        .await
+        .expect("a bad spec is reported, not retried");
+
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(condition(&status, "Ready")["reason"], "InvalidSpec");
+    assert_eq!(condition(&status, "Degraded")["status"], "True");
+    let message = condition(&status, "Degraded")["message"].as_str().unwrap();
+    assert!(message.contains("spec.replicas"), "{message}");
+    // The running pods are still counted.
+    assert_eq!(status["status"]["readyReplicas"], 2);
+
+    let event = transcript.body_of(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+    );
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "InvalidSpec");
+    assert_eq!(event["regarding"]["name"], "todos");
+}
+
+#[tokio::test]
+async fn missing_secret_is_reported_and_creates_nothing() {
+    let script = vec![
+        Expect::get(SECRET, not_found("secrets", "todos-mongo")),
+        Expect::status(&minimal_app()),
+        Expect::event(),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(client, vec![], vec![], vec![]);
+    reconcile_with(minimal_app(), ctx, &transcript, task, n)
+        .await
+        .expect("reconcile reports the problem");
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(
+        condition(&status, "Degraded")["reason"],
+        "ReferenceNotFound"
+    );
+    let message = condition(&status, "Ready")["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.mongo.external.url") && message.contains("todos-mongo"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn unparseable_settings_leave_the_running_deployment_alone() {
+    let mut app = minimal_app();
+    let (deployment, service, budget) = applied_children(&app);
+    app.spec.settings = Some(
+        serde_json::from_value(serde_json::json!({
+            "configMapKeyRef": {"name": "todos-settings", "key": "settings.json"}
+        }))
+        .unwrap(),
+    );
+    let config_map = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "todos-settings", "namespace": "default"},
+        "data": {"settings.json": "{\"public\": "},
+    });
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::get(
+            "/api/v1/namespaces/default/configmaps/todos-settings",
+            (StatusCode::OK, config_map),
+        ),
+        Expect::status(&app),
+        Expect::event(),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(
+        client,
+        vec![rolled_out(deployment, 2)],
+        vec![service],
+        budget.into_iter().collect(),
+    );
+    reconcile_with(app, ctx, &transcript, task, n)
+        .await
+        .expect("reconcile reports the problem");
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Ready")["reason"], "InvalidSettings");
+    assert_eq!(
+        transcript.writes(),
+        vec![
+            format!("PATCH {STATUS}"),
+            "POST /apis/events.k8s.io/v1/namespaces/default/events".to_string()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn workers_back_to_zero_delete_the_worker_deployment_and_one_replica_drops_the_pdb() {
+    let mut with_workers = minimal_app();
+    with_workers.spec.workers.replicas = 1;
+    let (deployment, service, budget) = applied_children(&with_workers);
+    let worker = {
+        let inputs = Inputs {
+            config_hash: "x".into(),
+            mongo: MongoWiring::for_app(&with_workers).unwrap(),
+        };
+        stamped(build::worker_deployment(&with_workers, &inputs).unwrap())
+    };
+    let mut app = with_workers.clone();
+    app.spec.workers.replicas = 0;
+    app.spec.replicas = 1;
+
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::patch(DEPLOYMENT),
+        Expect::delete(WORKER),
+        Expect::delete(PDB),
+        Expect::status(&app),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(
+        client,
+        vec![rolled_out(deployment, 2), worker],
+        vec![service],
+        budget.into_iter().collect(),
+    );
+    reconcile_with(app, ctx, &transcript, task, n)
+        .await
+        .expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn a_child_we_do_not_control_is_never_deleted() {
+    let app = minimal_app();
+    let (deployment, service, _) = applied_children(&app);
+    // A Deployment named like our worker but owned by someone else.
+    let mut foreign: Deployment = deployment.clone();
+    foreign.metadata.name = Some("todos-worker".into());
+    foreign.metadata.owner_references = None;
+
+    let mut single = app.clone();
+    single.spec.replicas = 1;
+    let (deployment, service_single, _) = applied_children(&single);
+    assert_eq!(service, service_single);
+    // Ready for the first time: one Normal event, and no DELETE of the foreign Deployment.
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::status(&single),
+        Expect::event(),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(
+        client,
+        vec![rolled_out(deployment, 1), foreign],
+        vec![service],
+        vec![],
+    );
+    reconcile_with(single, ctx, &transcript, task, n)
+        .await
+        .expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn rolled_out_app_becomes_ready_and_says_so_once() {
+    let mut app = minimal_app();
+    let (deployment, service, budget) = applied_children(&app);
+    let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
+    let half = {
+        let mut d = rolled_out(deployment.clone(), 2);
+        let s = d.status.as_mut().unwrap();
+        s.ready_replicas = Some(1);
+        s.available_replicas = Some(1);
+        d
+    };
+    app.status = Some(status::compute(
+        &app,
+        &Verdict::Applied,
+        Some(&half),
+        None,
+        &earlier,
+    ));
+
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::status(&app),
+        Expect::event(),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(
+        client,
+        vec![rolled_out(deployment, 2)],
+        vec![service],
+        budget.into_iter().collect(),
+    );
+    reconcile_with(app, ctx, &transcript, task, n)
+        .await
+        .expect("reconcile succeeds");
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["reason"], "AllReplicasReady");
+    assert_eq!(
+        condition(&status, "Progressing")["reason"],
+        "RolloutComplete"
+    );
+    // Degraded stayed False: its transition time is kept.
+    assert_eq!(
+        condition(&status, "Degraded")["lastTransitionTime"],
+        "2023-11-14T22:13:20Z"
+    );
+    let event = transcript.body_of(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+    );
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["reason"], "AllReplicasReady");
+}
+
+#[tokio::test]
+async fn api_failure_is_reported_and_retried() {
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect {
+            method: Method::PATCH,
+            path: DEPLOYMENT.into(),
+            reply: Reply::Json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({
+                    "apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 422,
+                    "reason": "Invalid", "message": "Deployment.apps \"todos\" is invalid: spec.template.spec.containers[0].image: Required value",
+                }),
+            ),
+        },
+        Expect::status(&minimal_app()),
+        Expect::event(),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(client, vec![], vec![], vec![]);
+    let result = reconcile_with(minimal_app(), ctx, &transcript, task, n).await;
+    assert!(
+        result.is_err(),
+        "an API failure must trigger the error policy"
+    );
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Degraded")["reason"], "ApplyFailed");
+    assert!(
+        condition(&status, "Degraded")["message"]
+            .as_str()
+            .unwrap()
+            .contains("image: Required value")
+    );
+}

@@ -1,0 +1,315 @@
+//! Test fixtures and a scripted mock API server (kube-rs's tower-test pattern): each expected
+//! request is matched in order on method and path, its body can be inspected, and any request
+//! beyond the script is recorded as unexpected, which is how "no extra writes" is asserted.
+
+#![allow(dead_code)]
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::client::Body;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource};
+use meteor_operator::api::MeteorApp;
+use meteor_operator::controller::{Context, Metrics};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const UID: &str = "5b1c8f3e-0000-4000-8000-000000000001";
+
+/// A MeteorApp as the API server would hand it to the controller.
+pub fn app_from_yaml(yaml: &str) -> MeteorApp {
+    let mut app: MeteorApp = serde_norway::from_str(yaml).expect("fixture parses");
+    app.metadata
+        .namespace
+        .get_or_insert_with(|| "default".into());
+    app.metadata.uid = Some(UID.into());
+    app.metadata.generation = Some(1);
+    app
+}
+
+pub fn minimal_app() -> MeteorApp {
+    app_from_yaml(
+        r#"
+apiVersion: meteorfleet.dev/v1alpha1
+kind: MeteorApp
+metadata: { name: todos }
+spec:
+  image: ghcr.io/example/todos:1.0.0
+  rootUrl: https://todos.example.com
+  mongo: { external: { url: { name: todos-mongo, key: MONGO_URL } } }
+"#,
+    )
+}
+
+/// A Secret as the API returns it.
+pub fn secret_json(name: &str, data: &[(&str, &str)]) -> serde_json::Value {
+    use base64::Engine;
+    let data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                base64::engine::general_purpose::STANDARD.encode(v).into(),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": name, "namespace": "default" },
+        "data": data,
+    })
+}
+
+pub fn not_found(kind: &str, name: &str) -> (StatusCode, serde_json::Value) {
+    (
+        StatusCode::NOT_FOUND,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Status", "status": "Failure",
+            "message": format!("{kind} \"{name}\" not found"), "reason": "NotFound", "code": 404,
+        }),
+    )
+}
+
+/// Ready, filled caches holding `objects`.
+pub fn store_of<K>(objects: Vec<K>) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (reader, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    reader
+}
+
+/// What the mock answers to one expected request.
+pub enum Reply {
+    /// Echo the request body back (what an apply or status patch returns), with `fill` applied.
+    Echo(fn(&mut serde_json::Value)),
+    /// A fixed answer.
+    Json(StatusCode, serde_json::Value),
+    /// `base` with the request body's top-level fields merged in (a status patch's answer).
+    MergeInto(serde_json::Value),
+}
+
+/// One expected request.
+pub struct Expect {
+    pub method: Method,
+    /// Path without the query string.
+    pub path: String,
+    pub reply: Reply,
+}
+
+impl Expect {
+    pub fn get(path: &str, reply: (StatusCode, serde_json::Value)) -> Self {
+        Self {
+            method: Method::GET,
+            path: path.into(),
+            reply: Reply::Json(reply.0, reply.1),
+        }
+    }
+    pub fn patch(path: &str) -> Self {
+        Self {
+            method: Method::PATCH,
+            path: path.into(),
+            reply: Reply::Echo(|_| {}),
+        }
+    }
+    pub fn delete(path: &str) -> Self {
+        Self {
+            method: Method::DELETE,
+            path: path.into(),
+            reply: Reply::Json(
+                StatusCode::OK,
+                serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Success"}),
+            ),
+        }
+    }
+    /// The status patch of `app`, answered with the whole patched object as the API does.
+    pub fn status(app: &MeteorApp) -> Self {
+        let path = format!(
+            "/apis/meteorfleet.dev/v1alpha1/namespaces/default/meteorapps/{}/status",
+            app.metadata.name.as_deref().unwrap()
+        );
+        Self {
+            method: Method::PATCH,
+            path,
+            reply: Reply::MergeInto(serde_json::to_value(app).unwrap()),
+        }
+    }
+    pub fn event() -> Self {
+        Self {
+            method: Method::POST,
+            path: "/apis/events.k8s.io/v1/namespaces/default/events".into(),
+            reply: Reply::Echo(|_| {}),
+        }
+    }
+}
+
+/// A request the mock saw.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub body: serde_json::Value,
+}
+
+/// Everything the mock saw, and the requests it did not expect.
+#[derive(Default, Clone)]
+pub struct Transcript {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub unexpected: Arc<Mutex<Vec<String>>>,
+}
+
+impl Transcript {
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+    pub fn body_of(&self, method: Method, path: &str) -> serde_json::Value {
+        self.seen()
+            .into_iter()
+            .find(|s| s.method == method && s.path == path)
+            .unwrap_or_else(|| panic!("no {method} {path} was made"))
+            .body
+    }
+    pub fn writes(&self) -> Vec<String> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.method != Method::GET)
+            .map(|s| format!("{} {}", s.method, s.path))
+            .collect()
+    }
+}
+
+/// A client wired to a scripted mock; the script runs in a background task.
+pub fn mock_client(script: Vec<Expect>) -> (Client, Transcript, tokio::task::JoinHandle<usize>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let transcript = Transcript::default();
+    let record = transcript.clone();
+    let task = tokio::spawn(async move {
+        let mut script = script.into_iter();
+        let mut matched = 0;
+        while let Some((request, respond)) = handle.next_request().await {
+            let method = request.method().clone();
+            let path = request.uri().path().to_string();
+            let query = request.uri().query().unwrap_or("").to_string();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: serde_json::Value = if bytes.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+            };
+            record.seen.lock().unwrap().push(Seen {
+                method: method.clone(),
+                path: path.clone(),
+                query,
+                body: body.clone(),
+            });
+            let (status, reply) = match script.next() {
+                Some(expect) if expect.method == method && expect.path == path => {
+                    matched += 1;
+                    match expect.reply {
+                        Reply::Echo(fill) => {
+                            let mut body = body;
+                            fill(&mut body);
+                            (StatusCode::OK, body)
+                        }
+                        Reply::Json(status, json) => (status, json),
+                        Reply::MergeInto(mut base) => {
+                            if let (Some(base), Some(patch)) =
+                                (base.as_object_mut(), body.as_object())
+                            {
+                                for (key, value) in patch {
+                                    base.insert(key.clone(), value.clone());
+                                }
+                            }
+                            (StatusCode::OK, base)
+                        }
+                    }
+                }
+                other => {
+                    let wanted = other
+                        .map(|e| format!("{} {}", e.method, e.path))
+                        .unwrap_or_else(|| "nothing".into());
+                    record
+                        .unexpected
+                        .lock()
+                        .unwrap()
+                        .push(format!("{method} {path} (expected {wanted})"));
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({"kind": "Status", "code": 500, "message": "unexpected"}),
+                    )
+                }
+            };
+            respond.send_response(
+                Response::builder()
+                    .status(status)
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                    .unwrap(),
+            );
+        }
+        matched
+    });
+    (client, transcript, task)
+}
+
+/// A Context over `client` with caches holding the given children.
+pub fn context(
+    client: Client,
+    deployments: Vec<Deployment>,
+    services: Vec<Service>,
+    budgets: Vec<PodDisruptionBudget>,
+) -> Arc<Context> {
+    Arc::new(Context::new(
+        client,
+        store_of(deployments),
+        store_of(services),
+        store_of(budgets),
+        Arc::new(Metrics::default()),
+    ))
+}
+
+/// Runs one reconcile with a time bound, then checks the mock saw exactly the script.
+pub async fn reconcile_with(
+    app: MeteorApp,
+    ctx: Arc<Context>,
+    transcript: &Transcript,
+    task: tokio::task::JoinHandle<usize>,
+    expected: usize,
+) -> Result<kube::runtime::controller::Action, meteor_operator::controller::Error> {
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        meteor_operator::controller::reconcile(Arc::new(app), ctx.clone()),
+    )
+    .await
+    .expect("reconcile finished in time");
+    drop(ctx);
+    let matched = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("mock stopped")
+        .expect("mock task ran");
+    let unexpected = transcript.unexpected.lock().unwrap().clone();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected requests: {unexpected:#?}"
+    );
+    assert_eq!(
+        matched,
+        expected,
+        "expected {expected} requests, saw {:#?}",
+        transcript
+            .seen()
+            .iter()
+            .map(|s| format!("{} {}", s.method, s.path))
+            .collect::<Vec<_>>()
+    );
+    result
+}
