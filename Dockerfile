@@ -5,9 +5,11 @@
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
 
-# 1. Dependencies only, cached until Cargo.toml or Cargo.lock change: build them against a dummy
-#    crate with the real manifests.
+# 1. Dependencies only, cached until Cargo.toml, Cargo.lock or benches/ change: build them against
+#    a dummy crate with the real manifests. (benches/ is copied because Cargo.toml names a bench
+#    target; `cargo build` does not compile it.)
 COPY Cargo.toml Cargo.lock ./
+COPY benches ./benches
 RUN mkdir -p src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
