@@ -78,11 +78,12 @@ YAML
   for check in "get meteorapps.meteorfleet.dev ${NS}" "patch meteorapps.meteorfleet.dev ${NS} status" \
     "create deployments.apps ${NS}" "delete services ${NS}" "create poddisruptionbudgets.policy ${NS}" \
     "watch secrets ${NS}" "create events.events.k8s.io ${NS}" "patch events ${NS}" \
+    "watch statefulsets.apps ${NS}" "patch networkpolicies.networking.k8s.io ${NS}" \
     "update leases.coordination.k8s.io ${OPERATOR_NAMESPACE}"; do
     # shellcheck disable=SC2086 # split into arguments on purpose
     can_i yes ${check}
   done
-  for check in "update meteorapps.meteorfleet.dev ${NS}" "create secrets ${NS}" "delete configmaps ${NS}" \
+  for check in "update meteorapps.meteorfleet.dev ${NS}" "delete secrets ${NS}" "delete configmaps ${NS}" \
     "create pods ${NS}" "update leases.coordination.k8s.io ${NS}"; do
     # shellcheck disable=SC2086
     can_i no ${check}

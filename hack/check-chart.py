@@ -23,10 +23,15 @@ OPERATOR_RULES = {
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("", "secrets"): {"get", "list", "watch"},
+    ("", "secrets"): {"get", "list", "watch", "create", "patch"},  # create, patch: managed MongoDB
     ("", "configmaps"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
+    # Managed MongoDB (docs/mongo.md).
+    ("apps", "statefulsets"): {"get", "list", "watch", "patch"},
+    ("", "persistentvolumeclaims"): {"list", "patch"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "patch"},
+    ("storage.k8s.io", "storageclasses"): {"get"},
 }
 LEASE_RULES = {
     ("coordination.k8s.io", "leases"): {"get", "list", "watch", "create", "update", "patch"},
