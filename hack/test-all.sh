@@ -3,7 +3,7 @@
 #
 # Runs, in order, failing fast with a clear message:
 #   1. tools        hack/install-tools.sh (pinned helm, kubectl, kubernetes-validate in .tools/)
-#   2. scripts      shellcheck of hack/, e2e/ and .ci/run; the Python helpers compile; hadolint
+#   2. scripts      shellcheck of hack/**/*.sh, e2e/**/*.sh and .ci/run; the Python helpers compile; hadolint
 #                   of the Dockerfile
 #   3. fmt          cargo fmt --all -- --check
 #   4. clippy       cargo clippy --all-targets -- -D warnings
@@ -77,7 +77,10 @@ step_tools() {
 # ------------------------------------------------------------------------------------------------
 step_scripts() {
   step scripts "shellcheck of hack/, e2e/, .ci/run; Python helpers compile; hadolint Dockerfile"
-  shellcheck -x hack/*.sh e2e/*.sh .ci/run || fail "shellcheck found problems (above)"
+  local -a scripts
+  mapfile -t scripts < <(find hack e2e -name '*.sh' -type f | sort)
+  shellcheck -x "${scripts[@]}" .ci/run || fail "shellcheck found problems (above)"
+  info "shellcheck: ${#scripts[@]} scripts and .ci/run"
   "${TOOLS_DIR}/venv/bin/python" -m py_compile hack/*.py || fail "a Python helper does not compile"
   hadolint Dockerfile || fail "hadolint found problems in the Dockerfile (above)"
   done_step
