@@ -372,6 +372,7 @@ cleanup() {
 }
 
 main() {
+  bash "${ROOT}/hack/install-tools.sh" >/dev/null || die "hack/install-tools.sh failed"
   need kubectl helm python3
   local selected=("$@")
   ((${#selected[@]} > 0)) || selected=("${SCENARIOS[@]}")
