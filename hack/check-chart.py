@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the chart's rendered output against the operator's deployment contract.
 
-    .tools/venv/bin/python hack/check-chart.py RENDERED.yaml...
+    .tools/venv/bin/python hack/check-chart.py [--run-help HELP.txt] RENDERED.yaml...
 
 Each file is one `helm template` of charts/meteor-operator (any values). Checked:
   * every templated object carries the chart's labels;
@@ -9,10 +9,13 @@ Each file is one `helm template` of charts/meteor-operator (any values). Checked
     when the operator needs a new permission, add it to the chart's clusterrole.yaml AND here);
   * the operator Deployment: restricted security context, args, downward-API env, admin port,
     probes, resources; a PodDisruptionBudget exists exactly when replicas > 1;
-  * the metrics Service exposes port `metrics` to the container's `admin` port.
+  * the metrics Service exposes port `metrics` to the container's `admin` port;
+  * with --run-help (the output of `meteor-operator run --help`): every flag the Deployment passes
+    is one the operator knows.
 Exit status 1 on any failed check.
 """
 
+import re
 import sys
 
 import yaml
@@ -74,6 +77,9 @@ def check_rules(obj, want):
                           f"want {sorted(want.get(key, set()))}")
 
 
+RUN_HELP = None
+
+
 def check_deployment(dep, where):
     spec = dep["spec"]
     pod = spec["template"]["spec"]
@@ -105,6 +111,11 @@ def check_deployment(dep, where):
     res = c.get("resources") or {}
     check(bool((res.get("limits") or {}).get("memory")), f"{where}: memory limit missing")
     check(bool((res.get("requests") or {}).get("cpu")), f"{where}: cpu request missing")
+    if RUN_HELP is not None:
+        known = set(re.findall(r"--[a-z][-a-z0-9]*", RUN_HELP))
+        for arg in args[1:]:
+            flag = arg.split("=", 1)[0]
+            check(flag in known, f"{where}: `meteor-operator run` has no flag {flag} (see run --help)")
     replicas = spec.get("replicas", 1)
     if replicas > 1:
         check(any(a == "--leader-elect=true" for a in args), f"{where}: replicas > 1 needs --leader-elect=true")
@@ -152,9 +163,15 @@ def check_file(path):
 
 
 def main():
-    if len(sys.argv) < 2:
+    global RUN_HELP
+    paths = sys.argv[1:]
+    if paths[:1] == ["--run-help"]:
+        with open(paths[1]) as f:
+            RUN_HELP = f.read()
+        paths = paths[2:]
+    if not paths:
         raise SystemExit(__doc__)
-    for path in sys.argv[1:]:
+    for path in paths:
         before = len(errors)
         check_file(path)
         print(f"{'ok   ' if len(errors) == before else 'ERROR'} chart contract: {path}")

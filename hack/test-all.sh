@@ -185,7 +185,10 @@ step_chart() {
     >"${WORK}/chart-all.yaml" || fail "helm template -f ${ALL_VALUES} failed"
   info "ServiceMonitor (monitoring.coreos.com/v1) is not in the Kubernetes schemas: hack/validate-manifests.py checks it against its own small schema"
   validate_manifests "${WORK}/chart-default.yaml" "${WORK}/chart-all.yaml"
-  "${TOOLS_DIR}/venv/bin/python" hack/check-chart.py "${WORK}/chart-default.yaml" "${WORK}/chart-all.yaml"
+  # The chart's container args must be flags the operator knows.
+  operator run --help >"${WORK}/run-help.txt" || fail "meteor-operator run --help failed"
+  "${TOOLS_DIR}/venv/bin/python" hack/check-chart.py --run-help "${WORK}/run-help.txt" \
+    "${WORK}/chart-default.yaml" "${WORK}/chart-all.yaml"
   # NOTES.txt renders and tells how to wait for an app (helm install --dry-run needs no cluster).
   local values_args notes
   for values_args in "" "-f ${ALL_VALUES}"; do
