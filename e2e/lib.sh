@@ -1,0 +1,195 @@
+# shellcheck shell=bash disable=SC2034
+# Helpers for e2e/run.sh. Source it; do not run it.
+# shellcheck source=../hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
+
+# --- settings (environment) ------------------------------------------------------------------
+# E2E_OPERATOR      incluster (default): install the chart and run the operator image in the
+#                   cluster; local: install the CRD only and run `cargo run -- run` on this machine.
+# E2E_INSTALL       helm (default) or manifest (kubectl apply manifests/install.yaml); incluster only.
+# E2E_IMAGE         operator image for incluster (default meteor-operator:e2e, as built and loaded
+#                   into kind in e2e/README.md).
+# E2E_NAMESPACE     namespace the scenarios run in (default meteor-e2e); deleted at the end.
+# E2E_KEEP          1: keep the namespace (and a local operator's log) for debugging.
+# E2E_TIMEOUT       seconds for an app to become Ready (default 300).
+# E2E_ADMIN_ADDR    admin address of a local operator (default 127.0.0.1:18080).
+E2E_OPERATOR="${E2E_OPERATOR:-incluster}"
+E2E_INSTALL="${E2E_INSTALL:-helm}"
+E2E_IMAGE="${E2E_IMAGE:-meteor-operator:e2e}"
+E2E_NAMESPACE="${E2E_NAMESPACE:-meteor-e2e}"
+E2E_KEEP="${E2E_KEEP:-0}"
+E2E_TIMEOUT="${E2E_TIMEOUT:-300}"
+E2E_ADMIN_ADDR="${E2E_ADMIN_ADDR:-127.0.0.1:18080}"
+OPERATOR_NAMESPACE="meteor-system"
+OPERATOR_RELEASE="meteor-operator"
+OPERATOR_SA="system:serviceaccount:${OPERATOR_NAMESPACE}:${OPERATOR_RELEASE}"
+E2E_DIR="${ROOT}/e2e"
+E2E_OUT="${E2E_DIR}/_out"
+APP="e2e-app"
+NS="${E2E_NAMESPACE}"
+export E2E_OPERATOR E2E_INSTALL E2E_IMAGE E2E_NAMESPACE E2E_KEEP E2E_TIMEOUT E2E_ADMIN_ADDR NS APP
+
+# --- logging and assertions ------------------------------------------------------------------
+log() { printf '    %s\n' "$*"; }
+
+# fail MESSAGE: ends the current scenario (each runs in its own subshell).
+fail() {
+  printf '%s    FAIL: %s%s\n' "${_RED}" "$*" "${_RESET}" >&2
+  exit 1
+}
+
+# k ARGS...: kubectl in the e2e namespace.
+k() { kubectl -n "${NS}" "$@"; }
+
+# get RESOURCE JSONPATH: one field ('' when the object or the field is missing).
+get() { k get "$1" -o "jsonpath=$2" 2>/dev/null || true; }
+
+# cond RESOURCE TYPE FIELD: a field (status, reason, message) of a status condition.
+cond() { get "$1" "{.status.conditions[?(@.type==\"$2\")].$3}"; }
+
+assert_eq() { # ACTUAL EXPECTED WHAT
+  [[ "$1" == "$2" ]] || fail "$3: got '$1', want '$2'"
+  log "ok: $3 = '$2'"
+}
+
+assert_contains() { # HAYSTACK NEEDLE WHAT
+  [[ "$1" == *"$2"* ]] || fail "$3: '$2' not found in: $1"
+  log "ok: $3 contains '$2'"
+}
+
+assert_exists() { # RESOURCE
+  k get "$1" -o name >/dev/null 2>&1 || fail "$1 does not exist in ${NS}"
+  log "ok: $1 exists"
+}
+
+assert_absent() { # RESOURCE
+  if k get "$1" -o name >/dev/null 2>&1; then fail "$1 exists in ${NS}, want none"; fi
+  log "ok: $1 does not exist"
+}
+
+# wait_until SECONDS WHAT COMMAND...: polls COMMAND every 2 s until it succeeds; bounded.
+wait_until() {
+  local timeout="$1" what="$2"
+  shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || fail "timed out after ${timeout}s waiting for ${what}"
+    sleep 2
+  done
+  log "ok: ${what}"
+}
+
+# field_is RESOURCE JSONPATH VALUE: true when the field has that value (for wait_until).
+field_is() { [[ "$(get "$1" "$2")" == "$3" ]]; }
+field_is_not() { [[ "$(get "$1" "$2")" != "$3" ]]; }
+exists() { k get "$1" -o name >/dev/null 2>&1; }
+absent() { ! exists "$1"; }
+
+# wait_field SECONDS RESOURCE JSONPATH VALUE
+wait_field() {
+  local timeout="$1" res="$2" path="$3" want="$4"
+  local deadline=$((SECONDS + timeout))
+  until field_is "${res}" "${path}" "${want}"; do
+    ((SECONDS < deadline)) || fail "timed out after ${timeout}s waiting for ${res} ${path} == '${want}' (now '$(get "${res}" "${path}")')"
+    sleep 2
+  done
+  log "ok: ${res} ${path} = '${want}'"
+}
+
+# wait_condition SECONDS RESOURCE TYPE STATUS [REASON]: waits for a condition by polling (kubectl
+# wait would accept a condition left over from before the change under test).
+wait_condition() {
+  local timeout="$1" res="$2" type="$3" status="$4" reason="${5:-}"
+  _condition_matches() {
+    [[ "$(cond "${res}" "${type}" status)" == "${status}" ]] || return 1
+    [[ -z "${reason}" || "$(cond "${res}" "${type}" reason)" == "${reason}" ]]
+  }
+  local deadline=$((SECONDS + timeout))
+  until _condition_matches; do
+    if ((SECONDS >= deadline)); then
+      fail "timed out after ${timeout}s waiting for ${res} ${type}=${status}${reason:+ (${reason})}; now: $(cond "${res}" "${type}" status) $(cond "${res}" "${type}" reason): $(cond "${res}" "${type}" message)"
+    fi
+    sleep 2
+  done
+  log "ok: ${res} ${type}=${status}${reason:+ reason ${reason}}"
+}
+
+# wait_ready RESOURCE [SECONDS]: status caught up with the spec, then kubectl wait for Ready.
+wait_ready() {
+  local res="$1" timeout="${2:-${E2E_TIMEOUT}}"
+  wait_until "${timeout}" "${res} observedGeneration == generation" observed_current "${res}"
+  k wait --for=condition=Ready "${res}" --timeout="${timeout}s" >/dev/null \
+    || fail "${res} not Ready within ${timeout}s: $(cond "${res}" Ready reason): $(cond "${res}" Ready message)"
+  log "ok: ${res} Ready"
+}
+observed_current() {
+  local gen obs
+  gen="$(get "$1" '{.metadata.generation}')"
+  obs="$(get "$1" '{.status.observedGeneration}')"
+  [[ -n "${gen}" && "${gen}" == "${obs}" ]]
+}
+
+# json_check RESOURCE PYTHON_EXPR MESSAGE: evaluates PYTHON_EXPR with `o` bound to the object's JSON.
+json_check() {
+  local json
+  json="$(k get "$1" -o json --show-managed-fields)" || fail "cannot get $1"
+  python3 -c '
+import json, sys
+o = json.loads(sys.stdin.read())
+sys.exit(0 if eval(sys.argv[1]) else 1)
+' "$2" <<<"${json}" || fail "$3"
+  log "ok: $3"
+}
+
+# --- app helpers -----------------------------------------------------------------------------
+
+# apply_app: (re)applies e2e/testdata/app.yaml, taking back fields that scenarios changed.
+apply_app() {
+  k apply --server-side --force-conflicts --field-manager=e2e -f "${E2E_DIR}/testdata/app.yaml" >/dev/null \
+    || fail "kubectl apply e2e/testdata/app.yaml failed"
+}
+
+# patch_app JSON: merge-patches the MeteorApp's spec.
+patch_app() { k patch "meteorapp/${APP}" --type=merge -p "$1" >/dev/null || fail "patch meteorapp/${APP} $1 failed"; }
+
+# drop_settings: removes spec.settings (set by merge patches, which apply_app does not undo).
+drop_settings() {
+  if [[ -n "$(get "meteorapp/${APP}" '{.spec.settings}')" ]]; then
+    k patch "meteorapp/${APP}" --type=json -p '[{"op":"remove","path":"/spec/settings"}]' >/dev/null \
+      || fail "cannot remove spec.settings from meteorapp/${APP}"
+  fi
+}
+
+# ensure_app_ready: the base app exists (without settings), its Secret too, and it is Ready with
+# all 2 replicas ready.
+ensure_app_ready() {
+  ensure_mongo_secret
+  drop_settings
+  apply_app
+  wait_ready "meteorapp/${APP}"
+  wait_field "${E2E_TIMEOUT}" "meteorapp/${APP}" '{.status.readyReplicas}' 2
+}
+
+ensure_mongo_secret() {
+  k create secret generic e2e-mongo \
+    --from-literal=MONGO_URL='mongodb://mongo.invalid:27017/e2e?replicaSet=rs0' \
+    --dry-run=client -o yaml | k apply -f - >/dev/null || fail "cannot create Secret e2e-mongo"
+}
+
+# diagnostics: what a failing scenario leaves behind, for the log.
+diagnostics() {
+  echo "    --- diagnostics (${NS}) ---"
+  k get meteorapps,deployments,services,poddisruptionbudgets,pods -o wide 2>&1 | sed 's/^/    /' || true
+  k get meteorapps -o yaml 2>/dev/null | sed -n '/^  status:/,/^- /p' | head -60 | sed 's/^/    /' || true
+  k get events --sort-by=.lastTimestamp 2>/dev/null | tail -20 | sed 's/^/    /' || true
+  echo "    --- operator log (last 40 lines) ---"
+  operator_logs 2>&1 | tail -40 | sed 's/^/    /' || true
+}
+
+operator_logs() {
+  if [[ "${E2E_OPERATOR}" == "local" ]]; then
+    cat "${E2E_OUT}/operator.log"
+  else
+    kubectl -n "${OPERATOR_NAMESPACE}" logs "deployment/${OPERATOR_RELEASE}" --tail=200
+  fi
+}

@@ -1,0 +1,444 @@
+#!/usr/bin/env bash
+# End-to-end suite: runs against the cluster in KUBECONFIG (kind, see e2e/README.md).
+#   bash e2e/run.sh                  # every scenario
+#   bash e2e/run.sh install basic    # some scenarios (install always runs first)
+# Prints PASS/FAIL per scenario and "e2e: N passed, N failed"; exits non-zero on any failure.
+# Settings: see the top of e2e/lib.sh (E2E_OPERATOR=incluster|local, E2E_IMAGE, ...).
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SCENARIOS=(install basic scale workers settings invalid delete)
+
+# === scenarios ===================================================================================
+# Each runs in its own subshell with set -e; `fail` ends it. Later scenarios (re)create what they
+# need (ensure_app_ready), so one failure does not cascade.
+
+scenario_install() {
+  case "${E2E_OPERATOR}" in
+    incluster) install_incluster ;;
+    local) install_local ;;
+    *) fail "E2E_OPERATOR must be incluster or local, not '${E2E_OPERATOR}'" ;;
+  esac
+  kubectl wait --for=condition=Established crd/meteorapps.meteorfleet.dev --timeout=60s >/dev/null \
+    || fail "CRD meteorapps.meteorfleet.dev not Established"
+  log "ok: CRD meteorapps.meteorfleet.dev Established"
+  assert_eq "$(kubectl get crd meteorapps.meteorfleet.dev -o 'jsonpath={.spec.names.shortNames[0]}')" meteor "CRD short name"
+}
+
+install_incluster() {
+  [[ "${E2E_IMAGE##*/}" == *:* ]] || fail "E2E_IMAGE must have a tag (repository:tag), got '${E2E_IMAGE}'"
+  case "${E2E_INSTALL}" in
+    helm)
+      kubectl apply -f - >/dev/null <<YAML || fail "cannot create namespace ${OPERATOR_NAMESPACE}"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: ${OPERATOR_NAMESPACE}
+  labels:
+    pod-security.kubernetes.io/enforce: restricted
+YAML
+      helm upgrade --install "${OPERATOR_RELEASE}" "${ROOT}/charts/meteor-operator" \
+        --namespace "${OPERATOR_NAMESPACE}" \
+        --set image.repository="${E2E_IMAGE%:*}" --set image.tag="${E2E_IMAGE##*:}" \
+        --set image.pullPolicy=IfNotPresent --set logFormat=text \
+        --wait --timeout "${E2E_TIMEOUT}s" || fail "helm upgrade --install failed"
+      log "ok: helm release ${OPERATOR_RELEASE} installed in ${OPERATOR_NAMESPACE}"
+      ;;
+    manifest)
+      kubectl apply --server-side --force-conflicts -f "${ROOT}/manifests/install.yaml" >/dev/null \
+        || fail "kubectl apply manifests/install.yaml failed"
+      kubectl -n "${OPERATOR_NAMESPACE}" set image "deployment/${OPERATOR_RELEASE}" "operator=${E2E_IMAGE}" >/dev/null \
+        || fail "cannot set the operator image"
+      log "ok: manifests/install.yaml applied (image ${E2E_IMAGE})"
+      ;;
+    *) fail "E2E_INSTALL must be helm or manifest, not '${E2E_INSTALL}'" ;;
+  esac
+  kubectl -n "${OPERATOR_NAMESPACE}" rollout status "deployment/${OPERATOR_RELEASE}" --timeout="${E2E_TIMEOUT}s" \
+    || fail "the operator Deployment did not become available"
+  log "ok: operator running (readiness /readyz passed)"
+
+  # Leader election: a pod of the Deployment holds the Lease.
+  local deadline=$((SECONDS + 120)) holder=""
+  until [[ "${holder}" == "${OPERATOR_RELEASE}-"* ]]; do
+    ((SECONDS < deadline)) || fail "no operator pod holds Lease ${OPERATOR_NAMESPACE}/meteor-operator (holder: '${holder}')"
+    sleep 2
+    holder="$(kubectl -n "${OPERATOR_NAMESPACE}" get lease meteor-operator -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null || true)"
+  done
+  log "ok: Lease meteor-operator held by ${holder}"
+
+  # Metrics through the Service (apiserver service proxy: no port-forward needed).
+  local metrics
+  metrics="$(kubectl get --raw "/api/v1/namespaces/${OPERATOR_NAMESPACE}/services/${OPERATOR_RELEASE}-metrics:metrics/proxy/metrics")" \
+    || fail "GET /metrics through service ${OPERATOR_RELEASE}-metrics failed"
+  assert_contains "${metrics}" "# TYPE" "/metrics"
+
+  # RBAC: what the operator's ServiceAccount may and may not do ("VERB RESOURCE NAMESPACE [SUBRESOURCE]").
+  local check
+  for check in "get meteorapps.meteorfleet.dev ${NS}" "patch meteorapps.meteorfleet.dev ${NS} status" \
+    "create deployments.apps ${NS}" "delete services ${NS}" "create poddisruptionbudgets.policy ${NS}" \
+    "watch secrets ${NS}" "create events.events.k8s.io ${NS}" "patch events ${NS}" \
+    "watch statefulsets.apps ${NS}" "patch networkpolicies.networking.k8s.io ${NS}" \
+    "update leases.coordination.k8s.io ${OPERATOR_NAMESPACE}"; do
+    # shellcheck disable=SC2086 # split into arguments on purpose
+    can_i yes ${check}
+  done
+  for check in "update meteorapps.meteorfleet.dev ${NS}" "delete secrets ${NS}" "delete configmaps ${NS}" \
+    "create pods ${NS}" "update leases.coordination.k8s.io ${NS}"; do
+    # shellcheck disable=SC2086
+    can_i no ${check}
+  done
+  log "ok: operator RBAC allows what it needs and nothing tested beyond"
+}
+
+install_local() {
+  # Two operators would fight over the same MeteorApps.
+  local incluster
+  incluster="$(kubectl -n "${OPERATOR_NAMESPACE}" get deployment "${OPERATOR_RELEASE}" -o 'jsonpath={.spec.replicas}' 2>/dev/null || true)"
+  if [[ -n "${incluster}" && "${incluster}" != 0 ]]; then
+    fail "an in-cluster operator runs (deployment ${OPERATOR_NAMESPACE}/${OPERATOR_RELEASE}); uninstall it first: helm -n ${OPERATOR_NAMESPACE} uninstall ${OPERATOR_RELEASE}"
+  fi
+  kubectl apply --server-side --force-conflicts -f "${ROOT}/crds/meteorapps.yaml" >/dev/null \
+    || fail "kubectl apply crds/meteorapps.yaml failed"
+  log "building the operator (cargo build)"
+  (cd "${ROOT}" && cargo build -q --bin meteor-operator) || fail "cargo build failed"
+  local bin="${CARGO_TARGET_DIR:-${ROOT}/target}/debug/meteor-operator"
+  [[ -x "${bin}" ]] || fail "${bin} not found after cargo build"
+  stop_local_operator
+  mkdir -p "${E2E_OUT}"
+  # Same as `cargo run -- run --leader-elect=false`, without cargo in between (so the pid is the
+  # operator's own).
+  RUST_LOG="${RUST_LOG:-info,meteor_operator=debug}" POD_NAME="e2e-local" \
+    "${bin}" run --leader-elect=false --admin-addr="${E2E_ADMIN_ADDR}" --log-format=text \
+    >"${E2E_OUT}/operator.log" 2>&1 &
+  echo $! >"${E2E_OUT}/operator.pid"
+  log "operator started locally (pid $!, log e2e/_out/operator.log)"
+  local deadline=$((SECONDS + 120))
+  until python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+    "http://${E2E_ADMIN_ADDR}/readyz" >/dev/null 2>&1; do
+    kill -0 "$(cat "${E2E_OUT}/operator.pid")" 2>/dev/null || fail "the local operator exited: $(tail -5 "${E2E_OUT}/operator.log")"
+    ((SECONDS < deadline)) || fail "the local operator's /readyz did not answer 200 within 120s"
+    sleep 2
+  done
+  log "ok: local operator ready (http://${E2E_ADMIN_ADDR}/readyz)"
+}
+
+# can_i WANT VERB RESOURCE NAMESPACE [SUBRESOURCE]: kubectl auth can-i as the operator's ServiceAccount.
+can_i() {
+  local want="$1" verb="$2" resource="$3" namespace="$4" sub="${5:-}" got
+  got="$(kubectl auth can-i "${verb}" "${resource}" -n "${namespace}" ${sub:+--subresource="${sub}"} \
+    --as="${OPERATOR_SA}" 2>/dev/null || true)"
+  [[ "${got}" == "${want}" ]] \
+    || fail "kubectl auth can-i ${verb} ${resource}${sub:+/${sub}} -n ${namespace} as the operator: got '${got}', want '${want}'"
+}
+
+stop_local_operator() {
+  local pidfile="${E2E_OUT}/operator.pid"
+  [[ -f "${pidfile}" ]] || return 0
+  local pid
+  pid="$(cat "${pidfile}")"
+  if kill -0 "${pid}" 2>/dev/null; then
+    kill "${pid}" 2>/dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "${pid}" 2>/dev/null || break; sleep 1; done
+    kill -9 "${pid}" 2>/dev/null || true
+  fi
+  rm -f "${pidfile}"
+}
+
+scenario_basic() {
+  ensure_mongo_secret
+  apply_app
+  wait_until 60 "Deployment ${APP} created" exists "deployment/${APP}"
+  wait_until 60 "Service ${APP} created" exists "service/${APP}"
+  local uid selector
+  uid="$(get "meteorapp/${APP}" '{.metadata.uid}')"
+  selector="app.kubernetes.io/name=meteor,app.kubernetes.io/instance=${APP},app.kubernetes.io/component=app,app.kubernetes.io/managed-by=meteor-operator"
+  assert_eq "$(k get deployments -l "${selector}" -o name)" "deployment.apps/${APP}" "Deployments labelled ${selector}"
+  assert_eq "$(k get services -l "${selector}" -o name)" "service/${APP}" "Services labelled ${selector}"
+  assert_owned "deployment/${APP}" "${uid}"
+  assert_owned "service/${APP}" "${uid}"
+
+  wait_ready "meteorapp/${APP}"
+  assert_eq "$(get "meteorapp/${APP}" '{.status.readyReplicas}')" 2 "meteorapp/${APP} status.readyReplicas"
+  assert_eq "$(cond "meteorapp/${APP}" Ready reason)" AllReplicasReady "Ready reason"
+  assert_eq "$(cond "meteorapp/${APP}" Degraded status)" False "Degraded"
+  assert_exists "poddisruptionbudget/${APP}"
+  assert_owned "poddisruptionbudget/${APP}" "${uid}"
+  json_check "deployment/${APP}" \
+    "any(m.get('manager') == 'meteor-operator' and m.get('operation') == 'Apply' for m in o['metadata']['managedFields'])" \
+    "deployment/${APP} managedFields has manager meteor-operator, operation Apply"
+  json_check "service/${APP}" \
+    "any(m.get('manager') == 'meteor-operator' and m.get('operation') == 'Apply' for m in o['metadata']['managedFields'])" \
+    "service/${APP} managedFields has manager meteor-operator, operation Apply"
+  # The Service reaches exactly the 2 ready app pods, on the app port.
+  wait_until 60 "Service ${APP} has 2 ready endpoints on port 3000" service_endpoints_are 2 3000
+  log "ok: app pods run under the namespace's restricted Pod Security Standard"
+}
+
+# assert_owned RESOURCE UID: RESOURCE has a controller ownerReference to the MeteorApp.
+assert_owned() {
+  json_check "$1" \
+    "any(r['kind'] == 'MeteorApp' and r['apiVersion'] == 'meteorfleet.dev/v1alpha1' and r['name'] == '${APP}' and r['uid'] == '$2' and r.get('controller') for r in o['metadata'].get('ownerReferences', []))" \
+    "$1 is controlled by meteorapp/${APP}"
+}
+
+# service_endpoints_are COUNT PORT: the app Service's EndpointSlices hold COUNT ready endpoints.
+service_endpoints_are() {
+  local json
+  json="$(k get endpointslices -l "kubernetes.io/service-name=${APP}" -o json)" || return 1
+  python3 -c '
+import json, sys
+items = json.loads(sys.stdin.read())["items"]
+ready = [e for s in items for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
+ports = {p.get("port") for s in items for p in s.get("ports") or []}
+sys.exit(0 if len(ready) == int(sys.argv[1]) and ports == {int(sys.argv[2])} else 1)
+' "$1" "$2" <<<"${json}"
+}
+
+scenario_scale() {
+  ensure_app_ready
+  k scale "meteorapp/${APP}" --replicas=3 >/dev/null || fail "kubectl scale meteorapp/${APP} --replicas=3 failed"
+  wait_field 60 "deployment/${APP}" '{.spec.replicas}' 3
+  wait_field "${E2E_TIMEOUT}" "meteorapp/${APP}" '{.status.replicas}' 3
+  wait_field "${E2E_TIMEOUT}" "meteorapp/${APP}" '{.status.readyReplicas}' 3
+  wait_ready "meteorapp/${APP}"
+  assert_exists "poddisruptionbudget/${APP}"
+
+  k scale "meteorapp/${APP}" --replicas=1 >/dev/null || fail "kubectl scale --replicas=1 failed"
+  wait_field 60 "deployment/${APP}" '{.spec.replicas}' 1
+  wait_until 60 "PodDisruptionBudget ${APP} deleted at 1 replica" absent "poddisruptionbudget/${APP}"
+  wait_ready "meteorapp/${APP}"
+
+  k scale "meteorapp/${APP}" --replicas=0 >/dev/null || fail "kubectl scale --replicas=0 failed"
+  wait_field 60 "deployment/${APP}" '{.spec.replicas}' 0
+  wait_condition "${E2E_TIMEOUT}" "meteorapp/${APP}" Ready True Parked
+  assert_exists "deployment/${APP}"
+  assert_exists "service/${APP}"
+  assert_eq "$(get "deployment/${APP}" '{.spec.replicas}')" 0 "parked deployment/${APP} spec.replicas"
+
+  apply_app # back to 2 replicas
+  wait_ready "meteorapp/${APP}"
+}
+
+scenario_workers() {
+  ensure_app_ready
+  patch_app '{"spec":{"workers":{"replicas":1}}}'
+  local worker="${APP}-worker"
+  wait_until 60 "Deployment ${worker} created" exists "deployment/${worker}"
+  assert_eq "$(k get deployments -l "app.kubernetes.io/name=meteor,app.kubernetes.io/instance=${APP},app.kubernetes.io/component=worker" -o name)" \
+    "deployment.apps/${worker}" "Deployments with component=worker"
+  assert_owned "deployment/${worker}" "$(get "meteorapp/${APP}" '{.metadata.uid}')"
+  k rollout status "deployment/${worker}" --timeout="${E2E_TIMEOUT}s" >/dev/null || fail "deployment/${worker} did not roll out"
+  log "ok: deployment/${worker} rolled out"
+  no_service_selects "deployment/${worker}"
+  wait_until 60 "Service ${APP} still has exactly the 2 app endpoints" service_endpoints_are 2 3000
+
+  patch_app '{"spec":{"workers":{"replicas":0}}}'
+  wait_until 60 "Deployment ${worker} deleted at 0 workers" absent "deployment/${worker}"
+}
+
+# no_service_selects DEPLOYMENT: no Service in the namespace selects the Deployment's pods.
+no_service_selects() {
+  local deployment services
+  deployment="$(k get "$1" -o json)" || fail "cannot get $1"
+  services="$(k get services -o json)" || fail "cannot list services"
+  python3 -c '
+import json, sys
+labels = json.loads(sys.argv[1])["spec"]["template"]["metadata"].get("labels") or {}
+for svc in json.loads(sys.argv[2])["items"]:
+    sel = svc["spec"].get("selector") or {}
+    if sel and all(labels.get(k) == v for k, v in sel.items()):
+        print("service/%s selects them" % svc["metadata"]["name"])
+        sys.exit(1)
+' "${deployment}" "${services}" || fail "a Service selects the pods of $1"
+  log "ok: no Service selects the pods of $1"
+}
+
+HASH_PATH='{.spec.template.metadata.annotations.meteorfleet\.dev/config-hash}'
+
+# settings_configmap NAME JSON: creates or updates a ConfigMap holding settings.json.
+settings_configmap() {
+  k create configmap "$1" --from-literal=settings.json="$2" --dry-run=client -o yaml \
+    | k apply -f - >/dev/null || fail "cannot write ConfigMap $1"
+}
+
+use_settings() { patch_app "{\"spec\":{\"settings\":{\"configMapKeyRef\":{\"name\":\"$1\",\"key\":\"settings.json\"}}}}"; }
+
+scenario_settings() {
+  ensure_app_ready
+  settings_configmap e2e-settings '{"public":{"e2e":1}}'
+  use_settings e2e-settings
+  wait_until 60 "deployment/${APP} pod template has annotation meteorfleet.dev/config-hash" \
+    field_is_not "deployment/${APP}" "${HASH_PATH}" ""
+  wait_ready "meteorapp/${APP}"
+  local before
+  before="$(get "deployment/${APP}" "${HASH_PATH}")"
+  log "config-hash ${before}"
+
+  settings_configmap e2e-settings '{"public":{"e2e":2}}'
+  wait_until 120 "config-hash changes after the ConfigMap changed" hash_changed "${before}"
+  log "config-hash $(get "deployment/${APP}" "${HASH_PATH}")"
+  wait_ready "meteorapp/${APP}"
+  drop_settings
+}
+
+hash_changed() {
+  local now
+  now="$(get "deployment/${APP}" "${HASH_PATH}")"
+  [[ -n "${now}" && "${now}" != "$1" ]]
+}
+
+scenario_invalid() {
+  # 1. The apiserver refuses each invalid MeteorApp with a message naming the field.
+  local file expect out
+  for file in "${E2E_DIR}"/invalid/*.yaml; do
+    expect="$(sed -n '1s/^# expect: //p' "${file}")"
+    [[ -n "${expect}" ]] || fail "${file#"${ROOT}/"}: first line must be '# expect: <substring>'"
+    if out="$(k apply -f "${file}" 2>&1)"; then
+      k delete -f "${file}" --ignore-not-found >/dev/null 2>&1 || true
+      fail "the apiserver accepted ${file#"${ROOT}/"} (want an error naming ${expect})"
+    fi
+    assert_contains "${out}" "${expect}" "error for ${file#"${ROOT}/"}"
+  done
+
+  # 2. A missing Secret: not Ready, Degraded ReferenceNotFound, a Warning event, no Deployment.
+  local missing=e2e-missing
+  k apply -f "${E2E_DIR}/testdata/missing-secret.yaml" >/dev/null || fail "cannot apply testdata/missing-secret.yaml"
+  wait_condition 120 "meteorapp/${missing}" Ready False ReferenceNotFound
+  wait_condition 30 "meteorapp/${missing}" Degraded True ReferenceNotFound
+  wait_until 60 "a Warning event on meteorapp/${missing}" has_warning_event "${missing}"
+  assert_absent "deployment/${missing}"
+  assert_eq "$(k get deployments,services -l "app.kubernetes.io/instance=${missing}" -o name)" "" \
+    "objects labelled app.kubernetes.io/instance=${missing}"
+  k delete "meteorapp/${missing}" --timeout=60s >/dev/null || fail "cannot delete meteorapp/${missing}"
+
+  # 3. Settings that do not parse: InvalidSettings, and the running Deployment is left alone.
+  ensure_app_ready
+  settings_configmap e2e-bad-settings '{"public":{"ok":true}}'
+  use_settings e2e-bad-settings
+  wait_until 60 "config-hash annotation present" field_is_not "deployment/${APP}" "${HASH_PATH}" ""
+  wait_ready "meteorapp/${APP}"
+  local generation hash
+  generation="$(get "deployment/${APP}" '{.metadata.generation}')"
+  hash="$(get "deployment/${APP}" "${HASH_PATH}")"
+  settings_configmap e2e-bad-settings '{"public": {"ok": tru'
+  wait_condition 120 "meteorapp/${APP}" Ready False InvalidSettings
+  wait_condition 30 "meteorapp/${APP}" Degraded True InvalidSettings
+  sleep 5 # give a wrong update the chance to land
+  assert_eq "$(get "deployment/${APP}" '{.metadata.generation}')" "${generation}" "deployment/${APP} generation (unchanged)"
+  assert_eq "$(get "deployment/${APP}" "${HASH_PATH}")" "${hash}" "deployment/${APP} config-hash (unchanged)"
+  assert_eq "$(get "deployment/${APP}" '{.status.readyReplicas}')" 2 "deployment/${APP} readyReplicas (still serving)"
+
+  # ... and it recovers once the settings parse again.
+  settings_configmap e2e-bad-settings '{"public":{"ok":false}}'
+  wait_condition 120 "meteorapp/${APP}" Ready True
+  drop_settings
+}
+
+has_warning_event() {
+  [[ -n "$(k get events --field-selector "involvedObject.kind=MeteorApp,involvedObject.name=$1,type=Warning" -o name 2>/dev/null)" ]]
+}
+
+scenario_delete() {
+  ensure_app_ready
+  settings_configmap e2e-settings '{"public":{"e2e":3}}'
+  patch_app '{"spec":{"workers":{"replicas":1}}}'
+  wait_until 60 "Deployment ${APP}-worker created" exists "deployment/${APP}-worker"
+  assert_exists "poddisruptionbudget/${APP}"
+
+  k delete "meteorapp/${APP}" --timeout=120s >/dev/null || fail "kubectl delete meteorapp/${APP} failed"
+  local res
+  for res in "deployment/${APP}" "deployment/${APP}-worker" "service/${APP}" "poddisruptionbudget/${APP}"; do
+    wait_until 120 "${res} garbage-collected" absent "${res}"
+  done
+  assert_exists secret/e2e-mongo
+  assert_exists configmap/e2e-settings
+}
+
+# === runner ======================================================================================
+
+cleanup() {
+  local rc=$?
+  if [[ "${E2E_OPERATOR}" == "local" ]]; then
+    stop_local_operator
+  fi
+  if [[ "${E2E_KEEP}" == 1 ]]; then
+    echo "E2E_KEEP=1: namespace ${NS} kept"
+  elif [[ -n "${NAMESPACE_CREATED:-}" ]]; then
+    kubectl delete namespace "${NS}" --wait=true --timeout=120s >/dev/null 2>&1 \
+      || echo "warning: namespace ${NS} not deleted within 120s" >&2
+  fi
+  exit "${rc}"
+}
+
+main() {
+  bash "${ROOT}/hack/install-tools.sh" >/dev/null || die "hack/install-tools.sh failed"
+  need kubectl helm python3
+  local selected=("$@")
+  ((${#selected[@]} > 0)) || selected=("${SCENARIOS[@]}")
+  local name
+  for name in "${selected[@]}"; do
+    [[ " ${SCENARIOS[*]} " == *" ${name} "* ]] || die "unknown scenario '${name}'; scenarios: ${SCENARIOS[*]}"
+  done
+  [[ "${selected[0]}" == install ]] || selected=(install "${selected[@]}")
+
+  header "e2e: cluster"
+  kubectl version --request-timeout=15s >/dev/null 2>&1 \
+    || die "no Kubernetes cluster reachable (KUBECONFIG=${KUBECONFIG:-~/.kube/config}); see e2e/README.md"
+  info "context $(kubectl config current-context 2>/dev/null || echo '?'), operator ${E2E_OPERATOR}, namespace ${NS}"
+
+  trap cleanup EXIT
+  if kubectl get namespace "${NS}" >/dev/null 2>&1; then
+    info "deleting namespace ${NS} left by an earlier run"
+    kubectl delete namespace "${NS}" --wait=true --timeout=180s >/dev/null || die "cannot delete namespace ${NS}"
+  fi
+  kubectl apply -f - >/dev/null <<YAML || die "cannot create namespace ${NS}"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: ${NS}
+  labels:
+    app.kubernetes.io/part-of: meteor-operator-e2e
+    # App pods must meet the restricted Pod Security Standard.
+    pod-security.kubernetes.io/enforce: restricted
+YAML
+  NAMESPACE_CREATED=1
+
+  local passed=0 failed=0 rc
+  local -a results=()
+  for name in "${selected[@]}"; do
+    header "e2e: ${name}"
+    if [[ "${name}" != install && " ${results[*]} " == *" FAIL:install "* ]]; then
+      echo "FAIL ${name} (not run: install failed)"
+      results+=("FAIL:${name}")
+      failed=$((failed + 1))
+      continue
+    fi
+    set +e
+    (
+      set -euo pipefail
+      "scenario_${name}"
+    )
+    rc=$?
+    set -e
+    if ((rc == 0)); then
+      echo "${_GREEN}PASS ${name}${_RESET}"
+      results+=("PASS:${name}")
+      passed=$((passed + 1))
+    else
+      diagnostics
+      echo "${_RED}FAIL ${name}${_RESET}"
+      results+=("FAIL:${name}")
+      failed=$((failed + 1))
+    fi
+  done
+
+  echo
+  local result
+  for result in "${results[@]}"; do echo "  ${result%%:*} ${result#*:}"; done
+  echo
+  echo "e2e: ${passed} passed, ${failed} failed"
+  ((failed == 0))
+}
+
+main "$@"

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Checks the chart's rendered output against the operator's deployment contract.
+
+    .tools/venv/bin/python hack/check-chart.py [--run-help HELP.txt] RENDERED.yaml...
+
+Each file is one `helm template` of charts/meteor-operator (any values). Checked:
+  * every templated object carries the chart's labels;
+  * the ClusterRole holds exactly OPERATOR_RULES and the Role exactly LEASE_RULES (least privilege:
+    when the operator needs a new permission, add it to the chart's clusterrole.yaml AND here);
+  * the operator Deployment: restricted security context, args, downward-API env, admin port,
+    probes, resources; a PodDisruptionBudget exists exactly when replicas > 1;
+  * the metrics Service exposes port `metrics` to the container's `admin` port;
+  * with --run-help (the output of `meteor-operator run --help`): every flag the Deployment passes
+    is one the operator knows.
+Exit status 1 on any failed check.
+"""
+
+import re
+import sys
+
+import yaml
+
+OPERATOR_RULES = {
+    ("meteorfleet.dev", "meteorapps"): {"get", "list", "watch"},
+    ("meteorfleet.dev", "meteorapps/status"): {"get", "patch", "update"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("", "services"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("", "secrets"): {"get", "list", "watch", "create", "patch"},  # create, patch: managed MongoDB
+    ("", "configmaps"): {"get", "list", "watch"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+    # Managed MongoDB (docs/mongo.md).
+    ("apps", "statefulsets"): {"get", "list", "watch", "patch"},
+    ("", "persistentvolumeclaims"): {"list", "patch"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "patch"},
+    ("storage.k8s.io", "storageclasses"): {"get"},
+}
+LEASE_RULES = {
+    ("coordination.k8s.io", "leases"): {"get", "list", "watch", "create", "update", "patch"},
+}
+LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+          "app.kubernetes.io/managed-by", "helm.sh/chart")
+
+errors = []
+
+
+def check(condition, message):
+    if not condition:
+        errors.append(message)
+
+
+def flatten_rules(obj):
+    """{(group, resource): verbs} of a Role/ClusterRole; None when a rule uses a wildcard."""
+    out = {}
+    for rule in obj.get("rules") or []:
+        for field in ("apiGroups", "resources", "verbs"):
+            if "*" in (rule.get(field) or []):
+                return None
+        check(not rule.get("nonResourceURLs"), f"{obj['kind']}: nonResourceURLs are not expected")
+        for group in rule.get("apiGroups") or []:
+            for resource in rule.get("resources") or []:
+                out.setdefault((group, resource), set()).update(rule.get("verbs") or [])
+    return out
+
+
+def check_rules(obj, want):
+    got = flatten_rules(obj)
+    name = f"{obj['kind']}/{obj['metadata']['name']}"
+    if got is None:
+        errors.append(f"{name}: wildcard ('*') in rules")
+        return
+    for key in sorted(set(got) | set(want)):
+        if got.get(key, set()) != want.get(key, set()):
+            group = key[0] or '""'
+            errors.append(f"{name}: {group} {key[1]}: verbs {sorted(got.get(key, set()))}, "
+                          f"want {sorted(want.get(key, set()))}")
+
+
+RUN_HELP = None
+
+
+def check_deployment(dep, where):
+    spec = dep["spec"]
+    pod = spec["template"]["spec"]
+    check(pod.get("automountServiceAccountToken") is True, f"{where}: automountServiceAccountToken must be true")
+    psc = pod.get("securityContext") or {}
+    check(psc.get("runAsNonRoot") is True, f"{where}: pod runAsNonRoot")
+    check((psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", f"{where}: pod seccompProfile")
+    containers = pod["containers"]
+    check(len(containers) == 1, f"{where}: one container expected")
+    c = containers[0]
+    sc = c.get("securityContext") or {}
+    check(sc.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation must be false")
+    check((sc.get("capabilities") or {}).get("drop") == ["ALL"], f"{where}: capabilities.drop must be [ALL]")
+    check(sc.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem must be true")
+    check(sc.get("runAsNonRoot") is True, f"{where}: container runAsNonRoot")
+    check(sc.get("runAsUser", psc.get("runAsUser")) == 65532, f"{where}: runAsUser must be 65532")
+    args = c.get("args") or []
+    check(args[:2] == ["run", "--admin-addr=0.0.0.0:8080"], f"{where}: args must start with run --admin-addr=0.0.0.0:8080: {args}")
+    check(any(a in ("--log-format=json", "--log-format=text") for a in args), f"{where}: --log-format missing")
+    env = {e["name"]: e for e in c.get("env") or []}
+    for name, path in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")):
+        ref = ((env.get(name) or {}).get("valueFrom") or {}).get("fieldRef") or {}
+        check(ref.get("fieldPath") == path, f"{where}: env {name} must come from {path}")
+    check(bool((env.get("RUST_LOG") or {}).get("value")), f"{where}: env RUST_LOG missing")
+    ports = {p.get("name"): p for p in c.get("ports") or []}
+    check((ports.get("admin") or {}).get("containerPort") == 8080, f"{where}: port admin 8080 missing")
+    check((c.get("livenessProbe") or {}).get("httpGet", {}).get("path") == "/healthz", f"{where}: liveness /healthz")
+    check((c.get("readinessProbe") or {}).get("httpGet", {}).get("path") == "/readyz", f"{where}: readiness /readyz")
+    res = c.get("resources") or {}
+    check(bool((res.get("limits") or {}).get("memory")), f"{where}: memory limit missing")
+    check(bool((res.get("requests") or {}).get("cpu")), f"{where}: cpu request missing")
+    if RUN_HELP is not None:
+        known = set(re.findall(r"--[a-z][-a-z0-9]*", RUN_HELP))
+        for arg in args[1:]:
+            flag = arg.split("=", 1)[0]
+            check(flag in known, f"{where}: `meteor-operator run` has no flag {flag} (see run --help)")
+    replicas = spec.get("replicas", 1)
+    if replicas > 1:
+        check(any(a == "--leader-elect=true" for a in args), f"{where}: replicas > 1 needs --leader-elect=true")
+
+
+def check_file(path):
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    by_kind = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+        if doc["kind"] == "CustomResourceDefinition":
+            continue  # crds/ is copied verbatim by Helm
+        labels = doc["metadata"].get("labels") or {}
+        for label in LABELS:
+            check(label in labels, f"{path}: {doc['kind']}/{doc['metadata']['name']}: label {label} missing")
+        check(labels.get("app.kubernetes.io/name") == "meteor-operator",
+              f"{path}: {doc['kind']}/{doc['metadata']['name']}: app.kubernetes.io/name must be meteor-operator")
+
+    for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount", "Service", "Deployment"):
+        check(len(by_kind.get(kind, [])) == 1, f"{path}: expected exactly one {kind}, got {len(by_kind.get(kind, []))}")
+    if errors:
+        return
+    check_rules(by_kind["ClusterRole"][0], OPERATOR_RULES)
+    check_rules(by_kind["Role"][0], LEASE_RULES)
+    dep = by_kind["Deployment"][0]
+    check_deployment(dep, f"{path}: Deployment/{dep['metadata']['name']}")
+    sa = by_kind["ServiceAccount"][0]["metadata"]["name"]
+    check(dep["spec"]["template"]["spec"].get("serviceAccountName") == sa, f"{path}: Deployment must use ServiceAccount {sa}")
+    for binding in by_kind["ClusterRoleBinding"] + by_kind["RoleBinding"]:
+        check([s["name"] for s in binding["subjects"]] == [sa], f"{path}: {binding['kind']} must bind ServiceAccount {sa}")
+    replicas = dep["spec"].get("replicas", 1)
+    pdbs = by_kind.get("PodDisruptionBudget", [])
+    check(len(pdbs) == (1 if replicas > 1 else 0), f"{path}: {len(pdbs)} PodDisruptionBudgets with {replicas} replicas")
+    svc = by_kind["Service"][0]
+    ports = svc["spec"]["ports"]
+    check([(p["name"], p["targetPort"]) for p in ports] == [("metrics", "admin")],
+          f"{path}: metrics Service must expose exactly port metrics -> admin")
+    selector = dep["spec"]["selector"]["matchLabels"]
+    check(svc["spec"]["selector"] == selector, f"{path}: metrics Service must select the operator pods")
+    for sm in by_kind.get("ServiceMonitor", []):
+        check([e.get("port") for e in sm["spec"]["endpoints"]] == ["metrics"], f"{path}: ServiceMonitor must scrape port metrics")
+        check(sm["spec"]["selector"]["matchLabels"].items() <= (svc["metadata"].get("labels") or {}).items(),
+              f"{path}: ServiceMonitor must select the metrics Service")
+
+
+def main():
+    global RUN_HELP
+    paths = sys.argv[1:]
+    if paths[:1] == ["--run-help"]:
+        with open(paths[1]) as f:
+            RUN_HELP = f.read()
+        paths = paths[2:]
+    if not paths:
+        raise SystemExit(__doc__)
+    for path in paths:
+        before = len(errors)
+        check_file(path)
+        print(f"{'ok   ' if len(errors) == before else 'ERROR'} chart contract: {path}")
+    for error in errors:
+        print(f"ERROR {error}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# The project's test command: bash hack/test-all.sh
+#
+# Runs, in order, failing fast with a clear message:
+#   1. tools        hack/install-tools.sh (pinned helm, kubectl, kubernetes-validate in .tools/)
+#   2. scripts      shellcheck of hack/**/*.sh, e2e/**/*.sh and .ci/run; the Python helpers compile; hadolint
+#                   of the Dockerfile
+#   3. fmt          cargo fmt --all -- --check
+#   4. clippy       cargo clippy --all-targets -- -D warnings
+#   5. test         cargo test
+#   6. crd          `meteor-operator crd` == crds/meteorapps.yaml == the chart's copy
+#   7. render       `meteor-operator render` of every examples/*.yaml and e2e/testdata/*.yaml
+#                   validates strictly; every e2e/invalid/*.yaml is refused
+#   8. chart        helm lint --strict and helm template (default and every-option values),
+#                   validated strictly, checked by hack/check-chart.py; unknown values refused
+#   9. install      manifests/install.yaml is what hack/gen-install.sh generates
+# and ends with a summary line "test-all: N passed, N failed" (N counts steps).
+# Run some steps only: bash hack/test-all.sh chart install   (tools always runs first)
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "${ROOT}"
+
+CHART="charts/meteor-operator"
+ALL_VALUES="${CHART}/ci/all-options-values.yaml"
+WORK="$(mktemp -d)"
+trap 'rm -rf "${WORK}"' EXIT
+
+STEPS=(tools scripts fmt clippy test crd render chart install)
+passed=0
+current=""
+
+summary() {
+  local failed="$1"
+  echo
+  printf 'test-all: %d passed, %d failed\n' "${passed}" "${failed}"
+}
+
+# Runs when any command fails under set -e (or a step calls fail).
+on_error() {
+  local rc=$?
+  trap - ERR
+  printf '%sFAILED: step "%s" (exit %d)%s\n' "${_RED}" "${current}" "${rc}" "${_RESET}" >&2
+  summary 1
+  exit "${rc}"
+}
+trap on_error ERR
+set -o errtrace
+
+fail() {
+  printf '%sERROR: %s%s\n' "${_RED}" "$*" "${_RESET}" >&2
+  return 1
+}
+
+step() {
+  current="$1"
+  shift
+  header "[$((passed + 1))/${TOTAL}] ${current}: $*"
+}
+
+done_step() {
+  ok "${current}"
+  passed=$((passed + 1))
+}
+
+# meteor-operator CLI through cargo (built once by the test step).
+operator() { cargo run -q --bin meteor-operator -- "$@"; }
+
+# ------------------------------------------------------------------------------------------------
+step_tools() {
+  step tools "install pinned tools into .tools/"
+  bash hack/install-tools.sh
+  need helm kubectl kubernetes-validate shellcheck hadolint
+  done_step
+}
+
+# ------------------------------------------------------------------------------------------------
+step_scripts() {
+  step scripts "shellcheck of hack/, e2e/, .ci/run; Python helpers compile; hadolint Dockerfile"
+  local -a scripts
+  mapfile -t scripts < <(find hack e2e -name '*.sh' -type f | sort)
+  shellcheck -x "${scripts[@]}" .ci/run || fail "shellcheck found problems (above)"
+  info "shellcheck: ${#scripts[@]} scripts and .ci/run"
+  "${TOOLS_DIR}/venv/bin/python" -m py_compile hack/*.py || fail "a Python helper does not compile"
+  hadolint Dockerfile || fail "hadolint found problems in the Dockerfile (above)"
+  done_step
+}
+
+# ------------------------------------------------------------------------------------------------
+step_fmt() {
+  step fmt "cargo fmt --all -- --check"
+  cargo fmt --all -- --check || fail "code is not formatted; fix: cargo fmt --all"
+  done_step
+}
+
+# ------------------------------------------------------------------------------------------------
+step_clippy() {
+  step clippy "cargo clippy --all-targets -- -D warnings"
+  cargo clippy --all-targets -- -D warnings || fail "clippy found problems (see above)"
+  done_step
+}
+
+# ------------------------------------------------------------------------------------------------
+step_test() {
+  step test "cargo test"
+  cargo test 2>&1 | tee "${WORK}/cargo-test.log" || fail "cargo test failed (see above)"
+  grep -q '^test result: ' "${WORK}/cargo-test.log" || fail "cargo test printed no 'test result:' line"
+  # Totals over every test binary and doc-test run.
+  awk '/^test result: /{
+         for (i = 1; i <= NF; i++) {
+           if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i
+         }
+         n++
+       }
+       END { printf "    cargo test: %d tests passed, %d failed, %d ignored in %d runs\n", p, f, g, n
+           if (p == 0) exit 1 }' \
+    "${WORK}/cargo-test.log" || fail "cargo test ran no test"
+  done_step
+}
+
+# ------------------------------------------------------------------------------------------------
+step_crd() {
+  step crd "generated CRD matches the committed copies"
+  operator crd >"${WORK}/crd.yaml" || fail "meteor-operator crd failed"
+  [[ -s "${WORK}/crd.yaml" ]] || fail "meteor-operator crd printed nothing"
+  for committed in crds/meteorapps.yaml "${CHART}/crds/meteorapps.yaml"; do
+    if ! diff -u "${committed}" "${WORK}/crd.yaml" >"${WORK}/crd.diff"; then
+      cat "${WORK}/crd.diff"
+      fail "${committed} differs from \`cargo run -- crd\` (diff above: - committed, + generated); fix: bash hack/sync-crd.sh"
+    fi
+    info "${committed} is up to date"
+  done
+  validate_manifests "${WORK}/crd.yaml"
+  done_step
+}
+
+# ------------------------------------------------------------------------------------------------
+step_render() {
+  local example out bad expect message
+  local -a examples testdata invalid
+  step render "render examples/*.yaml and e2e/testdata/*.yaml (strict Kubernetes ${K8S_SCHEMA_VERSION} schemas); refuse e2e/invalid/*.yaml"
+  shopt -s nullglob
+  examples=(examples/*.yaml)
+  testdata=(e2e/testdata/*.yaml)
+  invalid=(e2e/invalid/*.yaml)
+  shopt -u nullglob
+  ((${#examples[@]} > 0)) || fail "no examples/*.yaml to render"
+  ((${#invalid[@]} > 0)) || fail "no e2e/invalid/*.yaml"
+  # The examples themselves: Kubernetes objects and MeteorApps (CRD structural schema; CEL is
+  # checked by render below and by the apiserver in e2e).
+  validate_manifests --crd crds/meteorapps.yaml "${examples[@]}" "${testdata[@]}"
+  local n=0
+  for example in "${examples[@]}" "${testdata[@]}"; do
+    n=$((n + 1))
+    out="${WORK}/render-${n}.yaml"
+    operator render -f "${example}" >"${out}" || fail "meteor-operator render -f ${example} failed"
+    validate_manifests --crd crds/meteorapps.yaml "${out}" \
+      || fail "the objects rendered from ${example} do not validate (above)"
+  done
+  for bad in "${invalid[@]}"; do
+    expect="$(sed -n '1s/^# expect: //p' "${bad}")"
+    [[ -n "${expect}" ]] || fail "${bad}: first line must be '# expect: <message substring>'"
+    if operator render -f "${bad}" >"${WORK}/out" 2>"${WORK}/err"; then
+      fail "meteor-operator render -f ${bad} succeeded; it must refuse it (${expect})"
+    fi
+    # Refused for the intended fault: the message names the field (a CEL rule), or the field is
+    # missing altogether (a required field: serde's "missing field `key`").
+    message="$(tr '\n' ' ' <"${WORK}/err")"
+    if [[ "${message}" != *"${expect}"* && "${message}" != *"missing field \`${expect##*.}\`"* ]]; then
+      fail "meteor-operator render -f ${bad} refused it, but not for ${expect}: ${message}"
+    fi
+    info "refused ${bad}: ${message:0:160}"
+  done
+  done_step
+}
+
+# ------------------------------------------------------------------------------------------------
+step_chart() {
+  step chart "helm lint --strict and helm template of ${CHART}"
+  helm lint --strict "${CHART}" || fail "helm lint --strict ${CHART} (default values) failed"
+  helm lint --strict "${CHART}" -f "${ALL_VALUES}" || fail "helm lint --strict ${CHART} -f ${ALL_VALUES} failed"
+  helm template meteor-operator "${CHART}" --namespace meteor-system --include-crds \
+    >"${WORK}/chart-default.yaml" || fail "helm template (default values) failed"
+  helm template meteor-operator "${CHART}" --namespace meteor-system --include-crds -f "${ALL_VALUES}" \
+    >"${WORK}/chart-all.yaml" || fail "helm template -f ${ALL_VALUES} failed"
+  info "ServiceMonitor (monitoring.coreos.com/v1) is not in the Kubernetes schemas: hack/validate-manifests.py checks it against its own small schema"
+  validate_manifests "${WORK}/chart-default.yaml" "${WORK}/chart-all.yaml"
+  # The chart's container args must be flags the operator knows.
+  operator run --help >"${WORK}/run-help.txt" || fail "meteor-operator run --help failed"
+  "${TOOLS_DIR}/venv/bin/python" hack/check-chart.py --run-help "${WORK}/run-help.txt" \
+    "${WORK}/chart-default.yaml" "${WORK}/chart-all.yaml"
+  # NOTES.txt renders and tells how to wait for an app (helm install --dry-run needs no cluster).
+  local values_args notes
+  for values_args in "" "-f ${ALL_VALUES}"; do
+    # shellcheck disable=SC2086 # values_args is empty or "-f FILE"
+    notes="$(KUBECONFIG=/dev/null helm install meteor-operator "${CHART}" --namespace meteor-system \
+      --dry-run=client ${values_args} 2>&1 | sed -n '/^NOTES:/,$p')"
+    [[ "${notes}" == *"kubectl wait --for=condition=Ready meteorapp/"* ]] \
+      || fail "NOTES.txt (values: ${values_args:-default}) does not render the kubectl wait hint: ${notes}"
+  done
+  info "NOTES.txt renders (default and every-option values)"
+  # The values schema is strict: an unknown key must be refused.
+  for bad_value in bogus=1 image.bogus=1 serviceMonitor.bogus=1 logFormat=xml replicas=0; do
+    if helm template meteor-operator "${CHART}" --set "${bad_value}" >/dev/null 2>"${WORK}/err"; then
+      fail "helm template --set ${bad_value} succeeded; values.schema.json must refuse it"
+    fi
+    info "refused --set ${bad_value}"
+  done
+  done_step
+}
+
+# ------------------------------------------------------------------------------------------------
+step_install() {
+  step install "manifests/install.yaml is up to date"
+  bash hack/gen-install.sh "${WORK}/install.yaml" >/dev/null
+  if ! diff -u manifests/install.yaml "${WORK}/install.yaml" >"${WORK}/install.diff"; then
+    cat "${WORK}/install.diff"
+    fail "manifests/install.yaml is stale (diff above: - committed, + generated); fix: bash hack/gen-install.sh"
+  fi
+  validate_manifests "${WORK}/install.yaml"
+  done_step
+}
+
+# ------------------------------------------------------------------------------------------------
+selected=("$@")
+if ((${#selected[@]} == 0)); then
+  selected=("${STEPS[@]}")
+fi
+for name in "${selected[@]}"; do
+  [[ " ${STEPS[*]} " == *" ${name} "* ]] || die "unknown step '${name}'; steps: ${STEPS[*]}"
+done
+# The tools step always runs first: the other steps need its tools.
+[[ "${selected[0]}" == tools ]] || selected=(tools "${selected[@]}")
+TOTAL=${#selected[@]}
+for name in "${selected[@]}"; do
+  "step_${name}"
+done
+summary 0
