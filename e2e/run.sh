@@ -84,7 +84,7 @@ YAML
     can_i yes ${check}
   done
   for check in "update meteorapps.meteorfleet.dev ${NS}" "delete secrets ${NS}" "delete configmaps ${NS}" \
-    "create pods ${NS}" "update leases.coordination.k8s.io ${NS}"; do
+    "create pods ${NS}" "update deployments.apps ${NS}" "update leases.coordination.k8s.io ${NS}"; do
     # shellcheck disable=SC2086
     can_i no ${check}
   done

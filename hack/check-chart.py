@@ -22,18 +22,19 @@ import yaml
 
 OPERATOR_RULES = {
     ("meteorfleet.dev", "meteorapps"): {"get", "list", "watch"},
-    ("meteorfleet.dev", "meteorapps/status"): {"get", "patch", "update"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("", "services"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("meteorfleet.dev", "meteorapps/status"): {"patch"},
+    # create: the first server-side apply of an object creates it.
+    ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "secrets"): {"get", "list", "watch", "create", "patch"},  # create, patch: managed MongoDB
     ("", "configmaps"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
-    # Managed MongoDB (docs/mongo.md).
-    ("apps", "statefulsets"): {"get", "list", "watch", "patch"},
+    # Managed MongoDB (README, "Managed MongoDB").
+    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
     ("", "persistentvolumeclaims"): {"list", "patch"},
-    ("networking.k8s.io", "networkpolicies"): {"get", "patch"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "create", "patch"},
     ("storage.k8s.io", "storageclasses"): {"get"},
 }
 LEASE_RULES = {
