@@ -8,7 +8,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SCENARIOS=(install basic scale workers settings invalid delete)
+SCENARIOS=(install basic scale workers settings invalid delete fleet)
 
 # === scenarios ===================================================================================
 # Each runs in its own subshell with set -e; `fail` ends it. Later scenarios (re)create what they
@@ -356,6 +356,66 @@ scenario_delete() {
 }
 
 # === runner ======================================================================================
+
+# fleet: E2E_FLEET_APPS (default 500) parked MeteorApps created at once. Each must be Ready within a
+# minute of its creation and the operator must stay under 50 MiB resident; prints the figures.
+scenario_fleet() {
+  local n="${E2E_FLEET_APPS:-500}" started
+  ensure_mongo_secret
+  started=${SECONDS}
+  python3 - "${n}" <<'PY' | k apply --server-side --field-manager=e2e -f - >/dev/null || fail "cannot create the fleet"
+import sys
+for i in range(int(sys.argv[1])):
+    print(f"""---
+apiVersion: meteorfleet.dev/v1alpha1
+kind: MeteorApp
+metadata: {{name: fleet-{i:04d}, labels: {{e2e-fleet: "1"}}}}
+spec:
+  image: traefik/whoami:v1.10
+  replicas: 0
+  rootUrl: http://fleet-{i:04d}.e2e.example.com
+  mongo: {{external: {{url: {{name: e2e-mongo, key: MONGO_URL}}}}}}""")
+PY
+  log "created ${n} MeteorApps in $((SECONDS - started))s"
+  wait_until 600 "all ${n} fleet apps Ready" fleet_ready "${n}"
+  log "all ${n} Ready $((SECONDS - started))s after the first was applied"
+  local worst
+  worst="$(k get meteorapps -l e2e-fleet=1 -o json | python3 -c '
+import datetime, json, sys
+def t(s): return datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+worst = 0
+for app in json.load(sys.stdin)["items"]:
+    ready = next(c for c in app["status"]["conditions"] if c["type"] == "Ready")
+    worst = max(worst, (t(ready["lastTransitionTime"]) - t(app["metadata"]["creationTimestamp"])).total_seconds())
+print(int(worst))')"
+  log "slowest app: Ready ${worst}s after its creation"
+  ((worst <= 60)) || fail "an app took ${worst}s to converge (target: within a minute)"
+  local rss
+  rss="$(operator_rss_bytes)"
+  log "operator resident memory with ${n} apps: $((rss / 1048576)) MiB"
+  ((rss < 50 * 1048576)) || fail "operator uses $((rss / 1048576)) MiB with ${n} apps (target: under 50 MiB)"
+  k delete meteorapps -l e2e-fleet=1 --wait=false >/dev/null || fail "cannot delete the fleet"
+}
+
+fleet_ready() {
+  local ready
+  ready="$(k get meteorapps -l e2e-fleet=1 \
+    -o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c '^True$' || true)"
+  [[ "${ready}" -ge "$1" ]]
+}
+
+# operator_rss_bytes: process_resident_memory_bytes from the operator's /metrics.
+operator_rss_bytes() {
+  local metrics
+  if [[ "${E2E_OPERATOR}" == local ]]; then
+    metrics="$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+      "http://${E2E_ADMIN_ADDR}/metrics")" || fail "cannot read the local operator's /metrics"
+  else
+    metrics="$(kubectl get --raw "/api/v1/namespaces/${OPERATOR_NAMESPACE}/services/${OPERATOR_RELEASE}-metrics:metrics/proxy/metrics")" \
+      || fail "cannot read the operator's /metrics"
+  fi
+  awk '$1 == "process_resident_memory_bytes" { printf "%d", $2 }' <<<"${metrics}"
+}
 
 cleanup() {
   local rc=$?

@@ -114,5 +114,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("controller_runtime_reconcile_time_seconds_bucket"));
+        let rss: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .expect("resident memory is exported")
+            .parse()
+            .unwrap();
+        assert!(rss > 1_000_000.0, "{rss}");
     }
 }

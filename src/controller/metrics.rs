@@ -35,6 +35,7 @@ pub struct Metrics {
     reconcile_time: Family<ControllerLabels, Histogram>,
     writes: Family<ControllerLabels, Counter>,
     leader: Gauge,
+    resident_memory: Gauge,
 }
 
 impl Default for Metrics {
@@ -49,6 +50,7 @@ impl Default for Metrics {
         });
         let writes = Family::<ControllerLabels, Counter>::default();
         let leader = Gauge::default();
+        let resident_memory = Gauge::default();
         registry.register(
             "controller_runtime_reconcile",
             "Reconciliations by result",
@@ -74,6 +76,11 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the operator process",
+            resident_memory.clone(),
+        );
         Self {
             registry,
             reconcile_total,
@@ -81,6 +88,7 @@ impl Default for Metrics {
             reconcile_time,
             writes,
             leader,
+            resident_memory,
         }
     }
 }
@@ -127,9 +135,20 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn encode(&self) -> String {
+        if let Some(bytes) = resident_memory_bytes() {
+            self.resident_memory.set(bytes);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
     }
+}
+
+/// Resident set size from `/proc/self/statm` (Linux; None elsewhere).
+fn resident_memory_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // Kubernetes nodes and the operator image are Linux with 4 KiB pages.
+    Some(pages * 4096)
 }
