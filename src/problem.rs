@@ -13,6 +13,9 @@ pub enum Problem {
     /// The settings JSON does not parse.
     #[error("{0}")]
     InvalidSettings(String),
+    /// An object the operator would create exists already and belongs to someone else.
+    #[error("{0}")]
+    NameConflict(String),
 }
 
 impl Problem {
@@ -22,6 +25,7 @@ impl Problem {
             Problem::InvalidSpec(_) => "InvalidSpec",
             Problem::ReferenceNotFound(_) => "ReferenceNotFound",
             Problem::InvalidSettings(_) => "InvalidSettings",
+            Problem::NameConflict(_) => "NameConflict",
         }
     }
 }

@@ -156,12 +156,12 @@ fn observed(desired: i32, tier: Progress, workers_desired: i32, workers: Progres
     let serving = tier.available >= desired && workers.available >= workers_desired;
     let stuck = tier.stuck || workers.stuck;
 
-    let (ready, ready_reason, ready_message) = if serving && desired == 0 && tier.replicas == 0 {
-        (
-            true,
-            "Parked",
-            "replicas is 0: no app process runs".to_string(),
-        )
+    let (ready, ready_reason, ready_message) = if serving && desired == 0 {
+        let message = match tier.replicas {
+            0 => "replicas is 0: no app process runs".to_string(),
+            n => format!("replicas is 0: {n} app processes still shutting down"),
+        };
+        (true, "Parked", message)
     } else if serving {
         (
             true,
@@ -349,7 +349,7 @@ mod tests {
     }
 
     #[test]
-    fn parked_app_is_ready_once_its_pods_are_gone() {
+    fn parked_app_is_ready_and_says_while_pods_shut_down() {
         let draining = compute(
             &app(0),
             &Verdict::Applied,
@@ -358,6 +358,12 @@ mod tests {
             &at(1),
         );
         assert_eq!(get(&draining, PROGRESSING).0, "True");
+        assert_eq!(get(&draining, READY), ("True", "Parked"));
+        let message = &find(Some(&draining), READY).unwrap().message;
+        assert!(
+            message.contains("1 app processes still shutting down"),
+            "{message}"
+        );
         let parked = compute(
             &app(0),
             &Verdict::Applied,

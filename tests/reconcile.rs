@@ -80,6 +80,10 @@ fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::
 async fn first_visit_applies_every_child_and_sets_conditions() {
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
+        // Children missing from the cache: is the name taken by someone else's object?
+        Expect::get(DEPLOYMENT, not_found("deployments", "todos")),
+        Expect::get(SERVICE, not_found("services", "todos")),
+        Expect::get(PDB, not_found("poddisruptionbudgets", "todos")),
         Expect::patch(DEPLOYMENT),
         Expect::patch(SERVICE),
         Expect::patch(PDB),
@@ -93,7 +97,10 @@ async fn first_visit_applies_every_child_and_sets_conditions() {
         .expect("reconcile succeeds");
 
     let seen = transcript.seen();
-    let apply = seen.iter().find(|s| s.path == DEPLOYMENT).unwrap();
+    let apply = seen
+        .iter()
+        .find(|s| s.method == Method::PATCH && s.path == DEPLOYMENT)
+        .unwrap();
     assert!(
         apply.query.contains("fieldManager=meteor-operator"),
         "{}",
@@ -110,7 +117,16 @@ async fn first_visit_applies_every_child_and_sets_conditions() {
     );
     assert!(deployment["metadata"]["annotations"]["meteorfleet.dev/applied-hash"].is_string());
 
-    // Status is set on the first visit: not ready yet, rolling out, nothing wrong.
+    // Status is set on the first visit, with server-side apply (so stale fields get removed):
+    // not ready yet, rolling out, nothing wrong.
+    let status_patch = seen.iter().find(|s| s.path == STATUS).unwrap();
+    assert!(
+        status_patch.query.contains("fieldManager=meteor-operator"),
+        "{}",
+        status_patch.query
+    );
+    assert_eq!(status_patch.body["kind"], "MeteorApp");
+    assert_eq!(status_patch.body["apiVersion"], "meteorfleet.dev/v1alpha1");
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Ready")["status"], "False");
     assert_eq!(condition(&status, "Ready")["reason"], "WaitingForReplicas");
@@ -422,6 +438,9 @@ async fn rolled_out_app_becomes_ready_and_says_so_once() {
 async fn api_failure_is_reported_and_retried() {
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
+        Expect::get(DEPLOYMENT, not_found("deployments", "todos")),
+        Expect::get(SERVICE, not_found("services", "todos")),
+        Expect::get(PDB, not_found("poddisruptionbudgets", "todos")),
         Expect {
             method: Method::PATCH,
             path: DEPLOYMENT.into(),
@@ -452,4 +471,97 @@ async fn api_failure_is_reported_and_retried() {
             .unwrap()
             .contains("image: Required value")
     );
+}
+
+#[tokio::test]
+async fn an_unlabelled_namesake_is_never_taken_over() {
+    // A Service `todos` that a team created before adopting the operator.
+    let theirs = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "todos", "namespace": "default", "uid": "their-uid"},
+    });
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::get(DEPLOYMENT, not_found("deployments", "todos")),
+        Expect::get(SERVICE, (StatusCode::OK, theirs)),
+        Expect::status(&minimal_app()),
+        Expect::event(),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(client, vec![], vec![], vec![]);
+    reconcile_with(minimal_app(), ctx, &transcript, task, n)
+        .await
+        .expect("a conflict is reported, not retried");
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Degraded")["reason"], "NameConflict");
+    let message = condition(&status, "Degraded")["message"].as_str().unwrap();
+    assert!(
+        message.contains("Service default/todos already exists"),
+        "{message}"
+    );
+    // Nothing was applied: only the status and the Warning event were written.
+    assert_eq!(transcript.writes().len(), 2, "{:?}", transcript.writes());
+}
+
+#[tokio::test]
+async fn once_ready_the_next_resync_writes_nothing() {
+    // Reconcile 1: the Deployment became available, so status flips to Ready (+ one event).
+    let mut app = minimal_app();
+    let (deployment, service, budget) = applied_children(&app);
+    let deployment = rolled_out(deployment, 2);
+    let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
+    app.status = Some(status::compute(
+        &app,
+        &Verdict::Applied,
+        None,
+        None,
+        &earlier,
+    ));
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::status(&app),
+        Expect::event(),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(
+        client,
+        vec![deployment.clone()],
+        vec![service.clone()],
+        budget.clone().into_iter().collect(),
+    );
+    reconcile_with(app.clone(), ctx, &transcript, task, n)
+        .await
+        .expect("reconcile succeeds");
+
+    // Reconcile 2 sees the status exactly as the API stored it (a JSON round trip of what was
+    // applied) and must write nothing: no status, no second Ready event.
+    let applied = transcript.body_of(Method::PATCH, STATUS);
+    app.status = Some(serde_json::from_value(applied["status"].clone()).unwrap());
+    let (client, transcript, task) = mock_client(vec![Expect::get(SECRET, mongo_secret())]);
+    let ctx = context(
+        client,
+        vec![deployment],
+        vec![service],
+        budget.into_iter().collect(),
+    );
+    reconcile_with(app, ctx, &transcript, task, 1)
+        .await
+        .expect("reconcile succeeds");
+    assert_eq!(transcript.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_app_being_deleted_is_left_to_garbage_collection() {
+    let mut app = minimal_app();
+    app.metadata.deletion_timestamp = Some(Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+    ));
+    let (client, transcript, task) = mock_client(vec![]);
+    let ctx = context(client, vec![], vec![], vec![]);
+    reconcile_with(app, ctx, &transcript, task, 0)
+        .await
+        .expect("nothing to do");
+    assert!(transcript.seen().is_empty());
 }

@@ -136,6 +136,47 @@ fn each_mistake_is_rejected_naming_its_field() {
 }
 
 #[test]
+fn valid_rollout_forms_pass() {
+    for rollout in [
+        serde_json::json!({"maxSurge": "25%", "maxUnavailable": "10%"}),
+        serde_json::json!({"maxSurge": 0, "maxUnavailable": 1}),
+        serde_json::json!({"maxSurge": 3, "minReadySeconds": 30, "progressDeadlineSeconds": 600}),
+    ] {
+        let mut value: serde_json::Value = serde_norway::from_str(VALID).unwrap();
+        value["spec"]["rollout"] = rollout.clone();
+        let yaml = serde_norway::to_string(&value).unwrap();
+        validate(&app_from_yaml(&yaml)).unwrap_or_else(|e| panic!("{rollout} rejected: {e}"));
+    }
+}
+
+#[test]
+fn null_int_or_string_fields_parse_and_take_their_defaults() {
+    // The schema marks them nullable, so the API server stores an explicit null: one such
+    // object must not break deserialization of the whole MeteorApp list.
+    let yaml = VALID.replace(
+        "  image: todos:1",
+        "  image: todos:1\n  rollout: { maxSurge: null, maxUnavailable: null }",
+    );
+    let app = app_from_yaml(&yaml);
+    validate(&app).expect("valid");
+    let inputs = meteor_operator::build::Inputs {
+        config_hash: "x".into(),
+        mongo: meteor_operator::build::MongoWiring::for_app(&app).unwrap(),
+    };
+    let deployment = meteor_operator::build::app_deployment(&app, &inputs);
+    let rolling = deployment
+        .spec
+        .unwrap()
+        .strategy
+        .unwrap()
+        .rolling_update
+        .unwrap();
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+}
+
+#[test]
 fn the_committed_crd_is_what_the_code_generates() {
     let committed = include_str!("../crds/meteorapps.yaml");
     assert!(

@@ -276,14 +276,22 @@ pub struct ProbeTiming {
 /// Rolling update and drain settings.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.maxSurge) || string(self.maxSurge).matches('^[0-9]+%?$')")
+    .message("maxSurge: must be a number of pods (0 or more) or a percentage such as 25%"))]
+#[x_kube(validation = Rule::new("!has(self.maxUnavailable) || string(self.maxUnavailable).matches('^([0-9]+|([0-9]|[1-9][0-9]|100)%)$')")
+    .message("maxUnavailable: must be a number of pods (0 or more) or a percentage from 0% to 100%"))]
+#[x_kube(validation = Rule::new("!(has(self.maxSurge) && string(self.maxSurge) in ['0', '0%'] && (!has(self.maxUnavailable) || string(self.maxUnavailable) in ['0', '0%']))")
+    .message("maxSurge and maxUnavailable cannot both be 0: a rollout could never make progress"))]
+#[x_kube(validation = Rule::new("self.minReadySeconds < self.progressDeadlineSeconds")
+    .message("minReadySeconds must be less than progressDeadlineSeconds"))]
 pub struct Rollout {
-    /// Extra pods allowed during a rollout (number or percentage).
-    #[serde(default = "default_max_surge")]
-    pub max_surge: IntOrString,
+    /// Extra pods allowed during a rollout (number or percentage). Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<IntOrString>,
     /// Pods allowed to be unavailable during a rollout (number or percentage). Default 0: capacity
     /// never drops, so clients of a replaced process land on spare capacity.
-    #[serde(default = "default_max_unavailable")]
-    pub max_unavailable: IntOrString,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
     /// Seconds a new pod must stay ready before it counts as available.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self >= 0").message("must be 0 or more"))]
@@ -306,8 +314,8 @@ pub struct Rollout {
 impl Default for Rollout {
     fn default() -> Self {
         Self {
-            max_surge: default_max_surge(),
-            max_unavailable: default_max_unavailable(),
+            max_surge: None,
+            max_unavailable: None,
             min_ready_seconds: 0,
             drain_seconds: default_drain_seconds(),
             shutdown_seconds: default_shutdown_seconds(),
@@ -316,12 +324,10 @@ impl Default for Rollout {
     }
 }
 
-fn default_max_surge() -> IntOrString {
-    IntOrString::Int(1)
-}
-fn default_max_unavailable() -> IntOrString {
-    IntOrString::Int(0)
-}
+/// Default `maxSurge`: one extra process at a time.
+pub const DEFAULT_MAX_SURGE: IntOrString = IntOrString::Int(1);
+/// Default `maxUnavailable`: never below the desired capacity.
+pub const DEFAULT_MAX_UNAVAILABLE: IntOrString = IntOrString::Int(0);
 fn default_drain_seconds() -> i32 {
     15
 }

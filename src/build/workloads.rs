@@ -3,7 +3,7 @@
 use super::Inputs;
 use super::meta::{Component, app_name, child_meta, selector_labels, worker_name};
 use super::pod::pod_template;
-use crate::api::MeteorApp;
+use crate::api::{DEFAULT_MAX_SURGE, DEFAULT_MAX_UNAVAILABLE, MeteorApp};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -24,8 +24,13 @@ pub fn app_deployment(app: &MeteorApp, inputs: &Inputs) -> Deployment {
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(rollout.max_surge.clone()),
-                    max_unavailable: Some(rollout.max_unavailable.clone()),
+                    max_surge: Some(rollout.max_surge.clone().unwrap_or(DEFAULT_MAX_SURGE)),
+                    max_unavailable: Some(
+                        rollout
+                            .max_unavailable
+                            .clone()
+                            .unwrap_or(DEFAULT_MAX_UNAVAILABLE),
+                    ),
                 }),
             }),
             min_ready_seconds: Some(rollout.min_ready_seconds),

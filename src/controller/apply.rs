@@ -6,7 +6,7 @@
 
 use crate::build::meta::FIELD_MANAGER;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -66,7 +66,9 @@ where
     Ok(Applied::Written(written))
 }
 
-/// Deletes `observed` (a child the spec no longer wants). Returns whether a request was made.
+/// Deletes `observed` (a child the spec no longer wants). The uid precondition makes sure the
+/// object deleted is the one observed, not a namesake created since. Returns whether a request
+/// was made.
 pub async fn delete<K>(client: &Client, observed: Option<Arc<K>>) -> Result<bool, kube::Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -78,13 +80,49 @@ where
         return Ok(false);
     };
     let api: Api<K> = Api::namespaced(client.clone(), &observed.namespace().unwrap_or_default());
-    match api
-        .delete(&observed.name_any(), &DeleteParams::background())
-        .await
-    {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: observed.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&observed.name_any(), &params).await {
         Ok(_) => Ok(true),
-        // Already gone: the cache was a step behind.
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(true),
+        // Already gone, or replaced by another object: either way ours is not there any more.
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(true),
         Err(error) => Err(error),
     }
+}
+
+/// When a `K` named `name` exists that `owner_uid` does not control, says so. Used for children
+/// missing from the cache (which only holds objects we labelled): applying over a namesake would
+/// take it over, and garbage collection would later delete it with the MeteorApp.
+pub async fn foreign_namesake<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    owner_uid: &str,
+) -> Result<Option<String>, kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let Some(existing) = api.get_metadata_opt(name).await? else {
+        return Ok(None);
+    };
+    let ours = existing
+        .owner_references()
+        .iter()
+        .any(|r| r.uid == owner_uid && r.controller == Some(true));
+    Ok((!ours).then(|| {
+        format!(
+            "{} {namespace}/{name} already exists and is not managed by this MeteorApp; \
+             rename or delete it, or rename the MeteorApp",
+            K::kind(&())
+        )
+    }))
 }

@@ -23,7 +23,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -195,8 +195,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(admin::Readiness::default());
+    // Bind before anything else, so a taken port fails the start instead of the probes.
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_addr).await?;
+    tracing::info!(addr = %args.admin_addr, "admin endpoint listening");
     let admin_task = tokio::spawn(admin::serve(
-        args.admin_addr,
+        admin_listener,
         metrics.clone(),
         readiness.clone(),
     ));
@@ -231,21 +234,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     };
 
-    // Stop when SIGTERM arrives or the lease is lost, whichever comes first.
-    let stop = async move {
-        match lease {
-            Some((mut leading, _task)) => {
-                tokio::select! {
-                    _ = shutdown => {}
-                    _ = leading.wait_for(|leader| !*leader) => {
-                        tracing::error!("lost the leader lease; stopping");
-                    }
+    let controller = run_controller(client, &args, metrics.clone(), shutdown);
+    match lease {
+        Some((mut leading, task)) => {
+            tokio::select! {
+                // SIGTERM: the controller drained its in-flight reconciles while this replica
+                // still held the lease; only now is it released (dropping the receiver).
+                () = controller => {}
+                _ = leading.wait_for(|leader| !*leader) => {
+                    // Another replica leads already: stop acting at once, mid-reconcile or not.
+                    tracing::error!("lost the leader lease; exiting");
+                    metrics.set_leader(false);
+                    std::process::exit(1);
                 }
             }
-            None => shutdown.await,
+            drop(leading);
+            metrics.set_leader(false);
+            if let Ok(Err(error)) = task.await {
+                tracing::warn!(%error, "releasing the leader lease failed");
+            }
         }
-    };
-    run_controller(client, &args, metrics, stop).await;
+        None => controller.await,
+    }
     admin_task.abort();
     Ok(())
 }
@@ -274,7 +284,7 @@ async fn run_controller(
     let apps: Api<MeteorApp> = scoped_api(&client, args);
     let mut ctx = Context::new(client.clone(), deployments, services, budgets, metrics);
     // Only operator pods of the operator's own namespace pass managed-MongoDB NetworkPolicies.
-    ctx.mongo_options.operator_namespace = args.lease_namespace.clone();
+    ctx.mongo_options.operator_namespace = std::env::var("POD_NAMESPACE").ok();
     let ctx = Arc::new(ctx);
     // MeteorApps are cached without managedFields, which are often most of an object's bytes.
     let (app_store, app_writer) = reflector::store();
@@ -282,7 +292,10 @@ async fn run_controller(
         .default_backoff()
         .modify(trim::app)
         .reflect(app_writer)
-        .touched_objects();
+        .touched_objects()
+        // Only spec changes trigger: our own status writes must not (children, referenced
+        // objects and the resync timer cover everything else).
+        .predicate_filter(predicates::generation, PredicateConfig::default());
     Controller::for_stream(app_events, app_store.clone())
         .owns_stream(deployment_events)
         .owns_stream(service_events)
@@ -420,4 +433,54 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response};
+    use kube::client::Body;
+
+    /// Referenced Secrets are watched for their metadata only: no Secret data crosses the wire
+    /// or sits in memory, however many Secrets the cluster holds.
+    #[tokio::test]
+    async fn referenced_secrets_and_config_maps_are_watched_metadata_only() {
+        for (path, stream) in [("/api/v1/secrets", 0), ("/api/v1/configmaps", 1)] {
+            let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+            let client = Client::new(service, "default");
+            let args = RunArgs {
+                admin_addr: "127.0.0.1:0".parse().unwrap(),
+                log_format: LogFormat::Text,
+                leader_elect: false,
+                lease_name: "meteor-operator".into(),
+                lease_namespace: None,
+                concurrency: 1,
+                namespace: None,
+            };
+            let poll = if stream == 0 {
+                let changes = referenced_changes::<Secret>(&client, &args);
+                tokio::spawn(async move {
+                    futures::pin_mut!(changes);
+                    let _ = changes.next().await;
+                })
+            } else {
+                let changes = referenced_changes::<ConfigMap>(&client, &args);
+                tokio::spawn(async move {
+                    futures::pin_mut!(changes);
+                    let _ = changes.next().await;
+                })
+            };
+            let (request, _respond) =
+                tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+                    .await
+                    .expect("the watcher lists")
+                    .expect("a request");
+            assert_eq!(request.uri().path(), path);
+            assert_eq!(
+                request.headers()[http::header::ACCEPT],
+                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+            );
+            poll.abort();
+        }
+    }
 }

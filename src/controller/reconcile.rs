@@ -13,7 +13,8 @@ use crate::status::{self, DEGRADED, READY, Verdict};
 use crate::validate::validate;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -33,12 +34,25 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
         // Until every child cache has listed once, a missing child may only be unseen.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    if app.meta().deletion_timestamp.is_some() {
+        // Garbage collection is removing the children; re-applying them would fight it.
+        return Ok(Action::await_change());
+    }
     let namespace = app.namespace().ok_or(Error::MissingNamespace)?;
 
-    let (verdict, mut written) = match check(&app, &ctx, &namespace).await? {
-        Err(problem) => (Verdict::Problem(problem), Written::default()),
+    let checked = match check(&app, &ctx, &namespace).await? {
         Ok(inputs) => {
             let desired = build::desired(&app, &inputs);
+            match namesake_conflict(&app, &ctx, &namespace, &desired).await? {
+                Some(problem) => Err(problem),
+                None => Ok(desired),
+            }
+        }
+        Err(problem) => Err(problem),
+    };
+    let (verdict, mut written) = match checked {
+        Err(problem) => (Verdict::Problem(problem), Written::default()),
+        Ok(desired) => {
             match converge(&app, &ctx, &namespace, desired).await {
                 Ok(written) => (Verdict::Applied, written),
                 Err(error) => {
@@ -174,6 +188,54 @@ struct Written {
     mongo: Option<crate::mongo::tier::TierReport>,
 }
 
+/// A child we are about to create whose name is taken by an object this MeteorApp does not
+/// control. Only children missing from the cache are looked up, so a converged app costs nothing.
+async fn namesake_conflict(
+    app: &MeteorApp,
+    ctx: &Context,
+    namespace: &str,
+    desired: &Desired,
+) -> Result<Option<Problem>, Error> {
+    let uid = app.uid().unwrap_or_default();
+    let client = &ctx.client;
+    let cached = |store: &kube::runtime::reflector::Store<Deployment>, name: &str| {
+        store.get(&ObjectRef::new(name).within(namespace)).is_some()
+    };
+    let mut deployments = vec![meta::app_name(app)];
+    if desired.worker.is_some() {
+        deployments.push(meta::worker_name(app));
+    }
+    for name in deployments {
+        if !cached(&ctx.deployments, &name)
+            && let Some(message) =
+                apply::foreign_namesake::<Deployment>(client, namespace, &name, &uid).await?
+        {
+            return Ok(Some(Problem::NameConflict(message)));
+        }
+    }
+    let name = meta::app_name(app);
+    if ctx
+        .services
+        .get(&ObjectRef::new(&name).within(namespace))
+        .is_none()
+        && let Some(message) =
+            apply::foreign_namesake::<Service>(client, namespace, &name, &uid).await?
+    {
+        return Ok(Some(Problem::NameConflict(message)));
+    }
+    if desired.disruption_budget.is_some()
+        && ctx
+            .budgets
+            .get(&ObjectRef::new(&name).within(namespace))
+            .is_none()
+        && let Some(message) =
+            apply::foreign_namesake::<PodDisruptionBudget>(client, namespace, &name, &uid).await?
+    {
+        return Ok(Some(Problem::NameConflict(message)));
+    }
+    Ok(None)
+}
+
 /// Applies what changed and deletes what the spec no longer wants.
 async fn converge(
     app: &MeteorApp,
@@ -263,11 +325,16 @@ async fn publish_status(
     }
     let events = transition_events(old_status, &new_status);
     let api: Api<MeteorApp> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = serde_json::json!({ "status": new_status });
+    // Server-side apply, so a field this status leaves out is removed, not kept stale.
+    let patch = serde_json::json!({
+        "apiVersion": MeteorApp::api_version(&()),
+        "kind": MeteorApp::kind(&()),
+        "status": new_status,
+    });
     api.patch_status(
         &app.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
+        &PatchParams::apply(meta::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
     )
     .await?;
     ctx.metrics.wrote(1);
