@@ -19,7 +19,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use meteor_operator::api::MeteorApp;
-use meteor_operator::controller::{Context, Metrics, reconcile, trim};
+use meteor_operator::controller::{Context, ListedApp, Metrics, reconcile, trim};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -228,7 +228,13 @@ async fn main() {
     // The caches a running operator holds for this fleet: apps and their three kinds of child.
     // Fresh copies go in, so the delta is what the caches hold, not what moved.
     let before_caches = live_bytes();
-    let app_cache = store_of(converged.iter().map(|a| (**a).clone()).collect(), trim::app);
+    let app_cache = store_of(
+        converged
+            .iter()
+            .map(|a| ListedApp::from_value(serde_json::to_value(&**a).unwrap()))
+            .collect(),
+        trim::app,
+    );
     let deployment_cache = store_of(deployments.clone(), trim::deployment);
     let service_cache = store_of(services.clone(), trim::service);
     let budget_cache = store_of(budgets.clone(), trim::disruption_budget);

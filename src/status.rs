@@ -124,6 +124,25 @@ pub fn compute(
     }
 }
 
+/// The status of a MeteorApp that does not deserialize: it is reported as InvalidSpec; the
+/// counts of the last good status are kept, since its children are left as they are.
+pub fn unparseable(
+    previous: Option<&MeteorAppStatus>,
+    generation: Option<i64>,
+    message: String,
+    now: &Time,
+) -> MeteorAppStatus {
+    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    MeteorAppStatus {
+        observed_generation: generation,
+        conditions: blocked("InvalidSpec", message)
+            .into_iter()
+            .map(|want| condition(want, previous_conditions, generation, now))
+            .collect(),
+        ..previous.cloned().unwrap_or_default()
+    }
+}
+
 /// Conditions while a problem keeps the operator from acting.
 fn blocked(reason: &'static str, message: String) -> Vec<Want> {
     vec![

@@ -565,3 +565,39 @@ async fn an_app_being_deleted_is_left_to_garbage_collection() {
         .expect("nothing to do");
     assert!(transcript.seen().is_empty());
 }
+
+#[tokio::test]
+async fn an_app_that_does_not_parse_is_reported_and_nothing_else_is_touched() {
+    use meteor_operator::controller::{ListedApp, reconcile_listed};
+    // Stored under an older CRD: replicas out of range for the current type.
+    let listed = ListedApp::from_value(serde_json::json!({
+        "apiVersion": "meteorfleet.dev/v1alpha1", "kind": "MeteorApp",
+        "metadata": {"name": "todos", "namespace": "default", "uid": UID, "generation": 5},
+        "spec": {"image": "todos:1", "rootUrl": "https://todos.example.com", "replicas": 99999999999u64,
+                 "mongo": {"external": {"url": {"name": "todos-mongo", "key": "MONGO_URL"}}}},
+    }));
+    let script = vec![Expect::status(&minimal_app()), Expect::event()];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(client, vec![], vec![], vec![]);
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        reconcile_listed(std::sync::Arc::new(listed), ctx.clone()),
+    )
+    .await
+    .unwrap();
+    drop(ctx);
+    result.expect("reported, not retried");
+    let matched = task.await.unwrap();
+    assert_eq!(matched, n, "{:?}", transcript.seen());
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Ready")["reason"], "InvalidSpec");
+    let message = condition(&status, "Ready")["message"].as_str().unwrap();
+    assert!(message.contains("spec.replicas"), "{message}");
+    assert_eq!(status["status"]["observedGeneration"], 5);
+    let event = transcript.body_of(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+    );
+    assert_eq!(event["type"], "Warning");
+}

@@ -4,14 +4,15 @@
 
 mod admin;
 pub(crate) mod apply;
+mod listed;
 mod metrics;
 mod reconcile;
 
 pub use apply::{APPLIED_HASH_ANNOTATION, desired_hash, stamped};
+pub use listed::ListedApp;
 pub use metrics::Metrics;
-pub use reconcile::reconcile;
+pub use reconcile::{reconcile, reconcile_listed};
 
-use crate::api::MeteorApp;
 use crate::build::meta::MANAGED_SELECTOR;
 use crate::references::{SourceKind, references};
 use futures::{Stream, StreamExt};
@@ -101,7 +102,7 @@ pub struct Context {
     /// Deployment-level knobs of managed MongoDB (the operator's namespace for NetworkPolicies).
     pub mongo_options: crate::mongo::build::TierOptions,
     /// Consecutive failures per app, for exponential backoff.
-    failures: Mutex<HashMap<ObjectRef<MeteorApp>, u32>>,
+    failures: Mutex<HashMap<ObjectRef<ListedApp>, u32>>,
 }
 
 impl Context {
@@ -126,14 +127,14 @@ impl Context {
     }
 
     /// Backoff after the n-th consecutive failure: 1 s doubling to 5 min.
-    fn record_failure(&self, app: &MeteorApp) -> Duration {
+    fn record_failure(&self, app: &ListedApp) -> Duration {
         let mut failures = self.failures.lock().expect("lock is never poisoned");
         let count = failures.entry(ObjectRef::from_obj(app)).or_insert(0);
         *count = count.saturating_add(1);
         Duration::from_secs((1u64 << (*count - 1).min(9)).min(300))
     }
 
-    fn record_success(&self, app: &MeteorApp) {
+    fn record_success(&self, app: &ListedApp) {
         self.failures
             .lock()
             .expect("lock is never poisoned")
@@ -141,22 +142,23 @@ impl Context {
     }
 }
 
-fn error_policy(app: Arc<MeteorApp>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(app: Arc<ListedApp>, error: &Error, ctx: Arc<Context>) -> Action {
     let backoff = ctx.record_failure(&app);
     tracing::warn!(app = %app.name_any(), namespace = ?app.namespace(), %error, ?backoff, "reconcile failed");
     Action::requeue(backoff)
 }
 
-/// Reconcile wrapped with metrics and backoff bookkeeping.
-async fn reconcile_measured(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Reconcile wrapped with metrics and backoff bookkeeping. An app that did not parse is
+/// reported on its status and otherwise left alone.
+async fn reconcile_measured(listed: Arc<ListedApp>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile(app.clone(), ctx.clone()).await;
+    let result = reconcile_listed(listed.clone(), ctx.clone()).await;
     ctx.metrics.reconciled(
         started.elapsed(),
         result.as_ref().err().map(Error::metric_label),
     );
     if result.is_ok() {
-        ctx.record_success(&app);
+        ctx.record_success(&listed);
     }
     result
 }
@@ -167,8 +169,11 @@ async fn reconcile_measured(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Ac
 pub mod trim {
     use super::*;
 
-    pub fn app(app: &mut MeteorApp) {
+    pub fn app(app: &mut ListedApp) {
         app.managed_fields_mut().clear();
+        if let Ok(parsed) = &mut app.parsed {
+            Arc::make_mut(parsed).managed_fields_mut().clear();
+        }
     }
 
     pub fn deployment(deployment: &mut Deployment) {
@@ -281,7 +286,7 @@ async fn run_controller(
             s.spec = None;
         });
 
-    let apps: Api<MeteorApp> = scoped_api(&client, args);
+    let apps: Api<ListedApp> = scoped_api(&client, args);
     let mut ctx = Context::new(client.clone(), deployments, services, budgets, metrics);
     // Only operator pods of the operator's own namespace pass managed-MongoDB NetworkPolicies.
     ctx.mongo_options.operator_namespace = std::env::var("POD_NAMESPACE").ok();
@@ -390,21 +395,23 @@ where
 
 /// Maps a changed Secret/ConfigMap to the MeteorApps in its namespace that reference it.
 fn referencing_apps<K: Resource>(
-    apps: Store<MeteorApp>,
+    apps: Store<ListedApp>,
     kind: SourceKind,
-) -> impl Fn(K) -> Vec<ObjectRef<MeteorApp>> + Send + Sync + 'static {
+) -> impl Fn(K) -> Vec<ObjectRef<ListedApp>> + Send + Sync + 'static {
     move |object: K| {
         let name = object.name_any();
         let namespace = object.namespace();
         apps.state()
             .iter()
-            .filter(|app| app.namespace() == namespace)
-            .filter(|app| {
-                references(app)
-                    .iter()
-                    .any(|r| r.kind == kind && r.name == name)
+            .filter(|listed| listed.namespace() == namespace)
+            .filter(|listed| {
+                listed.parsed.as_ref().is_ok_and(|app| {
+                    references(app)
+                        .iter()
+                        .any(|r| r.kind == kind && r.name == name)
+                })
             })
-            .map(|app| ObjectRef::from_obj(app.as_ref()))
+            .map(|listed| ObjectRef::from_obj(listed.as_ref()))
             .collect()
     }
 }

@@ -4,7 +4,7 @@
 //! stops before any child is touched, so running pods keep running as they were.
 
 use super::apply::{self, Applied};
-use super::{Context, Error};
+use super::{Context, Error, ListedApp};
 use crate::api::{MeteorApp, MeteorAppStatus};
 use crate::build::{self, Desired, Inputs, MongoWiring, meta};
 use crate::problem::Problem;
@@ -13,9 +13,10 @@ use crate::status::{self, DEGRADED, READY, Verdict};
 use crate::validate::validate;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -319,10 +320,64 @@ async fn publish_status(
     namespace: &str,
     new_status: MeteorAppStatus,
 ) -> Result<(), Error> {
-    let old_status = app.status.as_ref();
+    write_status(
+        ctx,
+        &app.metadata,
+        namespace,
+        app.status.as_ref(),
+        new_status,
+    )
+    .await
+}
+
+/// Reconciles a MeteorApp as listed: a parsed one normally, one that did not deserialize by
+/// reporting it.
+pub async fn reconcile_listed(listed: Arc<ListedApp>, ctx: Arc<Context>) -> Result<Action, Error> {
+    match &listed.parsed {
+        Ok(app) => reconcile(app.clone(), ctx).await,
+        Err(message) => report_unparseable(&listed, message, &ctx).await,
+    }
+}
+
+/// Reports a MeteorApp that did not deserialize (see `ListedApp`): InvalidSpec naming the
+/// field, a Warning event, and nothing else touched.
+async fn report_unparseable(
+    listed: &ListedApp,
+    message: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    if listed.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = listed.namespace().ok_or(Error::MissingNamespace)?;
+    let new_status = status::unparseable(
+        listed.status.as_ref(),
+        listed.metadata.generation,
+        format!("the MeteorApp does not match its schema: {message}"),
+        &now(),
+    );
+    write_status(
+        ctx,
+        &listed.metadata,
+        &namespace,
+        listed.status.as_ref(),
+        new_status,
+    )
+    .await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn write_status(
+    ctx: &Context,
+    metadata: &ObjectMeta,
+    namespace: &str,
+    old_status: Option<&MeteorAppStatus>,
+    new_status: MeteorAppStatus,
+) -> Result<(), Error> {
     if old_status == Some(&new_status) {
         return Ok(());
     }
+    let name = metadata.name.clone().unwrap_or_default();
     let events = transition_events(old_status, &new_status);
     let api: Api<MeteorApp> = Api::namespaced(ctx.client.clone(), namespace);
     // Server-side apply, so a field this status leaves out is removed, not kept stale.
@@ -332,18 +387,25 @@ async fn publish_status(
         "status": new_status,
     });
     api.patch_status(
-        &app.name_any(),
+        &name,
         &PatchParams::apply(meta::FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
     .await?;
     ctx.metrics.wrote(1);
 
-    let reference = app.object_ref(&());
+    let reference = ObjectReference {
+        api_version: Some(MeteorApp::api_version(&()).into()),
+        kind: Some(MeteorApp::kind(&()).into()),
+        name: metadata.name.clone(),
+        namespace: Some(namespace.to_string()),
+        uid: metadata.uid.clone(),
+        ..ObjectReference::default()
+    };
     for event in events {
         // An event that cannot be recorded must not fail the reconcile.
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, app = %app.name_any(), "could not record an event");
+            tracing::warn!(%error, app = %name, "could not record an event");
         }
     }
     Ok(())
