@@ -160,10 +160,13 @@ pub struct Changes {
     pub draining: Vec<Arc<Backend>>,
 }
 
+/// A remembered SockJS session: its backend id and when it was last seen.
+type Pin = (Arc<str>, Instant);
+
 /// The backend set plus the local SockJS pins.
 pub struct Balancer {
     backends: RwLock<Arc<[Arc<Backend>]>>,
-    pins: Mutex<HashMap<Box<str>, (Arc<str>, Instant)>>,
+    pins: Mutex<HashMap<Box<str>, Pin>>,
     turn: AtomicUsize,
     rise: u32,
     fall: u32,

@@ -8,9 +8,23 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Command-line configuration of the proxy.
+/// Command-line configuration of the proxy (boxed: it is large, and sits in the CLI's enum).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProxyArgs {
+    #[command(flatten)]
+    pub options: Box<ProxyOptions>,
+}
+
+impl std::ops::Deref for ProxyArgs {
+    type Target = ProxyOptions;
+    fn deref(&self) -> &ProxyOptions {
+        &self.options
+    }
+}
+
+/// Every setting of the proxy.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProxyOptions {
     /// Address for client traffic (plain HTTP, or HTTPS when --tls-cert is given).
     #[arg(long, env = "METEOR_PROXY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -131,7 +145,7 @@ pub struct ProxyArgs {
     pub rate_burst: u32,
 }
 
-impl ProxyArgs {
+impl ProxyOptions {
     /// Whether the sticky cookie carries the `Secure` attribute.
     pub fn cookie_is_secure(&self) -> bool {
         self.cookie_secure || self.tls_cert.is_some()

@@ -3,7 +3,7 @@
 //! Per-backend series are created when a backend appears and removed when it is forgotten, and
 //! each backend keeps handles to its own series, so the request path only touches atomics.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -14,28 +14,24 @@ pub struct BackendLabel {
     pub backend: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum State {
-    Up,
-    Down,
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabels {
     pub backend: String,
-    pub to: State,
+    /// "up" or "down".
+    pub to: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+/// Why the proxy answered a request itself (the `reason` label of `rejected`).
+#[derive(Clone, Copy, Debug)]
 pub enum Reason {
     RateLimited,
     NoBackend,
-    Redirected,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabel {
-    pub reason: Reason,
+    /// "rate_limited" or "no_backend".
+    pub reason: &'static str,
 }
 
 /// All metric families.
@@ -103,14 +99,8 @@ impl Metrics {
         let requests = self.requests.get_or_create(&label).clone();
         let active = self.active.get_or_create(&label).clone();
         let upstream_errors = self.upstream_errors.get_or_create(&label).clone();
-        let went_up = self
-            .transitions
-            .get_or_create(&transition(State::Up))
-            .clone();
-        let went_down = self
-            .transitions
-            .get_or_create(&transition(State::Down))
-            .clone();
+        let went_up = self.transitions.get_or_create(&transition("up")).clone();
+        let went_down = self.transitions.get_or_create(&transition("down")).clone();
         BackendMetrics {
             requests,
             active,
@@ -128,7 +118,7 @@ impl Metrics {
         self.requests.remove(&label);
         self.active.remove(&label);
         self.upstream_errors.remove(&label);
-        for to in [State::Up, State::Down] {
+        for to in ["up", "down"] {
             self.transitions.remove(&TransitionLabels {
                 backend: id.to_owned(),
                 to,
@@ -137,6 +127,10 @@ impl Metrics {
     }
 
     pub fn reject(&self, reason: Reason) {
+        let reason = match reason {
+            Reason::RateLimited => "rate_limited",
+            Reason::NoBackend => "no_backend",
+        };
         self.rejected.get_or_create(&RejectLabel { reason }).inc();
     }
 }

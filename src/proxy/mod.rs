@@ -37,6 +37,8 @@ pub use config::ProxyArgs;
 /// Runs the proxy until SIGTERM (or Ctrl-C), on its own runtime with `--threads` workers.
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -171,6 +173,7 @@ async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         let redirect = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(redirect = %redirect.local_addr()?, "redirecting HTTP to HTTPS");
         tokio::spawn(server::serve_redirect(redirect, proxy.shutdown.clone()));
     }
     // The bound addresses (port 0 picks a free one, which tests and benchmarks rely on).
