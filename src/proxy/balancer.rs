@@ -59,6 +59,8 @@ pub struct Backend {
     /// Cancelled when the drain deadline passes: open tunnels to this backend close.
     pub drained: CancellationToken,
     pub metrics: BackendMetrics,
+    /// Idle keep-alive connections to this backend.
+    pub pool: super::upstream::Pool,
 }
 
 impl Backend {
@@ -78,6 +80,7 @@ impl Backend {
             health: Mutex::new(health),
             drained: CancellationToken::new(),
             metrics: metrics.backend(&spec.id),
+            pool: Default::default(),
         }
     }
 

@@ -5,7 +5,8 @@
 //! - [`balancer`]: the backend set, least-connections picks, SockJS pins (pure, no I/O).
 //! - [`cookie`]: the signed sticky cookie. [`sockjs`]: SockJS session ids from URLs.
 //! - [`health`]: rise/fall state and the active checker. [`discovery`]: where backends come from.
-//! - [`server`]: the traffic path. [`tunnel`]: WebSocket byte tunnels. [`tls`]: TLS termination.
+//! - [`server`]: the traffic path. [`upstream`]: pooled backend connections. [`tunnel`]:
+//!   WebSocket byte tunnels. [`tls`]: TLS termination.
 //! - [`ratelimit`]: per-IP 429s. [`admin`] and [`metrics`]: status page and Prometheus metrics.
 //!
 //! `run` wires them: discovery feeds the balancer (starting health checks for new backends and
@@ -23,6 +24,7 @@ pub mod server;
 pub mod sockjs;
 pub mod tls;
 pub mod tunnel;
+pub mod upstream;
 
 use std::io::Read;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //!   keeps sessions; the SockJS session id in the path; least connections. When the cookie was
 //!   missing, invalid or named a dead backend, the response sets a new cookie.
 //! - Bodies stream in both directions without buffering; upstream keep-alive connections are
-//!   pooled. A backend counts as busy from routing until its response body ends (or its tunnel
+//!   pooled per backend ([`upstream`]). A backend counts as busy from routing until its response body ends (or its tunnel
 //!   closes).
 //! - WebSocket upgrades get their own upstream connection and become a byte tunnel that closes
 //!   after `idle_timeout` without traffic, when its backend's drain deadline passes, or when the
@@ -25,9 +25,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +37,7 @@ use super::metrics::{Metrics, Reason};
 use super::ratelimit::RateLimiter;
 use super::sockjs;
 use super::tls::ReloadingAcceptor;
+use super::upstream;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -64,7 +63,6 @@ pub struct Proxy {
     signer: CookieSigner,
     settings: Settings,
     cookie_suffix: String,
-    client: Client<HttpConnector, RequestBody>,
     limiter: Option<RateLimiter>,
     metrics: Arc<Metrics>,
     proto: HeaderValue,
@@ -83,15 +81,6 @@ impl Proxy {
         limiter: Option<RateLimiter>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         let cookie_suffix = format!(
             "; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
             settings.cookie_max_age,
@@ -107,7 +96,6 @@ impl Proxy {
             signer,
             settings,
             cookie_suffix,
-            client,
             limiter,
             metrics,
             proto,
@@ -215,65 +203,73 @@ impl Proxy {
         }
         let upgrade = is_upgrade(req.headers());
         prepare_headers(req.headers_mut(), client, &self.proto, upgrade);
-        let retryable = !upgrade && req.body().is_end_stream();
-        let mut attempts = if retryable { 2 } else { 1 };
-        let mut req = Some(req);
-        loop {
-            attempts -= 1;
-            let Some(current) = req.as_mut() else {
-                return local(StatusCode::BAD_GATEWAY, "backend unavailable\n");
-            };
-            let Some((backend, set_cookie)) = self.route(current) else {
+        if upgrade {
+            let Some((backend, set_cookie)) = self.route(&req) else {
                 self.metrics.reject(Reason::NoBackend);
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
             };
-            let guard = backend.enter();
-            let outcome = if upgrade {
-                self.forward_upgrade(current, guard).await
-            } else if attempts > 0 {
-                // Keep the request for a retry: its body is empty, its head cheap to copy.
-                self.forward(copy_head(current), RequestBody::Empty, guard)
-                    .await
-            } else {
-                let Some(owned) = req.take() else { continue };
-                let (parts, body) = owned.into_parts();
-                let body = if retryable {
-                    RequestBody::Empty
-                } else {
-                    RequestBody::Stream(body)
-                };
-                self.forward(Request::from_parts(parts, ()), body, guard)
-                    .await
+            let outcome = self.forward_upgrade(&mut req, backend.enter()).await;
+            return self.finish(outcome.map_err(|f| (f, None)), &backend, set_cookie);
+        }
+        let (parts, body) = req.into_parts();
+        // An empty body is sent as such, so the request can be retried after a failed connect.
+        let body = if body.is_end_stream() {
+            RequestBody::Empty
+        } else {
+            RequestBody::Stream(body)
+        };
+        let mut request = Request::from_parts(parts, body);
+        let mut attempts = 2;
+        loop {
+            attempts -= 1;
+            let Some((backend, set_cookie)) = self.route(&request) else {
+                self.metrics.reject(Reason::NoBackend);
+                return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
             };
+            let outcome = self.forward(request, backend.enter()).await;
             match outcome {
-                Ok(mut response) => {
-                    if set_cookie {
-                        let value = format!(
-                            "{}={}{}",
-                            self.settings.cookie_name,
-                            self.signer.sign(&backend.id, unix_now()),
-                            self.cookie_suffix
-                        );
-                        if let Ok(value) = HeaderValue::try_from(value) {
-                            response.headers_mut().append(header::SET_COOKIE, value);
-                        }
-                    }
-                    return response;
-                }
-                Err(Failure::Connect) => {
+                Err((Failure::Connect, Some(unsent))) if attempts > 0 => {
                     backend.connect_failed();
-                    if attempts == 0 {
-                        return local(StatusCode::BAD_GATEWAY, "backend unavailable\n");
+                    request = unsent;
+                }
+                outcome => return self.finish(outcome, &backend, set_cookie),
+            }
+        }
+    }
+
+    /// The answer for a forwarding outcome, with a new sticky cookie if the client needs one.
+    fn finish(
+        &self,
+        outcome: Result<Response<ProxyBody>, (Failure, Option<Request<RequestBody>>)>,
+        backend: &Backend,
+        set_cookie: bool,
+    ) -> Response<ProxyBody> {
+        match outcome {
+            Ok(mut response) => {
+                if set_cookie {
+                    let value = format!(
+                        "{}={}{}",
+                        self.settings.cookie_name,
+                        self.signer.sign(&backend.id, unix_now()),
+                        self.cookie_suffix
+                    );
+                    if let Ok(value) = HeaderValue::try_from(value) {
+                        response.headers_mut().append(header::SET_COOKIE, value);
                     }
                 }
-                Err(Failure::Upstream) => {
-                    backend.metrics.upstream_errors.inc();
-                    return local(StatusCode::BAD_GATEWAY, "backend error\n");
-                }
-                Err(Failure::Timeout) => {
-                    backend.metrics.upstream_errors.inc();
-                    return local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n");
-                }
+                response
+            }
+            Err((Failure::Connect, _)) => {
+                backend.connect_failed();
+                local(StatusCode::BAD_GATEWAY, "backend unavailable\n")
+            }
+            Err((Failure::Upstream, _)) => {
+                backend.metrics.upstream_errors.inc();
+                local(StatusCode::BAD_GATEWAY, "backend error\n")
+            }
+            Err((Failure::Timeout, _)) => {
+                backend.metrics.upstream_errors.inc();
+                local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
             }
         }
     }
@@ -302,39 +298,58 @@ impl Proxy {
         Some((backend, true))
     }
 
+    /// Sends `request` on a pooled (or new) connection to the guard's backend. A request that
+    /// was never sent comes back with the failure, for a retry elsewhere.
     async fn forward(
         &self,
-        head: Request<()>,
-        body: RequestBody,
+        mut request: Request<RequestBody>,
         guard: ActiveGuard,
-    ) -> Result<Response<ProxyBody>, Failure> {
-        let (mut parts, ()) = head.into_parts();
-        parts.uri = upstream_uri(&guard.0, &parts.uri);
-        parts.version = http::Version::HTTP_11;
-        let request = Request::from_parts(parts, body);
-        let response = tokio::time::timeout(
-            self.settings.idle_timeout,
-            self.client.request(request),
-        )
-        .await
-        .map_err(|_| Failure::Timeout)?
-        .map_err(|error| {
-            if error.is_connect() {
-                Failure::Connect
-            } else {
-                tracing::debug!(error = %error, backend = %guard.0.id, "upstream request failed");
-                Failure::Upstream
+    ) -> Result<Response<ProxyBody>, (Failure, Option<Request<RequestBody>>)> {
+        let backend = &guard.0;
+        *request.version_mut() = http::Version::HTTP_11;
+        loop {
+            let (mut sender, reused) = match backend.pool.take() {
+                Some(sender) => (sender, true),
+                None => {
+                    match upstream::connect(backend.addr, self.settings.connect_timeout).await {
+                        Ok(sender) => (sender, false),
+                        Err(_) => return Err((Failure::Connect, Some(request))),
+                    }
+                }
+            };
+            if sender.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err((Failure::Connect, Some(request)));
             }
-        })?;
-        let (mut parts, body) = response.into_parts();
-        strip_hop_headers(&mut parts.headers);
-        Ok(Response::from_parts(
-            parts,
-            ProxyBody::Upstream {
-                body,
-                _guard: Some(guard),
-            },
-        ))
+            let sent =
+                tokio::time::timeout(self.settings.idle_timeout, sender.try_send_request(request))
+                    .await
+                    .map_err(|_| (Failure::Timeout, None))?;
+            match sent {
+                Ok(response) => {
+                    let (mut parts, body) = response.into_parts();
+                    strip_hop_headers(&mut parts.headers);
+                    let body = ProxyBody::Upstream(Upstream {
+                        body,
+                        sender: Some(sender),
+                        finished: false,
+                        guard,
+                    });
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Err(mut error) => match error.take_message() {
+                    // A pooled connection the backend had closed: try another one.
+                    Some(unsent) if reused => request = unsent,
+                    Some(unsent) => return Err((Failure::Connect, Some(unsent))),
+                    None => {
+                        tracing::debug!(error = %error.error(), backend = %backend.id, "upstream request failed");
+                        return Err((Failure::Upstream, None));
+                    }
+                },
+            }
+        }
     }
 
     /// Forwards a WebSocket (or other) upgrade on a dedicated upstream connection; on 101,
@@ -373,13 +388,13 @@ impl Proxy {
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             let (mut parts, body) = response.into_parts();
             strip_hop_headers(&mut parts.headers);
-            return Ok(Response::from_parts(
-                parts,
-                ProxyBody::Upstream {
-                    body,
-                    _guard: Some(guard),
-                },
-            ));
+            let body = ProxyBody::Upstream(Upstream {
+                body,
+                sender: None,
+                finished: false,
+                guard,
+            });
+            return Ok(Response::from_parts(parts, body));
         }
         let from_client = hyper::upgrade::on(req);
         let from_backend = hyper::upgrade::on(&mut response);
@@ -528,27 +543,6 @@ fn strip_hop_headers(headers: &mut HeaderMap) {
     headers.remove(header::TRAILER);
 }
 
-fn upstream_uri(backend: &Backend, original: &Uri) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(backend.authority.clone());
-    parts.path_and_query = Some(
-        original
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    Uri::from_parts(parts).unwrap_or_else(|_| original.clone())
-}
-
-fn copy_head<B>(req: &Request<B>) -> Request<()> {
-    let mut copy = Request::new(());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.headers_mut() = req.headers().clone();
-    copy
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -649,14 +643,29 @@ impl Body for RequestBody {
     }
 }
 
-/// The body of a response to the client: streamed from a backend (keeping the backend counted
-/// as busy until it ends) or made locally.
+/// The body of a response to the client: streamed from a backend or made locally.
 pub enum ProxyBody {
-    Upstream {
-        body: Incoming,
-        _guard: Option<ActiveGuard>,
-    },
+    Upstream(Upstream),
     Local(Full<Bytes>),
+}
+
+/// A backend's response body in flight. Keeps the backend counted as busy until it ends, then
+/// returns its connection to the pool (a body abandoned half-way takes its connection along).
+pub struct Upstream {
+    body: Incoming,
+    sender: Option<upstream::Sender>,
+    finished: bool,
+    guard: ActiveGuard,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if (self.finished || self.body.is_end_stream())
+            && let Some(sender) = self.sender.take()
+        {
+            self.guard.0.pool.put(sender);
+        }
+    }
 }
 
 impl Body for ProxyBody {
@@ -668,7 +677,13 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            ProxyBody::Upstream(up) => {
+                let frame = Pin::new(&mut up.body).poll_frame(cx);
+                if let Poll::Ready(None) = frame {
+                    up.finished = true;
+                }
+                frame
+            }
             ProxyBody::Local(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
@@ -677,14 +692,14 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Upstream(up) => up.body.is_end_stream(),
             ProxyBody::Local(full) => full.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Upstream(up) => up.body.size_hint(),
             ProxyBody::Local(full) => full.size_hint(),
         }
     }
