@@ -61,6 +61,9 @@ pub struct Backend {
     pub metrics: BackendMetrics,
     /// Idle keep-alive connections to this backend.
     pub pool: super::upstream::Pool,
+    /// The last `Set-Cookie` value naming this backend and the second it was signed in, so
+    /// a busy backend signs once a second rather than once a response.
+    pub cookie_cache: Mutex<Option<(u64, http::HeaderValue)>>,
 }
 
 impl Backend {
@@ -81,6 +84,7 @@ impl Backend {
             drained: CancellationToken::new(),
             metrics: metrics.backend(&spec.id),
             pool: Default::default(),
+            cookie_cache: Mutex::new(None),
         }
     }
 

@@ -246,16 +246,8 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         match outcome {
             Ok(mut response) => {
-                if set_cookie {
-                    let value = format!(
-                        "{}={}{}",
-                        self.settings.cookie_name,
-                        self.signer.sign(&backend.id, unix_now()),
-                        self.cookie_suffix
-                    );
-                    if let Ok(value) = HeaderValue::try_from(value) {
-                        response.headers_mut().append(header::SET_COOKIE, value);
-                    }
+                if set_cookie && let Some(value) = self.sticky_cookie(backend) {
+                    response.headers_mut().append(header::SET_COOKIE, value);
                 }
                 response
             }
@@ -272,6 +264,26 @@ impl Proxy {
                 local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
             }
         }
+    }
+
+    /// The `Set-Cookie` value naming `backend`, signed at most once a second per backend.
+    fn sticky_cookie(&self, backend: &Backend) -> Option<HeaderValue> {
+        let now = unix_now();
+        let mut cache = backend.cookie_cache.lock().expect("cookie cache lock");
+        if let Some((signed, value)) = cache.as_ref()
+            && *signed == now
+        {
+            return Some(value.clone());
+        }
+        let value = HeaderValue::try_from(format!(
+            "{}={}{}",
+            self.settings.cookie_name,
+            self.signer.sign(&backend.id, now),
+            self.cookie_suffix
+        ))
+        .ok()?;
+        *cache = Some((now, value.clone()));
+        Some(value)
     }
 
     /// The backend for `req`, and whether the client needs a (new) sticky cookie.
