@@ -9,7 +9,8 @@ WebSocket upgrade and long tunnel timeouts, active health checks (interval 750 m
 fall 2, timeout 1000 ms; nginx OSS has only passive checks).
 
 Phases:
- 1. small GET: max requests/s (wrk -t1 -c64), p50/p99 at fixed rates (oha -q, latency corrected)
+ 1. small GET: max requests/s (wrk -t1 -c64), p50/p99 at fixed rates (oha -q, latency corrected),
+    interleaved rounds, medians
  2. idle WebSockets: proxy memory per connection, connect rate, drops
  3. stickiness under churn: xhr-polling SockJS sessions with a browser-like cookie jar while a
     backend is added, one removed (drained) and one killed; violations, errors, failover time,
@@ -35,8 +36,9 @@ WORK = "/tmp/meteor-proxy-bench"
 PROXY_BIN = os.environ.get("PROXY_BIN", os.path.join(ROOT, "target/release/meteor-operator"))
 PEERS = os.path.join(ROOT, "tests/peers")
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-WRK_SECONDS = 4 if QUICK else 8
-OHA_SECONDS = 3 if QUICK else 6
+WRK_SECONDS = 3 if QUICK else 5
+OHA_SECONDS = 3 if QUICK else 4
+ROUNDS = 1 if QUICK else 3
 RATES = [1000, 4000]
 CHURN_STEP = 2.0 if QUICK else 3.0
 
@@ -317,28 +319,46 @@ def oha(port, path, rate):
 
 
 def phase_small_get(results):
+    """All proxies run side by side (idle when not measured); measurements are interleaved over
+    ROUNDS rounds and the median kept, so noise from other load on the machine hits all alike."""
     ports = [free_port(), free_port()]
     backends = [("b1", ports[0]), ("b2", ports[1])]
     static = nginx_static_backends(ports)
+    proxies = []
     try:
-        targets = [("direct", None, ports[0])]
+        targets = {"direct": ports[0]}
         for cls in (Ours, HAProxy, Nginx):
-            targets.append((cls.name, cls, None))
-        for name, cls, port in targets:
-            proxy = cls(backends) if cls else None
-            port = port or proxy.port
-            try:
-                subprocess.run(["oha", "--no-tui", "--output-format", "quiet", "-n", "2000",
-                                f"http://127.0.0.1:{port}/"], timeout=30, capture_output=True)
-                rps, non2xx = wrk(port, "/")
-                lat = {rate: oha(port, "/", rate) for rate in RATES}
-                results.setdefault(name, {}).update(rps=rps, non2xx=non2xx, lat=lat)
-                log(f"[small GET] {name}: {rps:.0f} req/s, latency {lat}")
-            finally:
-                if proxy:
-                    proxy.close()
+            proxy = cls(backends)
+            proxies.append(proxy)
+            targets[cls.name] = proxy.port
+        for port in targets.values():
+            subprocess.run(["oha", "--no-tui", "--output-format", "quiet", "-n", "2000",
+                            f"http://127.0.0.1:{port}/"], timeout=30, capture_output=True)
+        rps = {name: [] for name in targets}
+        lat = {name: {rate: [] for rate in RATES} for name in targets}
+        for round_ in range(ROUNDS):
+            for name, port in targets.items():
+                r, _ = wrk(port, "/")
+                rps[name].append(r)
+                log(f"[small GET] round {round_ + 1} {name}: {r:.0f} req/s")
+            for rate in RATES:
+                for name, port in targets.items():
+                    lat[name][rate].append(oha(port, "/", rate))
+        for name in targets:
+            results.setdefault(name, {}).update(
+                rps=median(rps[name]), rps_all=rps[name],
+                lat={rate: (median([x[0] for x in v]), median([x[1] for x in v]))
+                     for rate, v in lat[name].items()})
+            log(f"[small GET] {name}: median {results[name]['rps']:.0f} req/s, {results[name]['lat']}")
     finally:
+        for proxy in proxies:
+            proxy.close()
         stop(static)
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
 
 
 # ---------------------------------------------------------------- phase 2: idle WebSockets
@@ -530,7 +550,7 @@ def table(results, ws_n):
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     r = lambda d: d.get("rps")
-    rows.append(f"| small GET, max req/s (wrk -t1 -c64) | {r(direct):.0f} | {r(ours):.0f} | {r(ha):.0f} | "
+    rows.append(f"| small GET, max req/s (wrk -t1 -c64, median of {ROUNDS}) | {r(direct):.0f} | {r(ours):.0f} | {r(ha):.0f} | "
                 f"{r(ng):.0f} | {ratio(r(ours), r(ha))} | {ratio(r(ours), r(ng))} |")
     for rate in RATES:
         for i, q in ((0, "p50"), (1, "p99")):
