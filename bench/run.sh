@@ -24,7 +24,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release --quiet
 export PROXY_BIN="$CARGO_TARGET_DIR/release/meteor-operator"
 
-haproxy -v | head -1
+haproxy -v | sed -n 1p
 nginx -v 2>&1
 ulimit -n "$(ulimit -Hn)"
 python3 bench/bench.py "$@"

@@ -221,19 +221,30 @@ fn apply_backends(
     }
 }
 
+/// How long a leaving backend may sit without any open request or WebSocket before its drain
+/// ends early. SockJS clients keep a receiving request open almost all the time, so a quiet
+/// backend has no live sessions left; a short gap between two polls must not end the drain.
+const DRAIN_QUIET: Duration = Duration::from_secs(5);
+
 /// Lets a leaving backend keep its sessions until they end or `deadline` passes.
 async fn drain_backend(balancer: Arc<Balancer>, backend: Arc<Backend>, deadline: Duration) {
     let until = Instant::now() + deadline;
-    while backend.active() > 0 && Instant::now() < until {
+    let mut quiet_since = Instant::now();
+    loop {
         if !backend.is_removed() && !backend.is_terminating() {
             return; // it came back
         }
+        let now = Instant::now();
+        if backend.active() > 0 {
+            quiet_since = now;
+        }
+        if now >= until || now.duration_since(quiet_since) >= DRAIN_QUIET {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    if backend.is_removed() || backend.is_terminating() {
-        balancer.finish_drain(&backend);
-        tracing::info!(backend = %backend.id, "backend drained");
-    }
+    balancer.finish_drain(&backend);
+    tracing::info!(backend = %backend.id, "backend drained");
 }
 
 /// Periodic cleanup of SockJS pins and rate-limit buckets.
