@@ -235,7 +235,14 @@ impl Balancer {
             next.push(backend);
         }
         for old in guard.iter() {
-            if next.iter().any(|b| Arc::ptr_eq(b, old)) || old.drained.is_cancelled() {
+            if next.iter().any(|b| Arc::ptr_eq(b, old)) {
+                continue;
+            }
+            if old.drained.is_cancelled() {
+                // Drained while still listed (terminating), now gone from the list too.
+                if !next.iter().any(|b| b.id == old.id) {
+                    self.metrics.forget(&old.id);
+                }
                 continue;
             }
             if !old.removed.swap(true, Ordering::Relaxed) {
@@ -431,6 +438,22 @@ mod tests {
         assert_eq!(changes.added.len(), 1);
         assert!(Arc::ptr_eq(&one, &b.existing("127.0.0.1:1").unwrap()));
         assert_eq!(b.existing("127.0.0.1:1").unwrap().active(), 1);
+    }
+
+    #[test]
+    fn a_backend_that_returns_before_it_drained_keeps_its_state() {
+        let b = balancer(&[1, 2]);
+        let two = b.existing("127.0.0.1:2").unwrap();
+        assert_eq!(b.update(&[spec(1)]).draining.len(), 1);
+        assert!(two.is_removed());
+        let changes = b.update(&[spec(1), spec(2)]);
+        assert!(changes.added.is_empty(), "the same backend, not a new one");
+        assert!(Arc::ptr_eq(&two, &b.existing("127.0.0.1:2").unwrap()));
+        assert!(!two.is_removed());
+        // Once drained, a return is a new backend with fresh state (and a new checker).
+        b.update(&[spec(1)]);
+        b.finish_drain(&two);
+        assert_eq!(b.update(&[spec(1), spec(2)]).added.len(), 1);
     }
 
     #[test]

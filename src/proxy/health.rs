@@ -72,11 +72,12 @@ pub struct CheckSettings {
     pub timeout: Duration,
 }
 
-/// Checks `backend` every interval until it is removed from the balancer.
+/// Checks `backend` every interval until it has left the balancer for good (drained); a
+/// draining backend is still checked, since it still serves its existing sessions.
 pub async fn run_checker(backend: Arc<Backend>, settings: CheckSettings) {
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !backend.is_removed() {
+    while !backend.drained.is_cancelled() {
         ticker.tick().await;
         let ok = tokio::time::timeout(settings.timeout, probe(&backend, &settings.path))
             .await
