@@ -1,10 +1,288 @@
-//! The Meteor-aware sticky load balancer (`meteor-operator proxy`). Being built (issue 4).
+//! The Meteor-aware sticky load balancer (`meteor-operator proxy`).
+//!
+//! Module map, one concern each:
+//! - [`config`]: flags and `METEOR_PROXY_*` environment variables.
+//! - [`balancer`]: the backend set, least-connections picks, SockJS pins (pure, no I/O).
+//! - [`cookie`]: the signed sticky cookie. [`sockjs`]: SockJS session ids from URLs.
+//! - [`health`]: rise/fall state and the active checker. [`discovery`]: where backends come from.
+//! - [`server`]: the traffic path. [`upstream`]: pooled backend connections. [`tunnel`]:
+//!   WebSocket byte tunnels. [`tls`]: TLS termination.
+//! - [`ratelimit`]: per-IP 429s. [`admin`] and [`metrics`]: status page and Prometheus metrics.
+//!
+//! `run` wires them: discovery feeds the balancer (starting health checks for new backends and
+//! drain timers for leaving ones), the server routes with it, SIGTERM drains everything.
 
-/// Command-line configuration of the proxy.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ProxyArgs {}
+pub mod admin;
+pub mod balancer;
+pub mod config;
+pub mod cookie;
+pub mod discovery;
+pub mod health;
+pub mod metrics;
+pub mod ratelimit;
+pub mod server;
+pub mod sockjs;
+pub mod tls;
+pub mod tunnel;
+pub mod upstream;
 
-/// Runs the proxy until SIGTERM.
-pub async fn run(_args: ProxyArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the proxy is not built yet")
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use balancer::{Backend, BackendSpec, Balancer};
+pub use config::ProxyArgs;
+
+/// Runs the proxy until SIGTERM (or Ctrl-C), on its own runtime with `--threads` workers.
+pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // The caller's runtime is not ours to size: serve on a dedicated one and wait for it.
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("meteor-proxy".into())
+        .spawn(move || {
+            let runtime = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .enable_all()
+                    .build()
+            };
+            let outcome = match runtime {
+                Ok(runtime) => runtime.block_on(serve(args)),
+                Err(error) => Err(error.into()),
+            };
+            let _ = done.send(outcome);
+        })?;
+    result
+        .await
+        .context("the proxy runtime stopped unexpectedly")?
+}
+
+async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
+    let sources = usize::from(!args.backends.is_empty())
+        + usize::from(args.backends_file.is_some())
+        + usize::from(args.service.is_some());
+    anyhow::ensure!(
+        sources == 1,
+        "give exactly one backend source: --backend, --backends-file or --service"
+    );
+    let metrics = Arc::new(metrics::Metrics::default());
+    let balancer = Arc::new(Balancer::new(
+        args.health_rise,
+        args.health_fall,
+        metrics.clone(),
+    ));
+    let key = cookie_key(&args)?;
+    let signer = cookie::CookieSigner::new(&key, args.cookie_max_age);
+
+    let checks = health::CheckSettings {
+        path: args.health_path.clone(),
+        interval: args.health_interval,
+        timeout: args.health_timeout,
+    };
+    let drain = args.drain_timeout;
+    let apply = {
+        let balancer = balancer.clone();
+        move |specs: Vec<BackendSpec>| apply_backends(&balancer, &specs, &checks, drain)
+    };
+    if !args.backends.is_empty() {
+        let specs = args
+            .backends
+            .iter()
+            .map(|b| discovery::parse_backend(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        apply(specs);
+    } else if let Some(path) = args.backends_file.clone() {
+        tokio::spawn(discovery::watch_file(
+            path,
+            Duration::from_millis(500),
+            apply,
+        ));
+    } else if let Some(service) = args.service.clone() {
+        let port = args.service_port.clone();
+        tokio::spawn(async move {
+            if let Err(error) = discovery::watch_service(&service, port.as_deref(), apply).await {
+                tracing::error!(%error, "EndpointSlice discovery stopped");
+            }
+        });
+    }
+
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let acceptor = tls::ReloadingAcceptor::new(cert.clone(), key.clone())?;
+            tokio::spawn(acceptor.clone().watch(Duration::from_secs(5)));
+            Some(acceptor)
+        }
+        _ => None,
+    };
+    let limiter = (args.rate_limit > 0.0)
+        .then(|| ratelimit::RateLimiter::new(args.rate_limit, args.rate_burst));
+    let settings = server::Settings {
+        cookie_name: args.cookie_name.clone(),
+        cookie_max_age: args.cookie_max_age,
+        cookie_secure: args.cookie_is_secure(),
+        idle_timeout: args.idle_timeout,
+        connect_timeout: args.connect_timeout,
+        header_timeout: args.header_timeout,
+        max_header_bytes: args.max_header_bytes,
+        tls: tls.is_some(),
+    };
+    let proxy = Arc::new(server::Proxy::new(
+        balancer.clone(),
+        signer,
+        settings,
+        limiter,
+        metrics.clone(),
+    ));
+    tokio::spawn(housekeeping(balancer.clone(), proxy.clone()));
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let admin_listener = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", args.admin_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin = Arc::new(admin::Admin {
+        balancer: balancer.clone(),
+        registry: metrics.registry(),
+        shutdown: proxy.shutdown.clone(),
+    });
+    tokio::spawn(admin.serve(admin_listener));
+    if let Some(addr) = args.redirect_listen {
+        anyhow::ensure!(
+            tls.is_some(),
+            "--redirect-listen needs --tls-cert and --tls-key"
+        );
+        let redirect = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(redirect = %redirect.local_addr()?, "redirecting HTTP to HTTPS");
+        tokio::spawn(server::serve_redirect(redirect, proxy.shutdown.clone()));
+    }
+    // The bound addresses (port 0 picks a free one, which tests and benchmarks rely on).
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        admin = %admin_addr,
+        tls = tls.is_some(),
+        "proxy serving"
+    );
+    let accept = tokio::spawn(proxy.clone().serve(listener, tls));
+
+    terminated().await?;
+    tracing::info!(deadline = ?args.shutdown_timeout, "shutting down: no new connections");
+    proxy.shutdown.cancel();
+    let _ = accept.await;
+    proxy.tracker.close();
+    if tokio::time::timeout(args.shutdown_timeout, proxy.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown deadline passed; closing the remaining sessions");
+        proxy.hard_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), proxy.tracker.wait()).await;
+    }
+    Ok(())
+}
+
+/// Merges a discovered list, starting checks for new backends and drains for leaving ones.
+fn apply_backends(
+    balancer: &Arc<Balancer>,
+    specs: &[BackendSpec],
+    checks: &health::CheckSettings,
+    drain: Duration,
+) {
+    let changes = balancer.update(specs);
+    for backend in changes.added {
+        tracing::info!(backend = %backend.id, "backend added");
+        tokio::spawn(health::run_checker(backend, checks.clone()));
+    }
+    for backend in changes.draining {
+        tracing::info!(backend = %backend.id, "backend draining");
+        tokio::spawn(drain_backend(balancer.clone(), backend, drain));
+    }
+}
+
+/// How long a leaving backend may sit without any open request or WebSocket before its drain
+/// ends early. SockJS clients keep a receiving request open almost all the time, so a quiet
+/// backend has no live sessions left; a short gap between two polls must not end the drain.
+const DRAIN_QUIET: Duration = Duration::from_secs(5);
+
+/// Lets a leaving backend keep its sessions until they end or `deadline` passes.
+async fn drain_backend(balancer: Arc<Balancer>, backend: Arc<Backend>, deadline: Duration) {
+    let until = Instant::now() + deadline;
+    let mut quiet_since = Instant::now();
+    loop {
+        if !backend.is_removed() && !backend.is_terminating() {
+            return; // it came back
+        }
+        let now = Instant::now();
+        if backend.active() > 0 {
+            quiet_since = now;
+        }
+        if now >= until || now.duration_since(quiet_since) >= DRAIN_QUIET {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    balancer.finish_drain(&backend);
+    tracing::info!(backend = %backend.id, "backend drained");
+}
+
+/// Periodic cleanup of SockJS pins and rate-limit buckets.
+async fn housekeeping(balancer: Arc<Balancer>, proxy: Arc<server::Proxy>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        ticker.tick().await;
+        let now = Instant::now();
+        balancer.prune_pins(now.checked_sub(balancer::PIN_IDLE).unwrap_or(now));
+        proxy.prune_rate_limits(now);
+    }
+}
+
+/// The cookie key: the file's bytes (surrounding whitespace trimmed), or a random key.
+fn cookie_key(args: &ProxyArgs) -> anyhow::Result<Vec<u8>> {
+    if let Some(path) = &args.cookie_key_file {
+        let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let key = raw.trim_ascii().to_vec();
+        anyhow::ensure!(
+            key.len() >= 16,
+            "the cookie key in {} is shorter than 16 bytes",
+            path.display()
+        );
+        return Ok(key);
+    }
+    tracing::warn!("no --cookie-key-file: using a random key, replicas will not share cookies");
+    let mut key = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .context("reading /dev/urandom")?;
+    Ok(key)
+}
+
+async fn terminated() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        result = tokio::signal::ctrl_c() => result?,
+    }
+    Ok(())
 }

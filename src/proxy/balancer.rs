@@ -1,0 +1,519 @@
+//! The backend set and routing decisions, free of I/O.
+//!
+//! Contracts:
+//! - A backend is identified by a stable id (`ip:port`), the value the sticky cookie names.
+//! - New sessions go only to backends that are ready (in the EndpointSlice, not terminating),
+//!   healthy and not removed: the one with the fewest active connections, ties taken in turn.
+//! - An existing session (cookie or remembered SockJS pin) keeps its backend while that backend is
+//!   healthy and not past its drain deadline, even if it is terminating or was removed.
+//! - A SockJS session without a cookie is placed by rendezvous (highest random weight) hashing of
+//!   its id over the live backends, so replicas with the same backend list agree with no shared
+//!   state; the choice is then remembered locally, so adding a backend never moves it.
+//! - `update` merges a new backend list: known ids keep their state and counters.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::health::HealthState;
+use super::metrics::{BackendMetrics, Metrics};
+
+/// A backend as discovery reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub id: String,
+    pub addr: SocketAddr,
+    /// Ready for new sessions (EndpointSlice `ready`).
+    pub ready: bool,
+    /// Shutting down (EndpointSlice `terminating`): keeps sessions until the drain deadline.
+    pub terminating: bool,
+}
+
+impl BackendSpec {
+    /// A ready backend at `addr`, named by it.
+    pub fn ready(addr: SocketAddr) -> Self {
+        Self {
+            id: addr.to_string(),
+            addr,
+            ready: true,
+            terminating: false,
+        }
+    }
+}
+
+/// One backend and its live state.
+pub struct Backend {
+    pub id: Arc<str>,
+    pub addr: SocketAddr,
+    /// `addr` as a URI authority, for upstream request URIs.
+    pub authority: http::uri::Authority,
+    ready: AtomicBool,
+    terminating: AtomicBool,
+    removed: AtomicBool,
+    up: AtomicBool,
+    health: Mutex<HealthState>,
+    /// Cancelled when the drain deadline passes: open tunnels to this backend close.
+    pub drained: CancellationToken,
+    pub metrics: BackendMetrics,
+    /// Idle keep-alive connections to this backend.
+    pub pool: super::upstream::Pool,
+    /// The last `Set-Cookie` value naming this backend and the second it was signed in, so
+    /// a busy backend signs once a second rather than once a response.
+    pub cookie_cache: Mutex<Option<(u64, http::HeaderValue)>>,
+}
+
+impl Backend {
+    fn new(spec: &BackendSpec, health: HealthState, metrics: &Metrics) -> Self {
+        Self {
+            id: spec.id.as_str().into(),
+            addr: spec.addr,
+            authority: spec
+                .addr
+                .to_string()
+                .parse()
+                .expect("a socket address is a URI authority"),
+            ready: AtomicBool::new(spec.ready),
+            terminating: AtomicBool::new(spec.terminating),
+            removed: AtomicBool::new(false),
+            up: AtomicBool::new(health.is_up()),
+            health: Mutex::new(health),
+            drained: CancellationToken::new(),
+            metrics: metrics.backend(&spec.id),
+            pool: Default::default(),
+            cookie_cache: Mutex::new(None),
+        }
+    }
+
+    /// Open requests and tunnels.
+    pub fn active(&self) -> i64 {
+        self.metrics.active.get()
+    }
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+    pub fn is_terminating(&self) -> bool {
+        self.terminating.load(Ordering::Relaxed)
+    }
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    /// Takes new sessions.
+    fn accepts_new(&self) -> bool {
+        self.is_ready() && !self.is_terminating() && !self.is_removed() && self.is_up()
+    }
+
+    /// Keeps existing sessions.
+    fn keeps_existing(&self) -> bool {
+        self.is_up() && !self.drained.is_cancelled()
+    }
+
+    /// Feeds one active health check result into the rise/fall state.
+    pub fn observe_health(&self, ok: bool) {
+        let changed = self.health.lock().expect("health lock").observe(ok);
+        self.apply_health(changed);
+    }
+
+    /// A failed connect (passive detection): down at once, until active checks see it rise.
+    pub fn connect_failed(&self) {
+        self.metrics.upstream_errors.inc();
+        let changed = self.health.lock().expect("health lock").fail_now();
+        self.apply_health(changed);
+    }
+
+    fn apply_health(&self, changed: Option<bool>) {
+        if let Some(up) = changed {
+            self.up.store(up, Ordering::Relaxed);
+            if up {
+                self.metrics.went_up.inc();
+                tracing::info!(backend = %self.id, "backend up");
+            } else {
+                self.metrics.went_down.inc();
+                tracing::warn!(backend = %self.id, "backend down");
+            }
+        }
+    }
+
+    /// Counts one connection as active until the guard drops.
+    pub fn enter(self: &Arc<Self>) -> ActiveGuard {
+        self.metrics.active.inc();
+        self.metrics.requests.inc();
+        ActiveGuard(self.clone())
+    }
+}
+
+/// Keeps a backend's active count raised while alive.
+pub struct ActiveGuard(pub Arc<Backend>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.metrics.active.dec();
+    }
+}
+
+/// Changes made by [`Balancer::update`], for the caller to start or stop tasks.
+#[derive(Default)]
+pub struct Changes {
+    /// New backends (start health checks).
+    pub added: Vec<Arc<Backend>>,
+    /// Backends that were removed or started terminating (start their drain deadline).
+    pub draining: Vec<Arc<Backend>>,
+}
+
+/// A remembered SockJS session: its backend id and when it was last seen.
+type Pin = (Arc<str>, Instant);
+
+/// The backend set plus the local SockJS pins.
+pub struct Balancer {
+    backends: RwLock<Arc<[Arc<Backend>]>>,
+    pins: Mutex<HashMap<Box<str>, Pin>>,
+    turn: AtomicUsize,
+    rise: u32,
+    fall: u32,
+    metrics: Arc<Metrics>,
+}
+
+impl Balancer {
+    pub fn new(rise: u32, fall: u32, metrics: Arc<Metrics>) -> Self {
+        Self {
+            backends: RwLock::new(Arc::from(Vec::new())),
+            pins: Mutex::new(HashMap::new()),
+            turn: AtomicUsize::new(0),
+            rise,
+            fall,
+            metrics,
+        }
+    }
+
+    /// A snapshot of every known backend (including draining ones).
+    pub fn backends(&self) -> Arc<[Arc<Backend>]> {
+        self.backends.read().expect("backends lock").clone()
+    }
+
+    /// Merges the list discovery reports.
+    pub fn update(&self, specs: &[BackendSpec]) -> Changes {
+        let mut changes = Changes::default();
+        let mut guard = self.backends.write().expect("backends lock");
+        let mut next: Vec<Arc<Backend>> = Vec::with_capacity(specs.len());
+        for spec in specs {
+            if next.iter().any(|b| *b.id == *spec.id) {
+                continue; // the same endpoint listed twice
+            }
+            let known = guard
+                .iter()
+                .find(|b| *b.id == *spec.id && !b.drained.is_cancelled());
+            let backend = match known {
+                Some(b) => {
+                    b.ready.store(spec.ready, Ordering::Relaxed);
+                    b.removed.store(false, Ordering::Relaxed);
+                    let was = b.terminating.swap(spec.terminating, Ordering::Relaxed);
+                    if spec.terminating && !was {
+                        changes.draining.push(b.clone());
+                    }
+                    b.clone()
+                }
+                None => {
+                    let b = Arc::new(Backend::new(
+                        spec,
+                        HealthState::new(self.rise, self.fall),
+                        &self.metrics,
+                    ));
+                    changes.added.push(b.clone());
+                    if spec.terminating {
+                        changes.draining.push(b.clone());
+                    }
+                    b
+                }
+            };
+            next.push(backend);
+        }
+        for old in guard.iter() {
+            if next.iter().any(|b| Arc::ptr_eq(b, old)) {
+                continue;
+            }
+            if old.drained.is_cancelled() {
+                // Drained while still listed (terminating), now gone from the list too.
+                if !next.iter().any(|b| b.id == old.id) {
+                    self.metrics.forget(&old.id);
+                }
+                continue;
+            }
+            if !old.removed.swap(true, Ordering::Relaxed) {
+                changes.draining.push(old.clone());
+            }
+            next.push(old.clone()); // kept until drained, for its existing sessions
+        }
+        *guard = Arc::from(next);
+        changes
+    }
+
+    /// Ends a draining backend's grace: its sessions move, and it is dropped if removed.
+    pub fn finish_drain(&self, backend: &Arc<Backend>) {
+        backend.drained.cancel();
+        let mut guard = self.backends.write().expect("backends lock");
+        if backend.is_removed() {
+            let next: Vec<_> = guard
+                .iter()
+                .filter(|b| !Arc::ptr_eq(b, backend))
+                .cloned()
+                .collect();
+            *guard = Arc::from(next);
+            self.metrics.forget(&backend.id);
+        }
+    }
+
+    /// The backend for a new session: fewest active connections, ties taken in turn.
+    pub fn pick(&self) -> Option<Arc<Backend>> {
+        let all = self.backends();
+        let mut least = i64::MAX;
+        let mut ties = 0usize;
+        for b in all.iter().filter(|b| b.accepts_new()) {
+            let active = b.active();
+            if active < least {
+                least = active;
+                ties = 1;
+            } else if active == least {
+                ties += 1;
+            }
+        }
+        if ties == 0 {
+            return None;
+        }
+        let nth = self.turn.fetch_add(1, Ordering::Relaxed) % ties;
+        all.iter()
+            .filter(|b| b.accepts_new() && b.active() == least)
+            .nth(nth)
+            .or_else(|| all.iter().find(|b| b.accepts_new()))
+            .cloned()
+    }
+
+    /// The backend named `id` if it still keeps existing sessions.
+    pub fn existing(&self, id: &str) -> Option<Arc<Backend>> {
+        self.backends()
+            .iter()
+            .find(|b| *b.id == *id && b.keeps_existing())
+            .cloned()
+    }
+
+    /// The backend of SockJS session `session`: its remembered pin if still alive, otherwise
+    /// the rendezvous-hash choice among backends taking new sessions (then remembered).
+    pub fn for_session(&self, session: &str, now: Instant) -> Option<Arc<Backend>> {
+        let mut pins = self.pins.lock().expect("pins lock");
+        if let Some((id, seen)) = pins.get_mut(session)
+            && let Some(b) = self.existing(id)
+        {
+            *seen = now;
+            return Some(b);
+        }
+        let chosen = self
+            .backends()
+            .iter()
+            .filter(|b| b.accepts_new())
+            .max_by_key(|b| rendezvous(session, &b.id))
+            .cloned()?;
+        pins.insert(session.into(), (chosen.id.clone(), now));
+        Some(chosen)
+    }
+
+    /// Remembers that `session` lives on `backend` (e.g. chosen by cookie).
+    pub fn remember(&self, session: &str, backend: &Arc<str>, now: Instant) {
+        let mut pins = self.pins.lock().expect("pins lock");
+        match pins.get_mut(session) {
+            Some(pin) if pin.0 == *backend => pin.1 = now,
+            _ => {
+                pins.insert(session.into(), (backend.clone(), now));
+            }
+        }
+    }
+
+    /// Forgets pins unused since `cutoff` (SockJS sessions die 60 s after their last request).
+    pub fn prune_pins(&self, cutoff: Instant) -> usize {
+        let mut pins = self.pins.lock().expect("pins lock");
+        pins.retain(|_, (_, seen)| *seen >= cutoff);
+        pins.len()
+    }
+}
+
+/// The rendezvous weight of `key` on backend `id`: FNV-1a then a SplitMix64 finalizer, stable
+/// across builds and platforms so every replica computes the same choice.
+pub fn rendezvous(key: &str, id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in key.as_bytes().iter().chain(&[0xff]).chain(id.as_bytes()) {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// How long an unused SockJS pin is kept: above SockJS's 60 s disconnect delay.
+pub const PIN_IDLE: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(port: u16) -> BackendSpec {
+        BackendSpec::ready(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    fn balancer(ports: &[u16]) -> Balancer {
+        let b = Balancer::new(2, 2, Arc::new(Metrics::default()));
+        b.update(&ports.iter().map(|&p| spec(p)).collect::<Vec<_>>());
+        b
+    }
+
+    #[test]
+    fn least_connections_with_fair_ties() {
+        let b = balancer(&[1, 2, 3]);
+        let mut guards = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let chosen = b.pick().unwrap();
+            seen.push(chosen.id.to_string());
+            guards.push(chosen.enter());
+        }
+        seen.sort();
+        assert_eq!(seen, ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        // Free one slot on backend 2: it is now the only least-loaded one.
+        let two = guards
+            .iter()
+            .position(|g| &*g.0.id == "127.0.0.1:2")
+            .unwrap();
+        guards.remove(two);
+        for _ in 0..5 {
+            assert_eq!(&*b.pick().unwrap().id, "127.0.0.1:2");
+        }
+    }
+
+    #[test]
+    fn ties_rotate_when_idle() {
+        let b = balancer(&[1, 2]);
+        let first = b.pick().unwrap().id.clone();
+        let second = b.pick().unwrap().id.clone();
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn down_terminating_and_removed_backends_take_no_new_sessions() {
+        let b = balancer(&[1, 2, 3]);
+        let all = b.backends();
+        all[0].observe_health(false);
+        all[0].observe_health(false);
+        let mut t = spec(2);
+        t.terminating = true;
+        let changes = b.update(&[spec(1), t]);
+        assert_eq!(changes.draining.len(), 2, "2 terminating, 3 removed");
+        assert!(b.pick().is_none());
+        // Existing sessions stay on the terminating and removed ones until drained.
+        assert!(b.existing("127.0.0.1:2").is_some());
+        assert!(b.existing("127.0.0.1:3").is_some());
+        assert!(b.existing("127.0.0.1:1").is_none(), "down");
+        let three = b
+            .backends()
+            .iter()
+            .find(|x| &*x.id == "127.0.0.1:3")
+            .cloned();
+        b.finish_drain(&three.unwrap());
+        assert!(b.existing("127.0.0.1:3").is_none());
+        assert_eq!(b.backends().len(), 2);
+    }
+
+    #[test]
+    fn update_keeps_state_of_known_backends() {
+        let b = balancer(&[1, 2]);
+        let one = b.existing("127.0.0.1:1").unwrap();
+        let _g = one.enter();
+        let changes = b.update(&[spec(1), spec(2), spec(4)]);
+        assert_eq!(changes.added.len(), 1);
+        assert!(Arc::ptr_eq(&one, &b.existing("127.0.0.1:1").unwrap()));
+        assert_eq!(b.existing("127.0.0.1:1").unwrap().active(), 1);
+    }
+
+    #[test]
+    fn a_backend_that_returns_before_it_drained_keeps_its_state() {
+        let b = balancer(&[1, 2]);
+        let two = b.existing("127.0.0.1:2").unwrap();
+        assert_eq!(b.update(&[spec(1)]).draining.len(), 1);
+        assert!(two.is_removed());
+        let changes = b.update(&[spec(1), spec(2)]);
+        assert!(changes.added.is_empty(), "the same backend, not a new one");
+        assert!(Arc::ptr_eq(&two, &b.existing("127.0.0.1:2").unwrap()));
+        assert!(!two.is_removed());
+        // Once drained, a return is a new backend with fresh state (and a new checker).
+        b.update(&[spec(1)]);
+        b.finish_drain(&two);
+        assert_eq!(b.update(&[spec(1), spec(2)]).added.len(), 1);
+    }
+
+    #[test]
+    fn sockjs_sessions_agree_across_replicas_and_do_not_move() {
+        let now = Instant::now();
+        let r1 = balancer(&[1, 2, 3]);
+        let r2 = balancer(&[3, 1, 2]); // same set, another order
+        let sessions: Vec<String> = (0..200).map(|i| format!("s{i}")).collect();
+        let mut placed = HashMap::new();
+        for s in &sessions {
+            let a = r1.for_session(s, now).unwrap().id.clone();
+            let b = r2.for_session(s, now).unwrap().id.clone();
+            assert_eq!(a, b, "replicas disagree on {s}");
+            placed.insert(s.clone(), a);
+        }
+        let distinct: std::collections::HashSet<_> = placed.values().collect();
+        assert_eq!(distinct.len(), 3, "hashing spreads sessions");
+        // A new backend: remembered sessions stay put, new ones may land on it.
+        r1.update(&[spec(1), spec(2), spec(3), spec(4)]);
+        for s in &sessions {
+            assert_eq!(r1.for_session(s, now).unwrap().id, placed[s]);
+        }
+        let fresh = (0..200)
+            .filter(|i| &*r1.for_session(&format!("new{i}"), now).unwrap().id == "127.0.0.1:4")
+            .count();
+        assert!(fresh > 0);
+    }
+
+    #[test]
+    fn dead_pin_is_repinned_to_a_live_backend() {
+        let now = Instant::now();
+        let b = balancer(&[1, 2]);
+        let first = b.for_session("abc", now).unwrap();
+        first.observe_health(false);
+        first.observe_health(false);
+        let second = b.for_session("abc", now).unwrap();
+        assert_ne!(first.id, second.id);
+        assert_eq!(b.for_session("abc", now).unwrap().id, second.id);
+    }
+
+    #[test]
+    fn pins_are_pruned() {
+        let now = Instant::now();
+        let b = balancer(&[1]);
+        b.for_session("old", now);
+        b.remember("new", &Arc::from("127.0.0.1:1"), now + PIN_IDLE);
+        assert_eq!(b.prune_pins(now + Duration::from_secs(1)), 1);
+    }
+
+    #[test]
+    fn rendezvous_is_stable() {
+        // Values from an independent (Python) implementation: every replica, whatever its
+        // build, must compute the same weights.
+        assert_eq!(
+            rendezvous("session", "10.0.0.1:3000"),
+            0xddc9_74d0_a455_c893
+        );
+        assert_eq!(
+            rendezvous("session", "10.0.0.2:3000"),
+            0x775f_8ec1_9eb4_22a2
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! Prometheus metrics of the proxy, served on the admin port at `/metrics`.
+//!
+//! Per-backend series are created when a backend appears and removed when it is forgotten, and
+//! each backend keeps handles to its own series, so the request path only touches atomics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub backend: String,
+    /// "up" or "down".
+    pub to: &'static str,
+}
+
+/// Why the proxy answered a request itself (the `reason` label of `rejected`).
+#[derive(Clone, Copy, Debug)]
+pub enum Reason {
+    RateLimited,
+    NoBackend,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabel {
+    /// "rate_limited" or "no_backend".
+    pub reason: &'static str,
+}
+
+/// All metric families.
+#[derive(Default)]
+pub struct Metrics {
+    pub requests: Family<BackendLabel, Counter>,
+    pub active: Family<BackendLabel, Gauge>,
+    pub upstream_errors: Family<BackendLabel, Counter>,
+    pub transitions: Family<TransitionLabels, Counter>,
+    pub rejected: Family<RejectLabel, Counter>,
+}
+
+/// One backend's handles into the families.
+pub struct BackendMetrics {
+    pub requests: Counter,
+    pub active: Gauge,
+    pub upstream_errors: Counter,
+    pub went_up: Counter,
+    pub went_down: Counter,
+}
+
+impl Metrics {
+    /// A registry exposing these families.
+    pub fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("meteor_proxy");
+        r.register(
+            "requests",
+            "Requests (and WebSocket upgrades) sent to a backend",
+            self.requests.clone(),
+        );
+        r.register(
+            "active_sessions",
+            "Open requests and WebSockets per backend",
+            self.active.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Failed connections or requests to a backend",
+            self.upstream_errors.clone(),
+        );
+        r.register(
+            "health_transitions",
+            "Backend health changes",
+            self.transitions.clone(),
+        );
+        r.register(
+            "rejected",
+            "Requests answered by the proxy itself",
+            self.rejected.clone(),
+        );
+        r
+    }
+
+    /// The handles of backend `id`.
+    pub fn backend(&self, id: &str) -> BackendMetrics {
+        let label = BackendLabel {
+            backend: id.to_owned(),
+        };
+        let transition = |to| TransitionLabels {
+            backend: id.to_owned(),
+            to,
+        };
+        // One statement each: a family's read guard must be gone before the next lookup
+        // (get_or_create may take the write lock of the same family).
+        let requests = self.requests.get_or_create(&label).clone();
+        let active = self.active.get_or_create(&label).clone();
+        let upstream_errors = self.upstream_errors.get_or_create(&label).clone();
+        let went_up = self.transitions.get_or_create(&transition("up")).clone();
+        let went_down = self.transitions.get_or_create(&transition("down")).clone();
+        BackendMetrics {
+            requests,
+            active,
+            upstream_errors,
+            went_up,
+            went_down,
+        }
+    }
+
+    /// Drops the series of a forgotten backend.
+    pub fn forget(&self, id: &str) {
+        let label = BackendLabel {
+            backend: id.to_owned(),
+        };
+        self.requests.remove(&label);
+        self.active.remove(&label);
+        self.upstream_errors.remove(&label);
+        for to in ["up", "down"] {
+            self.transitions.remove(&TransitionLabels {
+                backend: id.to_owned(),
+                to,
+            });
+        }
+    }
+
+    pub fn reject(&self, reason: Reason) {
+        let reason = match reason {
+            Reason::RateLimited => "rate_limited",
+            Reason::NoBackend => "no_backend",
+        };
+        self.rejected.get_or_create(&RejectLabel { reason }).inc();
+    }
+}

@@ -1,0 +1,78 @@
+//! Per-client-IP rate limiting (token bucket): `rate` requests per second with bursts of
+//! `burst`. Over the limit the proxy answers 429 itself. Idle buckets are pruned so memory stays
+//! bounded by the number of recently active clients.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: f64, burst: u32) -> Self {
+        Self {
+            rate,
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `ip` at `now`; false means "answer 429".
+    pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().expect("rate limiter lock");
+        let bucket = buckets.entry(ip).or_insert(Bucket {
+            tokens: self.burst,
+            last: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Drops buckets that have refilled completely (they behave like new ones).
+    pub fn prune(&self, now: Instant) -> usize {
+        let mut buckets = self.buckets.lock().expect("rate limiter lock");
+        let full_after = self.burst / self.rate;
+        buckets.retain(|_, b| now.saturating_duration_since(b.last).as_secs_f64() < full_after);
+        buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bursts_then_limits_then_refills() {
+        let rl = RateLimiter::new(10.0, 3);
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let other: IpAddr = [127, 0, 0, 2].into();
+        let t = Instant::now();
+        assert!((0..3).all(|_| rl.allow(ip, t)));
+        assert!(!rl.allow(ip, t));
+        assert!(rl.allow(other, t), "clients are limited separately");
+        assert!(
+            rl.allow(ip, t + Duration::from_millis(100)),
+            "one token per 100 ms"
+        );
+        assert!(!rl.allow(ip, t + Duration::from_millis(100)));
+        assert_eq!(rl.prune(t + Duration::from_secs(1)), 0);
+    }
+}

@@ -1,0 +1,779 @@
+//! The traffic path: accept loop, routing of each request, forwarding, WebSocket tunnels.
+//!
+//! Contracts:
+//! - Each request is routed by, in order: a valid sticky cookie naming a backend that still
+//!   keeps sessions; the SockJS session id in the path; least connections. When the cookie was
+//!   missing, invalid or named a dead backend, the response sets a new cookie.
+//! - Bodies stream in both directions without buffering; upstream keep-alive connections are
+//!   pooled per backend ([`upstream`]). A backend counts as busy from routing until its response body ends (or its tunnel
+//!   closes).
+//! - WebSocket upgrades get their own upstream connection and become a byte tunnel that closes
+//!   after `idle_timeout` without traffic, when its backend's drain deadline passes, or when the
+//!   shutdown deadline passes. Plain-TCP tunnels hold no buffer while idle.
+//! - A failed upstream connect takes the backend down (passive check) and a request without a
+//!   body is retried once on a freshly routed backend.
+//! - Slow or oversized request heads are cut off by hyper (`header_timeout`, 431).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::Full;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::balancer::{ActiveGuard, Backend, Balancer};
+use super::cookie::{self, CookieSigner};
+use super::metrics::{Metrics, Reason};
+use super::ratelimit::RateLimiter;
+use super::sockjs;
+use super::tls::ReloadingAcceptor;
+use super::upstream;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Settings of the traffic path.
+pub struct Settings {
+    pub cookie_name: String,
+    pub cookie_max_age: u64,
+    pub cookie_secure: bool,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub tls: bool,
+}
+
+/// Shared state of the traffic path.
+pub struct Proxy {
+    balancer: Arc<Balancer>,
+    signer: CookieSigner,
+    settings: Settings,
+    cookie_suffix: String,
+    limiter: Option<RateLimiter>,
+    metrics: Arc<Metrics>,
+    proto: HeaderValue,
+    /// Cancelled on SIGTERM: connections finish their current request and close.
+    pub shutdown: CancellationToken,
+    /// Cancelled at the shutdown deadline: tunnels close.
+    pub hard_stop: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl Proxy {
+    pub fn new(
+        balancer: Arc<Balancer>,
+        signer: CookieSigner,
+        settings: Settings,
+        limiter: Option<RateLimiter>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let cookie_suffix = format!(
+            "; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+            settings.cookie_max_age,
+            if settings.cookie_secure {
+                "; Secure"
+            } else {
+                ""
+            }
+        );
+        let proto = HeaderValue::from_static(if settings.tls { "https" } else { "http" });
+        Self {
+            balancer,
+            signer,
+            settings,
+            cookie_suffix,
+            limiter,
+            metrics,
+            proto,
+            shutdown: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Forgets rate-limit buckets of clients gone quiet.
+    pub fn prune_rate_limits(&self, now: Instant) {
+        if let Some(limiter) = &self.limiter {
+            limiter.prune(now);
+        }
+    }
+
+    /// Accepts connections on `listener` until shutdown.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<Arc<ReloadingAcceptor>>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            let tls = tls.as_ref().map(|t| t.acceptor());
+            self.tracker.spawn(async move {
+                match tls {
+                    None => proxy.serve_connection(stream, peer).await,
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(stream);
+                        match tokio::time::timeout(proxy.settings.header_timeout, handshake).await {
+                            Ok(Ok(stream)) => proxy.serve_connection(stream, peer).await,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%error, %peer, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    async fn serve_connection<S>(self: Arc<Self>, stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let client = Arc::new(ClientInfo::new(peer));
+        let proxy = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let proxy = proxy.clone();
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.settings.header_timeout)
+            .max_buf_size(self.settings.max_header_bytes.max(8192));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, %peer, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = self.shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+    }
+
+    /// Routes and forwards one request; never fails (errors become 4xx/5xx answers).
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        client: &ClientInfo,
+    ) -> Response<ProxyBody> {
+        if let Some(limiter) = &self.limiter
+            && !limiter.allow(client.peer.ip(), Instant::now())
+        {
+            self.metrics.reject(Reason::RateLimited);
+            let mut response = local(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded\n");
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+        let upgrade = is_upgrade(req.headers());
+        prepare_headers(req.headers_mut(), client, &self.proto, upgrade);
+        if upgrade {
+            let Some((backend, set_cookie)) = self.route(&req) else {
+                self.metrics.reject(Reason::NoBackend);
+                return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
+            };
+            let outcome = self.forward_upgrade(&mut req, backend.enter()).await;
+            return self.finish(outcome.map_err(|f| (f, None)), &backend, set_cookie);
+        }
+        let (parts, body) = req.into_parts();
+        // An empty body is sent as such, so the request can be retried after a failed connect.
+        let body = if body.is_end_stream() {
+            RequestBody::Empty
+        } else {
+            RequestBody::Stream(body)
+        };
+        let mut request = Request::from_parts(parts, body);
+        let mut attempts = 2;
+        loop {
+            attempts -= 1;
+            let Some((backend, set_cookie)) = self.route(&request) else {
+                self.metrics.reject(Reason::NoBackend);
+                return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
+            };
+            let outcome = self.forward(request, backend.enter()).await;
+            match outcome {
+                Err((Failure::Connect, Some(unsent))) if attempts > 0 => {
+                    backend.connect_failed();
+                    request = unsent;
+                }
+                outcome => return self.finish(outcome, &backend, set_cookie),
+            }
+        }
+    }
+
+    /// The answer for a forwarding outcome, with a new sticky cookie if the client needs one.
+    fn finish(
+        &self,
+        outcome: Result<Response<ProxyBody>, (Failure, Option<Request<RequestBody>>)>,
+        backend: &Backend,
+        set_cookie: bool,
+    ) -> Response<ProxyBody> {
+        match outcome {
+            Ok(mut response) => {
+                if set_cookie && let Some(value) = self.sticky_cookie(backend) {
+                    response.headers_mut().append(header::SET_COOKIE, value);
+                }
+                response
+            }
+            Err((Failure::Connect, _)) => {
+                backend.connect_failed();
+                local(StatusCode::BAD_GATEWAY, "backend unavailable\n")
+            }
+            Err((Failure::Upstream, _)) => {
+                backend.metrics.upstream_errors.inc();
+                local(StatusCode::BAD_GATEWAY, "backend error\n")
+            }
+            Err((Failure::Timeout, _)) => {
+                backend.metrics.upstream_errors.inc();
+                local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
+            }
+        }
+    }
+
+    /// The `Set-Cookie` value naming `backend`, signed at most once a second per backend.
+    fn sticky_cookie(&self, backend: &Backend) -> Option<HeaderValue> {
+        let now = unix_now();
+        let mut cache = backend.cookie_cache.lock().expect("cookie cache lock");
+        if let Some((signed, value)) = cache.as_ref()
+            && *signed == now
+        {
+            return Some(value.clone());
+        }
+        let value = HeaderValue::try_from(format!(
+            "{}={}{}",
+            self.settings.cookie_name,
+            self.signer.sign(&backend.id, now),
+            self.cookie_suffix
+        ))
+        .ok()?;
+        *cache = Some((now, value.clone()));
+        Some(value)
+    }
+
+    /// The backend for `req`, and whether the client needs a (new) sticky cookie.
+    fn route<B>(&self, req: &Request<B>) -> Option<(Arc<Backend>, bool)> {
+        let session = sockjs::session_id(req.uri().path());
+        let from_cookie = req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| cookie::find(v, &self.settings.cookie_name))
+            .and_then(|v| self.signer.verify(v, unix_now()))
+            .and_then(|id| self.balancer.existing(&id));
+        if let Some(backend) = from_cookie {
+            if let Some(session) = session {
+                self.balancer.remember(session, &backend.id, Instant::now());
+            }
+            return Some((backend, false));
+        }
+        let backend = match session {
+            Some(session) => self.balancer.for_session(session, Instant::now()),
+            None => self.balancer.pick(),
+        }?;
+        Some((backend, true))
+    }
+
+    /// Sends `request` on a pooled (or new) connection to the guard's backend. A request that
+    /// was never sent comes back with the failure, for a retry elsewhere.
+    async fn forward(
+        &self,
+        mut request: Request<RequestBody>,
+        guard: ActiveGuard,
+    ) -> Result<Response<ProxyBody>, (Failure, Option<Request<RequestBody>>)> {
+        let backend = &guard.0;
+        *request.version_mut() = http::Version::HTTP_11;
+        loop {
+            let (mut sender, reused) = match backend.pool.take() {
+                Some(sender) => (sender, true),
+                None => {
+                    match upstream::connect(backend.addr, self.settings.connect_timeout).await {
+                        Ok(sender) => (sender, false),
+                        Err(_) => return Err((Failure::Connect, Some(request))),
+                    }
+                }
+            };
+            if sender.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err((Failure::Connect, Some(request)));
+            }
+            let sent =
+                tokio::time::timeout(self.settings.idle_timeout, sender.try_send_request(request))
+                    .await
+                    .map_err(|_| (Failure::Timeout, None))?;
+            match sent {
+                Ok(response) => {
+                    let (mut parts, body) = response.into_parts();
+                    strip_hop_headers(&mut parts.headers);
+                    let body = ProxyBody::Upstream(Upstream {
+                        body,
+                        sender: Some(sender),
+                        finished: false,
+                        guard,
+                    });
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Err(mut error) => match error.take_message() {
+                    // A pooled connection the backend had closed: try another one.
+                    Some(unsent) if reused => request = unsent,
+                    Some(unsent) => return Err((Failure::Connect, Some(unsent))),
+                    None => {
+                        tracing::debug!(error = %error.error(), backend = %backend.id, "upstream request failed");
+                        return Err((Failure::Upstream, None));
+                    }
+                },
+            }
+        }
+    }
+
+    /// Forwards a WebSocket (or other) upgrade on a dedicated upstream connection; on 101,
+    /// tunnels bytes both ways in a task of its own.
+    async fn forward_upgrade(
+        &self,
+        req: &mut Request<Incoming>,
+        guard: ActiveGuard,
+    ) -> Result<Response<ProxyBody>, Failure> {
+        let backend = guard.0.clone();
+        let stream = tokio::time::timeout(
+            self.settings.connect_timeout,
+            TcpStream::connect(backend.addr),
+        )
+        .await
+        .map_err(|_| Failure::Connect)?
+        .map_err(|_| Failure::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| Failure::Connect)?;
+        tokio::spawn(conn.with_upgrades());
+        let mut upstream = Request::new(RequestBody::Empty);
+        *upstream.method_mut() = req.method().clone();
+        *upstream.uri_mut() = req
+            .uri()
+            .path_and_query()
+            .map(|pq| Uri::from(pq.clone()))
+            .unwrap_or_else(|| Uri::from_static("/"));
+        *upstream.headers_mut() = std::mem::take(req.headers_mut());
+        let mut response =
+            tokio::time::timeout(self.settings.idle_timeout, sender.send_request(upstream))
+                .await
+                .map_err(|_| Failure::Timeout)?
+                .map_err(|_| Failure::Upstream)?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_headers(&mut parts.headers);
+            let body = ProxyBody::Upstream(Upstream {
+                body,
+                sender: None,
+                finished: false,
+                guard,
+            });
+            return Ok(Response::from_parts(parts, body));
+        }
+        let from_client = hyper::upgrade::on(req);
+        let from_backend = hyper::upgrade::on(&mut response);
+        let idle = self.settings.idle_timeout;
+        let hard_stop = self.hard_stop.clone();
+        self.tracker.spawn(async move {
+            let (Ok(client), Ok(upstream)) = tokio::join!(from_client, from_backend) else {
+                return;
+            };
+            tokio::select! {
+                _ = tunnel(client, upstream, idle) => {}
+                _ = backend.drained.cancelled() => {}
+                _ = hard_stop.cancelled() => {}
+            }
+            drop(guard);
+        });
+        let (parts, _) = response.into_parts();
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody::Local(Full::default()),
+        ))
+    }
+}
+
+/// Answers every request on `listener` with a permanent redirect to the same URL over HTTPS.
+pub async fn serve_redirect(listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                Ok::<_, Infallible>(redirect_to_https(&req))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn redirect_to_https<B>(req: &Request<B>) -> Response<ProxyBody> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| match h.strip_prefix('[') {
+            // An IPv6 literal keeps its brackets; any port goes (HTTPS uses the default).
+            Some(rest) => rest.split_once(']').map_or(h, |(ip, _)| &h[..ip.len() + 2]),
+            None => h.split(':').next().unwrap_or(h),
+        });
+    let Some(host) = host.filter(|h| !h.is_empty()) else {
+        return local(StatusCode::BAD_REQUEST, "missing Host\n");
+    };
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    match HeaderValue::try_from(format!("https://{host}{path}")) {
+        Ok(location) => {
+            let mut response = local(StatusCode::MOVED_PERMANENTLY, "moved to https\n");
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+        }
+        Err(_) => local(StatusCode::BAD_REQUEST, "bad Host\n"),
+    }
+}
+
+/// What went wrong talking to a backend.
+enum Failure {
+    /// Could not connect: nothing was sent, the request may be retried elsewhere.
+    Connect,
+    Upstream,
+    Timeout,
+}
+
+/// Per client connection: the peer and its pre-rendered `X-Forwarded-For` element.
+pub struct ClientInfo {
+    peer: SocketAddr,
+    ip: HeaderValue,
+}
+
+impl ClientInfo {
+    pub fn new(peer: SocketAddr) -> Self {
+        let ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a header value");
+        Self { peer, ip }
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Drops hop-by-hop headers (keeping the upgrade pair when upgrading) and adds X-Forwarded-*.
+fn prepare_headers(
+    headers: &mut HeaderMap,
+    client: &ClientInfo,
+    proto: &HeaderValue,
+    upgrade: bool,
+) {
+    if !upgrade {
+        strip_hop_headers(headers);
+    }
+    headers.remove(PROXY_CONNECTION);
+    headers.remove(KEEP_ALIVE);
+    headers.remove(header::TE);
+    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => HeaderValue::try_from(format!(
+            "{earlier}, {}",
+            client.ip.to_str().unwrap_or_default()
+        ))
+        .unwrap_or_else(|_| client.ip.clone()),
+        None => client.ip.clone(),
+    };
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
+    headers.insert(X_FORWARDED_PROTO, proto.clone());
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+fn strip_hop_headers(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.remove(header::CONNECTION) {
+        // Headers named in Connection are hop-by-hop too.
+        if let Ok(names) = connection.to_str() {
+            for name in names.split(',') {
+                if let Ok(name) = HeaderName::try_from(name.trim()) {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+    headers.remove(header::UPGRADE);
+    headers.remove(header::TRAILER);
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A response made by the proxy itself.
+pub fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::from_static(
+        text.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// Copies bytes both ways until both sides close or `idle` passes with no traffic.
+async fn tunnel(
+    client: hyper::upgrade::Upgraded,
+    upstream: hyper::upgrade::Upgraded,
+    idle: Duration,
+) {
+    // The upstream side is always the plain TCP connection made in `forward_upgrade`.
+    let Ok(upstream) = upstream.downcast::<TokioIo<TcpStream>>() else {
+        tracing::error!("upgraded upstream connection is not TCP");
+        return;
+    };
+    let (upstream, upstream_pending) = (upstream.io.into_inner(), upstream.read_buf);
+    match client.downcast::<TokioIo<TcpStream>>() {
+        // Plain TCP on both sides: readiness-driven copy without idle buffers.
+        Ok(client) => {
+            let result = super::tunnel::splice(
+                client.io.into_inner(),
+                client.read_buf,
+                upstream,
+                upstream_pending,
+                idle,
+            )
+            .await;
+            if let Err(error) = result {
+                tracing::debug!(%error, "tunnel ended with an error");
+            }
+        }
+        // TLS clients: small fixed buffers.
+        Err(client) => {
+            use tokio::io::AsyncWriteExt;
+            let mut client = TokioIo::new(client);
+            let mut upstream = upstream;
+            if client.write_all(&upstream_pending).await.is_err() {
+                return;
+            }
+            let activity = super::tunnel::Activity::new();
+            let mut client = activity.wrap(&mut client);
+            let mut upstream = activity.wrap(&mut upstream);
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 2048, 2048) => {}
+                _ = activity.idle_for(idle) => {}
+            }
+        }
+    }
+}
+
+/// The body of a request sent upstream.
+pub enum RequestBody {
+    Stream(Incoming),
+    Empty,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Stream(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Stream(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Stream(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The body of a response to the client: streamed from a backend or made locally.
+pub enum ProxyBody {
+    Upstream(Upstream),
+    Local(Full<Bytes>),
+}
+
+/// A backend's response body in flight. Keeps the backend counted as busy until it ends, then
+/// returns its connection to the pool (a body abandoned half-way takes its connection along).
+pub struct Upstream {
+    body: Incoming,
+    sender: Option<upstream::Sender>,
+    finished: bool,
+    guard: ActiveGuard,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if (self.finished || self.body.is_end_stream())
+            && let Some(sender) = self.sender.take()
+        {
+            self.guard.0.pool.put(sender);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(up) => {
+                let frame = Pin::new(&mut up.body).poll_frame(cx);
+                if let Poll::Ready(None) = frame {
+                    up.finished = true;
+                }
+                frame
+            }
+            ProxyBody::Local(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(up) => up.body.is_end_stream(),
+            ProxyBody::Local(full) => full.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(up) => up.body.size_hint(),
+            ProxyBody::Local(full) => full.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_headers_are_added_and_hop_headers_dropped() {
+        let client = ClientInfo::new("192.0.2.7:5555".parse().unwrap());
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("app.example"));
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.1"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        prepare_headers(&mut h, &client, &HeaderValue::from_static("https"), false);
+        assert_eq!(h[X_FORWARDED_FOR], "198.51.100.1, 192.0.2.7");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[X_FORWARDED_HOST], "app.example");
+        assert!(!h.contains_key(header::CONNECTION));
+        assert!(!h.contains_key("x-secret"));
+    }
+
+    #[test]
+    fn redirects_to_https() {
+        let req = Request::get("/sockjs/info?cb=1")
+            .header(header::HOST, "app.example:80")
+            .body(())
+            .unwrap();
+        let response = redirect_to_https(&req);
+        assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(
+            response.headers()[header::LOCATION],
+            "https://app.example/sockjs/info?cb=1"
+        );
+        let no_host = Request::get("/").body(()).unwrap();
+        assert_eq!(
+            redirect_to_https(&no_host).status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let client = ClientInfo::new("127.0.0.1:1".parse().unwrap());
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        prepare_headers(&mut h, &client, &HeaderValue::from_static("http"), true);
+        assert!(h.contains_key(header::UPGRADE));
+        assert!(h.contains_key(header::CONNECTION));
+        let mut plain = HeaderMap::new();
+        plain.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(!is_upgrade(&plain), "Upgrade without Connection: upgrade");
+    }
+}

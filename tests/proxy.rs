@@ -1,0 +1,778 @@
+//! Integration tests of `meteor-operator proxy` with real peers: SockJS backends (npm `sockjs`,
+//! the library under Meteor's DDP stream) that tag every reply with their id, and clients
+//! (`sockjs-client` forcing a transport, raw `ws` WebSockets, raw HTTP from Rust).
+//!
+//! Everything runs on 127.0.0.1 with ports picked by the OS; every wait is bounded. The Node
+//! packages are installed by the tests themselves (`npm ci` in tests/peers, once per run).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
+
+/// Installs the Node peers' packages once per test run (tests in this binary share it).
+fn node_modules() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let dir = peers_dir();
+        if dir.join("node_modules/sockjs-client").exists() && dir.join("node_modules/ws").exists() {
+            return;
+        }
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm runs (Node 20 and npm are required)");
+        assert!(status.success(), "npm ci in {} failed", dir.display());
+    });
+}
+
+/// A child process killed when dropped, with its output lines on a channel.
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(mut command: Command) -> Proc {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn a peer");
+        let (tx, lines) = channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        for (reader, tx, log) in [
+            (
+                Box::new(stdout) as Box<dyn Read + Send>,
+                tx.clone(),
+                log.clone(),
+            ),
+            (Box::new(stderr), tx, log.clone()),
+        ] {
+            std::thread::spawn(move || {
+                for line in BufReader::new(reader).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Proc { child, lines, log }
+    }
+
+    /// The next output line satisfying `pick`, within `WAIT`.
+    fn wait_for<T>(&self, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(found) = pick(&line) {
+                        return found;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no {what} within {WAIT:?}; output:\n{}",
+            self.log.lock().unwrap().join("\n")
+        );
+    }
+
+    /// The next JSON line, within `WAIT`.
+    fn next_json(&self) -> Value {
+        self.wait_for("JSON line", |l| serde_json::from_str(l).ok())
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Backend {
+    proc: Proc,
+    addr: SocketAddr,
+}
+
+fn backend(id: &str) -> Backend {
+    node_modules();
+    let mut command = Command::new("node");
+    command.arg(peers_dir().join("backend.js")).arg(id).arg("0");
+    let proc = Proc::spawn(command);
+    let port: u16 = proc.wait_for("READY", |l| l.strip_prefix("READY ")?.trim().parse().ok());
+    Backend {
+        proc,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+struct Proxy {
+    proc: Proc,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn field(line: &str, name: &str) -> Option<SocketAddr> {
+    let start = line.find(&format!("{name}="))? + name.len() + 1;
+    line[start..].split_whitespace().next()?.parse().ok()
+}
+
+fn start_proxy(backends: &[&Backend], extra: &[&str]) -> Proxy {
+    let list: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let mut args = vec!["--backend".to_owned(), list.join(",")];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    proxy_with(&args)
+}
+
+fn proxy_with(args: &[String]) -> Proxy {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meteor-operator"));
+    command
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--health-path", "/peer/health", "--threads", "1"])
+        .args(args)
+        .env("RUST_LOG", "info");
+    let proc = Proc::spawn(command);
+    let (addr, admin) = proc.wait_for("proxy serving", |l| {
+        l.contains("proxy serving")
+            .then(|| Some((field(l, "listen")?, field(l, "admin")?)))
+            .flatten()
+    });
+    Proxy { proc, addr, admin }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn backend(&self) -> &str {
+        self.header("x-backend").unwrap_or("")
+    }
+    /// `name=value` of the sticky cookie set by this response.
+    fn cookie(&self) -> Option<String> {
+        let set = self.header("set-cookie")?;
+        Some(set.split(';').next()?.to_owned())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), bounded in time.
+fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    parse_reply(&raw)
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(raw);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        let mut body = String::new();
+        let mut rest = rest;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 || after.len() < size {
+                break;
+            }
+            body.push_str(&after[..size]);
+            rest = after[size..].trim_start_matches("\r\n");
+        }
+        body
+    } else {
+        rest.to_owned()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Reply {
+    match cookie {
+        Some(c) => http(addr, "GET", path, &[("Cookie", c)], ""),
+        None => http(addr, "GET", path, &[], ""),
+    }
+}
+
+fn status(proxy: &Proxy) -> Value {
+    serde_json::from_str(&get(proxy.admin, "/-/status", None).body).expect("status JSON")
+}
+
+/// Polls `check` every 50 ms until it holds, for at most `WAIT`.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what}: not true within {WAIT:?}");
+}
+
+fn node_client(mode: &str, config: Value) -> Proc {
+    node_modules();
+    let mut command = Command::new("node");
+    command
+        .arg(peers_dir().join("client.js"))
+        .arg(mode)
+        .arg(config.to_string());
+    Proc::spawn(command)
+}
+
+fn temp_file(name: &str, content: &str) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("meteor-proxy-test-{}-{name}", std::process::id()));
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+#[test]
+fn every_request_of_a_sockjs_session_reaches_one_backend() {
+    let backends = [backend("b1"), backend("b2"), backend("b3")];
+    let proxy = start_proxy(&backends.iter().collect::<Vec<_>>(), &[]);
+    let client = node_client(
+        "sessions",
+        serde_json::json!({
+            "url": format!("http://{}/sockjs", proxy.addr),
+            "transports": ["websocket", "xhr-streaming", "xhr-polling"],
+            "perTransport": 4,
+            "messages": 4,
+        }),
+    );
+    let mut placed: HashMap<String, String> = HashMap::new();
+    for _ in 0..12 {
+        let r = client.next_json();
+        assert_eq!(r["error"], Value::Null, "{r}");
+        assert_eq!(r["replies"], 5, "{r}");
+        let seen = r["backends"].as_array().unwrap();
+        assert_eq!(
+            seen.len(),
+            1,
+            "a session's replies came from several backends: {r}"
+        );
+        placed.insert(
+            r["session"].as_str().unwrap().to_owned(),
+            seen[0].as_str().unwrap().to_owned(),
+        );
+    }
+    // Each backend's own record of the sessions it served: no session touched two backends.
+    let mut served: HashMap<String, Vec<String>> = HashMap::new();
+    for b in &backends {
+        let r: Value = serde_json::from_str(&get(b.addr, "/peer/sessions", None).body).unwrap();
+        for s in r["sessions"].as_array().unwrap() {
+            served
+                .entry(s.as_str().unwrap().to_owned())
+                .or_default()
+                .push(r["backend"].as_str().unwrap().to_owned());
+        }
+    }
+    for (session, backend) in &placed {
+        assert_eq!(
+            served.get(session),
+            Some(&vec![backend.clone()]),
+            "session {session}"
+        );
+    }
+    let used: HashSet<_> = placed.values().collect();
+    assert!(
+        used.len() >= 2,
+        "sessions were spread over backends: {placed:?}"
+    );
+}
+
+#[test]
+fn two_replicas_route_a_client_identically() {
+    let backends = [backend("b1"), backend("b2"), backend("b3")];
+    let key = temp_file("replica-key", "a shared secret key for the sticky cookie\n");
+    let key_arg = key.to_str().unwrap();
+    let list: Vec<&Backend> = backends.iter().collect();
+    let a = start_proxy(&list, &["--cookie-key-file", key_arg]);
+    let b = start_proxy(&list, &["--cookie-key-file", key_arg]);
+
+    // A cookie issued by one replica is honoured by the other.
+    for _ in 0..3 {
+        let first = get(a.addr, "/peer/whoami", None);
+        let cookie = first.cookie().expect("a sticky cookie");
+        for replica in [&b, &a, &b, &b] {
+            let r = get(replica.addr, "/peer/whoami", Some(&cookie));
+            assert_eq!(r.backend(), first.backend());
+            assert_eq!(r.header("set-cookie"), None, "a valid cookie is kept");
+        }
+    }
+
+    // Without cookies, a SockJS xhr session alternating between replicas stays on one backend:
+    // a request reaching another backend would get 404 (unknown session) from sockjs.
+    let mut owners = HashSet::new();
+    for i in 0..8 {
+        let session = format!("sess{i}x{}", std::process::id());
+        let open = http(
+            a.addr,
+            "POST",
+            &format!("/sockjs/100/{session}/xhr"),
+            &[],
+            "",
+        );
+        assert_eq!((open.status, open.body.as_str()), (200, "o\n"));
+        let owner = open.backend().to_owned();
+        let send = http(
+            b.addr,
+            "POST",
+            &format!("/sockjs/100/{session}/xhr_send"),
+            &[],
+            "[\"hi\"]",
+        );
+        assert_eq!(send.status, 204, "xhr_send via the other replica: {send:?}");
+        assert_eq!(send.backend(), owner);
+        let poll = http(
+            b.addr,
+            "POST",
+            &format!("/sockjs/100/{session}/xhr"),
+            &[],
+            "",
+        );
+        assert_eq!(poll.status, 200);
+        assert!(
+            poll.body
+                .contains(&format!("\\\"backend\\\":\\\"{owner}\\\"")),
+            "{poll:?}"
+        );
+        owners.insert(owner);
+    }
+    assert!(
+        owners.len() >= 2,
+        "sessions spread over backends: {owners:?}"
+    );
+    let _ = std::fs::remove_file(key);
+}
+
+#[test]
+fn a_killed_backends_clients_are_repinned_and_reconnect() {
+    let mut backends = [backend("b1"), backend("b2")];
+    let proxy = start_proxy(
+        &backends.iter().collect::<Vec<_>>(),
+        &["--health-interval", "200ms"],
+    );
+    // Cookies for both backends, taken while idle (ties alternate).
+    let cookies: HashMap<String, String> = (0..4)
+        .map(|_| get(proxy.addr, "/peer/whoami", None))
+        .map(|r| (r.backend().to_owned(), r.cookie().unwrap()))
+        .collect();
+    let url = format!("http://{}/sockjs", proxy.addr);
+    let clients: Vec<Proc> = ["xhr-streaming", "websocket", "xhr-polling"]
+        .iter()
+        .map(|t| {
+            node_client(
+                "failover",
+                serde_json::json!({"url": url, "transport": t, "reconnects": 1}),
+            )
+        })
+        .collect();
+    let mut first = Vec::new();
+    for c in &clients {
+        let b = c.wait_for("connected", |l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["event"] == "echo").then(|| v["backend"].as_str().unwrap().to_owned())
+        });
+        first.push(b);
+    }
+    // The victim: the backend holding the first client's session (its cookie too).
+    let victim_name = first[0].clone();
+    let cookie = cookies[&victim_name].clone();
+    let victim = backends.iter().position(|b| {
+        serde_json::from_str::<Value>(&get(b.addr, "/peer/whoami", None).body).unwrap()["backend"]
+            == victim_name.as_str()
+    });
+    let killed_at = Instant::now();
+    backends[victim.unwrap()].proc.kill();
+    for (c, before) in clients.iter().zip(&first) {
+        if *before != victim_name {
+            continue;
+        }
+        let after = c.wait_for("reconnected echo", |l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["event"] == "echo" && v["backend"] != before.as_str())
+                .then(|| v["backend"].as_str().unwrap().to_owned())
+        });
+        assert_ne!(after, victim_name);
+    }
+    eprintln!("clients re-pinned {:?} after the kill", killed_at.elapsed());
+    // A cookie naming the dead backend is re-pinned to a live one, with a new cookie.
+    let r = get(proxy.addr, "/peer/whoami", Some(&cookie));
+    assert_eq!(r.status, 200);
+    assert_ne!(r.backend(), victim_name);
+    let fresh = r.cookie().expect("a new cookie");
+    let again = get(proxy.addr, "/peer/whoami", Some(&fresh));
+    assert_eq!(
+        (again.backend(), again.header("set-cookie")),
+        (r.backend(), None)
+    );
+}
+
+#[test]
+fn a_new_backend_receives_new_sessions_and_old_ones_stay() {
+    let b1 = backend("b1");
+    let b2 = backend("b2");
+    let file = temp_file("backends", &format!("# fleet\n{}\n", b1.addr));
+    let proxy = proxy_with(&["--backends-file".into(), file.to_str().unwrap().into()]);
+    let ws = format!("ws://{}/sockjs/websocket", proxy.addr);
+    let old = node_client(
+        "ws",
+        serde_json::json!({"url": ws, "count": 3, "hold": 4000}),
+    );
+    for _ in 0..3 {
+        assert_eq!(old.next_json()["backend"], "b1");
+    }
+    std::fs::write(&file, format!("{}\n{}\n", b1.addr, b2.addr)).unwrap();
+    eventually("the proxy sees b2", || {
+        status(&proxy)["backends"].as_array().unwrap().len() == 2
+    });
+    // b1 holds three WebSockets, b2 none: least connections sends new sessions to b2.
+    let new = node_client("ws", serde_json::json!({"url": ws, "count": 3, "hold": 0}));
+    for _ in 0..3 {
+        assert_eq!(new.next_json()["backend"], "b2");
+    }
+    // Removing b1 drains it: its WebSockets stay open (drain deadline 60 s), no new sessions.
+    std::fs::write(&file, format!("{}\n", b2.addr)).unwrap();
+    eventually("b1 is draining", || {
+        status(&proxy)["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == b1.addr.to_string() && b["removed"] == true)
+    });
+    assert_eq!(get(proxy.addr, "/peer/whoami", None).backend(), "b2");
+    let done = old.wait_for("done", |l| {
+        let v: Value = serde_json::from_str(l).ok()?;
+        (v["event"] == "done").then_some(v)
+    });
+    assert_eq!(done["open"], 3, "existing WebSockets were not dropped");
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn a_forged_cookie_does_not_choose_the_backend() {
+    let backends = [backend("b1"), backend("b2")];
+    let key = temp_file("forge-key", "the real key, 32 bytes or so....");
+    let other_key = temp_file("forge-other-key", "an attacker's key, of some length");
+    let list: Vec<&Backend> = backends.iter().collect();
+    let proxy = start_proxy(&list, &["--cookie-key-file", key.to_str().unwrap()]);
+    let attacker = start_proxy(&list, &["--cookie-key-file", other_key.to_str().unwrap()]);
+
+    let genuine = get(proxy.addr, "/peer/whoami", None);
+    let target = genuine.backend().to_owned();
+    let cookie = genuine.cookie().unwrap();
+    for _ in 0..4 {
+        assert_eq!(
+            get(proxy.addr, "/peer/whoami", Some(&cookie)).backend(),
+            target
+        );
+    }
+    // Forgeries aimed at `target`: a signature from another key, a tampered signature, junk.
+    let foreign = (0..10)
+        .map(|_| get(attacker.addr, "/peer/whoami", None))
+        .find(|r| r.backend() == target)
+        .and_then(|r| r.cookie())
+        .unwrap();
+    let (name_and_value, sig) = cookie.rsplit_once('.').unwrap();
+    let flipped = format!("{name_and_value}.{}", sig.chars().rev().collect::<String>());
+    let huge = format!("meteor-sticky={}", "A".repeat(3000));
+    for forged in [
+        foreign.as_str(),
+        flipped.as_str(),
+        "meteor-sticky=%%%..",
+        huge.as_str(),
+    ] {
+        let mut seen = HashSet::new();
+        for _ in 0..6 {
+            let r = get(proxy.addr, "/peer/whoami", Some(forged));
+            assert_eq!(r.status, 200);
+            assert!(
+                r.cookie().is_some(),
+                "a forged cookie counts as none: a new one is set"
+            );
+            seen.insert(r.backend().to_owned());
+        }
+        assert_eq!(
+            seen.len(),
+            2,
+            "least connections, not the cookie, chose: {forged}"
+        );
+    }
+    let _ = std::fs::remove_file(key);
+    let _ = std::fs::remove_file(other_key);
+}
+
+#[test]
+fn admin_reports_backends_health_and_metrics() {
+    let mut backends = [backend("b1"), backend("b2")];
+    let proxy = start_proxy(
+        &backends.iter().collect::<Vec<_>>(),
+        &["--health-interval", "200ms"],
+    );
+    for _ in 0..4 {
+        assert_eq!(get(proxy.addr, "/peer/whoami", None).status, 200);
+    }
+    let s = status(&proxy);
+    let rows = s["backends"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter().all(|b| b["up"] == true && b["requests"] == 2),
+        "{s}"
+    );
+    let dead = backends[1].addr.to_string();
+    backends[1].proc.kill();
+    eventually("the killed backend is down", || {
+        status(&proxy)["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == dead.as_str() && b["up"] == false)
+    });
+    let metrics = get(proxy.admin, "/metrics", None).body;
+    assert!(
+        metrics.contains(&format!(
+            "meteor_proxy_health_transitions_total{{backend=\"{dead}\",to=\"down\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meteor_proxy_requests_total{backend="),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meteor_proxy_active_sessions{backend="),
+        "{metrics}"
+    );
+    assert_eq!(get(proxy.admin, "/-/healthz", None).status, 200);
+    // Traffic never reaches the admin port's paths.
+    assert_eq!(get(proxy.addr, "/-/status", None).status, 404);
+}
+
+#[test]
+fn bad_input_never_crashes_or_stalls_the_proxy() {
+    let b = backend("b1");
+    let proxy = start_proxy(&[&b], &["--header-timeout", "1s"]);
+    // A slow client that never finishes its request head.
+    let mut slow = TcpStream::connect(proxy.addr).unwrap();
+    slow.write_all(b"GET /peer/whoami HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Others are served meanwhile.
+    let started = Instant::now();
+    assert_eq!(get(proxy.addr, "/peer/whoami", None).status, 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Oversized head: 431 (or the connection is refused service), never a crash.
+    let big = "x".repeat(64 * 1024);
+    let r = http(proxy.addr, "GET", "/peer/whoami", &[("X-Big", &big)], "");
+    assert!(r.status == 431 || r.status == 0, "{}", r.status);
+    // Garbage instead of HTTP.
+    let mut junk = TcpStream::connect(proxy.addr).unwrap();
+    junk.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    junk.write_all(b"\x16\x03\x01\x00 definitely not http\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = junk.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"),
+        "{answer:?}"
+    );
+    // Malformed cookies are ignored.
+    for c in [
+        "meteor-sticky",
+        "meteor-sticky=",
+        "=;;;=",
+        "meteor-sticky=a.b.c.d.e",
+    ] {
+        assert_eq!(get(proxy.addr, "/peer/whoami", Some(c)).status, 200);
+    }
+    // The slow client is cut off by the header timeout.
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    let cut = Instant::now();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(
+        cut.elapsed() < Duration::from_secs(4),
+        "slow client closed by the proxy"
+    );
+    assert_eq!(
+        get(proxy.addr, "/peer/whoami", None).status,
+        200,
+        "still serving"
+    );
+}
+
+#[test]
+fn forwarded_headers_tls_termination_and_https_redirect() {
+    let b = backend("b1");
+    let tls = peers_dir().join("tls");
+    let proxy = start_proxy(
+        &[&b],
+        &[
+            "--tls-cert",
+            tls.join("cert.pem").to_str().unwrap(),
+            "--tls-key",
+            tls.join("key.pem").to_str().unwrap(),
+            "--redirect-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let redirect = proxy
+        .proc
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| field(l, "redirect"))
+        .expect("redirect address logged");
+    let r = node_client(
+        "get",
+        serde_json::json!({"url": format!("https://{}/peer/whoami", proxy.addr)}),
+    )
+    .next_json();
+    assert_eq!(r["status"], 200);
+    let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(body["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(body["headers"]["x-forwarded-host"], proxy.addr.to_string());
+    assert!(
+        r["headers"]["set-cookie"][0]
+            .as_str()
+            .unwrap()
+            .contains("; Secure")
+    );
+    // WebSockets over TLS.
+    let ws = node_client(
+        "ws",
+        serde_json::json!({"url": format!("wss://{}/sockjs/websocket", proxy.addr), "count": 2, "hold": 0,
+                           "options": {"rejectUnauthorized": false}}),
+    );
+    for _ in 0..2 {
+        assert_eq!(ws.next_json()["backend"], "b1");
+    }
+    let moved = get(redirect, "/sockjs/info?t=1", None);
+    assert_eq!(moved.status, 301);
+    assert_eq!(
+        moved.header("location"),
+        Some("https://127.0.0.1/sockjs/info?t=1")
+    );
+}
+
+#[test]
+fn per_client_rate_limit_answers_429() {
+    let b = backend("b1");
+    let proxy = start_proxy(&[&b], &["--rate-limit", "2", "--rate-burst", "5"]);
+    let statuses: Vec<u16> = (0..10)
+        .map(|_| get(proxy.addr, "/peer/small", None).status)
+        .collect();
+    assert_eq!(&statuses[..5], &[200; 5], "{statuses:?}");
+    assert!(statuses[5..].contains(&429), "{statuses:?}");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(get(proxy.addr, "/peer/small", None).status, 200, "refilled");
+    let metrics = get(proxy.admin, "/metrics", None).body;
+    assert!(
+        metrics.contains("meteor_proxy_rejected_total{reason=\"rate_limited\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn sigterm_stops_accepting_and_lets_sessions_finish() {
+    let b = backend("b1");
+    let mut proxy = start_proxy(&[&b], &["--shutdown-timeout", "10s"]);
+    let ws = node_client(
+        "ws",
+        serde_json::json!({"url": format!("ws://{}/sockjs/websocket", proxy.addr), "count": 1, "hold": 1500}),
+    );
+    assert_eq!(ws.next_json()["backend"], "b1");
+    let term = Command::new("kill")
+        .args(["-TERM", &proxy.proc.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    eventually("new connections are refused", || {
+        TcpStream::connect(proxy.addr).is_err()
+    });
+    let done = ws.next_json();
+    assert_eq!(done["event"], "done");
+    assert_eq!(
+        done["open"], 1,
+        "the WebSocket survived SIGTERM until its client closed it"
+    );
+    let deadline = Instant::now() + WAIT;
+    let exit = loop {
+        if let Some(status) = proxy.proc.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy exits once sessions end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+}
