@@ -80,9 +80,18 @@ pub fn labels(app: &MeteorApp, component: &str) -> BTreeMap<String, String> {
 }
 
 /// The controller owner reference to `app`, so Kubernetes garbage-collects children with it.
+/// (An app not yet stored has no uid; the API assigns it, and only stored apps are applied.)
 pub fn owner_reference(app: &MeteorApp) -> OwnerReference {
-    app.controller_owner_ref(&())
-        .expect("a MeteorApp read from the API or a file has a name")
+    OwnerReference {
+        api_version: MeteorApp::api_version(&()).into_owned(),
+        kind: MeteorApp::kind(&()).into_owned(),
+        name: app.name_any(),
+        uid: app.uid().unwrap_or_default(),
+        controller: Some(true),
+        // Setting it would need `update` on meteorapps/finalizers where the
+        // OwnerReferencesPermissionEnforcement admission plugin runs; nothing here needs it.
+        block_owner_deletion: None,
+    }
 }
 
 /// Metadata of a child object: name, namespace, standard labels, owner reference.

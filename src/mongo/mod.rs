@@ -25,7 +25,7 @@ pub mod tier;
 
 use crate::api::{ManagedMongo, MeteorApp, Reactivity, SecretKeyRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use std::collections::BTreeMap;
 
 /// Port of mongod.
@@ -184,39 +184,22 @@ pub fn wiring(app: &MeteorApp) -> MongoWiring {
 // Local stand-ins for the shared label and owner helpers the lead is writing in `src/build/`;
 // swap them when the branches meet.
 
+/// `app.kubernetes.io/component` of every object of the managed-MongoDB tier.
+pub const COMPONENT: &str = "mongo";
+
 /// The project's labels for a mongo object of `app`.
 pub fn labels(app: &MeteorApp) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".into(), "meteor".into()),
-        ("app.kubernetes.io/instance".into(), app.name_any()),
-        ("app.kubernetes.io/component".into(), "mongo".into()),
-        (
-            "app.kubernetes.io/managed-by".into(),
-            "meteor-operator".into(),
-        ),
-    ])
+    crate::build::meta::labels(app, COMPONENT)
 }
 
 /// Labels selecting the mongod pods of `app` (a stable subset of [`labels`]).
 pub fn selector_labels(app: &MeteorApp) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".into(), "meteor".into()),
-        ("app.kubernetes.io/instance".into(), app.name_any()),
-        ("app.kubernetes.io/component".into(), "mongo".into()),
-    ])
+    crate::build::meta::selector_labels(app, COMPONENT)
 }
 
 /// The controller owner reference to `app`.
 pub fn owner_ref(app: &MeteorApp) -> OwnerReference {
-    app.controller_owner_ref(&())
-        .unwrap_or_else(|| OwnerReference {
-            api_version: MeteorApp::api_version(&()).into_owned(),
-            kind: MeteorApp::kind(&()).into_owned(),
-            name: app.name_any(),
-            uid: app.uid().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        })
+    crate::build::meta::owner_reference(app)
 }
 
 /// The credentials of the three users, read from their Secrets.
