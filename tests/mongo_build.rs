@@ -137,14 +137,17 @@ fn statefulset_runs_an_authenticated_replica_set_member() {
     );
     let init = pod["initContainers"][0]["command"][2].as_str().unwrap();
     assert!(init.contains("chmod 0400 /keyfile/keyfile"), "{init}");
-    // Probes reflect mongod: ping for liveness, PRIMARY/SECONDARY for readiness.
+    // A re-run of the init container (same emptyDir, new sandbox) must not trip on the old copy.
+    assert!(init.starts_with("rm -f /keyfile/keyfile && "), "{init}");
+    // Probes reflect mongod: the port for liveness, ping to start, PRIMARY/SECONDARY for readiness.
     assert!(
         c["readinessProbe"]["exec"]["command"]
             .to_string()
             .contains("isWritablePrimary || h.secondary")
     );
+    assert_eq!(c["livenessProbe"]["tcpSocket"]["port"], 27017);
     assert!(
-        c["livenessProbe"]["exec"]["command"]
+        c["startupProbe"]["exec"]["command"]
             .to_string()
             .contains("ping")
     );

@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "METEOR_OPERATOR_NAMESPACE")]
     pub namespace: Option<String>,
+    /// DNS domain of the cluster, for managed-MongoDB member host names.
+    #[arg(long, env = "METEOR_OPERATOR_CLUSTER_DOMAIN", default_value = crate::mongo::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +200,7 @@ pub mod trim {
 /// Runs the controller until SIGTERM (or until the leader Lease is lost).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
+    crate::mongo::set_cluster_domain(args.cluster_domain.clone());
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(admin::Readiness::default());
@@ -463,6 +467,7 @@ mod tests {
                 lease_namespace: None,
                 concurrency: 1,
                 namespace: None,
+                cluster_domain: "cluster.local".into(),
             };
             let poll = if stream == 0 {
                 let changes = referenced_changes::<Secret>(&client, &args);

@@ -30,8 +30,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
     Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
-    Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Service, ServicePort, ServiceSpec, TCPSocketAction, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -238,6 +238,9 @@ fn default_spread(app: &MeteorApp) -> Vec<TopologySpreadConstraint> {
         topology_key: key.into(),
         when_unsatisfiable: when.into(),
         label_selector: Some(selector(app)),
+        // Nodes the members cannot run on (tainted control planes, GPU pools) must not count as
+        // empty domains, or a required spread would leave a member Pending forever.
+        node_taints_policy: Some("Honor".into()),
         ..TopologySpreadConstraint::default()
     };
     vec![
@@ -259,7 +262,11 @@ fn statefulset(app: &MeteorApp, spec: &ManagedMongo) -> StatefulSet {
         command: Some(vec![
             "sh".into(),
             "-c".into(),
-            format!("cp /keyfile-secret/{KEYFILE_KEY} {KEYFILE_PATH} && chmod 0400 {KEYFILE_PATH}"),
+            // rm first: a re-run (new sandbox, same emptyDir) finds the old 0400 copy, which
+            // uid 999 without capabilities cannot overwrite.
+            format!(
+                "rm -f {KEYFILE_PATH} && cp /keyfile-secret/{KEYFILE_KEY} {KEYFILE_PATH} && chmod 0400 {KEYFILE_PATH}"
+            ),
         ]),
         security_context: Some(restricted_container_security()),
         volume_mounts: Some(vec![
@@ -302,8 +309,19 @@ fn statefulset(app: &MeteorApp, spec: &ManagedMongo) -> StatefulSet {
         ]),
         // Crash recovery of a big data set can take long: 10 minutes to answer at all.
         startup_probe: Some(mongosh_probe(PING, 10, 5, 60)),
-        readiness_probe: Some(mongosh_probe(SERVING, 10, 5, 3)),
-        liveness_probe: Some(mongosh_probe(PING, 20, 10, 6)),
+        readiness_probe: Some(mongosh_probe(SERVING, 10, 10, 3)),
+        // Liveness only needs the port: a mongosh (a Node process) every few seconds costs
+        // memory inside mongod's limit and flaps on a starved CPU.
+        liveness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(MONGO_PORT),
+                ..TCPSocketAction::default()
+            }),
+            period_seconds: Some(20),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(6),
+            ..Probe::default()
+        }),
         ..Container::default()
     };
     let placement = &spec.placement;

@@ -96,8 +96,22 @@ impl DriverAdmin {
     ) -> Result<Document, AdminError> {
         let name = command.keys().next().cloned().unwrap_or_default();
         let client = self.client(host, who)?;
-        let result = client.database(db).run_command(command).await;
-        result.map_err(|e| classify(host, who, &name, &e))
+        // The driver bounds only connecting and server selection: a member that stops
+        // answering mid-command would hold the reconcile for minutes (TCP retransmits).
+        let limit = match name.as_str() {
+            // May wait its 10 s catch-up period, then for the election.
+            "replSetStepDown" => Duration::from_secs(40),
+            // Bounded server-side too (maxTimeMS / wtimeout in the commands).
+            "replSetReconfig" | "createUser" => Duration::from_secs(30),
+            _ => self.timeout * 2,
+        };
+        match tokio::time::timeout(limit, client.database(db).run_command(command)).await {
+            Ok(result) => result.map_err(|e| classify(host, who, &name, &e)),
+            Err(_) => Err(AdminError::Unreachable {
+                host: host.into(),
+                message: format!("{name}: no answer within {limit:?}"),
+            }),
+        }
     }
 }
 
@@ -231,6 +245,11 @@ fn merged_config(mut raw: Document, config: &ReplConfig) -> Result<Document, i64
                 .cloned()
                 .unwrap_or_default();
             d.extend(member_doc(m));
+            if m.votes > 0 {
+                // mongod refuses priority > 0 on a hidden or delayed member (a hand edit).
+                d.insert("hidden", false);
+                d.insert("secondaryDelaySecs", 0_i64);
+            }
             d
         })
         .collect();
@@ -326,9 +345,16 @@ impl MongoAdmin for DriverAdmin {
                 config.version - 1
             ),
         })?;
-        self.run(host, Some(who), "admin", doc! { "replSetReconfig": raw })
-            .await
-            .map(drop)
+        // maxTimeMS: the server gives up waiting for a majority to install the config rather
+        // than waiting forever; a timed-out reconfig that still lands is seen by the next step.
+        self.run(
+            host,
+            Some(who),
+            "admin",
+            doc! { "replSetReconfig": raw, "maxTimeMS": 20_000 },
+        )
+        .await
+        .map(drop)
     }
 
     async fn step_down(&self, host: &str, who: Identity) -> Result<(), AdminError> {
@@ -379,6 +405,7 @@ impl MongoAdmin for DriverAdmin {
             "createUser": user.name.clone(),
             "pwd": user.password.clone(),
             "roles": roles,
+            "writeConcern": { "w": "majority", "wtimeout": 10_000 },
         };
         match self.run(host, Some(who), "admin", command).await {
             Err(AdminError::Command { code, .. })
@@ -461,7 +488,14 @@ mod tests {
             ),
             (1, 1.0)
         );
+        // A voter cannot be hidden or delayed: mongod would refuse its priority.
+        assert!(!m1.get_bool("hidden").unwrap());
+        assert_eq!(m1.get_i64("secondaryDelaySecs").unwrap(), 0);
         let m2 = members[2].as_document().unwrap();
+        assert!(
+            m2.get("hidden").is_none(),
+            "non-voters are left as they are"
+        );
         assert_eq!(m2.get_i32("_id").unwrap(), 2);
         assert_eq!(m2.get_str("host").unwrap(), "shop-mongo-2.x:27017");
         assert_eq!(m2.get_i32("votes").unwrap(), 0);

@@ -30,10 +30,25 @@ use std::collections::BTreeMap;
 
 /// Port of mongod.
 pub const MONGO_PORT: i32 = 27017;
-/// DNS suffix of the cluster (`<svc>.<ns>.svc.<domain>`).
-pub const CLUSTER_DOMAIN: &str = "cluster.local";
+/// DNS suffix of most clusters (`<svc>.<ns>.svc.<domain>`); `run --cluster-domain` changes it.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// Field manager of every server-side apply.
-pub const FIELD_MANAGER: &str = "meteor-operator";
+pub use crate::build::meta::FIELD_MANAGER;
+
+static CLUSTER_DOMAIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the cluster's DNS domain, once, at start-up (before any member host is built). Member
+/// host names end up in replica-set configs, so the domain must not change for a live set.
+pub fn set_cluster_domain(domain: String) {
+    let _ = CLUSTER_DOMAIN.set(domain);
+}
+
+fn cluster_domain() -> &'static str {
+    CLUSTER_DOMAIN
+        .get()
+        .map(String::as_str)
+        .unwrap_or(DEFAULT_CLUSTER_DOMAIN)
+}
 /// Key of the keyfile in its Secret.
 pub const KEYFILE_KEY: &str = "keyfile";
 /// Keys of a user Secret.
@@ -71,7 +86,8 @@ pub fn database(app: &MeteorApp) -> String {
 pub fn member_host(app: &MeteorApp, index: usize) -> String {
     let tier = tier_name(app);
     let ns = app.namespace().unwrap_or_else(|| "default".into());
-    format!("{tier}-{index}.{tier}.{ns}.svc.{CLUSTER_DOMAIN}:{MONGO_PORT}")
+    let domain = cluster_domain();
+    format!("{tier}-{index}.{tier}.{ns}.svc.{domain}:{MONGO_PORT}")
 }
 
 /// The four credential Secrets of a managed set.

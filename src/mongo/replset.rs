@@ -453,10 +453,12 @@ pub async fn observe(admin: &impl MongoAdmin, target: &Target, kube: KubeFacts) 
         Err(AdminError::AuthFailed { .. }) => {
             match admin.authenticate(target.host(at), Identity::Keyfile).await {
                 Ok(()) => Identity::Keyfile,
-                Err(e) => {
+                Err(e @ AdminError::AuthFailed { .. }) => {
                     facts.problem = Some(Problem::AuthFailed(e.to_string()));
                     return facts;
                 }
+                // A passing network fault is not a credentials problem: look again next time.
+                Err(_) => return facts,
             }
         }
         Err(_) => return facts,
