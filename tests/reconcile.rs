@@ -4,7 +4,7 @@
 mod support;
 
 use http::{Method, StatusCode};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -52,19 +52,6 @@ fn applied_children(app: &MeteorApp) -> (Deployment, Service, Option<PodDisrupti
         stamped(desired.service),
         desired.disruption_budget.map(stamped),
     )
-}
-
-fn rolled_out(mut deployment: Deployment, replicas: i32) -> Deployment {
-    deployment.metadata.generation = Some(1);
-    deployment.status = Some(DeploymentStatus {
-        observed_generation: Some(1),
-        replicas: Some(replicas),
-        ready_replicas: Some(replicas),
-        available_replicas: Some(replicas),
-        updated_replicas: Some(replicas),
-        ..DeploymentStatus::default()
-    });
-    deployment
 }
 
 fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::Value {

@@ -14,6 +14,32 @@ use sha2::{Digest, Sha256};
 use std::fmt::Debug;
 use std::sync::Arc;
 
+/// A namespaced Kubernetes object the operator reads, caches and writes (every k8s-openapi
+/// namespaced kind qualifies): one name for the bounds the API, caches and watches need.
+pub trait Child:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Serialize
+    + DeserializeOwned
+    + Clone
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Child for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Annotation on every child: hash of what the operator last applied.
 pub const APPLIED_HASH_ANNOTATION: &str = "meteorfleet.dev/applied-hash";
 
@@ -47,11 +73,7 @@ pub async fn apply<K>(
     observed: Option<&K>,
 ) -> Result<Applied<K>, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Debug,
+    K: Child,
 {
     let hash = desired_hash(&desired);
     if observed.and_then(|o| o.annotations().get(APPLIED_HASH_ANNOTATION)) == Some(&hash) {
@@ -71,10 +93,7 @@ where
 /// was made.
 pub async fn delete<K>(client: &Client, observed: Option<Arc<K>>) -> Result<bool, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + DeserializeOwned
-        + Clone
-        + Debug,
+    K: Child,
 {
     let Some(observed) = observed else {
         return Ok(false);
@@ -105,10 +124,7 @@ pub async fn foreign_namesake<K>(
     owner_uid: &str,
 ) -> Result<Option<String>, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + DeserializeOwned
-        + Clone
-        + Debug,
+    K: Child,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let Some(existing) = api.get_metadata_opt(name).await? else {

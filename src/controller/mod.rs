@@ -8,7 +8,7 @@ mod listed;
 mod metrics;
 mod reconcile;
 
-pub use apply::{APPLIED_HASH_ANNOTATION, desired_hash, stamped};
+pub use apply::{APPLIED_HASH_ANNOTATION, Child, desired_hash, stamped};
 pub use listed::ListedApp;
 pub use metrics::Metrics;
 pub use reconcile::{reconcile, reconcile_listed};
@@ -353,13 +353,7 @@ fn owned_cache<K>(
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Child,
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(
@@ -381,13 +375,7 @@ fn referenced_changes<K>(
     args: &RunArgs,
 ) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Child,
 {
     watcher(
         scoped_api::<PartialObjectMeta<K>>(client, args),

@@ -24,16 +24,13 @@ use super::{
     FIELD_MANAGER, SecretKind, UserCredentials, managed, secret_name, selector_labels, tier_name,
 };
 use crate::api::{MeteorApp, MeteorAppStatus, MongoStatus};
-use crate::controller::apply::{self, Applied};
-use k8s_openapi::NamespaceResourceScope;
+use crate::controller::apply::{self, Applied, Child};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use kube::{Client, ResourceExt};
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -54,11 +51,7 @@ pub struct TierReport {
 
 async fn apply_one<K>(client: &Client, namespace: &str, desired: K) -> Result<u64, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Debug,
+    K: Child,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let observed = api.get_opt(&desired.name_any()).await?;
@@ -72,11 +65,7 @@ async fn apply_over<K>(
     observed: Option<&K>,
 ) -> Result<u64, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Debug,
+    K: Child,
 {
     Ok(match apply::apply(client, desired, observed).await? {
         Applied::Written(_) => 1,

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
@@ -42,6 +42,20 @@ spec:
   mongo: { external: { url: { name: todos-mongo, key: MONGO_URL } } }
 "#,
     )
+}
+
+/// `deployment` as its controller reports it once `replicas` pods of generation 1 are available.
+pub fn rolled_out(mut deployment: Deployment, replicas: i32) -> Deployment {
+    deployment.metadata.generation = Some(1);
+    deployment.status = Some(DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(replicas),
+        ready_replicas: Some(replicas),
+        available_replicas: Some(replicas),
+        updated_replicas: Some(replicas),
+        ..DeploymentStatus::default()
+    });
+    deployment
 }
 
 /// A Secret as the API returns it.
