@@ -11,7 +11,7 @@ mod support;
 
 use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
@@ -83,11 +83,17 @@ fn auto_client(recorded: Arc<Recorded>) -> Client {
                 if method != Method::GET {
                     recorded.writes.fetch_add(1, Ordering::Relaxed);
                 }
-                let reply = if method == Method::GET && path.contains("/secrets/") {
-                    support::secret_json(
-                        "mongo",
-                        &[("MONGO_URL", "mongodb://db-0,db-1/app?replicaSet=rs0")],
+                let (status, reply) = if method == Method::GET && path.contains("/secrets/") {
+                    (
+                        StatusCode::OK,
+                        support::secret_json(
+                            "mongo",
+                            &[("MONGO_URL", "mongodb://db-0,db-1/app?replicaSet=rs0")],
+                        ),
                     )
+                } else if method == Method::GET {
+                    // The namesake check of a child not yet created: nothing there.
+                    support::not_found("object", &path)
                 } else if path.ends_with("/status") {
                     let name = path.rsplit('/').nth(1).unwrap().to_string();
                     recorded
@@ -95,37 +101,34 @@ fn auto_client(recorded: Arc<Recorded>) -> Client {
                         .lock()
                         .unwrap()
                         .insert(name, body["status"].clone());
-                    serde_json::to_value(app(0))
-                        .map(|mut v| {
-                            v["status"] = body["status"].clone();
-                            v
-                        })
-                        .unwrap()
+                    let mut whole = serde_json::to_value(app(0)).unwrap();
+                    whole["status"] = body["status"].clone();
+                    (StatusCode::OK, whole)
                 } else if path.contains("/deployments/") {
                     let mut deployment: Deployment = serde_json::from_value(body.clone()).unwrap();
                     deployment.metadata.generation = Some(1);
                     recorded.deployments.lock().unwrap().push(deployment);
-                    body
+                    (StatusCode::OK, body)
                 } else if path.contains("/services/") {
                     recorded
                         .services
                         .lock()
                         .unwrap()
                         .push(serde_json::from_value(body.clone()).unwrap());
-                    body
+                    (StatusCode::OK, body)
                 } else if path.contains("/poddisruptionbudgets/") {
                     recorded
                         .budgets
                         .lock()
                         .unwrap()
                         .push(serde_json::from_value(body.clone()).unwrap());
-                    body
+                    (StatusCode::OK, body)
                 } else {
-                    body
+                    (StatusCode::OK, body)
                 };
                 respond.send_response(
                     Response::builder()
-                        .status(StatusCode::OK)
+                        .status(status)
                         .body(Body::from(serde_json::to_vec(&reply).unwrap()))
                         .unwrap(),
                 );
@@ -201,17 +204,9 @@ async fn main() {
     // Phase 2: the converged fleet in the caches (Deployments rolled out), statuses stored.
     let deployments: Vec<Deployment> = std::mem::take(&mut *created.deployments.lock().unwrap())
         .into_iter()
-        .map(|mut d| {
+        .map(|d| {
             let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-            d.status = Some(DeploymentStatus {
-                observed_generation: Some(1),
-                replicas: Some(replicas),
-                ready_replicas: Some(replicas),
-                available_replicas: Some(replicas),
-                updated_replicas: Some(replicas),
-                ..DeploymentStatus::default()
-            });
-            d
+            support::rolled_out(d, replicas)
         })
         .collect();
     let statuses = std::mem::take(&mut *created.statuses.lock().unwrap());

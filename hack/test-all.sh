@@ -7,7 +7,7 @@
 #                   of the Dockerfile
 #   3. fmt          cargo fmt --all -- --check
 #   4. clippy       cargo clippy --all-targets -- -D warnings
-#   5. test         cargo test
+#   5. test         cargo test, and the scale benchmark at 100 apps (no write on a steady resync)
 #   6. crd          `meteor-operator crd` == crds/meteorapps.yaml == the chart's copy
 #   7. render       `meteor-operator render` of every examples/*.yaml and e2e/testdata/*.yaml
 #                   validates strictly; every e2e/invalid/*.yaml is refused
@@ -115,6 +115,10 @@ step_test() {
        END { printf "    cargo test: %d tests passed, %d failed, %d ignored in %d runs\n", p, f, g, n
            if (p == 0) exit 1 }' \
     "${WORK}/cargo-test.log" || fail "cargo test ran no test"
+  # The scale benchmark at a small size (debug build): it fails if a steady resync writes, and
+  # running it keeps it from rotting.
+  METEOR_BENCH_APPS=100 cargo test --bench scale 2>&1 | tail -12 \
+    || fail "the scale benchmark failed (cargo test --bench scale)"
   done_step
 }
 
