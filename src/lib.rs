@@ -4,6 +4,7 @@ pub mod api;
 pub mod build;
 pub mod controller;
 pub mod mongo;
+pub mod plan;
 pub mod problem;
 pub mod proxy;
 pub mod references;

@@ -305,10 +305,20 @@ pub struct Rollout {
     #[serde(default = "default_shutdown_seconds")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 3600").message("must be between 0 and 3600"))]
     pub shutdown_seconds: i32,
-    /// Seconds without rollout progress before the rollout is reported stuck.
+    /// Seconds without rollout progress before the rollout is reported stuck (and, with
+    /// `autoRollback`, rolled back).
     #[serde(default = "default_progress_deadline")]
     #[x_kube(validation = Rule::new("self >= 60").message("must be at least 60"))]
     pub progress_deadline_seconds: i32,
+    /// Put the app Deployment back on the last pod template that was fully available when a
+    /// rollout makes no progress within `progressDeadlineSeconds`, or a new pod restarts
+    /// `rollbackOnRestarts` times. It stays there until the spec (or referenced data) changes.
+    #[serde(default = "default_auto_rollback")]
+    pub auto_rollback: bool,
+    /// Restarts of one new pod that count as a failed rollout (a crash loop), with `autoRollback`.
+    #[serde(default = "default_rollback_on_restarts")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("must be between 1 and 1000"))]
+    pub rollback_on_restarts: i32,
 }
 
 impl Default for Rollout {
@@ -320,6 +330,8 @@ impl Default for Rollout {
             drain_seconds: default_drain_seconds(),
             shutdown_seconds: default_shutdown_seconds(),
             progress_deadline_seconds: default_progress_deadline(),
+            auto_rollback: default_auto_rollback(),
+            rollback_on_restarts: default_rollback_on_restarts(),
         }
     }
 }
@@ -336,6 +348,12 @@ fn default_shutdown_seconds() -> i32 {
 }
 fn default_progress_deadline() -> i32 {
     900
+}
+fn default_auto_rollback() -> bool {
+    true
+}
+fn default_rollback_on_restarts() -> i32 {
+    3
 }
 
 /// The worker tier: `<name>-worker`, no Service selects it.
@@ -423,4 +441,29 @@ pub struct MeteorAppStatus {
     /// The managed replica set, when `spec.mongo.managed` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mongo: Option<MongoStatus>,
+    /// The app tier's rollout history: what to roll back to, and what was rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// What the operator remembers of the app tier's rollouts (kept in status so it survives an
+/// operator restart). Template hashes are the pods' `meteorfleet.dev/template-hash` label.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Template of the last rollout that completed: every pod updated and available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_template: Option<String>,
+    /// Image of that template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_image: Option<String>,
+    /// While rolled back: the template that never became available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_template: Option<String>,
+    /// Image of the failed template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_image: Option<String>,
+    /// Why it counted as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }

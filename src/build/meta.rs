@@ -14,6 +14,17 @@ pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=meteor-operator
 /// Pod-template annotation: checksum of the referenced settings and Mongo URLs, so a change of
 /// their data rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "meteorfleet.dev/config-hash";
+/// Pod-template label: hash of the template without it. Finds a template's ReplicaSet and pods
+/// again (rollback, crash-loop detection) and tells which template a Deployment runs.
+pub const TEMPLATE_HASH_LABEL: &str = "meteorfleet.dev/template-hash";
+
+/// A short, stable hash of any serializable value (the JSON of Kubernetes objects is
+/// deterministic: struct fields in order, maps sorted).
+pub fn content_hash<T: serde::Serialize>(value: &T) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(value).expect("Kubernetes objects serialize to JSON");
+    hex::encode(&Sha256::digest(&bytes)[..12])
+}
 
 /// The tiers (`app.kubernetes.io/component`) of a MeteorApp.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ mod workloads;
 pub use pdb::app_disruption_budget;
 pub use pod::{CONTAINER_NAME, default_resources, pod_template};
 pub use service::app_service;
-pub use workloads::{app_deployment, worker_deployment};
+pub use workloads::{app_deployment, template_hash, worker_deployment};
 
 use crate::api::{MeteorApp, SecretKeyRef};
 use k8s_openapi::api::apps::v1::Deployment;

@@ -1,12 +1,16 @@
 //! The app-tier and worker-tier Deployments.
 
 use super::Inputs;
-use super::meta::{Component, app_name, child_meta, selector_labels, worker_name};
+use super::meta::{
+    Component, TEMPLATE_HASH_LABEL, app_name, child_meta, content_hash, selector_labels,
+    worker_name,
+};
 use super::pod::pod_template;
 use crate::api::{DEFAULT_MAX_SURGE, DEFAULT_MAX_UNAVAILABLE, MeteorApp};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Old ReplicaSets kept for `kubectl rollout undo`.
@@ -36,7 +40,7 @@ pub fn app_deployment(app: &MeteorApp, inputs: &Inputs) -> Deployment {
             min_ready_seconds: Some(rollout.min_ready_seconds),
             progress_deadline_seconds: Some(rollout.progress_deadline_seconds),
             revision_history_limit: Some(REVISION_HISTORY),
-            template: pod_template(app, Component::App, inputs),
+            template: hashed(pod_template(app, Component::App, inputs)),
             ..DeploymentSpec::default()
         }),
         status: None,
@@ -58,7 +62,7 @@ pub fn worker_deployment(app: &MeteorApp, inputs: &Inputs) -> Option<Deployment>
             }),
             progress_deadline_seconds: Some(app.spec.rollout.progress_deadline_seconds),
             revision_history_limit: Some(REVISION_HISTORY),
-            template: pod_template(app, Component::Worker, inputs),
+            template: hashed(pod_template(app, Component::Worker, inputs)),
             ..DeploymentSpec::default()
         }),
         status: None,
@@ -70,4 +74,30 @@ fn selector(app: &MeteorApp, component: Component) -> LabelSelector {
         match_labels: Some(selector_labels(app, component.as_str())),
         ..LabelSelector::default()
     }
+}
+
+/// `template` labelled with its own hash ([`TEMPLATE_HASH_LABEL`]).
+fn hashed(mut template: PodTemplateSpec) -> PodTemplateSpec {
+    let hash = content_hash(&template);
+    template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(TEMPLATE_HASH_LABEL.into(), hash);
+    template
+}
+
+/// The template hash a Deployment's pod template carries, if any.
+pub fn template_hash(deployment: &Deployment) -> Option<&str> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .labels
+        .as_ref()?
+        .get(TEMPLATE_HASH_LABEL)
+        .map(String::as_str)
 }

@@ -2,15 +2,16 @@
 //! children the spec no longer wants, and the status patch.
 //!
 //! "Nothing changed" is decided by a hash of the desired object stamped on the child
-//! (`meteorfleet.dev/applied-hash`), so a resync of an unchanged app makes no write request.
+//! (`meteorfleet.dev/applied-hash`) and by the field ownership `drift` tracks, so a resync of an
+//! unchanged app makes no write request and an edit by someone else is put back.
 
+use super::drift::Baselines;
 use crate::build::meta::FIELD_MANAGER;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -53,64 +54,108 @@ pub enum Applied<K> {
 
 /// Hash of a desired object (before the hash annotation is added).
 pub fn desired_hash<K: Serialize>(desired: &K) -> String {
-    let bytes = serde_json::to_vec(desired).expect("Kubernetes objects serialize to JSON");
-    hex::encode(&Sha256::digest(&bytes)[..12])
+    crate::build::meta::content_hash(desired)
 }
 
 /// `desired` with its hash annotation: exactly the object that is applied.
-pub fn stamped<K: Resource + Serialize>(mut desired: K) -> K {
+pub fn stamped<K: Resource + Serialize>(desired: K) -> K {
     let hash = desired_hash(&desired);
-    desired
+    stamped_with(desired, hash)
+}
+
+fn stamped_with<K: Resource>(mut object: K, hash: String) -> K {
+    object
         .annotations_mut()
         .insert(APPLIED_HASH_ANNOTATION.into(), hash);
-    desired
+    object
 }
 
-/// Server-side applies `desired` unless `observed` already carries its hash.
-pub async fn apply<K>(
-    client: &Client,
-    desired: K,
-    observed: Option<&K>,
-) -> Result<Applied<K>, kube::Error>
-where
-    K: Child,
-{
-    let hash = desired_hash(&desired);
-    if observed.and_then(|o| o.annotations().get(APPLIED_HASH_ANNOTATION)) == Some(&hash) {
-        return Ok(Applied::Unchanged);
+/// The one writer of children: server-side apply under the operator's field manager, skipped
+/// when the child carries the desired hash and nobody else changed it since (see `drift`).
+pub struct Applier {
+    client: Client,
+    baselines: Baselines,
+}
+
+impl Applier {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            baselines: Baselines::default(),
+        }
     }
-    let desired = stamped(desired);
-    let namespace = desired.namespace().unwrap_or_default();
-    let name = desired.name_any();
-    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let written = api.patch(&name, &params, &Patch::Apply(&desired)).await?;
-    Ok(Applied::Written(written))
-}
 
-/// Deletes `observed` (a child the spec no longer wants). The uid precondition makes sure the
-/// object deleted is the one observed, not a namesake created since. Returns whether a request
-/// was made.
-pub async fn delete<K>(client: &Client, observed: Option<Arc<K>>) -> Result<bool, kube::Error>
-where
-    K: Child,
-{
-    let Some(observed) = observed else {
-        return Ok(false);
-    };
-    let api: Api<K> = Api::namespaced(client.clone(), &observed.namespace().unwrap_or_default());
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: observed.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::background()
-    };
-    match api.delete(&observed.name_any(), &params).await {
-        Ok(_) => Ok(true),
-        // Already gone, or replaced by another object: either way ours is not there any more.
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(true),
-        Err(error) => Err(error),
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Whether a child whose desired hash is `hash` must be written over `observed`.
+    pub fn needs_write<K: Resource>(&self, hash: &str, observed: Option<&K>) -> bool {
+        let Some(observed) = observed else {
+            return true;
+        };
+        observed
+            .annotations()
+            .get(APPLIED_HASH_ANNOTATION)
+            .map(String::as_str)
+            != Some(hash)
+            || self.baselines.drifted(observed.meta())
+    }
+
+    /// Server-side applies `desired` unless `observed` already matches it.
+    pub async fn apply<K: Child>(
+        &self,
+        desired: K,
+        observed: Option<&K>,
+    ) -> Result<Applied<K>, kube::Error> {
+        let hash = desired_hash(&desired);
+        if !self.needs_write(&hash, observed) {
+            return Ok(Applied::Unchanged);
+        }
+        self.write(&hash, desired).await.map(Applied::Written)
+    }
+
+    /// Server-side applies `object`, stamped with `hash` (the hash of what the spec asked for,
+    /// which may differ from `object` itself, e.g. while rolled back).
+    pub async fn write<K: Child>(&self, hash: &str, object: K) -> Result<K, kube::Error> {
+        let object = stamped_with(object, hash.to_string());
+        let api: Api<K> =
+            Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let written = api
+            .patch(&object.name_any(), &params, &Patch::Apply(&object))
+            .await?;
+        self.baselines.written(written.meta());
+        Ok(written)
+    }
+
+    /// Deletes `observed` (a child the spec no longer wants). The uid precondition makes sure
+    /// the object deleted is the one observed, not a namesake created since. Returns whether a
+    /// request was made.
+    pub async fn delete<K: Child>(&self, observed: Option<Arc<K>>) -> Result<bool, kube::Error> {
+        let Some(observed) = observed else {
+            return Ok(false);
+        };
+        let api: Api<K> = Api::namespaced(
+            self.client.clone(),
+            &observed.namespace().unwrap_or_default(),
+        );
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: observed.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        if let Some(uid) = observed.uid() {
+            self.baselines.forget(&uid);
+        }
+        match api.delete(&observed.name_any(), &params).await {
+            Ok(_) => Ok(true),
+            // Already gone, or replaced by another object: either way ours is not there any more.
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(true),
+            Err(error) => Err(error),
+        }
     }
 }
 

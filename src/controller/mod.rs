@@ -4,19 +4,23 @@
 
 mod admin;
 pub(crate) mod apply;
+pub mod drift;
 mod listed;
 mod metrics;
+pub mod mongo;
 mod reconcile;
+mod slots;
 
-pub use apply::{APPLIED_HASH_ANNOTATION, Child, desired_hash, stamped};
+pub use apply::{APPLIED_HASH_ANNOTATION, Applier, Child, desired_hash, stamped};
 pub use listed::ListedApp;
 pub use metrics::Metrics;
 pub use reconcile::{reconcile, reconcile_listed};
+pub use slots::RolloutSlots;
 
 use crate::build::meta::MANAGED_SELECTOR;
 use crate::references::{SourceKind, references};
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
@@ -63,10 +67,17 @@ pub struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "METEOR_OPERATOR_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Apps that may roll out a new operator version's pod template at once (an operator upgrade
+    /// restarts the fleet this many apps at a time; users' own changes never wait).
+    #[arg(long, env = "METEOR_OPERATOR_MAX_UPGRADE_ROLLOUTS", default_value_t = DEFAULT_UPGRADE_ROLLOUTS, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_upgrade_rollouts: u16,
     /// DNS domain of the cluster, for managed-MongoDB member host names.
     #[arg(long, env = "METEOR_OPERATOR_CLUSTER_DOMAIN", default_value = crate::mongo::DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
 }
+
+/// Default of `--max-upgrade-rollouts`.
+pub const DEFAULT_UPGRADE_ROLLOUTS: u16 = 2;
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -97,9 +108,15 @@ impl Error {
 /// What every reconcile shares: the client, caches of owned children, events and metrics.
 pub struct Context {
     pub client: Client,
+    /// The one writer of children.
+    pub applier: Applier,
+    /// Upgrade slots (`--max-upgrade-rollouts`).
+    pub slots: RolloutSlots,
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
     pub budgets: Store<PodDisruptionBudget>,
+    /// Managed-MongoDB StatefulSets (replicas and claim templates kept).
+    pub statefulsets: Store<StatefulSet>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Deployment-level knobs of managed MongoDB (the operator's namespace for NetworkPolicies).
@@ -118,15 +135,24 @@ impl Context {
     ) -> Self {
         let recorder = Recorder::new(client.clone(), Reporter::from("meteor-operator"));
         Self {
+            applier: Applier::new(client.clone()),
+            slots: RolloutSlots::new(usize::from(DEFAULT_UPGRADE_ROLLOUTS)),
             client,
             deployments,
             services,
             budgets,
+            statefulsets: empty_store(),
             recorder,
             metrics,
             mongo_options: crate::mongo::build::TierOptions::default(),
             failures: Mutex::default(),
         }
+    }
+
+    /// With the StatefulSet cache of the running controller (default: an empty, listed one).
+    pub fn with_statefulsets(mut self, statefulsets: Store<StatefulSet>) -> Self {
+        self.statefulsets = statefulsets;
+        self
     }
 
     /// Backoff after the n-th consecutive failure: 1 s doubling to 5 min.
@@ -171,6 +197,8 @@ async fn reconcile_measured(listed: Arc<ListedApp>, ctx: Arc<Context>) -> Result
 /// of an object's bytes.
 pub mod trim {
     use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, StatefulSetSpec};
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 
     pub fn app(app: &mut ListedApp) {
         app.managed_fields_mut().clear();
@@ -179,22 +207,60 @@ pub mod trim {
         }
     }
 
+    /// Keeps what the rollout plan reads: replicas, the template's labels and annotations
+    /// (template and config hashes) and its images; field ownership condensed for drift checks.
     pub fn deployment(deployment: &mut Deployment) {
-        deployment.managed_fields_mut().clear();
-        deployment.spec = None;
+        drift::condense(&mut deployment.metadata);
+        deployment.spec = deployment.spec.take().map(|spec| DeploymentSpec {
+            replicas: spec.replicas,
+            template: PodTemplateSpec {
+                metadata: spec.template.metadata,
+                spec: spec.template.spec.map(|pod| PodSpec {
+                    containers: pod
+                        .containers
+                        .into_iter()
+                        .map(|c| Container {
+                            name: c.name,
+                            image: c.image,
+                            ..Container::default()
+                        })
+                        .collect(),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        });
+    }
+
+    /// Keeps replicas and the claim templates (pinned on every apply, they cannot change).
+    pub fn statefulset(statefulset: &mut StatefulSet) {
+        drift::condense(&mut statefulset.metadata);
+        statefulset.spec = statefulset.spec.take().map(|spec| StatefulSetSpec {
+            replicas: spec.replicas,
+            volume_claim_templates: spec.volume_claim_templates,
+            ..StatefulSetSpec::default()
+        });
     }
 
     pub fn service(service: &mut Service) {
-        service.managed_fields_mut().clear();
+        drift::condense(&mut service.metadata);
         service.spec = None;
         service.status = None;
     }
 
     pub fn disruption_budget(budget: &mut PodDisruptionBudget) {
-        budget.managed_fields_mut().clear();
+        drift::condense(&mut budget.metadata);
         budget.spec = None;
         budget.status = None;
     }
+}
+
+/// A store that has listed and holds nothing.
+fn empty_store<K: Child>() -> Store<K> {
+    let (reader, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    reader
 }
 
 /// Runs the controller until SIGTERM (or until the leader Lease is lost).
@@ -284,14 +350,13 @@ async fn run_controller(
 
     // Managed-MongoDB StatefulSets: only their changes matter (a member pod became ready), so
     // the trimmed cache itself is not read.
-    let (_statefulsets, statefulset_events) =
-        owned_cache::<k8s_openapi::api::apps::v1::StatefulSet>(&client, args, |s| {
-            s.managed_fields_mut().clear();
-            s.spec = None;
-        });
+    let (statefulsets, statefulset_events) =
+        owned_cache::<StatefulSet>(&client, args, trim::statefulset);
 
     let apps: Api<ListedApp> = scoped_api(&client, args);
-    let mut ctx = Context::new(client.clone(), deployments, services, budgets, metrics);
+    let mut ctx = Context::new(client.clone(), deployments, services, budgets, metrics)
+        .with_statefulsets(statefulsets);
+    ctx.slots = RolloutSlots::new(usize::from(args.max_upgrade_rollouts));
     // Only operator pods of the operator's own namespace pass managed-MongoDB NetworkPolicies.
     ctx.mongo_options.operator_namespace = std::env::var("POD_NAMESPACE").ok();
     let ctx = Arc::new(ctx);
@@ -454,6 +519,7 @@ mod tests {
                 lease_name: "meteor-operator".into(),
                 lease_namespace: None,
                 concurrency: 1,
+                max_upgrade_rollouts: DEFAULT_UPGRADE_ROLLOUTS,
                 namespace: None,
                 cluster_domain: "cluster.local".into(),
             };

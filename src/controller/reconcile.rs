@@ -4,20 +4,22 @@
 //! stops before any child is touched, so running pods keep running as they were.
 
 use super::apply::{self, Applied};
+use super::slots::Slot;
 use super::{Context, Error, ListedApp};
-use crate::api::{MeteorApp, MeteorAppStatus};
+use crate::api::{MeteorApp, MeteorAppStatus, RolloutStatus};
 use crate::build::{self, Desired, Inputs, MongoWiring, meta};
+use crate::plan::{self, RolloutFacts, RolloutPlan, TierFacts, TierWants};
 use crate::problem::Problem;
 use crate::references::{self, Fetched, SourceKind};
-use crate::status::{self, DEGRADED, READY, Verdict};
+use crate::status::{self, DEGRADED, READY, RolloutState, Verdict};
 use crate::validate::validate;
 use futures::FutureExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -30,6 +32,9 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// How soon to look again while a rollout is under way.
 const WHILE_PROGRESSING: Duration = Duration::from_secs(30);
 
+/// How soon to look again while waiting for an upgrade slot.
+const WHILE_WAITING_FOR_SLOT: Duration = Duration::from_secs(15);
+
 pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.caches_ready() {
         // Until every child cache has listed once, a missing child may only be unseen.
@@ -37,45 +42,40 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
     }
     if app.meta().deletion_timestamp.is_some() {
         // Garbage collection is removing the children; re-applying them would fight it.
+        ctx.slots.release(&ObjectRef::from_obj(app.as_ref()));
         return Ok(Action::await_change());
     }
     let namespace = app.namespace().ok_or(Error::MissingNamespace)?;
 
-    let checked = match check(&app, &ctx, &namespace).await? {
-        Ok(inputs) => {
-            let desired = build::desired(&app, &inputs);
-            match namesake_conflict(&app, &ctx, &namespace, &desired).await? {
-                Some(problem) => Err(problem),
-                None => Ok(desired),
+    let outcome = match pass(&app, &ctx, &namespace).await {
+        Ok(outcome) => outcome,
+        Err(Error::Kube(kube::Error::Api(refusal))) => {
+            // Say why on the object (silence is the worst answer), then back off and retry.
+            let outcome = Outcome::refused(&app, &refusal);
+            let new_status = status_for(&app, &ctx, outcome);
+            if let Err(error) = publish_status(&app, &ctx, &namespace, new_status).await {
+                tracing::warn!(app = %app.name_any(), %error, "could not report the refusal on the status");
             }
+            return Err(Error::Kube(kube::Error::Api(refusal)));
         }
-        Err(problem) => Err(problem),
-    };
-    let (verdict, mut written) = match checked {
-        Err(problem) => (Verdict::Problem(problem), Written::default()),
-        Ok(desired) => {
-            match converge(&app, &ctx, &namespace, desired).await {
-                Ok(written) => (Verdict::Applied, written),
-                Err(error) => {
-                    // Report it on the object, then let the error policy back off.
-                    let verdict = Verdict::ApplyFailed(format!("writing children failed: {error}"));
-                    let new_status = status_for(&app, &ctx, &verdict, Written::default());
-                    publish_status(&app, &ctx, &namespace, new_status).await?;
-                    return Err(error.into());
-                }
-            }
-        }
+        Err(error) => return Err(error),
     };
 
-    let mongo_requeue = written.mongo.as_ref().map(|m| m.requeue);
-    let new_status = status_for(&app, &ctx, &verdict, std::mem::take(&mut written));
+    let mongo_requeue = outcome.written.mongo.as_ref().map(|m| m.requeue);
+    let waiting = matches!(
+        outcome.verdict,
+        Verdict::Applied(RolloutState::WaitingForSlot { .. })
+    );
+    let applied = matches!(outcome.verdict, Verdict::Applied(_));
+    let new_status = status_for(&app, &ctx, outcome);
     let progressing =
         status::find(Some(&new_status), status::PROGRESSING).is_some_and(|c| c.status == "True");
     publish_status(&app, &ctx, &namespace, new_status).await?;
 
-    let requeue = match verdict {
-        Verdict::Applied if progressing => WHILE_PROGRESSING,
-        _ => RESYNC,
+    let requeue = match () {
+        () if waiting => WHILE_WAITING_FOR_SLOT,
+        () if applied && progressing => WHILE_PROGRESSING,
+        () => RESYNC,
     };
     // The replica set moves one step per reconcile; come back as soon as it asks.
     Ok(Action::requeue(
@@ -83,14 +83,211 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
     ))
 }
 
-/// The status for `verdict`, from the freshest view of the Deployments: what this reconcile
-/// wrote, else the cache. Managed MongoDB adds MongoReady and status.mongo, and holds Ready.
-fn status_for(
+/// What one pass concluded and wrote, for the status.
+struct Outcome {
+    verdict: Verdict,
+    written: Written,
+    /// The rollout history to store.
+    history: Option<RolloutStatus>,
+}
+
+impl Outcome {
+    /// Nothing was written; the history is kept as stored.
+    fn stopped(app: &MeteorApp, verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            written: Written::default(),
+            history: app.status.as_ref().and_then(|s| s.rollout.clone()),
+        }
+    }
+
+    /// The API refused a request: Forbidden (RBAC) or another persistent error.
+    fn refused(app: &MeteorApp, refusal: &kube::core::Status) -> Self {
+        let verdict = if refusal.code == 403 {
+            Verdict::Refused {
+                reason: "Forbidden",
+                message: format!(
+                    "the API refused the operator a request: {}; its ServiceAccount needs that \
+                     permission (the chart's ClusterRole grants every one the operator uses)",
+                    refusal.message
+                ),
+            }
+        } else {
+            Verdict::Refused {
+                reason: "ApplyFailed",
+                message: format!(
+                    "a request to the API failed ({} {}): {}",
+                    refusal.code, refusal.reason, refusal.message
+                ),
+            }
+        };
+        Self::stopped(app, verdict)
+    }
+}
+
+/// check → build → namesakes → plan → converge. `Err` is an API failure.
+async fn pass(app: &MeteorApp, ctx: &Context, namespace: &str) -> Result<Outcome, Error> {
+    let inputs = match check(app, ctx, namespace).await? {
+        Ok(inputs) => inputs,
+        Err(problem) => return Ok(Outcome::stopped(app, Verdict::Problem(problem))),
+    };
+    let desired = build::desired(app, &inputs);
+    if let Some(problem) = namesake_conflict(app, ctx, namespace, &desired).await? {
+        return Ok(Outcome::stopped(app, Verdict::Problem(problem)));
+    }
+
+    let mut facts = rollout_facts(app, ctx, &desired);
+    if plan::wants_restart_counts(&facts) {
+        facts.crash_loop = crash_loop(ctx, app, namespace, &facts.app.template).await?;
+    }
+    let mut plan = plan::decide(&facts);
+    let mut app_write = AppWrite::Desired;
+    if let RolloutPlan::RollBack { to, .. } | RolloutPlan::StayRolledBack { to } = &plan {
+        // Stamped with the spec's hash plus the target, so a steady rolled-back app makes no
+        // request and a spec change is still seen.
+        let hash = format!("{}-rollback-{to}", apply::desired_hash(&desired.app));
+        let observed = ctx.observed_deployment(app, &meta::app_name(app));
+        app_write = if !ctx.applier.needs_write(&hash, observed.as_deref()) {
+            AppWrite::Keep
+        } else {
+            match rollback_template(ctx, app, namespace, to).await? {
+                Some(template) => AppWrite::RolledBack { hash, template },
+                None => {
+                    // Its ReplicaSet is gone: nothing to go back to.
+                    tracing::warn!(app = %app.name_any(), template = %to, "no ReplicaSet left for the rollback target");
+                    facts.history = None;
+                    plan = RolloutPlan::Apply;
+                    AppWrite::Desired
+                }
+            }
+        };
+    }
+    let history = plan::next_history(&facts, &plan);
+    let (rollout, write_deployments) = rollout_state(app, ctx, &plan, &facts, history.as_ref());
+    if !write_deployments {
+        app_write = AppWrite::Keep;
+    }
+    let written = converge(app, ctx, namespace, desired, app_write, write_deployments).await?;
+    Ok(Outcome {
+        verdict: Verdict::Applied(rollout),
+        written,
+        history,
+    })
+}
+
+/// What the rollout plan looks at, from the desired Deployments and the cache.
+fn rollout_facts<'a>(app: &'a MeteorApp, ctx: &Context, desired: &Desired) -> RolloutFacts<'a> {
+    let wants = |deployment: &Deployment| {
+        let facts = TierFacts::of(deployment);
+        TierWants {
+            template: facts.template.unwrap_or_default(),
+            config: facts.config.unwrap_or_default(),
+            image: facts.image.unwrap_or_default(),
+        }
+    };
+    let observed = |name: &str| {
+        ctx.observed_deployment(app, name)
+            .map(|d| TierFacts::of(&d))
+    };
+    RolloutFacts {
+        rollout: &app.spec.rollout,
+        app: wants(&desired.app),
+        observed_app: observed(&meta::app_name(app)),
+        worker: desired
+            .worker
+            .as_ref()
+            .map(|w| (wants(w), observed(&meta::worker_name(app)))),
+        generation: app.metadata.generation,
+        status_generation: app.status.as_ref().and_then(|s| s.observed_generation),
+        history: app.status.as_ref().and_then(|s| s.rollout.as_ref()),
+        crash_loop: None,
+    }
+}
+
+/// The first new pod of `template` that restarted `rollbackOnRestarts` times, if any.
+async fn crash_loop(
+    ctx: &Context,
+    app: &MeteorApp,
+    namespace: &str,
+    template: &str,
+) -> Result<Option<String>, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!(
+        "{},{}={template}",
+        meta::selector_string(app, meta::Component::App.as_str()),
+        meta::TEMPLATE_HASH_LABEL
+    );
+    let threshold = app.spec.rollout.rollback_on_restarts;
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    Ok(list.items.iter().find_map(|pod| {
+        let restarts = pod
+            .status
+            .as_ref()?
+            .container_statuses
+            .iter()
+            .flatten()
+            .map(|c| c.restart_count)
+            .max()?;
+        (restarts >= threshold).then(|| {
+            format!(
+                "pod {} restarted {restarts} times (rollout.rollbackOnRestarts is {threshold})",
+                pod.name_any()
+            )
+        })
+    }))
+}
+
+/// The rollout state to report and whether the app's Deployments may be written, taking or
+/// releasing an upgrade slot.
+fn rollout_state(
     app: &MeteorApp,
     ctx: &Context,
-    verdict: &Verdict,
-    written: Written,
-) -> MeteorAppStatus {
+    plan: &RolloutPlan,
+    facts: &RolloutFacts,
+    history: Option<&RolloutStatus>,
+) -> (RolloutState, bool) {
+    let key = ObjectRef::from_obj(app);
+    // Rolling out an upgrade before an operator restart: it keeps its slot.
+    let was_holding = status::find(app.status.as_ref(), status::PROGRESSING)
+        .is_some_and(|c| c.status == "True" && c.reason == status::UPGRADING);
+    match plan {
+        RolloutPlan::RollBack { .. } | RolloutPlan::StayRolledBack { .. } => {
+            ctx.slots.release(&key);
+            let history = history.cloned().unwrap_or_default();
+            let state = RolloutState::RolledBack {
+                failed_image: history.failed_image.unwrap_or_default(),
+                good_image: history.available_image.unwrap_or_default(),
+                failure: history.failure.unwrap_or_default(),
+            };
+            (state, true)
+        }
+        RolloutPlan::NeedsSlot => match ctx.slots.acquire(key, was_holding) {
+            Slot::Granted => (RolloutState::Upgrading, true),
+            Slot::Busy { busy, slots } => (RolloutState::WaitingForSlot { busy, slots }, false),
+        },
+        RolloutPlan::Apply => {
+            let still_rolling = facts.observed_app.as_ref().is_some_and(|o| {
+                o.template.as_deref() == Some(&facts.app.template) && !o.complete && !o.stuck
+            }) && facts.generation == facts.status_generation;
+            if (was_holding || ctx.slots.holds(&key)) && still_rolling {
+                ctx.slots.acquire(key, true);
+                (RolloutState::Upgrading, true)
+            } else {
+                ctx.slots.release(&key);
+                (RolloutState::AsSpecified, true)
+            }
+        }
+    }
+}
+
+/// The status for this pass, from the freshest view of the Deployments: what it wrote, else
+/// the cache. Managed MongoDB adds MongoReady and status.mongo, and holds Ready.
+fn status_for(app: &MeteorApp, ctx: &Context, outcome: Outcome) -> MeteorAppStatus {
+    let Outcome {
+        verdict,
+        written,
+        history,
+    } = outcome;
     let app_deployment = written
         .app
         .map(Arc::new)
@@ -102,9 +299,10 @@ fn status_for(
     let now = now();
     let mut new_status = status::compute(
         app,
-        verdict,
+        &verdict,
         app_deployment.as_deref(),
         worker_deployment.as_deref(),
+        history,
         &now,
     );
     crate::mongo::tier::fold_status(&mut new_status, app, written.mongo.as_ref(), &now);
@@ -199,15 +397,12 @@ async fn namesake_conflict(
 ) -> Result<Option<Problem>, Error> {
     let uid = app.uid().unwrap_or_default();
     let client = &ctx.client;
-    let cached = |store: &kube::runtime::reflector::Store<Deployment>, name: &str| {
-        store.get(&ObjectRef::new(name).within(namespace)).is_some()
-    };
     let mut deployments = vec![meta::app_name(app)];
     if desired.worker.is_some() {
         deployments.push(meta::worker_name(app));
     }
     for name in deployments {
-        if !cached(&ctx.deployments, &name)
+        if ctx.observed_deployment(app, &name).is_none()
             && let Some(message) =
                 apply::foreign_namesake::<Deployment>(client, namespace, &name, &uid).await?
         {
@@ -237,49 +432,57 @@ async fn namesake_conflict(
     Ok(None)
 }
 
-/// Applies what changed and deletes what the spec no longer wants.
+/// Applies what changed (or drifted) and deletes what the spec no longer wants. The app tier's
+/// Deployments follow the rollout plan: rolled back, or left alone while waiting for a slot.
 async fn converge(
     app: &MeteorApp,
     ctx: &Context,
     namespace: &str,
     desired: Desired,
-) -> Result<Written, kube::Error> {
-    let client = &ctx.client;
+    app_write: AppWrite,
+    write_workers: bool,
+) -> Result<Written, Error> {
+    let applier = &ctx.applier;
     let mut writes = 0;
     let mut written = Written::default();
     let app_name = meta::app_name(app);
-    let worker_name = meta::worker_name(app);
+    let observed_app = ctx.observed_deployment(app, &app_name);
+    let observed_worker = ctx.observed_deployment(app, &meta::worker_name(app));
 
-    let observed = ctx
-        .deployments
-        .get(&ObjectRef::new(&app_name).within(namespace));
-    if let Applied::Written(deployment) =
-        apply::apply(client, desired.app, observed.as_deref()).await?
-    {
-        writes += 1;
-        written.app = Some(deployment);
+    written.app = match app_write {
+        AppWrite::Desired => match applier.apply(desired.app, observed_app.as_deref()).await? {
+            Applied::Written(deployment) => Some(deployment),
+            Applied::Unchanged => None,
+        },
+        AppWrite::RolledBack { hash, template } => {
+            let mut rolled_back = desired.app;
+            if let Some(spec) = rolled_back.spec.as_mut() {
+                spec.template = template;
+            }
+            Some(applier.write(&hash, rolled_back).await?)
+        }
+        AppWrite::Keep => None,
+    };
+    writes += u64::from(written.app.is_some());
+    if write_workers {
+        match desired.worker {
+            Some(worker) => {
+                if let Applied::Written(deployment) =
+                    applier.apply(worker, observed_worker.as_deref()).await?
+                {
+                    writes += 1;
+                    written.worker = Some(deployment);
+                }
+            }
+            None => writes += u64::from(applier.delete(owned(app, observed_worker)).await?),
+        }
     }
 
     let observed = ctx
         .services
         .get(&ObjectRef::new(&app_name).within(namespace));
-    if let Applied::Written(_) = apply::apply(client, desired.service, observed.as_deref()).await? {
+    if let Applied::Written(_) = applier.apply(desired.service, observed.as_deref()).await? {
         writes += 1;
-    }
-
-    let observed = ctx
-        .deployments
-        .get(&ObjectRef::new(&worker_name).within(namespace));
-    match desired.worker {
-        Some(worker) => {
-            if let Applied::Written(deployment) =
-                apply::apply(client, worker, observed.as_deref()).await?
-            {
-                writes += 1;
-                written.worker = Some(deployment);
-            }
-        }
-        None => writes += u64::from(apply::delete(client, owned(app, observed)).await?),
     }
 
     let observed = ctx
@@ -287,20 +490,69 @@ async fn converge(
         .get(&ObjectRef::new(&app_name).within(namespace));
     match desired.disruption_budget {
         Some(budget) => {
-            if let Applied::Written(_) = apply::apply(client, budget, observed.as_deref()).await? {
+            if let Applied::Written(_) = applier.apply(budget, observed.as_deref()).await? {
                 writes += 1;
             }
         }
-        None => writes += u64::from(apply::delete(client, owned(app, observed)).await?),
+        None => writes += u64::from(applier.delete(owned(app, observed)).await?),
     }
 
     // Managed MongoDB, after the app tier: the app Deployment exists regardless, and its pods
     // start as soon as the URLs Secret and a primary are there.
-    written.mongo = crate::mongo::tier::reconcile(client, app, &ctx.mongo_options).await?;
+    written.mongo = super::mongo::reconcile(ctx, app).await?;
     writes += written.mongo.as_ref().map_or(0, |m| m.writes);
 
     ctx.metrics.wrote(writes);
     Ok(written)
+}
+
+/// How the app Deployment is written this pass.
+enum AppWrite {
+    /// As the spec asks.
+    Desired,
+    /// Back on an earlier pod template, stamped with `hash`.
+    RolledBack {
+        hash: String,
+        template: PodTemplateSpec,
+    },
+    /// Not at all (rolled back and unchanged, or waiting for an upgrade slot).
+    Keep,
+}
+
+/// The pod template of the app Deployment's ReplicaSet that ran template `to`: the Deployment's
+/// own revision history, as `kubectl rollout undo` uses it. Read only when a rollback is written.
+async fn rollback_template(
+    ctx: &Context,
+    app: &MeteorApp,
+    namespace: &str,
+    to: &str,
+) -> Result<Option<PodTemplateSpec>, Error> {
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!(
+        "{},{}={to}",
+        meta::selector_string(app, meta::Component::App.as_str()),
+        meta::TEMPLATE_HASH_LABEL
+    );
+    let list = replica_sets
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    let app_name = meta::app_name(app);
+    let template = list
+        .items
+        .into_iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| o.kind == "Deployment" && o.name == app_name && o.controller == Some(true))
+        })
+        .find_map(|rs| rs.spec.and_then(|s| s.template));
+    Ok(template.map(|mut template| {
+        // The ReplicaSet's own label; the Deployment controller sets it again.
+        if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+            labels.remove("pod-template-hash");
+        }
+        template
+    }))
 }
 
 /// Keeps `observed` only if this MeteorApp controls it: never delete what we did not create.
