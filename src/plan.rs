@@ -90,10 +90,9 @@ pub enum RolloutPlan {
 pub fn wants_restart_counts(facts: &RolloutFacts) -> bool {
     facts.rollout.auto_rollback
         && rollback_target(facts).is_some()
-        && facts
-            .observed_app
-            .as_ref()
-            .is_some_and(|o| o.template.as_deref() == Some(&facts.app.template) && !o.complete)
+        && facts.observed_app.as_ref().is_some_and(|o| {
+            o.template.as_deref() == Some(&facts.app.template) && !o.complete && !o.stuck
+        })
 }
 
 fn rollback_target(facts: &RolloutFacts) -> Option<String> {

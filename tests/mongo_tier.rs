@@ -6,8 +6,7 @@
 mod support;
 
 use http::{Method, StatusCode};
-use meteor_operator::mongo::build::TierOptions;
-use meteor_operator::mongo::tier;
+use meteor_operator::controller::mongo as tier;
 use serde_json::{Value, json};
 use support::{Expect, Reply, app_from_yaml, mock_client, not_found, secret_json};
 
@@ -47,15 +46,14 @@ fn conflict() -> (StatusCode, Value) {
     )
 }
 
-/// GET then apply of the Service, PDB and NetworkPolicy, none existing.
+/// Apply of the Service and PDB (observed in the caches, empty here), GET then apply of the
+/// NetworkPolicy, none existing.
 fn tier_objects() -> Vec<Expect> {
     let svc = format!("{NS}/services/shop-mongo");
     let pdb = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/shop-mongo";
     let np = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/shop-mongo";
     vec![
-        Expect::get(&svc, not_found("services", "shop-mongo")),
         Expect::patch(&svc),
-        Expect::get(pdb, not_found("poddisruptionbudgets", "shop-mongo")),
         Expect::patch(pdb),
         Expect::get(np, not_found("networkpolicies", "shop-mongo")),
         Expect::patch(np),
@@ -87,16 +85,16 @@ async fn first_reconcile_creates_secrets_once_and_the_tier() {
     let urls = format!("{NS}/secrets/shop-mongo-urls");
     script.push(Expect::get(&urls, not_found("secrets", "shop-mongo-urls")));
     script.push(Expect::patch(&urls));
-    script.push(Expect::get(STS, not_found("statefulsets", "shop-mongo")));
     script.push(Expect::patch(STS));
     let expected = script.len();
     let (client, transcript, task) = mock_client(script);
+    let ctx = support::context(client, vec![], vec![], vec![]);
 
-    let report = tier::reconcile(&client, &app(""), &TierOptions::default())
+    let report = tier::reconcile(&ctx, &app(""))
         .await
         .expect("no API error")
         .expect("a managed app has a tier");
-    drop(client);
+    drop(ctx);
     let matched = task.await.unwrap();
     assert!(
         transcript.unexpected.lock().unwrap().is_empty(),
@@ -185,15 +183,13 @@ async fn existing_and_racing_secrets_are_never_overwritten() {
     let urls = format!("{NS}/secrets/shop-mongo-urls");
     script.push(Expect::get(&urls, not_found("secrets", "shop-mongo-urls")));
     script.push(Expect::patch(&urls));
-    script.push(Expect::get(STS, not_found("statefulsets", "shop-mongo")));
     script.push(Expect::patch(STS));
     let expected = script.len();
     let (client, transcript, task) = mock_client(script);
+    let ctx = support::context(client, vec![], vec![], vec![]);
 
-    tier::reconcile(&client, &app(""), &TierOptions::default())
-        .await
-        .expect("no API error");
-    drop(client);
+    tier::reconcile(&ctx, &app("")).await.expect("no API error");
+    drop(ctx);
     assert_eq!(task.await.unwrap(), expected, "{:?}", transcript.unexpected);
     let mongo_url = decode(&transcript.body_of(Method::PATCH, &urls)["data"]["MONGO_URL"]);
     assert!(
@@ -226,20 +222,16 @@ async fn a_missing_user_supplied_secret_is_reported_not_generated() {
     ];
     script.extend(tier_objects());
     // No credentials: no URLs Secret, and no StatefulSet scale-down on a guess.
-    script.push(Expect::get(STS, not_found("statefulsets", "shop-mongo")));
     script.push(Expect::patch(STS));
     let expected = script.len();
     let (client, transcript, task) = mock_client(script);
+    let ctx = support::context(client, vec![], vec![], vec![]);
 
-    let report = tier::reconcile(
-        &client,
-        &app("      secrets: { root: my-root }"),
-        &TierOptions::default(),
-    )
-    .await
-    .expect("no API error")
-    .unwrap();
-    drop(client);
+    let report = tier::reconcile(&ctx, &app("      secrets: { root: my-root }"))
+        .await
+        .expect("no API error")
+        .unwrap();
+    drop(ctx);
     assert_eq!(task.await.unwrap(), expected, "{:?}", transcript.unexpected);
     assert!(transcript.unexpected.lock().unwrap().is_empty());
     assert_eq!(report.readiness.reason, "Provisioning");
@@ -248,14 +240,10 @@ async fn a_missing_user_supplied_secret_is_reported_not_generated() {
 #[tokio::test]
 async fn external_mongo_makes_no_requests() {
     let (client, transcript, task) = mock_client(vec![]);
+    let ctx = support::context(client, vec![], vec![], vec![]);
     let external = support::minimal_app();
-    assert!(
-        tier::reconcile(&client, &external, &TierOptions::default())
-            .await
-            .unwrap()
-            .is_none()
-    );
-    drop(client);
+    assert!(tier::reconcile(&ctx, &external).await.unwrap().is_none());
+    drop(ctx);
     assert_eq!(task.await.unwrap(), 0);
     assert!(transcript.seen().is_empty());
 }
@@ -299,7 +287,6 @@ async fn reconcile_holds_ready_until_mongo_is_ready() {
     let urls = format!("{NS}/secrets/shop-mongo-urls");
     script.push(Expect::get(&urls, not_found("secrets", "shop-mongo-urls")));
     script.push(Expect::patch(&urls));
-    script.push(Expect::get(STS, not_found("statefulsets", "shop-mongo")));
     script.push(Expect::patch(STS));
     script.push(Expect::status(&app));
     let n = script.len();
@@ -418,10 +405,8 @@ fn existing_secrets() -> Vec<Expect> {
     ]
 }
 
-fn existing_statefulset() -> (StatusCode, Value) {
-    (
-        StatusCode::OK,
-        json!({
+fn existing_statefulset() -> k8s_openapi::api::apps::v1::StatefulSet {
+    serde_json::from_value(json!({
             "apiVersion": "apps/v1", "kind": "StatefulSet",
             "metadata": { "name": "shop-mongo", "namespace": "default" },
             "spec": {
@@ -430,8 +415,8 @@ fn existing_statefulset() -> (StatusCode, Value) {
                     "storageClassName": "fast",
                     "resources": { "requests": { "storage": "10Gi" } } } }],
             }
-        }),
-    )
+    }))
+    .unwrap()
 }
 
 fn pvc_list() -> (StatusCode, Value) {
@@ -472,13 +457,17 @@ fn resized_app() -> meteor_operator::api::MeteorApp {
     a
 }
 
-async fn run_resize(allow: bool) -> (tier::TierReport, support::Transcript) {
+async fn run_resize(
+    allow: bool,
+) -> (
+    meteor_operator::mongo::tier::TierReport,
+    support::Transcript,
+) {
     let mut script = existing_secrets();
     script.extend(tier_objects());
     let urls = format!("{NS}/secrets/shop-mongo-urls");
     script.push(Expect::get(&urls, not_found("secrets", "shop-mongo-urls")));
     script.push(Expect::patch(&urls));
-    script.push(Expect::get(STS, existing_statefulset()));
     script.push(Expect::get(
         &format!("{NS}/persistentvolumeclaims"),
         pvc_list(),
@@ -497,13 +486,21 @@ async fn run_resize(allow: bool) -> (tier::TierReport, support::Transcript) {
     script.push(Expect::patch(STS));
     let expected = script.len();
     let (client, transcript, task) = mock_client(script);
-    let report = tier::reconcile_with(&client, &resized_app(), &TierOptions::default(), |_, _| {
-        AllDown
-    })
-    .await
-    .expect("no API error")
-    .unwrap();
-    drop(client);
+    let mut statefulset = existing_statefulset();
+    meteor_operator::controller::trim::statefulset(&mut statefulset);
+    let ctx = meteor_operator::controller::Context::new(
+        client,
+        support::store_of(vec![]),
+        support::store_of(vec![]),
+        support::store_of(vec![]),
+        std::sync::Arc::new(meteor_operator::controller::Metrics::default()),
+    )
+    .with_statefulsets(support::store_of(vec![statefulset]));
+    let report = tier::reconcile_with(&ctx, &resized_app(), |_, _| AllDown)
+        .await
+        .expect("no API error")
+        .unwrap();
+    drop(ctx);
     assert_eq!(task.await.unwrap(), expected, "{:?}", transcript.unexpected);
     assert!(transcript.unexpected.lock().unwrap().is_empty());
     (report, transcript)

@@ -12,7 +12,7 @@ use meteor_operator::api::MeteorApp;
 use meteor_operator::build::{self, Inputs, MongoWiring};
 use meteor_operator::controller::stamped;
 use meteor_operator::references::{self, Fetched, SourceKind};
-use meteor_operator::status::{self, Verdict};
+use meteor_operator::status::{self, RolloutState, Verdict};
 use std::collections::BTreeMap;
 use support::*;
 
@@ -51,6 +51,29 @@ fn applied_children(app: &MeteorApp) -> (Deployment, Service, Option<PodDisrupti
         stamped(desired.app),
         stamped(desired.service),
         desired.disruption_budget.map(stamped),
+    )
+}
+
+/// The status a previous reconcile wrote once `deployment` had rolled out: the conditions and the
+/// rollout history that remembers its template as the last available one.
+fn settled(
+    app: &MeteorApp,
+    deployment: &Deployment,
+    at: &Time,
+) -> meteor_operator::api::MeteorAppStatus {
+    let facts = meteor_operator::plan::TierFacts::of(deployment);
+    let history = meteor_operator::api::RolloutStatus {
+        available_template: facts.template,
+        available_image: facts.image,
+        ..Default::default()
+    };
+    status::compute(
+        app,
+        &Verdict::Applied(RolloutState::AsSpecified),
+        Some(deployment),
+        None,
+        Some(history),
+        at,
     )
 }
 
@@ -134,13 +157,7 @@ async fn steady_state_makes_no_write_request() {
     let deployment = rolled_out(deployment, 2);
     // The status a previous reconcile wrote for exactly these observations.
     let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
-    app.status = Some(status::compute(
-        &app,
-        &Verdict::Applied,
-        Some(&deployment),
-        None,
-        &earlier,
-    ));
+    app.status = Some(settled(&app, &deployment, &earlier));
 
     let script = vec![Expect::get(SECRET, mongo_secret())];
     let (client, transcript, task) = mock_client(script);
@@ -189,18 +206,22 @@ async fn spec_change_rewrites_only_what_changed() {
 
 #[tokio::test]
 async fn invalid_spec_touches_no_child_and_reports_why() {
-    let good = minimal_app();
+    let mut good = minimal_app();
     let (deployment, service, budget) = applied_children(&good);
+    let deployment = rolled_out(deployment, 2);
+    let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
+    good.status = Some(settled(&good, &deployment, &earlier));
     let mut app = good.clone();
     // Written before the CRD rule existed, or straight to etcd: the backstop must catch it.
     app.spec.replicas = -1;
+    app.metadata.generation = Some(2);
 
     let script = vec![Expect::status(&app), Expect::event()];
     let n = script.len();
     let (client, transcript, task) = mock_client(script);
     let ctx = context(
         client,
-        vec![rolled_out(deployment, 2)],
+        vec![deployment],
         vec![service],
         budget.into_iter().collect(),
     );
@@ -209,9 +230,13 @@ async fn invalid_spec_touches_no_child_and_reports_why() {
         .expect("a bad spec is reported, not retried");
 
     let status = transcript.body_of(Method::PATCH, STATUS);
-    assert_eq!(condition(&status, "Ready")["status"], "False");
-    assert_eq!(condition(&status, "Ready")["reason"], "InvalidSpec");
+    // The pods of generation 1 still serve: Ready stays True and speaks for generation 1, so
+    // `kubectl wait` for generation 2 does not pass; Degraded says why generation 2 is refused.
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["observedGeneration"], 1);
     assert_eq!(condition(&status, "Degraded")["status"], "True");
+    assert_eq!(condition(&status, "Degraded")["reason"], "InvalidSpec");
+    assert_eq!(condition(&status, "Degraded")["observedGeneration"], 2);
     let message = condition(&status, "Degraded")["message"].as_str().unwrap();
     assert!(message.contains("spec.replicas"), "{message}");
     // The running pods are still counted.
@@ -255,6 +280,9 @@ async fn missing_secret_is_reported_and_creates_nothing() {
 async fn unparseable_settings_leave_the_running_deployment_alone() {
     let mut app = minimal_app();
     let (deployment, service, budget) = applied_children(&app);
+    let deployment = rolled_out(deployment, 2);
+    let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
+    app.status = Some(settled(&app, &deployment, &earlier));
     app.spec.settings = Some(
         serde_json::from_value(serde_json::json!({
             "configMapKeyRef": {"name": "todos-settings", "key": "settings.json"}
@@ -279,7 +307,7 @@ async fn unparseable_settings_leave_the_running_deployment_alone() {
     let (client, transcript, task) = mock_client(script);
     let ctx = context(
         client,
-        vec![rolled_out(deployment, 2)],
+        vec![deployment],
         vec![service],
         budget.into_iter().collect(),
     );
@@ -287,7 +315,8 @@ async fn unparseable_settings_leave_the_running_deployment_alone() {
         .await
         .expect("reconcile reports the problem");
     let status = transcript.body_of(Method::PATCH, STATUS);
-    assert_eq!(condition(&status, "Ready")["reason"], "InvalidSettings");
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Degraded")["reason"], "InvalidSettings");
     assert_eq!(
         transcript.writes(),
         vec![
@@ -379,8 +408,9 @@ async fn rolled_out_app_becomes_ready_and_says_so_once() {
     };
     app.status = Some(status::compute(
         &app,
-        &Verdict::Applied,
+        &Verdict::Applied(RolloutState::AsSpecified),
         Some(&half),
+        None,
         None,
         &earlier,
     ));
@@ -500,7 +530,8 @@ async fn once_ready_the_next_resync_writes_nothing() {
     let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
     app.status = Some(status::compute(
         &app,
-        &Verdict::Applied,
+        &Verdict::Applied(RolloutState::AsSpecified),
+        None,
         None,
         None,
         &earlier,

@@ -89,6 +89,11 @@ impl Applier {
         &self.client
     }
 
+    /// What the applier remembers of each child's field ownership.
+    pub fn baselines(&self) -> &Baselines {
+        &self.baselines
+    }
+
     /// Whether a child whose desired hash is `hash` must be written over `observed`.
     pub fn needs_write<K: Resource>(&self, hash: &str, observed: Option<&K>) -> bool {
         let Some(observed) = observed else {

@@ -151,7 +151,10 @@ async fn pass(app: &MeteorApp, ctx: &Context, namespace: &str) -> Result<Outcome
             AppWrite::Keep
         } else {
             match rollback_template(ctx, app, namespace, to).await? {
-                Some(template) => AppWrite::RolledBack { hash, template },
+                Some(template) => AppWrite::RolledBack {
+                    hash,
+                    template: Box::new(template),
+                },
                 None => {
                     // Its ReplicaSet is gone: nothing to go back to.
                     tracing::warn!(app = %app.name_any(), template = %to, "no ReplicaSet left for the rollback target");
@@ -457,7 +460,7 @@ async fn converge(
         AppWrite::RolledBack { hash, template } => {
             let mut rolled_back = desired.app;
             if let Some(spec) = rolled_back.spec.as_mut() {
-                spec.template = template;
+                spec.template = *template;
             }
             Some(applier.write(&hash, rolled_back).await?)
         }
@@ -513,7 +516,7 @@ enum AppWrite {
     /// Back on an earlier pod template, stamped with `hash`.
     RolledBack {
         hash: String,
-        template: PodTemplateSpec,
+        template: Box<PodTemplateSpec>,
     },
     /// Not at all (rolled back and unchanged, or waiting for an upgrade slot).
     Keep,

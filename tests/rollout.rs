@@ -1,0 +1,757 @@
+//! The rollout plan against the scripted mock API server: a rollout that never gets healthy is
+//! rolled back to the last available template and stays there; an operator upgrade waits for an
+//! upgrade slot while a user's change never does; drift in any child is put back; an API
+//! refusal is reported on the status.
+
+mod support;
+
+use http::{Method, StatusCode};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+use meteor_operator::api::{MeteorApp, RolloutStatus};
+use meteor_operator::build::{self, Inputs, MongoWiring, meta};
+use meteor_operator::controller::{Context, Metrics, RolloutSlots, reconcile, stamped};
+use meteor_operator::plan::TierFacts;
+use meteor_operator::references::{self, Fetched, SourceKind};
+use meteor_operator::status::{self, RolloutState, Verdict};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+
+const SECRET: &str = "/api/v1/namespaces/default/secrets/todos-mongo";
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/todos";
+const SERVICE: &str = "/api/v1/namespaces/default/services/todos";
+const PDB: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/todos";
+const REPLICA_SETS: &str = "/apis/apps/v1/namespaces/default/replicasets";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const STATUS: &str = "/apis/meteorfleet.dev/v1alpha1/namespaces/default/meteorapps/todos/status";
+
+fn mongo_secret() -> (StatusCode, serde_json::Value) {
+    (
+        StatusCode::OK,
+        secret_json(
+            "todos-mongo",
+            &[("MONGO_URL", "mongodb://db-0,db-1/todos?replicaSet=rs0")],
+        ),
+    )
+}
+
+fn app_with_image(image: &str) -> MeteorApp {
+    let mut app = minimal_app();
+    app.spec.image = image.into();
+    app
+}
+
+/// The children of `app` exactly as a previous reconcile applied them.
+fn children(app: &MeteorApp) -> (Deployment, Service, PodDisruptionBudget) {
+    let fetched: Fetched = BTreeMap::from([(
+        (SourceKind::Secret, "todos-mongo".to_string()),
+        Some(BTreeMap::from([(
+            "MONGO_URL".to_string(),
+            b"mongodb://db-0,db-1/todos?replicaSet=rs0".to_vec(),
+        )])),
+    )]);
+    let inputs = Inputs {
+        config_hash: references::resolve(app, &fetched).unwrap(),
+        mongo: MongoWiring::for_app(app).unwrap(),
+    };
+    let desired = build::desired(app, &inputs);
+    let mut deployment = stamped(desired.app);
+    deployment.metadata.uid = Some("deployment-uid".into());
+    (
+        deployment,
+        stamped(desired.service),
+        stamped(desired.disruption_budget.unwrap()),
+    )
+}
+
+fn template_of(deployment: &Deployment) -> String {
+    TierFacts::of(deployment).template.unwrap()
+}
+
+fn at(second: i64) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(second).unwrap())
+}
+
+/// A rollout of `deployment`'s template that gave up: new pods never became available.
+fn stuck(mut deployment: Deployment) -> Deployment {
+    deployment = rolled_out(deployment, 2);
+    let s = deployment.status.as_mut().unwrap();
+    s.replicas = Some(3);
+    s.updated_replicas = Some(1);
+    s.conditions = Some(vec![DeploymentCondition {
+        type_: "Progressing".into(),
+        status: "False".into(),
+        reason: Some("ProgressDeadlineExceeded".into()),
+        ..DeploymentCondition::default()
+    }]);
+    deployment
+}
+
+fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::Value {
+    status["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+fn context_with_slots(
+    client: kube::Client,
+    deployments: Vec<Deployment>,
+    services: Vec<Service>,
+    budgets: Vec<PodDisruptionBudget>,
+    slots: usize,
+) -> Arc<Context> {
+    let mut ctx = Context::new(
+        client,
+        store_of(deployments),
+        store_of(services),
+        store_of(budgets),
+        Arc::new(Metrics::default()),
+    );
+    ctx.slots = RolloutSlots::new(slots);
+    Arc::new(ctx)
+}
+
+/// The status a reconcile wrote for a healthy app running `deployment`, with `history`.
+fn stored_status(
+    app: &MeteorApp,
+    deployment: &Deployment,
+    history: RolloutStatus,
+) -> meteor_operator::api::MeteorAppStatus {
+    status::compute(
+        app,
+        &Verdict::Applied(RolloutState::AsSpecified),
+        Some(deployment),
+        None,
+        Some(history),
+        &at(1_700_000_000),
+    )
+}
+
+#[tokio::test]
+async fn a_rollout_that_never_gets_healthy_is_rolled_back_and_stays_there() {
+    // v1 rolled out fine; the spec then moved to v2, whose pods never became available.
+    let v1 = app_with_image("ghcr.io/example/todos:1");
+    let (good, service, budget) = children(&v1);
+    let good_template = template_of(&good);
+    let mut app = app_with_image("ghcr.io/example/todos:2");
+    app.metadata.generation = Some(2);
+    let (failing, _, _) = children(&app);
+    let history = RolloutStatus {
+        available_template: Some(good_template.clone()),
+        available_image: Some("ghcr.io/example/todos:1".into()),
+        ..RolloutStatus::default()
+    };
+    app.status = Some(stored_status(&app, &rolled_out(good.clone(), 2), history));
+
+    // The Deployment's revision history still has v1's ReplicaSet.
+    let mut rs_template = good.spec.as_ref().unwrap().template.clone();
+    rs_template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("pod-template-hash".into(), "5d4f8b7c9".into());
+    let replica_sets = json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {},
+        "items": [{
+            "metadata": {"name": "todos-5d4f8b7c9", "namespace": "default",
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                              "name": "todos", "uid": "deployment-uid", "controller": true}]},
+            "spec": {"selector": {}, "template": rs_template},
+        }],
+    });
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::get(REPLICA_SETS, (StatusCode::OK, replica_sets)),
+        Expect::patch(DEPLOYMENT),
+        Expect::status(&app),
+        Expect::event(),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(
+        client,
+        vec![stuck(failing)],
+        vec![service.clone()],
+        vec![budget.clone()],
+    );
+    reconcile_with(app.clone(), ctx, &transcript, task, n)
+        .await
+        .expect("reconcile succeeds");
+
+    let list = transcript
+        .seen()
+        .into_iter()
+        .find(|s| s.path == REPLICA_SETS)
+        .unwrap();
+    assert!(
+        list.query.contains(&format!(
+            "meteorfleet.dev%2Ftemplate-hash%3D{good_template}"
+        )),
+        "{}",
+        list.query
+    );
+    let patch = transcript.body_of(Method::PATCH, DEPLOYMENT);
+    let template = &patch["spec"]["template"];
+    assert_eq!(
+        template["spec"]["containers"][0]["image"],
+        "ghcr.io/example/todos:1"
+    );
+    assert_eq!(
+        template["metadata"]["labels"]["meteorfleet.dev/template-hash"],
+        good_template.as_str()
+    );
+    assert!(
+        template["metadata"]["labels"]
+            .get("pod-template-hash")
+            .is_none()
+    );
+    // Everything else follows the spec.
+    assert_eq!(patch["spec"]["replicas"], 2);
+
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Degraded")["reason"], "RolledBack");
+    let message = condition(&status, "Degraded")["message"].as_str().unwrap();
+    assert!(message.contains("ghcr.io/example/todos:2"), "{message}");
+    assert!(message.contains("progressDeadlineSeconds"), "{message}");
+    assert_eq!(
+        status["status"]["rollout"]["failedTemplate"],
+        template_of(&children(&app).0)
+    );
+    assert_eq!(
+        status["status"]["rollout"]["availableTemplate"],
+        good_template.as_str()
+    );
+    let event = transcript.body_of(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+    );
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "RolledBack");
+
+    // The next pass, once v1 serves again: the spec still says v2, and nothing is written.
+    let mut after = app.clone();
+    after.status = Some(serde_json::from_value(status["status"].clone()).unwrap());
+    let mut rolled_back: Deployment = serde_json::from_value(patch).unwrap();
+    rolled_back = rolled_out(rolled_back, 2);
+    // (The mock answered the rollback without a Deployment status, so the first pass saw no
+    // ready pod; now Ready comes back: one status write and one Normal event, no Deployment.)
+    let (client, transcript, task) = mock_client(vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::status(&after),
+        Expect::event(),
+    ]);
+    let ctx = context(client, vec![rolled_back], vec![service], vec![budget]);
+    reconcile_with(after, ctx, &transcript, task, 3)
+        .await
+        .expect("reconcile succeeds");
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Degraded")["reason"], "RolledBack");
+    assert_eq!(condition(&status, "Progressing")["reason"], "RolledBack");
+    assert_eq!(
+        status["status"]["rollout"]["failedImage"],
+        "ghcr.io/example/todos:2"
+    );
+}
+
+#[tokio::test]
+async fn new_pods_in_a_crash_loop_count_as_a_failed_rollout() {
+    let v1 = app_with_image("todos:1");
+    let (good, service, budget) = children(&v1);
+    let mut app = app_with_image("todos:2");
+    app.spec.rollout.rollback_on_restarts = 3;
+    let (failing, _, _) = children(&app);
+    let history = RolloutStatus {
+        available_template: Some(template_of(&good)),
+        available_image: Some("todos:1".into()),
+        ..RolloutStatus::default()
+    };
+    app.status = Some(stored_status(&app, &rolled_out(good, 2), history));
+    // Rolling out, not yet past the deadline; one new pod restarted 4 times.
+    let mut rolling = rolled_out(failing.clone(), 2);
+    rolling.status.as_mut().unwrap().updated_replicas = Some(1);
+    rolling.status.as_mut().unwrap().replicas = Some(3);
+    let pods = json!({
+        "apiVersion": "v1", "kind": "PodList", "metadata": {},
+        "items": [{"metadata": {"name": "todos-new-1", "namespace": "default"},
+                   "status": {"containerStatuses": [{"name": "meteor", "image": "todos:2", "imageID": "",
+                              "ready": false, "restartCount": 4}]}}],
+    });
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::get(PODS, (StatusCode::OK, pods)),
+        // No ReplicaSet of the good template is left: nothing to go back to.
+        Expect::get(
+            REPLICA_SETS,
+            (
+                StatusCode::OK,
+                json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {}, "items": []}),
+            ),
+        ),
+        Expect::status(&app),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(client, vec![rolling], vec![service], vec![budget]);
+    reconcile_with(app.clone(), ctx, &transcript, task, n)
+        .await
+        .expect("reconcile succeeds");
+    let list = transcript
+        .seen()
+        .into_iter()
+        .find(|s| s.path == PODS)
+        .unwrap();
+    assert!(
+        list.query.contains(&format!(
+            "meteorfleet.dev%2Ftemplate-hash%3D{}",
+            template_of(&failing)
+        )),
+        "{}",
+        list.query
+    );
+    // Without a target the rollout carries on; the history forgets the vanished template.
+    assert!(
+        transcript
+            .writes()
+            .iter()
+            .all(|w| !w.contains("deployments"))
+    );
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Progressing")["reason"], "RollingOut");
+    assert!(status["status"].get("rollout").is_none(), "{status}");
+}
+
+#[tokio::test]
+async fn a_crash_loop_with_a_target_rolls_back_and_auto_rollback_off_does_not() {
+    for auto_rollback in [true, false] {
+        let v1 = app_with_image("todos:1");
+        let (good, service, budget) = children(&v1);
+        let mut app = app_with_image("todos:2");
+        app.spec.rollout.auto_rollback = auto_rollback;
+        let (failing, _, _) = children(&app);
+        let history = RolloutStatus {
+            available_template: Some(template_of(&good)),
+            available_image: Some("todos:1".into()),
+            ..RolloutStatus::default()
+        };
+        app.status = Some(stored_status(&app, &rolled_out(good.clone(), 2), history));
+        let script = if auto_rollback {
+            let pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+                {"metadata": {"name": "p"}, "status": {"containerStatuses": [
+                    {"name": "meteor", "image": "todos:2", "imageID": "", "ready": false, "restartCount": 3}]}}]});
+            let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {}, "items": [
+                {"metadata": {"name": "todos-1", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                  "name": "todos", "uid": "deployment-uid", "controller": true}]},
+                 "spec": {"selector": {}, "template": good.spec.as_ref().unwrap().template}}]});
+            vec![
+                Expect::get(SECRET, mongo_secret()),
+                Expect::get(PODS, (StatusCode::OK, pods)),
+                Expect::get(REPLICA_SETS, (StatusCode::OK, rs)),
+                Expect::patch(DEPLOYMENT),
+                Expect::status(&app),
+                Expect::event(),
+            ]
+        } else {
+            // Off: no pod is even looked at, nothing is rolled back.
+            vec![Expect::get(SECRET, mongo_secret()), Expect::status(&app)]
+        };
+        let n = script.len();
+        let mut rolling = rolled_out(failing, 2);
+        rolling.status.as_mut().unwrap().updated_replicas = Some(1);
+        let (client, transcript, task) = mock_client(script);
+        let ctx = context(client, vec![rolling], vec![service], vec![budget]);
+        reconcile_with(app, ctx, &transcript, task, n)
+            .await
+            .expect("reconcile succeeds");
+        let status = transcript.body_of(Method::PATCH, STATUS);
+        let reason = condition(&status, "Degraded")["reason"].clone();
+        assert_eq!(
+            reason,
+            if auto_rollback {
+                "RolledBack"
+            } else {
+                "AsExpected"
+            }
+        );
+        if auto_rollback {
+            let message = condition(&status, "Degraded")["message"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(message.contains("restarted 3 times"), "{message}");
+        }
+    }
+}
+
+/// An app whose Deployment an older operator version built: same spec and data, another template.
+fn upgraded_app(name: &str) -> (MeteorApp, Deployment, Service, PodDisruptionBudget) {
+    let mut app = minimal_app();
+    app.metadata.name = Some(name.into());
+    app.spec.mongo.external.as_mut().unwrap().url.name = "todos-mongo".into();
+    let (mut deployment, service, budget) = children(&app);
+    let template = &mut deployment.spec.as_mut().unwrap().template;
+    template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert(meta::TEMPLATE_HASH_LABEL.into(), "built-by-0.0.9".into());
+    let deployment = stamped(rolled_out(deployment, 2));
+    app.status = Some(stored_status(&app, &deployment, RolloutStatus::default()));
+    (app, deployment, service, budget)
+}
+
+#[tokio::test]
+async fn an_operator_upgrade_rolls_at_most_n_apps_and_a_user_change_never_waits() {
+    let (first, d1, s1, b1) = upgraded_app("todos");
+    let (second, d2, s2, b2) = upgraded_app("chat");
+    let (mut third, d3, s3, b3) = upgraded_app("shop");
+    // The user of `shop` changed its spec: that is never delayed.
+    third.metadata.generation = Some(2);
+    third.spec.replicas = 3;
+    let d = |n: &str| format!("/apis/apps/v1/namespaces/default/deployments/{n}");
+    let st = |n: &str| {
+        format!("/apis/meteorfleet.dev/v1alpha1/namespaces/default/meteorapps/{n}/status")
+    };
+    let script = vec![
+        // todos: takes the one slot.
+        Expect::get(SECRET, mongo_secret()),
+        Expect::patch(&d("todos")),
+        Expect::status(&first),
+        // chat: waits; its Deployment is not written.
+        Expect::get(SECRET, mongo_secret()),
+        Expect::status(&second),
+        // shop: the user's change is applied at once.
+        Expect::get(SECRET, mongo_secret()),
+        Expect::patch(&d("shop")),
+        Expect::status(&third),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context_with_slots(
+        client,
+        vec![d1, d2, d3],
+        vec![s1, s2, s3],
+        vec![b1, b2, b3],
+        1,
+    );
+    let mut actions = Vec::new();
+    for app in [first, second.clone(), third] {
+        let action = tokio::time::timeout(
+            Duration::from_secs(10),
+            reconcile(Arc::new(app), ctx.clone()),
+        )
+        .await
+        .unwrap()
+        .expect("reconcile succeeds");
+        actions.push(action);
+    }
+    drop(ctx);
+    assert_eq!(
+        task.await.unwrap(),
+        n,
+        "{:?}",
+        transcript.unexpected.lock().unwrap()
+    );
+    assert!(transcript.unexpected.lock().unwrap().is_empty());
+
+    let todos = transcript.body_of(Method::PATCH, &st("todos"));
+    assert_eq!(
+        condition(&todos, "Progressing")["reason"],
+        "UpgradeRollingOut"
+    );
+    let chat = transcript.body_of(Method::PATCH, &st("chat"));
+    assert_eq!(
+        condition(&chat, "Progressing")["reason"],
+        "WaitingForRolloutSlot"
+    );
+    assert!(
+        condition(&chat, "Progressing")["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 1 busy"),
+        "{chat}"
+    );
+    // Waiting is not a problem, and a waiting app comes back soon.
+    assert_eq!(condition(&chat, "Degraded")["status"], "False");
+    assert_eq!(
+        actions[1],
+        kube::runtime::controller::Action::requeue(Duration::from_secs(15))
+    );
+    let shop = transcript.body_of(Method::PATCH, &d("shop"));
+    assert_eq!(shop["spec"]["replicas"], 3);
+    let _ = second;
+}
+
+#[tokio::test]
+async fn a_slot_frees_when_the_upgrade_completes() {
+    let (app, deployment, service, budget) = upgraded_app("todos");
+    let (client, transcript, task) = mock_client(vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::patch(DEPLOYMENT),
+        Expect::status(&app),
+        // Second pass: the new template has rolled out (the mock's apply answer carried no
+        // Deployment status, so the first pass saw it unready: Ready again, one Normal event).
+        Expect::get(SECRET, mongo_secret()),
+        Expect::status(&app),
+        Expect::event(),
+    ]);
+    let ctx = context_with_slots(
+        client,
+        vec![deployment],
+        vec![service.clone()],
+        vec![budget.clone()],
+        1,
+    );
+    let key = kube::runtime::reflector::ObjectRef::from_obj(&app);
+    reconcile(Arc::new(app.clone()), ctx.clone()).await.unwrap();
+    assert!(ctx.slots.holds(&key));
+    // The cache now shows the new Deployment, complete; the status shows the upgrade rolling.
+    let written: Deployment =
+        serde_json::from_value(transcript.body_of(Method::PATCH, DEPLOYMENT)).unwrap();
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    let mut next = app.clone();
+    next.status = Some(serde_json::from_value(status["status"].clone()).unwrap());
+    let ctx2 = Arc::new({
+        let mut c = Context::new(
+            ctx.client.clone(),
+            store_of(vec![rolled_out(written, 2)]),
+            store_of(vec![service]),
+            store_of(vec![budget]),
+            Arc::new(Metrics::default()),
+        );
+        c.slots = RolloutSlots::new(1);
+        c
+    });
+    // A fresh operator process: the stored status says it held a slot; complete, it lets go.
+    reconcile(Arc::new(next), ctx2.clone()).await.unwrap();
+    assert!(!ctx2.slots.holds(&key));
+    drop((ctx, ctx2));
+    task.await.unwrap();
+    assert!(
+        transcript.unexpected.lock().unwrap().is_empty(),
+        "{:?}",
+        transcript.unexpected
+    );
+    let last = transcript
+        .seen()
+        .into_iter()
+        .rev()
+        .find(|s| s.path == STATUS)
+        .unwrap();
+    assert_eq!(
+        condition(&last.body, "Progressing")["reason"],
+        "RolloutComplete"
+    );
+}
+
+fn entry(
+    manager: &str,
+    subresource: Option<&str>,
+    fields: serde_json::Value,
+) -> ManagedFieldsEntry {
+    ManagedFieldsEntry {
+        manager: Some(manager.into()),
+        operation: Some(
+            if manager == "meteor-operator" {
+                "Apply"
+            } else {
+                "Update"
+            }
+            .into(),
+        ),
+        subresource: subresource.map(Into::into),
+        fields_v1: Some(FieldsV1(fields)),
+        ..ManagedFieldsEntry::default()
+    }
+}
+
+#[tokio::test]
+async fn drift_in_each_child_is_put_back_and_status_writers_are_not_drift() {
+    let mut app = minimal_app();
+    let (deployment, service, budget) = children(&app);
+    let deployment = rolled_out(deployment, 2);
+    app.status = Some(stored_status(
+        &app,
+        &deployment,
+        RolloutStatus {
+            available_template: Some(template_of(&deployment)),
+            available_image: Some(app.spec.image.clone()),
+            ..RolloutStatus::default()
+        },
+    ));
+    let ours = entry(
+        "meteor-operator",
+        None,
+        json!({"f:spec": {"f:replicas": {}}}),
+    );
+    let status_writer = entry(
+        "kube-controller-manager",
+        Some("status"),
+        json!({"f:status": {}}),
+    );
+    // After an operator restart (no baseline): someone else owns part of the spec.
+    let cases: [(&str, &str, serde_json::Value); 3] = [
+        ("kubectl", DEPLOYMENT, json!({"f:spec": {"f:replicas": {}}})),
+        (
+            "kubectl-edit",
+            SERVICE,
+            json!({"f:spec": {"f:selector": {}}}),
+        ),
+        (
+            "kubectl-patch",
+            PDB,
+            json!({"f:spec": {"f:maxUnavailable": {}}}),
+        ),
+    ];
+    for (manager, path, fields) in cases {
+        let (mut d, mut s, mut b) = (deployment.clone(), service.clone(), budget.clone());
+        for meta in [&mut d.metadata, &mut s.metadata, &mut b.metadata] {
+            meta.uid = Some(format!("uid-{}", meta.name.as_deref().unwrap()));
+            meta.managed_fields = Some(vec![ours.clone(), status_writer.clone()]);
+        }
+        let drifted = match path {
+            DEPLOYMENT => &mut d.metadata,
+            SERVICE => &mut s.metadata,
+            _ => &mut b.metadata,
+        };
+        drifted.uid = Some("drifted".into());
+        drifted
+            .managed_fields
+            .as_mut()
+            .unwrap()
+            .push(entry(manager, None, fields));
+        // The API answers an apply with the whole object, status included.
+        let answer = match path {
+            DEPLOYMENT => Expect {
+                method: Method::PATCH,
+                path: path.into(),
+                reply: Reply::Json(StatusCode::OK, serde_json::to_value(&deployment).unwrap()),
+            },
+            _ => Expect::patch(path),
+        };
+        let script = vec![Expect::get(SECRET, mongo_secret()), answer];
+        let (client, transcript, task) = mock_client(script);
+        let ctx = context(client, vec![d], vec![s], vec![b]);
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            reconcile(Arc::new(app.clone()), ctx.clone()),
+        )
+        .await
+        .unwrap();
+        drop(ctx);
+        task.await.unwrap();
+        result.expect("reconcile succeeds");
+        assert_eq!(
+            transcript.writes(),
+            vec![format!("PATCH {path}")],
+            "{manager}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_change_by_someone_else_after_our_write_is_seen_from_field_ownership() {
+    let app = minimal_app();
+    let (deployment, service, budget) = children(&app);
+    let mut observed = rolled_out(deployment, 2);
+    observed.metadata.uid = Some("d1".into());
+    let ours = entry(
+        "meteor-operator",
+        None,
+        json!({"f:spec": {"f:replicas": {}, "f:template": {}}}),
+    );
+    // The operator wrote it (baseline: our entry with replicas) ...
+    let ctx = context(kube_client_unused(), vec![], vec![], vec![]);
+    let mut answer = observed.clone();
+    answer.metadata.managed_fields = Some(vec![ours.clone()]);
+    // ... then `kubectl scale` took replicas: our entry no longer lists it.
+    let mut scaled = observed.clone();
+    scaled.metadata.managed_fields = Some(vec![entry(
+        "meteor-operator",
+        None,
+        json!({"f:spec": {"f:template": {}}}),
+    )]);
+    meteor_operator::controller::trim::deployment(&mut scaled);
+    let hash = meteor_operator::controller::desired_hash(&observed);
+    let _ = (service, budget);
+    // Not drifted before the edit, drifted after it.
+    ctx.applier.baselines().written(&answer.metadata);
+    let mut untouched = answer.clone();
+    meteor_operator::controller::trim::deployment(&mut untouched);
+    untouched
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            meteor_operator::controller::APPLIED_HASH_ANNOTATION.into(),
+            hash.clone(),
+        );
+    scaled
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            meteor_operator::controller::APPLIED_HASH_ANNOTATION.into(),
+            hash.clone(),
+        );
+    assert!(!ctx.applier.needs_write(&hash, Some(&untouched)));
+    assert!(ctx.applier.needs_write(&hash, Some(&scaled)));
+}
+
+/// A client for tests that make no request.
+fn kube_client_unused() -> kube::Client {
+    let (service, _handle) = tower_test::mock::pair::<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >();
+    kube::Client::new(service, "default")
+}
+
+#[tokio::test]
+async fn a_forbidden_request_is_reported_with_the_verb_and_resource() {
+    // As on a real cluster with a ClusterRole lacking `get` on deployments.
+    let forbidden = json!({
+        "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
+        "message": "deployments.apps \"todos\" is forbidden: User \"system:serviceaccount:meteor-system:meteor-operator\" cannot get resource \"deployments\" in API group \"apps\" in the namespace \"default\"",
+    });
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::get(DEPLOYMENT, (StatusCode::FORBIDDEN, forbidden)),
+        Expect::status(&minimal_app()),
+        Expect::event(),
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = context(client, vec![], vec![], vec![]);
+    let result = reconcile_with(minimal_app(), ctx, &transcript, task, n).await;
+    assert!(result.is_err(), "a refusal is retried with backoff");
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(condition(&status, "Ready")["reason"], "Forbidden");
+    assert_eq!(condition(&status, "Degraded")["reason"], "Forbidden");
+    let message = condition(&status, "Degraded")["message"].as_str().unwrap();
+    assert!(
+        message.contains("cannot get resource \"deployments\" in API group \"apps\""),
+        "{message}"
+    );
+    let event = transcript.body_of(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+    );
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "Forbidden");
+}
