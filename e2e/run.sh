@@ -280,12 +280,66 @@ scenario_settings() {
   log "config-hash $(get "deployment/${APP}" "${HASH_PATH}")"
   wait_ready "meteorapp/${APP}"
   drop_settings
+  wait_ready "meteorapp/${APP}" # the operator applied the spec without settings
+
+  # An env variable from a Secret key (spec.env[].valueFrom.secretKeyRef): changing that key
+  # rolls the pods; changing another key of the same Secret does not.
+  env_secret e2e-env token=one other=a
+  before="$(get "deployment/${APP}" "${HASH_PATH}")"
+  patch_app '{"spec":{"env":[{"name":"WHOAMI_PORT_NUMBER","value":"3000"},{"name":"E2E_TOKEN","valueFrom":{"secretKeyRef":{"name":"e2e-env","key":"token"}}}]}}'
+  wait_until 60 "config-hash changes once the app reads the Secret" hash_changed "${before}"
+  wait_rolled_out
+  before="$(get "deployment/${APP}" "${HASH_PATH}")"
+  log "config-hash ${before}"
+
+  env_secret e2e-env token=one other=b
+  sleep 10 # give a wrong rollout the chance to start
+  assert_eq "$(get "deployment/${APP}" "${HASH_PATH}")" "${before}" "config-hash after another key changed (unchanged)"
+
+  env_secret e2e-env token=two other=b
+  wait_until 120 "config-hash changes after the referenced Secret key changed" hash_changed "${before}"
+  wait_rolled_out
+  log "config-hash $(get "deployment/${APP}" "${HASH_PATH}")"
+  apply_app # takes back spec.env
 }
 
 hash_changed() {
   local now
   now="$(get "deployment/${APP}" "${HASH_PATH}")"
   [[ -n "${now}" && "${now}" != "$1" ]]
+}
+
+# env_secret NAME KEY=VALUE...: creates or updates a Secret with these keys only.
+env_secret() {
+  local name="$1" pair
+  shift
+  local -a literals=()
+  for pair in "$@"; do literals+=("--from-literal=${pair}"); done
+  k create secret generic "${name}" "${literals[@]}" --dry-run=client -o yaml \
+    | k apply -f - >/dev/null || fail "cannot write Secret ${name}"
+}
+
+# wait_rolled_out: the app Deployment finished its rollout and every app pod left carries the
+# template's config-hash (the pods were replaced, not just the template).
+wait_rolled_out() {
+  k rollout status "deployment/${APP}" --timeout="${E2E_TIMEOUT}s" >/dev/null \
+    || fail "deployment/${APP} did not roll out"
+  wait_until 120 "all 2 app pods run config-hash $(get "deployment/${APP}" "${HASH_PATH}")" \
+    app_pods_run_hash "$(get "deployment/${APP}" "${HASH_PATH}")" 2
+  wait_ready "meteorapp/${APP}"
+}
+
+# app_pods_run_hash HASH COUNT: exactly COUNT app pods that are not terminating, all ready with HASH.
+app_pods_run_hash() {
+  local json
+  json="$(k get pods -l "app.kubernetes.io/instance=${APP},app.kubernetes.io/component=app" -o json)" || return 1
+  python3 -c '
+import json, sys
+pods = [p for p in json.loads(sys.stdin.read())["items"] if not p["metadata"].get("deletionTimestamp")]
+def ready(p): return any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+hashes = [(p["metadata"].get("annotations") or {}).get("meteorfleet.dev/config-hash") for p in pods]
+sys.exit(0 if len(pods) == int(sys.argv[2]) and all(h == sys.argv[1] for h in hashes) and all(map(ready, pods)) else 1)
+' "$1" "$2" <<<"${json}"
 }
 
 scenario_invalid() {
@@ -357,12 +411,17 @@ scenario_delete() {
 
 # === runner ======================================================================================
 
-# fleet: E2E_FLEET_APPS (default 500) parked MeteorApps created at once. Each must be Ready within a
-# minute of its creation and the operator must stay under 50 MiB resident; prints the figures.
+# fleet: E2E_FLEET_APPS (default 500) MeteorApps of one pod each, created at once. Each must be
+# Ready (its pod serving) within a minute of its creation and the operator must stay under 50 MiB
+# resident; prints the figures.
 scenario_fleet() {
-  local n="${E2E_FLEET_APPS:-500}" started
+  local n="${E2E_FLEET_APPS:-500}" started room
+  room="$(schedulable_pod_room)"
+  ((room >= n)) || fail "the fleet needs ${n} pods, the schedulable nodes have room for ${room}: use more nodes or a smaller E2E_FLEET_APPS (e2e/README.md)"
+  log "room for ${room} more pods on the schedulable nodes"
   ensure_mongo_secret
   started=${SECONDS}
+  # Small requests so that hundreds of whoami pods fit on kind nodes.
   python3 - "${n}" <<'PY' | k apply --server-side --field-manager=e2e -f - >/dev/null || fail "cannot create the fleet"
 import sys
 for i in range(int(sys.argv[1])):
@@ -372,29 +431,54 @@ kind: MeteorApp
 metadata: {{name: fleet-{i:04d}, labels: {{e2e-fleet: "1"}}}}
 spec:
   image: traefik/whoami:v1.10
-  replicas: 0
+  imagePullPolicy: IfNotPresent
+  replicas: 1
   rootUrl: http://fleet-{i:04d}.e2e.example.com
+  env: [{{name: WHOAMI_PORT_NUMBER, value: "3000"}}]
+  resources: {{requests: {{cpu: 5m, memory: 16Mi}}, limits: {{memory: 64Mi}}}}
+  rollout: {{drainSeconds: 0, shutdownSeconds: 5}}
   mongo: {{external: {{url: {{name: e2e-mongo, key: MONGO_URL}}}}}}""")
 PY
   log "created ${n} MeteorApps in $((SECONDS - started))s"
   wait_until 600 "all ${n} fleet apps Ready" fleet_ready "${n}"
   log "all ${n} Ready $((SECONDS - started))s after the first was applied"
-  local worst
-  worst="$(k get meteorapps -l e2e-fleet=1 -o json | python3 -c '
+  local figures worst pods
+  figures="$(k get meteorapps -l e2e-fleet=1 -o json | python3 -c '
 import datetime, json, sys
 def t(s): return datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
 worst = 0
+pods = 0
 for app in json.load(sys.stdin)["items"]:
     ready = next(c for c in app["status"]["conditions"] if c["type"] == "Ready")
     worst = max(worst, (t(ready["lastTransitionTime"]) - t(app["metadata"]["creationTimestamp"])).total_seconds())
-print(int(worst))')"
+    pods += app["status"].get("readyReplicas") or 0
+print(int(worst), pods)')"
+  read -r worst pods <<<"${figures}"
   log "slowest app: Ready ${worst}s after its creation"
   ((worst <= 60)) || fail "an app took ${worst}s to converge (target: within a minute)"
+  assert_eq "${pods}" "${n}" "ready fleet pods (one per app)"
   local rss
   rss="$(operator_rss_bytes)"
   log "operator resident memory with ${n} apps: $((rss / 1048576)) MiB"
   ((rss < 50 * 1048576)) || fail "operator uses $((rss / 1048576)) MiB with ${n} apps (target: under 50 MiB)"
   k delete meteorapps -l e2e-fleet=1 --wait=false >/dev/null || fail "cannot delete the fleet"
+}
+
+# schedulable_pod_room: pods the nodes that take workloads (not cordoned, no NoSchedule or
+# NoExecute taint) can still run: allocatable pods minus the pods bound to them.
+schedulable_pod_room() {
+  local nodes bound
+  nodes="$(kubectl get nodes -o json)" || fail "cannot list nodes"
+  bound="$(kubectl get pods -A --field-selector=status.phase!=Succeeded,status.phase!=Failed \
+    -o 'jsonpath={range .items[*]}{.spec.nodeName}{"\n"}{end}')" || fail "cannot list pods"
+  python3 -c '
+import json, sys
+def takes_pods(n):
+    taints = n["spec"].get("taints") or []
+    return not n["spec"].get("unschedulable") and not any(t["effect"] in ("NoSchedule", "NoExecute") for t in taints)
+nodes = {n["metadata"]["name"]: int(n["status"]["allocatable"]["pods"]) for n in json.load(sys.stdin)["items"] if takes_pods(n)}
+print(sum(nodes.values()) - sum(1 for name in sys.argv[1].split() if name in nodes))
+' "${bound}" <<<"${nodes}"
 }
 
 fleet_ready() {

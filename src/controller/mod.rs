@@ -5,6 +5,7 @@
 mod admin;
 pub(crate) mod apply;
 pub mod drift;
+mod index;
 mod listed;
 mod metrics;
 pub mod mongo;
@@ -18,7 +19,7 @@ pub use reconcile::{reconcile, reconcile_listed};
 pub use slots::RolloutSlots;
 
 use crate::build::meta::MANAGED_SELECTOR;
-use crate::references::{SourceKind, references};
+use crate::references::SourceKind;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -362,10 +363,13 @@ async fn run_controller(
     let ctx = Arc::new(ctx);
     // MeteorApps are cached without managedFields, which are often most of an object's bytes.
     let (app_store, app_writer) = reflector::store();
+    // Which apps reference each Secret/ConfigMap, kept from the same events as the store.
+    let app_index = index::SharedIndex::default();
     let app_events = watcher(apps, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(trim::app)
         .reflect(app_writer)
+        .inspect(app_index.observer())
         .touched_objects()
         // Only spec changes trigger: our own status writes must not (children, referenced
         // objects and the resync timer cover everything else).
@@ -378,11 +382,11 @@ async fn run_controller(
         // Referenced Secrets and ConfigMaps: metadata only (no Secret data is held in memory).
         .watches_stream(
             referenced_changes::<Secret>(&client, args),
-            referencing_apps(app_store.clone(), SourceKind::Secret),
+            referencing_apps(app_index.clone(), SourceKind::Secret),
         )
         .watches_stream(
             referenced_changes::<ConfigMap>(&client, args),
-            referencing_apps(app_store, SourceKind::ConfigMap),
+            referencing_apps(app_index, SourceKind::ConfigMap),
         )
         .with_config(controller::Config::default().concurrency(args.concurrency))
         .graceful_shutdown_on(stop)
@@ -452,24 +456,12 @@ where
 
 /// Maps a changed Secret/ConfigMap to the MeteorApps in its namespace that reference it.
 fn referencing_apps<K: Resource>(
-    apps: Store<ListedApp>,
+    apps: index::SharedIndex,
     kind: SourceKind,
 ) -> impl Fn(K) -> Vec<ObjectRef<ListedApp>> + Send + Sync + 'static {
-    move |object: K| {
-        let name = object.name_any();
-        let namespace = object.namespace();
-        apps.state()
-            .iter()
-            .filter(|listed| listed.namespace() == namespace)
-            .filter(|listed| {
-                listed.parsed.as_ref().is_ok_and(|app| {
-                    references(app)
-                        .iter()
-                        .any(|r| r.kind == kind && r.name == name)
-                })
-            })
-            .map(|listed| ObjectRef::from_obj(listed.as_ref()))
-            .collect()
+    move |object: K| match object.namespace() {
+        Some(namespace) => apps.apps(kind, &namespace, &object.name_any()),
+        None => Vec::new(),
     }
 }
 

@@ -341,7 +341,8 @@ async fn fetch_references(
     let mut fetched = Fetched::new();
     for reference in references::references(app) {
         let key = (reference.kind, reference.name.clone());
-        if fetched.contains_key(&key) {
+        // An empty name cannot be fetched; `resolve` reports it.
+        if reference.name.is_empty() || fetched.contains_key(&key) {
             continue;
         }
         let data = match reference.kind {
