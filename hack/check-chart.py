@@ -24,7 +24,9 @@ OPERATOR_RULES = {
     ("meteorfleet.dev", "meteorapps"): {"get", "list", "watch"},
     ("meteorfleet.dev", "meteorapps/status"): {"patch"},
     # create: the first server-side apply of an object creates it.
-    ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("apps", "replicasets"): {"list"},
+    ("", "pods"): {"list"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "secrets"): {"get", "list", "watch", "create", "patch"},  # create, patch: managed MongoDB
