@@ -563,11 +563,12 @@ fn the_fake_lease_store_refuses_what_an_apiserver_refuses() {
 
 // --- leader election -------------------------------------------------------------------------
 
-/// Short timing so the test takes seconds; `run` uses LeaseSettings::new (15 s / 5 s).
+/// Short timing so the test takes seconds (`run` uses LeaseSettings::new, 15 s / 5 s), with 4 s
+/// between renewal and expiry so a loaded machine does not lose the Lease by being slow.
 fn fast_settings() -> LeaseSettings {
     LeaseSettings {
-        duration_seconds: 2,
-        grace_seconds: 1,
+        duration_seconds: 6,
+        grace_seconds: 4,
         ..LeaseSettings::new(LEASE, OPERATOR_NAMESPACE)
     }
 }
@@ -646,7 +647,7 @@ async fn of_two_replicas_one_leads_and_the_other_only_after_it_releases() {
     assert_eq!(released.holder, None, "released");
     assert!(!*standby.leading.borrow());
 
-    tokio::time::timeout(Duration::from_secs(10), standby.leading.wait_for(|l| *l))
+    tokio::time::timeout(Duration::from_secs(15), standby.leading.wait_for(|l| *l))
         .await
         .expect("the standby takes over in time")
         .unwrap();
@@ -665,7 +666,7 @@ async fn of_two_replicas_one_leads_and_the_other_only_after_it_releases() {
 async fn a_crashed_leaders_lease_is_taken_only_once_it_expired() {
     let fake = FakeApi::new(vec![]);
     let (leader, mut standby) = one_leads(two_replicas(&fake).await).await;
-    stays_standby(&fake, &leader, &standby, Duration::from_secs(2)).await;
+    stays_standby(&fake, &leader, &standby, Duration::from_secs(3)).await;
 
     // A crash: the leader stops renewing and never releases.
     leader.task.abort();
@@ -679,9 +680,10 @@ async fn a_crashed_leaders_lease_is_taken_only_once_it_expired() {
         .and_then(|w| w.renew.clone())
         .expect("the leader renewed");
     let last_renew: k8s_openapi::jiff::Timestamp = last_renew.parse().unwrap();
-    let expiry = SystemTime::from(last_renew) + Duration::from_secs(2);
+    let expiry =
+        SystemTime::from(last_renew) + Duration::from_secs(fast_settings().duration_seconds);
 
-    tokio::time::timeout(Duration::from_secs(10), standby.leading.wait_for(|l| *l))
+    tokio::time::timeout(Duration::from_secs(15), standby.leading.wait_for(|l| *l))
         .await
         .expect("the standby takes over in time")
         .unwrap();
@@ -722,7 +724,7 @@ fn is_watch(seen: &Seen) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caches_fill_on_a_standby_and_reconciles_start_once_it_leads() {
     let fake = FakeApi::new(vec![todos()]);
-    // Another replica holds the Lease, renewing it every 200 ms of its 2 s.
+    // Another replica holds the Lease, renewing it every 200 ms of its 3 s.
     let other = "other-replica_0";
     let renewing = Arc::new(AtomicBool::new(true));
     let renew = move |fake: &FakeApi| {
@@ -731,7 +733,7 @@ async fn caches_fill_on_a_standby_and_reconciles_start_once_it_leads() {
             LEASE,
             "other-manager",
             &json!({
-                "holderIdentity": other, "leaseDurationSeconds": 2,
+                "holderIdentity": other, "leaseDurationSeconds": 3,
                 "acquireTime": now_micro(), "renewTime": now_micro(),
             }),
             Write::Update,
