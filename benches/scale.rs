@@ -66,9 +66,11 @@ struct Recorded {
     statuses: Mutex<HashMap<String, serde_json::Value>>,
     requests: AtomicU64,
     writes: AtomicU64,
+    /// Requests the chart's RBAC refuses (answered 403, as the apiserver would).
+    refused: Mutex<Vec<String>>,
 }
 
-/// A mock API server that answers any request of a reconcile at once.
+/// A mock API server that answers any request of a reconcile at once (after the RBAC check).
 fn auto_client(recorded: Arc<Recorded>) -> Client {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     tokio::spawn(async move {
@@ -76,6 +78,11 @@ fn auto_client(recorded: Arc<Recorded>) -> Client {
             let recorded = recorded.clone();
             tokio::spawn(async move {
                 recorded.requests.fetch_add(1, Ordering::Relaxed);
+                if let Err(refusal) = support::rbac::check(&request) {
+                    recorded.refused.lock().unwrap().push(refusal.clone());
+                    respond.send_response(support::forbidden(&refusal));
+                    return;
+                }
                 let method = request.method().clone();
                 let path = request.uri().path().to_string();
                 let bytes = request.into_body().collect_bytes().await.unwrap();
@@ -305,4 +312,8 @@ async fn main() {
         rss_kib("VmHWM:") / 1024
     );
     assert_eq!(steady_writes, 0, "a steady resync must not write");
+    for recorded in [&created, &resync] {
+        let refused = recorded.refused.lock().unwrap();
+        assert!(refused.is_empty(), "{refused:#?}");
+    }
 }

@@ -13,6 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 # E2E_KEEP          1: keep the namespace (and a local operator's log) for debugging.
 # E2E_TIMEOUT       seconds for an app to become Ready (default 300).
 # E2E_ADMIN_ADDR    admin address of a local operator (default 127.0.0.1:18080).
+# E2E_FAILOVER_SECONDS  bound of the failover scenario (default 60).
 E2E_OPERATOR="${E2E_OPERATOR:-incluster}"
 E2E_INSTALL="${E2E_INSTALL:-helm}"
 E2E_IMAGE="${E2E_IMAGE:-meteor-operator:e2e}"

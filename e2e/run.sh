@@ -8,7 +8,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SCENARIOS=(install basic scale workers settings invalid delete fleet)
+SCENARIOS=(install basic scale workers settings invalid delete failover fleet)
 
 # === scenarios ===================================================================================
 # Each runs in its own subshell with set -e; `fail` ends it. Later scenarios (re)create what they
@@ -65,6 +65,11 @@ YAML
     sleep 2
     holder="$(kubectl -n "${OPERATOR_NAMESPACE}" get lease meteor-operator -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null || true)"
   done
+  # The identity is POD_NAME_UUID: unique even for two processes on one host.
+  [[ "${holder}" =~ _[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$ ]] \
+    || fail "Lease holder identity '${holder}' is not POD_NAME_UUID"
+  kubectl -n "${OPERATOR_NAMESPACE}" get pod "${holder%%_*}" >/dev/null 2>&1 \
+    || fail "Lease holder ${holder}: no pod ${holder%%_*} in ${OPERATOR_NAMESPACE}"
   log "ok: Lease meteor-operator held by ${holder}"
 
   # Metrics through the Service (apiserver service proxy: no port-forward needed).
@@ -73,22 +78,39 @@ YAML
     || fail "GET /metrics through service ${OPERATOR_RELEASE}-metrics failed"
   assert_contains "${metrics}" "# TYPE" "/metrics"
 
-  # RBAC: what the operator's ServiceAccount may and may not do ("VERB RESOURCE NAMESPACE [SUBRESOURCE]").
+  # RBAC: the operator's ServiceAccount may do every permission the tests saw its requests need
+  # (hack/rbac-used.txt: ClusterRole lines in the app namespace and, for list and watch, across
+  # all namespaces; Role lines in the operator's namespace) ...
+  local role resource verb sub checked=0
+  while read -r role resource verb; do
+    [[ -z "${role}" || "${role}" == \#* ]] && continue
+    sub=""
+    if [[ "${resource}" == */* ]]; then
+      sub="${resource#*/}"
+      resource="${resource%%/*}"
+    fi
+    case "${role}" in
+      ClusterRole)
+        can_i yes "${verb}" "${resource}" "${NS}" "${sub}"
+        if [[ "${verb}" == list || "${verb}" == watch ]]; then
+          can_i yes "${verb}" "${resource}" '*' "${sub}"
+        fi
+        ;;
+      Role) can_i yes "${verb}" "${resource}" "${OPERATOR_NAMESPACE}" "${sub}" ;;
+      *) fail "hack/rbac-used.txt: unknown role '${role}' in: ${role} ${resource} ${verb}" ;;
+    esac
+    checked=$((checked + 1))
+  done <"${ROOT}/hack/rbac-used.txt"
+  ((checked > 0)) || fail "hack/rbac-used.txt lists no permission"
+  # ... and nothing of what it must not ("VERB RESOURCE NAMESPACE [SUBRESOURCE]").
   local check
-  for check in "get meteorapps.meteorfleet.dev ${NS}" "patch meteorapps.meteorfleet.dev ${NS} status" \
-    "create deployments.apps ${NS}" "delete services ${NS}" "create poddisruptionbudgets.policy ${NS}" \
-    "watch secrets ${NS}" "create events.events.k8s.io ${NS}" "patch events ${NS}" \
-    "watch statefulsets.apps ${NS}" "patch networkpolicies.networking.k8s.io ${NS}" \
-    "update leases.coordination.k8s.io ${OPERATOR_NAMESPACE}"; do
-    # shellcheck disable=SC2086 # split into arguments on purpose
-    can_i yes ${check}
-  done
   for check in "update meteorapps.meteorfleet.dev ${NS}" "delete secrets ${NS}" "delete configmaps ${NS}" \
-    "create pods ${NS}" "update deployments.apps ${NS}" "update leases.coordination.k8s.io ${NS}"; do
-    # shellcheck disable=SC2086
+    "create pods ${NS}" "update deployments.apps ${NS}" "get leases.coordination.k8s.io ${NS}" \
+    "patch leases.coordination.k8s.io ${NS}" "update leases.coordination.k8s.io ${OPERATOR_NAMESPACE}"; do
+    # shellcheck disable=SC2086 # split into arguments on purpose
     can_i no ${check}
   done
-  log "ok: operator RBAC allows what it needs and nothing tested beyond"
+  log "ok: operator RBAC allows the ${checked} permissions of hack/rbac-used.txt and refuses the others tested"
 }
 
 install_local() {
@@ -123,10 +145,12 @@ install_local() {
   log "ok: local operator ready (http://${E2E_ADMIN_ADDR}/readyz)"
 }
 
-# can_i WANT VERB RESOURCE NAMESPACE [SUBRESOURCE]: kubectl auth can-i as the operator's ServiceAccount.
+# can_i WANT VERB RESOURCE NAMESPACE [SUBRESOURCE]: kubectl auth can-i as the operator's
+# ServiceAccount; NAMESPACE '*' asks across all namespaces.
 can_i() {
-  local want="$1" verb="$2" resource="$3" namespace="$4" sub="${5:-}" got
-  got="$(kubectl auth can-i "${verb}" "${resource}" -n "${namespace}" ${sub:+--subresource="${sub}"} \
+  local want="$1" verb="$2" resource="$3" namespace="$4" sub="${5:-}" got scope
+  if [[ "${namespace}" == '*' ]]; then scope="--all-namespaces"; else scope="--namespace=${namespace}"; fi
+  got="$(kubectl auth can-i "${verb}" "${resource}" "${scope}" ${sub:+--subresource="${sub}"} \
     --as="${OPERATOR_SA}" 2>/dev/null || true)"
   [[ "${got}" == "${want}" ]] \
     || fail "kubectl auth can-i ${verb} ${resource}${sub:+/${sub}} -n ${namespace} as the operator: got '${got}', want '${want}'"
@@ -407,6 +431,77 @@ scenario_delete() {
   done
   assert_exists secret/e2e-mongo
   assert_exists configmap/e2e-settings
+}
+
+# failover: two operator replicas; the leader pod is killed, then the MeteorApp's spec changes.
+# Prints the seconds until status.observedGeneration catches up (a standby has to notice the
+# Lease expired, take it and reconcile from its already-filled caches); fails past
+# E2E_FAILOVER_SECONDS (60).
+scenario_failover() {
+  if [[ "${E2E_OPERATOR}" == local ]]; then
+    log "skipped: E2E_OPERATOR=local runs one operator process outside the cluster; failover needs two in-cluster replicas"
+    return 0
+  fi
+  local bound="${E2E_FAILOVER_SECONDS:-60}"
+  ensure_app_ready
+  trap 'set_operator_replicas 1 || log "warning: could not scale the operator back to 1 replica"' EXIT
+  set_operator_replicas 2 || fail "cannot run 2 operator replicas"
+  log "ok: 2 operator replicas running"
+  # Let the standby list and watch (its caches are what makes the failover fast).
+  sleep 5
+  local leader
+  leader="$(lease_holder_pod)"
+  [[ "${leader}" == "${OPERATOR_RELEASE}-"* ]] || fail "no operator pod holds Lease meteor-operator (holder pod: '${leader}')"
+  kubectl -n "${OPERATOR_NAMESPACE}" get pod "${leader}" >/dev/null 2>&1 \
+    || fail "the Lease holder ${leader} is not a pod in ${OPERATOR_NAMESPACE}"
+  log "leader: ${leader}"
+
+  local started
+  started="${EPOCHREALTIME}"
+  kubectl -n "${OPERATOR_NAMESPACE}" delete pod "${leader}" --grace-period=0 --force >/dev/null 2>&1 \
+    || fail "cannot delete the leader pod ${leader}"
+  patch_app '{"spec":{"replicas":3}}'
+  local deadline=$((SECONDS + bound + 30))
+  until observed_current "meteorapp/${APP}"; do
+    ((SECONDS < deadline)) || fail "status.observedGeneration of meteorapp/${APP} did not catch up within $((bound + 30))s of the leader's deletion"
+    sleep 0.5
+  done
+  local elapsed
+  elapsed="$(awk -v a="${started}" -v b="${EPOCHREALTIME}" 'BEGIN { printf "%.1f", b - a }')"
+  log "failover: observedGeneration caught up ${elapsed}s after the leader pod was deleted"
+  awk -v e="${elapsed}" -v b="${bound}" 'BEGIN { exit !(e <= b) }' \
+    || fail "failover took ${elapsed}s (bound: ${bound}s)"
+  local now
+  now="$(lease_holder_pod)"
+  [[ "${now}" != "${leader}" && "${now}" == "${OPERATOR_RELEASE}-"* ]] \
+    || fail "after the failover the Lease is held by '${now}', want the other replica (not ${leader})"
+  log "ok: Lease now held by ${now}"
+
+  apply_app # back to 2 replicas
+  wait_ready "meteorapp/${APP}"
+}
+
+# lease_holder_pod: the pod named by the Lease's holder (identities are POD_NAME_UUID).
+lease_holder_pod() {
+  local holder
+  holder="$(kubectl -n "${OPERATOR_NAMESPACE}" get lease meteor-operator -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null || true)"
+  echo "${holder%%_*}"
+}
+
+# set_operator_replicas N: runs N operator pods (helm value `replicas`, or a scale of the
+# Deployment of manifests/install.yaml) and waits until they are available.
+set_operator_replicas() {
+  case "${E2E_INSTALL}" in
+    helm)
+      helm upgrade "${OPERATOR_RELEASE}" "${ROOT}/charts/meteor-operator" --namespace "${OPERATOR_NAMESPACE}" \
+        --reuse-values --set replicas="$1" --wait --timeout "${E2E_TIMEOUT}s" >/dev/null || return 1
+      ;;
+    manifest)
+      kubectl -n "${OPERATOR_NAMESPACE}" scale "deployment/${OPERATOR_RELEASE}" --replicas="$1" >/dev/null || return 1
+      ;;
+    *) return 1 ;;
+  esac
+  kubectl -n "${OPERATOR_NAMESPACE}" rollout status "deployment/${OPERATOR_RELEASE}" --timeout="${E2E_TIMEOUT}s" >/dev/null
 }
 
 # === runner ======================================================================================

@@ -5,8 +5,10 @@
 
 Each file is one `helm template` of charts/meteor-operator (any values). Checked:
   * every templated object carries the chart's labels;
-  * the ClusterRole holds exactly OPERATOR_RULES and the Role exactly LEASE_RULES (least privilege:
-    when the operator needs a new permission, add it to the chart's clusterrole.yaml AND here);
+  * the ClusterRole and the Role grant exactly the permissions of hack/rbac-used.txt, which the
+    tests record from the requests the code really sends (nothing missing, nothing extra, no
+    wildcards): a permission the code needs is added to the chart's clusterrole.yaml or role.yaml
+    and `bash hack/sync-rbac.sh` records it once a test exercises it;
   * the operator Deployment: restricted security context, args, downward-API env, admin port,
     probes, resources; a PodDisruptionBudget exists exactly when replicas > 1;
   * the metrics Service exposes port `metrics` to the container's `admin` port;
@@ -15,33 +17,37 @@ Each file is one `helm template` of charts/meteor-operator (any values). Checked
 Exit status 1 on any failed check.
 """
 
+import os
 import re
 import sys
 
 import yaml
 
-OPERATOR_RULES = {
-    ("meteorfleet.dev", "meteorapps"): {"get", "list", "watch"},
-    ("meteorfleet.dev", "meteorapps/status"): {"patch"},
-    # create: the first server-side apply of an object creates it.
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("apps", "replicasets"): {"list"},
-    ("", "pods"): {"list"},
-    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "secrets"): {"get", "list", "watch", "create", "patch"},  # create, patch: managed MongoDB
-    ("", "configmaps"): {"get", "list", "watch"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    # Managed MongoDB (README, "Managed MongoDB").
-    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
-    ("", "persistentvolumeclaims"): {"list", "patch"},
-    ("networking.k8s.io", "networkpolicies"): {"get", "create", "patch"},
-    ("storage.k8s.io", "storageclasses"): {"get"},
-}
-LEASE_RULES = {
-    ("coordination.k8s.io", "leases"): {"get", "list", "watch", "create", "update", "patch"},
-}
+RBAC_USED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rbac-used.txt")
+
+
+def used_rules(path=RBAC_USED):
+    """{"ClusterRole"|"Role": {(group, resource): verbs}} from hack/rbac-used.txt."""
+    rules = {"ClusterRole": {}, "Role": {}}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.split()
+            if len(fields) != 3 or fields[0] not in rules:
+                raise SystemExit(f"{path}:{number}: want 'ClusterRole|Role RESOURCE[.GROUP][/SUB] VERB', got {line!r}")
+            role, name, verb = fields
+            name, _, sub = name.partition("/")
+            resource, _, group = name.partition(".")
+            key = (group, f"{resource}/{sub}" if sub else resource)
+            rules[role].setdefault(key, set()).add(verb)
+    if not rules["ClusterRole"]:
+        raise SystemExit(f"{path}: no ClusterRole permission recorded")
+    return rules
+
+
+USED = used_rules()
 LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
           "app.kubernetes.io/managed-by", "helm.sh/chart")
 
@@ -77,7 +83,8 @@ def check_rules(obj, want):
         if got.get(key, set()) != want.get(key, set()):
             group = key[0] or '""'
             errors.append(f"{name}: {group} {key[1]}: verbs {sorted(got.get(key, set()))}, "
-                          f"want {sorted(want.get(key, set()))}")
+                          f"want {sorted(want.get(key, set()))} (what hack/rbac-used.txt records the "
+                          f"code using; after changing what the code sends: bash hack/sync-rbac.sh)")
 
 
 RUN_HELP = None
@@ -142,8 +149,8 @@ def check_file(path):
         check(len(by_kind.get(kind, [])) == 1, f"{path}: expected exactly one {kind}, got {len(by_kind.get(kind, []))}")
     if errors:
         return
-    check_rules(by_kind["ClusterRole"][0], OPERATOR_RULES)
-    check_rules(by_kind["Role"][0], LEASE_RULES)
+    check_rules(by_kind["ClusterRole"][0], USED["ClusterRole"])
+    check_rules(by_kind["Role"][0], USED["Role"])
     dep = by_kind["Deployment"][0]
     check_deployment(dep, f"{path}: Deployment/{dep['metadata']['name']}")
     sa = by_kind["ServiceAccount"][0]["metadata"]["name"]

@@ -7,7 +7,8 @@
 #                   of the Dockerfile
 #   3. fmt          cargo fmt --all -- --check
 #   4. clippy       cargo clippy --all-targets -- -D warnings
-#   5. test         cargo test, and the scale benchmark at 100 apps (no write on a steady resync)
+#   5. test         cargo test, and the scale benchmark at 100 apps (no write on a steady resync);
+#                   the permissions their requests needed equal hack/rbac-used.txt
 #   6. crd          `meteor-operator crd` == crds/meteorapps.yaml == the chart's copy
 #   7. render       `meteor-operator render` of every examples/*.yaml and e2e/testdata/*.yaml
 #                   validates strictly; every e2e/invalid/*.yaml is refused
@@ -103,6 +104,8 @@ step_clippy() {
 # ------------------------------------------------------------------------------------------------
 step_test() {
   step test "cargo test"
+  # Every fake API server records the permissions its requests needed (tests/support/rbac.rs).
+  bash hack/sync-rbac.sh --clear
   cargo test 2>&1 | tee "${WORK}/cargo-test.log" || fail "cargo test failed (see above)"
   grep -q '^test result: ' "${WORK}/cargo-test.log" || fail "cargo test printed no 'test result:' line"
   # Totals over every test binary and doc-test run.
@@ -119,6 +122,12 @@ step_test() {
   # running it keeps it from rotting.
   METEOR_BENCH_APPS=100 cargo test --bench scale 2>&1 | tail -12 \
     || fail "the scale benchmark failed (cargo test --bench scale)"
+  bash hack/sync-rbac.sh --collect "${WORK}/rbac-used.txt"
+  if ! diff -u hack/rbac-used.txt "${WORK}/rbac-used.txt" >"${WORK}/rbac.diff"; then
+    cat "${WORK}/rbac.diff"
+    fail "the permissions the tests' requests needed differ from hack/rbac-used.txt (diff above: - committed, + used); fix: bash hack/sync-rbac.sh (and make the chart's roles match it)"
+  fi
+  info "hack/rbac-used.txt: the $(grep -vc '^#' hack/rbac-used.txt) permissions the tests' requests needed"
   done_step
 }
 

@@ -3,7 +3,7 @@
 //! upgrade slot. Pure: observations in, a decision out; no client, no clock.
 
 use crate::api::{Rollout, RolloutStatus};
-use crate::build::meta::CONFIG_HASH_ANNOTATION;
+use crate::build::meta::{APPLIED_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION};
 use crate::build::template_hash;
 use k8s_openapi::api::apps::v1::Deployment;
 
@@ -17,6 +17,8 @@ pub struct TierFacts {
     pub config: Option<String>,
     /// Its image.
     pub image: Option<String>,
+    /// The hash of what the operator last applied (`meteorfleet.dev/applied-hash`).
+    pub applied: Option<String>,
     /// Every pod runs that template and is available.
     pub complete: bool,
     /// The Deployment controller saw the latest template and gave up: progress deadline exceeded.
@@ -38,6 +40,11 @@ impl TierFacts {
                 .and_then(|t| t.metadata.as_ref()?.annotations.as_ref())
                 .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned()),
             image: template.and_then(|t| t.spec.as_ref()?.containers.first()?.image.clone()),
+            applied: deployment
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(APPLIED_HASH_ANNOTATION).cloned()),
             complete: progress.complete(desired),
             stuck: progress.observed && progress.stuck,
         }
@@ -50,6 +57,8 @@ pub struct TierWants {
     pub template: String,
     pub config: String,
     pub image: String,
+    /// The hash of the desired Deployment, as the applier stamps it.
+    pub applied: String,
 }
 
 /// Everything the rollout decision looks at.
@@ -131,10 +140,14 @@ pub fn decide(facts: &RolloutFacts) -> RolloutPlan {
         }
     }
     let spec_unchanged = facts.generation.is_some() && facts.generation == facts.status_generation;
+    // The operator now builds another Deployment from the same spec and data. (Someone else
+    // changing the template, a `rollout undo`, leaves our applied hash as it was: that is drift,
+    // put back at once.)
     let upgraded = |wants: &TierWants, observed: Option<&TierFacts>| {
         observed.is_some_and(|o| {
             o.template.as_deref() != Some(&wants.template)
                 && o.config.as_deref() == Some(&wants.config)
+                && o.applied.as_deref() != Some(&wants.applied)
         })
     };
     let worker_upgraded = facts
@@ -182,6 +195,7 @@ mod tests {
             template: template.into(),
             config: "c1".into(),
             image: format!("todos:{template}"),
+            applied: format!("hash-of-{template}"),
         }
     }
 
@@ -190,6 +204,7 @@ mod tests {
             template: Some(template.into()),
             config: Some("c1".into()),
             image: Some(format!("todos:{template}")),
+            applied: Some(format!("hash-of-{template}")),
             complete,
             stuck,
         }
@@ -340,6 +355,14 @@ mod tests {
         f.observed_app = Some(running("v1-new-operator", true, false));
         f.worker = Some((wants("w2"), Some(running("w1", true, false))));
         assert_eq!(decide(&f), RolloutPlan::NeedsSlot);
+        // A `rollout undo` by someone else: the template differs but our applied hash is the
+        // one we want, so it is drift, applied at once.
+        f.worker = None;
+        f.observed_app = Some(TierFacts {
+            applied: Some("hash-of-v1-new-operator".into()),
+            ..running("v1-old", true, false)
+        });
+        assert_eq!(decide(&f), RolloutPlan::Apply);
         // A Deployment not created yet needs no slot.
         f.observed_app = None;
         assert_eq!(decide(&f), RolloutPlan::Apply);

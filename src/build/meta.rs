@@ -14,6 +14,8 @@ pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=meteor-operator
 /// Pod-template annotation: checksum of the referenced settings and Mongo URLs, so a change of
 /// their data rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "meteorfleet.dev/config-hash";
+/// Annotation on every child: hash of what the operator last applied.
+pub const APPLIED_HASH_ANNOTATION: &str = "meteorfleet.dev/applied-hash";
 /// Pod-template label: hash of the template without it. Finds a template's ReplicaSet and pods
 /// again (rollback, crash-loop detection) and tells which template a Deployment runs.
 pub const TEMPLATE_HASH_LABEL: &str = "meteorfleet.dev/template-hash";

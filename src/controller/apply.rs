@@ -41,8 +41,7 @@ impl<K> Child for K where
 {
 }
 
-/// Annotation on every child: hash of what the operator last applied.
-pub const APPLIED_HASH_ANNOTATION: &str = "meteorfleet.dev/applied-hash";
+pub use crate::build::meta::APPLIED_HASH_ANNOTATION;
 
 /// What `apply` did.
 pub enum Applied<K> {

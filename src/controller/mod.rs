@@ -1,11 +1,13 @@
 //! The controller (`meteor-operator run`): watches MeteorApps and what they own, reconciles each
 //! with bounded concurrency, serves metrics and health, and takes a leader Lease so that only one
-//! replica acts.
+//! replica acts. Every replica watches and caches from the start; only the leader reconciles.
 
 mod admin;
 pub(crate) mod apply;
 pub mod drift;
+mod feed;
 mod index;
+mod leader;
 mod listed;
 mod metrics;
 pub mod mongo;
@@ -13,6 +15,7 @@ mod reconcile;
 mod slots;
 
 pub use apply::{APPLIED_HASH_ANNOTATION, Applier, Child, desired_hash, stamped};
+pub use leader::{LeaseSettings, holder_identity, lease_manager};
 pub use listed::ListedApp;
 pub use metrics::Metrics;
 pub use reconcile::{reconcile, reconcile_listed};
@@ -20,6 +23,7 @@ pub use slots::RolloutSlots;
 
 use crate::build::meta::MANAGED_SELECTOR;
 use crate::references::SourceKind;
+use feed::Feed;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -35,6 +39,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_util::task::AbortOnDropHandle;
 
 /// Command-line configuration of `meteor-operator run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -269,40 +274,46 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     crate::mongo::set_cluster_domain(args.cluster_domain.clone());
     let client = Client::try_default().await?;
+    run_with(client, args, shutdown_signal()).await
+}
+
+/// [`run`] against `client` until `shutdown` resolves: the caches start at once, on every
+/// replica; the reconciler once this replica holds the Lease. Losing the Lease exits the process.
+pub async fn run_with(
+    client: Client,
+    args: RunArgs,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(admin::Readiness::default());
     // Bind before anything else, so a taken port fails the start instead of the probes.
     let admin_listener = tokio::net::TcpListener::bind(args.admin_addr).await?;
     tracing::info!(addr = %args.admin_addr, "admin endpoint listening");
-    let admin_task = tokio::spawn(admin::serve(
+    let _admin = AbortOnDropHandle::new(tokio::spawn(admin::serve(
         admin_listener,
         metrics.clone(),
         readiness.clone(),
-    ));
+    )));
+    // A standby lists and watches too, so winning the Lease costs no LIST of every Secret,
+    // ConfigMap and child before the first reconcile.
+    let caches = Caches::start(&client, args.namespace.as_deref());
 
-    let mut shutdown = Box::pin(shutdown_signal());
+    let mut shutdown = Box::pin(shutdown);
     let lease = if args.leader_elect {
         let namespace = args
             .lease_namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_string());
-        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| hostname());
-        let manager =
-            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-                .with_namespace(namespace)
-                .with_identity(identity)
-                .with_duration(15)
-                .with_grace(5)
-                .build()
-                .await?;
+        let settings = LeaseSettings::new(&args.lease_name, namespace);
+        let (manager, identity) = lease_manager(client.clone(), &settings).await?;
         let (mut leading, task) = manager.watch().await;
         readiness.set(true);
-        tracing::info!(lease = %args.lease_name, "waiting for the leader lease");
+        tracing::info!(lease = %args.lease_name, %identity, "waiting for the leader lease");
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             changed = leading.wait_for(|leader| *leader) => { changed?; }
         }
-        tracing::info!("acquired the leader lease");
+        tracing::info!(%identity, "acquired the leader lease");
         metrics.set_leader(true);
         Some((leading, task))
     } else {
@@ -310,7 +321,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     };
 
-    let controller = run_controller(client, &args, metrics.clone(), shutdown);
+    let controller = run_reconciler(client, caches, &args, metrics.clone(), shutdown);
     match lease {
         Some((mut leading, task)) => {
             tokio::select! {
@@ -332,60 +343,126 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => controller.await,
     }
-    admin_task.abort();
     Ok(())
 }
 
-/// Wires watches, caches and the reconciler, and drives them until `stop` resolves.
-async fn run_controller(
+/// Every watch the controller needs, each keeping its cache current from process start. Their
+/// changes reach the reconciler only once this replica leads (see [`feed`]).
+struct Caches {
+    apps: Store<ListedApp>,
+    deployments: Store<Deployment>,
+    services: Store<Service>,
+    budgets: Store<PodDisruptionBudget>,
+    statefulsets: Store<StatefulSet>,
+    /// Which apps reference each Secret/ConfigMap, kept from the same events as `apps`.
+    index: index::SharedIndex,
+    feeds: Feeds,
+}
+
+struct Feeds {
+    apps: Feed<ListedApp>,
+    deployments: Feed<Deployment>,
+    services: Feed<Service>,
+    budgets: Feed<PodDisruptionBudget>,
+    statefulsets: Feed<StatefulSet>,
+    secrets: Feed<PartialObjectMeta<Secret>>,
+    config_maps: Feed<PartialObjectMeta<ConfigMap>>,
+}
+
+impl Caches {
+    /// Starts every watch (needs a Tokio runtime).
+    fn start(client: &Client, namespace: Option<&str>) -> Self {
+        let (deployments, deployment_feed) =
+            owned_cache::<Deployment>(client, namespace, trim::deployment);
+        let (services, service_feed) = owned_cache::<Service>(client, namespace, trim::service);
+        let (budgets, budget_feed) =
+            owned_cache::<PodDisruptionBudget>(client, namespace, trim::disruption_budget);
+        let (statefulsets, statefulset_feed) =
+            owned_cache::<StatefulSet>(client, namespace, trim::statefulset);
+        // MeteorApps are cached without managedFields, which are often most of an object's bytes.
+        let (apps, app_writer) = reflector::store();
+        let index = index::SharedIndex::default();
+        let app_events = watcher(
+            scoped_api::<ListedApp>(client, namespace),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .modify(trim::app)
+        .reflect(app_writer)
+        .inspect(index.observer());
+        Self {
+            deployments,
+            services,
+            budgets,
+            statefulsets,
+            index,
+            feeds: Feeds {
+                // The replica that starts to lead first gets every cached app: each is
+                // reconciled once at once, whatever happened while it stood by.
+                apps: feed::spawn("MeteorApp".into(), app_events, Some(apps.clone())),
+                deployments: deployment_feed,
+                services: service_feed,
+                budgets: budget_feed,
+                // Managed-MongoDB StatefulSets: a member pod becoming ready triggers the next step.
+                statefulsets: statefulset_feed,
+                // Referenced Secrets and ConfigMaps: metadata only (no Secret data is held in
+                // memory), not cached.
+                secrets: feed::spawn(
+                    "Secret".into(),
+                    referenced_changes::<Secret>(client, namespace),
+                    None,
+                ),
+                config_maps: feed::spawn(
+                    "ConfigMap".into(),
+                    referenced_changes::<ConfigMap>(client, namespace),
+                    None,
+                ),
+            },
+            apps,
+        }
+    }
+}
+
+/// Reconciles from `caches` until `stop` resolves.
+async fn run_reconciler(
     client: Client,
+    caches: Caches,
     args: &RunArgs,
     metrics: Arc<Metrics>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (deployments, deployment_events) =
-        owned_cache::<Deployment>(&client, args, trim::deployment);
-    let (services, service_events) = owned_cache::<Service>(&client, args, trim::service);
-    let (budgets, budget_events) =
-        owned_cache::<PodDisruptionBudget>(&client, args, trim::disruption_budget);
-
-    // Managed-MongoDB StatefulSets: only their changes matter (a member pod became ready), so
-    // the trimmed cache itself is not read.
-    let (statefulsets, statefulset_events) =
-        owned_cache::<StatefulSet>(&client, args, trim::statefulset);
-
-    let apps: Api<ListedApp> = scoped_api(&client, args);
-    let mut ctx = Context::new(client.clone(), deployments, services, budgets, metrics)
+    let Caches {
+        apps: app_store,
+        deployments,
+        services,
+        budgets,
+        statefulsets,
+        index: app_index,
+        feeds,
+    } = caches;
+    let mut ctx = Context::new(client, deployments, services, budgets, metrics)
         .with_statefulsets(statefulsets);
     ctx.slots = RolloutSlots::new(usize::from(args.max_upgrade_rollouts));
     // Only operator pods of the operator's own namespace pass managed-MongoDB NetworkPolicies.
     ctx.mongo_options.operator_namespace = std::env::var("POD_NAMESPACE").ok();
     let ctx = Arc::new(ctx);
-    // MeteorApps are cached without managedFields, which are often most of an object's bytes.
-    let (app_store, app_writer) = reflector::store();
-    // Which apps reference each Secret/ConfigMap, kept from the same events as the store.
-    let app_index = index::SharedIndex::default();
-    let app_events = watcher(apps, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(trim::app)
-        .reflect(app_writer)
-        .inspect(app_index.observer())
-        .touched_objects()
+    let app_events = feeds
+        .apps
+        .open()
         // Only spec changes trigger: our own status writes must not (children, referenced
         // objects and the resync timer cover everything else).
         .predicate_filter(predicates::generation, PredicateConfig::default());
     Controller::for_stream(app_events, app_store.clone())
-        .owns_stream(deployment_events)
-        .owns_stream(service_events)
-        .owns_stream(budget_events)
-        .owns_stream(statefulset_events)
-        // Referenced Secrets and ConfigMaps: metadata only (no Secret data is held in memory).
+        .owns_stream(feeds.deployments.open())
+        .owns_stream(feeds.services.open())
+        .owns_stream(feeds.budgets.open())
+        .owns_stream(feeds.statefulsets.open())
         .watches_stream(
-            referenced_changes::<Secret>(&client, args),
+            feeds.secrets.open(),
             referencing_apps(app_index.clone(), SourceKind::Secret),
         )
         .watches_stream(
-            referenced_changes::<ConfigMap>(&client, args),
+            feeds.config_maps.open(),
             referencing_apps(app_index, SourceKind::ConfigMap),
         )
         .with_config(controller::Config::default().concurrency(args.concurrency))
@@ -400,58 +477,53 @@ async fn run_controller(
     tracing::info!("controller stopped");
 }
 
-fn scoped_api<K>(client: &Client, args: &RunArgs) -> Api<K>
+fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<DynamicType = ()>,
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
 {
-    match &args.namespace {
+    match namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     }
 }
 
-/// A trimmed cache of one kind of child (selected by our managed-by label) and the stream of
-/// changes that drives it.
+/// A trimmed cache of one kind of child (selected by our managed-by label) and the feed of its
+/// changes.
 fn owned_cache<K>(
     client: &Client,
-    args: &RunArgs,
+    namespace: Option<&str>,
     trim: impl Fn(&mut K) + Send + 'static,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
+) -> (Store<K>, Feed<K>)
 where
     K: Child,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(
-        scoped_api::<K>(client, args),
+    let events = watcher(
+        scoped_api::<K>(client, namespace),
         watcher::Config::default()
             .labels(MANAGED_SELECTOR)
             .any_semantic(),
     )
     .default_backoff()
     .modify(trim)
-    .reflect(writer)
-    .touched_objects();
-    (reader, stream)
+    .reflect(writer);
+    (reader, feed::spawn(K::kind(&()).into_owned(), events, None))
 }
 
 /// Metadata-only changes of every Secret or ConfigMap, to find apps that reference them.
 fn referenced_changes<K>(
     client: &Client,
-    args: &RunArgs,
-) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+    namespace: Option<&str>,
+) -> impl Stream<Item = Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>> + Send + 'static
 where
     K: Child,
 {
     watcher(
-        scoped_api::<PartialObjectMeta<K>>(client, args),
+        scoped_api::<PartialObjectMeta<K>>(client, namespace),
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
-    .touched_objects()
 }
 
 /// Maps a changed Secret/ConfigMap to the MeteorApps in its namespace that reference it.
@@ -475,12 +547,6 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "meteor-operator".to_string())
-}
-
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -489,56 +555,4 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http::{Request, Response};
-    use kube::client::Body;
-
-    /// Referenced Secrets are watched for their metadata only: no Secret data crosses the wire
-    /// or sits in memory, however many Secrets the cluster holds.
-    #[tokio::test]
-    async fn referenced_secrets_and_config_maps_are_watched_metadata_only() {
-        for (path, stream) in [("/api/v1/secrets", 0), ("/api/v1/configmaps", 1)] {
-            let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-            let client = Client::new(service, "default");
-            let args = RunArgs {
-                admin_addr: "127.0.0.1:0".parse().unwrap(),
-                log_format: LogFormat::Text,
-                leader_elect: false,
-                lease_name: "meteor-operator".into(),
-                lease_namespace: None,
-                concurrency: 1,
-                max_upgrade_rollouts: DEFAULT_UPGRADE_ROLLOUTS,
-                namespace: None,
-                cluster_domain: "cluster.local".into(),
-            };
-            let poll = if stream == 0 {
-                let changes = referenced_changes::<Secret>(&client, &args);
-                tokio::spawn(async move {
-                    futures::pin_mut!(changes);
-                    let _ = changes.next().await;
-                })
-            } else {
-                let changes = referenced_changes::<ConfigMap>(&client, &args);
-                tokio::spawn(async move {
-                    futures::pin_mut!(changes);
-                    let _ = changes.next().await;
-                })
-            };
-            let (request, _respond) =
-                tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-                    .await
-                    .expect("the watcher lists")
-                    .expect("a request");
-            assert_eq!(request.uri().path(), path);
-            assert_eq!(
-                request.headers()[http::header::ACCEPT],
-                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-            );
-            poll.abort();
-        }
-    }
 }

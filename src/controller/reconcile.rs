@@ -186,6 +186,7 @@ fn rollout_facts<'a>(app: &'a MeteorApp, ctx: &Context, desired: &Desired) -> Ro
             template: facts.template.unwrap_or_default(),
             config: facts.config.unwrap_or_default(),
             image: facts.image.unwrap_or_default(),
+            applied: apply::desired_hash(deployment),
         }
     };
     let observed = |name: &str| {

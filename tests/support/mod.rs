@@ -1,8 +1,11 @@
 //! Test fixtures and a scripted mock API server (kube-rs's tower-test pattern): each expected
 //! request is matched in order on method and path, its body can be inspected, and any request
 //! beyond the script is recorded as unexpected, which is how "no extra writes" is asserted.
+//! Every request is also checked against the chart's RBAC ([`rbac`]).
 
 #![allow(dead_code)]
+
+pub mod rbac;
 
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
@@ -211,6 +214,7 @@ pub fn mock_client(script: Vec<Expect>) -> (Client, Transcript, tokio::task::Joi
         let mut script = script.into_iter();
         let mut matched = 0;
         while let Some((request, respond)) = handle.next_request().await {
+            let permitted = rbac::check(&request);
             let method = request.method().clone();
             let path = request.uri().path().to_string();
             let query = request.uri().query().unwrap_or("").to_string();
@@ -226,6 +230,12 @@ pub fn mock_client(script: Vec<Expect>) -> (Client, Transcript, tokio::task::Joi
                 query,
                 body: body.clone(),
             });
+            if let Err(refusal) = permitted {
+                // Answered as the apiserver would; the script does not advance.
+                record.unexpected.lock().unwrap().push(refusal.clone());
+                respond.send_response(forbidden(&refusal));
+                continue;
+            }
             let (status, reply) = match script.next() {
                 Some(expect) if expect.method == method && expect.path == path => {
                     matched += 1;
@@ -273,6 +283,18 @@ pub fn mock_client(script: Vec<Expect>) -> (Client, Transcript, tokio::task::Joi
         matched
     });
     (client, transcript, task)
+}
+
+/// The apiserver's answer to a request RBAC refuses.
+pub fn forbidden(message: &str) -> Response<Body> {
+    let status = serde_json::json!({
+        "apiVersion": "v1", "kind": "Status", "status": "Failure",
+        "message": message, "reason": "Forbidden", "code": 403,
+    });
+    Response::builder()
+        .status(StatusCode::FORBIDDEN)
+        .body(Body::from(serde_json::to_vec(&status).unwrap()))
+        .unwrap()
 }
 
 /// A Context over `client` with caches holding the given children.

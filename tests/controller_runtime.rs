@@ -1,0 +1,887 @@
+//! The controller's runtime against an in-process fake API server: leader election between two
+//! lease managers built as `run` builds them, caches that fill on a standby, reconciles that
+//! start once the Lease is won, and a repeated event patched rather than created again. Every
+//! request passes the chart's RBAC check, so the verbs of watches, leases and events are in the
+//! recorded list.
+
+mod support;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame};
+use kube::Client;
+use kube::client::Body;
+use meteor_operator::controller::{
+    LeaseSettings, LogFormat, RunArgs, holder_identity, lease_manager, reconcile, run_with,
+};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use support::rbac;
+
+/// The release namespace of manifests/install.yaml: the Role allows the Lease there only.
+const OPERATOR_NAMESPACE: &str = "meteor-system";
+const LEASE: &str = "meteor-operator";
+const LEASE_PATH: &str =
+    "/apis/coordination.k8s.io/v1/namespaces/meteor-system/leases/meteor-operator";
+
+// --- the fake API server ---------------------------------------------------------------------
+
+/// A request the fake answered.
+#[derive(Clone, Debug)]
+struct Seen {
+    at: Instant,
+    method: Method,
+    path: String,
+    query: String,
+    accept: String,
+    body: Value,
+}
+
+/// A successful write of the Lease.
+#[derive(Clone, Debug)]
+struct LeaseWrite {
+    at: Instant,
+    wall: SystemTime,
+    holder: Option<String>,
+    renew: Option<String>,
+}
+
+/// One stored Lease with server-side-apply field ownership of its spec (all scalar fields).
+#[derive(Default)]
+struct StoredLease {
+    object: Value,
+    /// Field -> managers that own it.
+    owners: BTreeMap<String, BTreeSet<String>>,
+    /// Manager -> fields its last apply set.
+    applied: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// An in-memory coordination.k8s.io/v1 Lease store that answers like a real apiserver: GET,
+/// POST (409 AlreadyExists), PATCH as server-side apply (409 Conflict on a field another manager
+/// owns with another value, unless forced) or as strategic-merge/merge patch (null removes a
+/// field), PUT with a resourceVersion precondition (409 Conflict).
+#[derive(Default)]
+struct Leases {
+    stored: BTreeMap<(String, String), StoredLease>,
+    version: u64,
+    history: Vec<LeaseWrite>,
+}
+
+type FakeBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Answers any LIST with an empty list of the right kind (MeteorApps: `apps`), holds every
+/// WATCH open, answers a GET of a named object 404, echoes writes, and keeps Leases for real.
+#[derive(Default)]
+struct FakeApi {
+    apps: Vec<Value>,
+    leases: Mutex<Leases>,
+    seen: Mutex<Vec<Seen>>,
+    refused: Mutex<Vec<String>>,
+}
+
+impl FakeApi {
+    fn new(apps: Vec<Value>) -> Arc<Self> {
+        Arc::new(Self {
+            apps,
+            ..Self::default()
+        })
+    }
+
+    fn client(self: &Arc<Self>) -> Client {
+        let fake = self.clone();
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let fake = fake.clone();
+            async move { Ok::<_, Infallible>(fake.answer(request).await) }
+        });
+        Client::new(service, "default")
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn refused(&self) -> Vec<String> {
+        self.refused.lock().unwrap().clone()
+    }
+
+    fn lease_history(&self) -> Vec<LeaseWrite> {
+        self.leases.lock().unwrap().history.clone()
+    }
+
+    fn holder(&self) -> Option<String> {
+        let leases = self.leases.lock().unwrap();
+        let stored = leases
+            .stored
+            .get(&(OPERATOR_NAMESPACE.to_string(), LEASE.to_string()))?;
+        stored.object["spec"]["holderIdentity"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// The holders the Lease went through, in order, repeats folded.
+    fn holders(&self) -> Vec<Option<String>> {
+        let mut holders: Vec<Option<String>> = Vec::new();
+        for write in self.lease_history() {
+            if holders.last() != Some(&write.holder) {
+                holders.push(write.holder);
+            }
+        }
+        holders
+    }
+
+    async fn answer(&self, request: Request<Body>) -> Response<FakeBody> {
+        let permitted = rbac::check(&request);
+        let (parts, body) = request.into_parts();
+        let header = |name: http::header::HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let accept = header(http::header::ACCEPT);
+        let content_type = header(http::header::CONTENT_TYPE);
+        let bytes = body.collect_bytes().await.unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let method = parts.method.clone();
+        let path = parts.uri.path().to_string();
+        let query = parts.uri.query().unwrap_or("").to_string();
+        self.seen.lock().unwrap().push(Seen {
+            at: Instant::now(),
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            accept: accept.clone(),
+            body: body.clone(),
+        });
+        if let Err(refusal) = permitted {
+            self.refused.lock().unwrap().push(refusal.clone());
+            return reply(
+                StatusCode::FORBIDDEN,
+                status_json(403, "Forbidden", &refusal),
+            );
+        }
+        let request = rbac::attributes(&method, &path, &query).expect("a resource path");
+        if request.resource == "leases" {
+            let (status, body) = self.lease(&request, &content_type, &query, body);
+            return reply(status, body);
+        }
+        match request.verb {
+            "watch" => Response::new(
+                StreamBody::new(futures::stream::pending::<Result<Frame<Bytes>, Infallible>>())
+                    .boxed_unsync(),
+            ),
+            "list" => reply(StatusCode::OK, self.list(&request.resource, &accept)),
+            "get" => reply(
+                StatusCode::NOT_FOUND,
+                status_json(404, "NotFound", &format!("{path} not found")),
+            ),
+            "patch" if request.subresource.as_deref() == Some("status") => {
+                let name = request.name.as_deref().unwrap_or_default();
+                let mut app = self
+                    .apps
+                    .iter()
+                    .find(|a| a["metadata"]["name"] == name)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("status of unknown app {name}"));
+                app["status"] = body["status"].clone();
+                reply(StatusCode::OK, app)
+            }
+            "patch" => reply(StatusCode::OK, body),
+            "create" => reply(StatusCode::CREATED, body),
+            verb => panic!("the fake API server does not answer {verb} {path}"),
+        }
+    }
+
+    fn list(&self, resource: &str, accept: &str) -> Value {
+        let (api_version, kind) = match resource {
+            _ if accept.contains("as=PartialObjectMetadataList") => {
+                ("meta.k8s.io/v1", "PartialObjectMetadataList")
+            }
+            "meteorapps" => ("meteorfleet.dev/v1alpha1", "MeteorAppList"),
+            "deployments" => ("apps/v1", "DeploymentList"),
+            "statefulsets" => ("apps/v1", "StatefulSetList"),
+            "services" => ("v1", "ServiceList"),
+            "secrets" => ("v1", "SecretList"),
+            "configmaps" => ("v1", "ConfigMapList"),
+            "poddisruptionbudgets" => ("policy/v1", "PodDisruptionBudgetList"),
+            other => panic!("the fake API server cannot list {other}"),
+        };
+        let items = if resource == "meteorapps" {
+            self.apps.clone()
+        } else {
+            vec![]
+        };
+        json!({
+            "apiVersion": api_version, "kind": kind,
+            "metadata": { "resourceVersion": "1" },
+            "items": items,
+        })
+    }
+
+    fn lease(
+        &self,
+        request: &rbac::Attributes,
+        content_type: &str,
+        query: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let namespace = request.namespace.clone().expect("Leases are namespaced");
+        let param = |key: &str| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.into_owned())
+        };
+        let manager = param("fieldManager").unwrap_or_else(|| "unknown".into());
+        let force = param("force").as_deref() == Some("true");
+        let mut leases = self.leases.lock().unwrap();
+        match (request.verb, request.name.clone()) {
+            ("get", Some(name)) => match leases.stored.get(&(namespace, name.clone())) {
+                Some(stored) => (StatusCode::OK, stored.object.clone()),
+                None => not_found(&name),
+            },
+            ("create", None) => {
+                let name = body["metadata"]["name"]
+                    .as_str()
+                    .expect("a Lease has a name")
+                    .to_string();
+                if leases
+                    .stored
+                    .contains_key(&(namespace.clone(), name.clone()))
+                {
+                    return (
+                        StatusCode::CONFLICT,
+                        status_json(
+                            409,
+                            "AlreadyExists",
+                            &format!("leases \"{name}\" already exists"),
+                        ),
+                    );
+                }
+                let spec = body.get("spec").cloned().unwrap_or(json!({}));
+                leases.write(&namespace, &name, &manager, &spec, Write::Update);
+                let object = leases.stored[&(namespace, name)].object.clone();
+                (StatusCode::CREATED, object)
+            }
+            ("patch", Some(name)) => {
+                let key = (namespace.clone(), name.clone());
+                let spec = body.get("spec").cloned().unwrap_or(json!({}));
+                if content_type.starts_with("application/apply-patch") {
+                    // An apply creates a missing object.
+                    if let Err(conflict) = leases.apply(&namespace, &name, &manager, &spec, force) {
+                        return (
+                            StatusCode::CONFLICT,
+                            status_json(409, "Conflict", &conflict),
+                        );
+                    }
+                } else if content_type.contains("merge-patch") {
+                    let Some(stored) = leases.stored.get(&key) else {
+                        return not_found(&name);
+                    };
+                    if let Some(version) = body["metadata"]["resourceVersion"].as_str()
+                        && stored.object["metadata"]["resourceVersion"] != version
+                    {
+                        return stale(&name);
+                    }
+                    leases.write(&namespace, &name, &manager, &spec, Write::Update);
+                } else {
+                    return (
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        status_json(415, "UnsupportedMediaType", content_type),
+                    );
+                }
+                (StatusCode::OK, leases.stored[&key].object.clone())
+            }
+            ("update", Some(name)) => {
+                let key = (namespace.clone(), name.clone());
+                let Some(stored) = leases.stored.get(&key) else {
+                    return not_found(&name);
+                };
+                if stored.object["metadata"]["resourceVersion"]
+                    != body["metadata"]["resourceVersion"]
+                {
+                    return stale(&name);
+                }
+                let spec = body.get("spec").cloned().unwrap_or(json!({}));
+                leases.write(&namespace, &name, &manager, &spec, Write::Replace);
+                (StatusCode::OK, leases.stored[&key].object.clone())
+            }
+            (verb, _) => panic!("the fake Lease API does not answer {verb}"),
+        }
+    }
+}
+
+/// How a non-apply write treats the fields it leaves out.
+#[derive(PartialEq)]
+enum Write {
+    /// A patch: they stay.
+    Update,
+    /// A PUT: they go.
+    Replace,
+}
+
+impl Leases {
+    fn entry(&mut self, namespace: &str, name: &str) -> &mut StoredLease {
+        self.stored
+            .entry((namespace.to_string(), name.to_string()))
+            .or_insert_with(|| StoredLease {
+                object: json!({
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": { "name": name, "namespace": namespace },
+                    "spec": {},
+                }),
+                ..StoredLease::default()
+            })
+    }
+
+    /// A patch or PUT by `manager`: it owns every field whose value it changed; null removes.
+    fn write(&mut self, namespace: &str, name: &str, manager: &str, spec: &Value, how: Write) {
+        let stored = self.entry(namespace, name);
+        let fields = spec.as_object().cloned().unwrap_or_default();
+        if how == Write::Replace {
+            let current: Vec<String> = stored.object["spec"]
+                .as_object()
+                .map(|s| s.keys().cloned().collect())
+                .unwrap_or_default();
+            for field in current.iter().filter(|f| !fields.contains_key(*f)) {
+                stored.remove(field);
+            }
+        }
+        for (field, value) in fields {
+            if value.is_null() {
+                stored.remove(&field);
+            } else if stored.object["spec"].get(&field) != Some(&value) {
+                stored.set(&field, value, manager);
+            }
+        }
+        self.written(namespace, name);
+    }
+
+    /// A server-side apply by `manager`.
+    fn apply(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        manager: &str,
+        spec: &Value,
+        force: bool,
+    ) -> Result<(), String> {
+        let stored = self.entry(namespace, name);
+        let fields = spec.as_object().cloned().unwrap_or_default();
+        let conflicts: Vec<String> = fields
+            .iter()
+            .filter(|(field, value)| {
+                stored.object["spec"].get(*field) != Some(value)
+                    && stored
+                        .owners
+                        .get(*field)
+                        .is_some_and(|owners| owners.iter().any(|m| m != manager))
+            })
+            .map(|(field, _)| format!(".spec.{field}"))
+            .collect();
+        if !conflicts.is_empty() && !force {
+            return Err(format!(
+                "Apply failed with {} conflict(s): {}",
+                conflicts.len(),
+                conflicts.join(", ")
+            ));
+        }
+        let previous = stored.applied.remove(manager).unwrap_or_default();
+        for (field, value) in &fields {
+            if stored.object["spec"].get(field) == Some(value) {
+                stored
+                    .owners
+                    .entry(field.clone())
+                    .or_default()
+                    .insert(manager.to_string());
+            } else {
+                stored.set(field, value.clone(), manager);
+            }
+        }
+        // Fields this manager applied before and no longer does: released, and removed when
+        // nobody else owns them.
+        for field in previous.iter().filter(|f| !fields.contains_key(*f)) {
+            let orphaned = stored.owners.get_mut(field).is_some_and(|owners| {
+                owners.remove(manager);
+                owners.is_empty()
+            });
+            if orphaned {
+                stored.remove(field);
+            }
+        }
+        stored
+            .applied
+            .insert(manager.to_string(), fields.keys().cloned().collect());
+        self.written(namespace, name);
+        Ok(())
+    }
+
+    fn written(&mut self, namespace: &str, name: &str) {
+        self.version += 1;
+        let version = self.version.to_string();
+        let stored = self.entry(namespace, name);
+        stored.object["metadata"]["resourceVersion"] = version.into();
+        let spec = stored.object["spec"].clone();
+        self.history.push(LeaseWrite {
+            at: Instant::now(),
+            wall: SystemTime::now(),
+            holder: spec["holderIdentity"].as_str().map(str::to_string),
+            renew: spec["renewTime"].as_str().map(str::to_string),
+        });
+    }
+}
+
+impl StoredLease {
+    /// `manager` changed `field`: it alone owns it now.
+    fn set(&mut self, field: &str, value: Value, manager: &str) {
+        self.object["spec"][field] = value;
+        self.owners
+            .insert(field.to_string(), BTreeSet::from([manager.to_string()]));
+        for (other, fields) in self.applied.iter_mut() {
+            if other != manager {
+                fields.remove(field);
+            }
+        }
+    }
+
+    fn remove(&mut self, field: &str) {
+        if let Some(spec) = self.object["spec"].as_object_mut() {
+            spec.remove(field);
+        }
+        self.owners.remove(field);
+        for fields in self.applied.values_mut() {
+            fields.remove(field);
+        }
+    }
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<FakeBody> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())).boxed_unsync())
+        .unwrap()
+}
+
+fn status_json(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Status", "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    })
+}
+
+fn not_found(name: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        status_json(404, "NotFound", &format!("leases \"{name}\" not found")),
+    )
+}
+
+fn stale(name: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::CONFLICT,
+        status_json(
+            409,
+            "Conflict",
+            &format!(
+                "Operation cannot be fulfilled on leases \"{name}\": the object has been modified"
+            ),
+        ),
+    )
+}
+
+/// Polls `done` every 20 ms until it holds; fails the test naming `what` after `limit`.
+async fn eventually(what: &str, limit: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn now_micro() -> Value {
+    serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    ))
+    .unwrap()
+}
+
+fn host_part(identity: &str) -> &str {
+    identity.rsplit_once('_').expect("<name>_<uuid>").0
+}
+
+// --- the fake itself -------------------------------------------------------------------------
+
+/// The fake Lease API holds the rules leader election relies on: an apply over another
+/// manager's holder is refused, a force or a same-value apply is not, a stale PUT is refused.
+#[test]
+fn the_fake_lease_store_refuses_what_an_apiserver_refuses() {
+    let mut leases = Leases::default();
+    let holder = |id: &str| json!({ "holderIdentity": id, "leaseDurationSeconds": 2 });
+    leases
+        .apply(OPERATOR_NAMESPACE, LEASE, "a", &holder("a"), false)
+        .unwrap();
+    let conflict = leases
+        .apply(OPERATOR_NAMESPACE, LEASE, "b", &holder("b"), false)
+        .unwrap_err();
+    assert!(conflict.contains(".spec.holderIdentity"), "{conflict}");
+    // The same value is shared ownership, not a conflict: why two equal identities both "lead".
+    leases
+        .apply(OPERATOR_NAMESPACE, LEASE, "b", &holder("a"), false)
+        .unwrap();
+    // Released by a patch, the field is free for the next apply.
+    let release = json!({ "holderIdentity": null, "leaseDurationSeconds": null });
+    leases.write(OPERATOR_NAMESPACE, LEASE, "a", &release, Write::Update);
+    leases
+        .apply(OPERATOR_NAMESPACE, LEASE, "c", &holder("c"), false)
+        .unwrap();
+    leases
+        .apply(OPERATOR_NAMESPACE, LEASE, "d", &holder("d"), true)
+        .unwrap();
+    let fake = FakeApi::default();
+    *fake.leases.lock().unwrap() = leases;
+    assert_eq!(fake.holder().as_deref(), Some("d"));
+    let stale_put = rbac::attributes(&Method::PUT, LEASE_PATH, "").unwrap();
+    let (status, _) = fake.lease(
+        &stale_put,
+        "application/json",
+        "",
+        json!({ "metadata": { "resourceVersion": "1" }, "spec": holder("e") }),
+    );
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(fake.holder().as_deref(), Some("d"));
+}
+
+// --- leader election -------------------------------------------------------------------------
+
+/// Short timing so the test takes seconds (`run` uses LeaseSettings::new, 15 s / 5 s), with 4 s
+/// between renewal and expiry so a loaded machine does not lose the Lease by being slow.
+fn fast_settings() -> LeaseSettings {
+    LeaseSettings {
+        duration_seconds: 6,
+        grace_seconds: 4,
+        ..LeaseSettings::new(LEASE, OPERATOR_NAMESPACE)
+    }
+}
+
+struct Replica {
+    identity: String,
+    leading: tokio::sync::watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+}
+
+/// Two replicas of one host, started together.
+async fn two_replicas(fake: &Arc<FakeApi>) -> Vec<Replica> {
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let (manager, identity) = lease_manager(fake.client(), &fast_settings())
+            .await
+            .expect("the lease manager starts");
+        let (leading, task) = manager.watch().await;
+        replicas.push(Replica {
+            identity,
+            leading,
+            task,
+        });
+    }
+    assert_ne!(replicas[0].identity, replicas[1].identity);
+    assert_eq!(
+        host_part(&replicas[0].identity),
+        host_part(&replicas[1].identity),
+        "same host, so only the random part tells them apart"
+    );
+    replicas
+}
+
+/// Waits until one replica leads; returns (leader, standby).
+async fn one_leads(mut replicas: Vec<Replica>) -> (Replica, Replica) {
+    eventually("a replica leads", Duration::from_secs(10), || {
+        replicas.iter().any(|r| *r.leading.borrow())
+    })
+    .await;
+    let first = usize::from(!*replicas[0].leading.borrow());
+    let leader = replicas.remove(first);
+    (leader, replicas.remove(0))
+}
+
+/// For `period` (several renewals), `standby` never leads and the Lease names `leader`.
+async fn stays_standby(fake: &FakeApi, leader: &Replica, standby: &Replica, period: Duration) {
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        assert!(*leader.leading.borrow(), "the leader lost the lease");
+        assert!(
+            !*standby.leading.borrow(),
+            "both replicas lead: {} and {}",
+            leader.identity,
+            standby.identity
+        );
+        assert_eq!(fake.holder().as_ref(), Some(&leader.identity));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_replicas_one_leads_and_the_other_only_after_it_releases() {
+    let fake = FakeApi::new(vec![]);
+    let (leader, mut standby) = one_leads(two_replicas(&fake).await).await;
+    stays_standby(&fake, &leader, &standby, Duration::from_secs(3)).await;
+
+    // Dropping the receiver is how `run` lets go: the manager releases the Lease and ends.
+    let Replica { leading, task, .. } = leader;
+    drop(leading);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the leader releases in time")
+        .expect("its task ran")
+        .expect("the release succeeded");
+    let released = fake.lease_history().last().cloned().unwrap();
+    assert_eq!(released.holder, None, "released");
+    assert!(!*standby.leading.borrow());
+
+    tokio::time::timeout(Duration::from_secs(15), standby.leading.wait_for(|l| *l))
+        .await
+        .expect("the standby takes over in time")
+        .unwrap();
+    assert_eq!(fake.holder().as_ref(), Some(&standby.identity));
+    // Never straight from one holder to the other: a release came in between.
+    let holders = fake.holders();
+    let leader_id = holders[1].clone().expect("the first holder");
+    assert_eq!(
+        holders,
+        [None, Some(leader_id), None, Some(standby.identity.clone())]
+    );
+    assert_eq!(fake.refused(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_leaders_lease_is_taken_only_once_it_expired() {
+    let fake = FakeApi::new(vec![]);
+    let (leader, mut standby) = one_leads(two_replicas(&fake).await).await;
+    stays_standby(&fake, &leader, &standby, Duration::from_secs(3)).await;
+
+    // A crash: the leader stops renewing and never releases.
+    leader.task.abort();
+    let _ = leader.task.await;
+    let crashed_at = Instant::now();
+    let last_renew = fake
+        .lease_history()
+        .iter()
+        .rev()
+        .find(|w| w.holder.as_ref() == Some(&leader.identity))
+        .and_then(|w| w.renew.clone())
+        .expect("the leader renewed");
+    let last_renew: k8s_openapi::jiff::Timestamp = last_renew.parse().unwrap();
+    let expiry =
+        SystemTime::from(last_renew) + Duration::from_secs(fast_settings().duration_seconds);
+
+    tokio::time::timeout(Duration::from_secs(15), standby.leading.wait_for(|l| *l))
+        .await
+        .expect("the standby takes over in time")
+        .unwrap();
+    let took_over = fake
+        .lease_history()
+        .into_iter()
+        .find(|w| w.at > crashed_at && w.holder.as_ref() == Some(&standby.identity))
+        .expect("the standby's lock is a write");
+    assert!(
+        took_over.wall >= expiry,
+        "took over {:?} before the crashed leader's lease expired",
+        expiry.duration_since(took_over.wall).unwrap_or_default()
+    );
+    assert_eq!(fake.refused(), Vec::<String>::new());
+}
+
+// --- caches and reconciles of `run` ----------------------------------------------------------
+
+fn todos() -> Value {
+    serde_json::to_value(support::minimal_app()).unwrap()
+}
+
+/// The cluster-wide watches `run` starts, one per kind it caches or watches.
+const WATCHED: [&str; 7] = [
+    "/apis/meteorfleet.dev/v1alpha1/meteorapps",
+    "/apis/apps/v1/deployments",
+    "/api/v1/services",
+    "/apis/policy/v1/poddisruptionbudgets",
+    "/apis/apps/v1/statefulsets",
+    "/api/v1/secrets",
+    "/api/v1/configmaps",
+];
+
+fn is_watch(seen: &Seen) -> bool {
+    seen.query.split('&').any(|p| p == "watch=true")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_fill_on_a_standby_and_reconciles_start_once_it_leads() {
+    let fake = FakeApi::new(vec![todos()]);
+    // Another replica holds the Lease, renewing it every 200 ms of its 3 s.
+    let other = "other-replica_0";
+    let renewing = Arc::new(AtomicBool::new(true));
+    let renew = move |fake: &FakeApi| {
+        fake.leases.lock().unwrap().write(
+            OPERATOR_NAMESPACE,
+            LEASE,
+            "other-manager",
+            &json!({
+                "holderIdentity": other, "leaseDurationSeconds": 3,
+                "acquireTime": now_micro(), "renewTime": now_micro(),
+            }),
+            Write::Update,
+        )
+    };
+    renew(&fake);
+    let renewer = tokio::spawn({
+        let (fake, renewing) = (fake.clone(), renewing.clone());
+        async move {
+            while renewing.load(Ordering::Relaxed) {
+                renew(&fake);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+
+    let args = RunArgs {
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        log_format: LogFormat::Text,
+        leader_elect: true,
+        lease_name: LEASE.into(),
+        lease_namespace: Some(OPERATOR_NAMESPACE.into()),
+        concurrency: 2,
+        max_upgrade_rollouts: meteor_operator::controller::DEFAULT_UPGRADE_ROLLOUTS,
+        namespace: None,
+        cluster_domain: "cluster.local".into(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(run_with(fake.client(), args, async move {
+        let _ = stopped.await;
+    }));
+
+    // Standing by, every cache lists and then watches (a reflector watches only after its list
+    // is stored: the cache is ready).
+    eventually(
+        "every kind listed and watched",
+        Duration::from_secs(20),
+        || {
+            let seen = fake.seen();
+            WATCHED.iter().all(|path| {
+                seen.iter().any(|s| s.path == *path && !is_watch(s))
+                    && seen.iter().any(|s| s.path == *path && is_watch(s))
+            })
+        },
+    )
+    .await;
+    assert_eq!(fake.holder().as_deref(), Some(other), "still the other's");
+    for seen in fake.seen() {
+        assert!(
+            WATCHED.contains(&seen.path.as_str()) || seen.path == LEASE_PATH,
+            "a standby made {} {}",
+            seen.method,
+            seen.path
+        );
+        // Secrets and ConfigMaps: metadata only, never their data.
+        if seen.path == "/api/v1/secrets" || seen.path == "/api/v1/configmaps" {
+            assert!(
+                seen.accept.contains("as=PartialObjectMetadata"),
+                "{} {}",
+                seen.path,
+                seen.accept
+            );
+        }
+    }
+
+    // The other replica dies: once its Lease expires, this one takes it.
+    renewing.store(false, Ordering::Relaxed);
+    renewer.await.unwrap();
+    let released_by_other = Instant::now();
+    eventually(
+        "this replica holds the Lease",
+        Duration::from_secs(10),
+        || fake.holder().is_some_and(|h| h != other),
+    )
+    .await;
+    let ours = fake.holder().unwrap();
+    assert_eq!(host_part(&ours), host_part(&holder_identity()));
+    let won = fake
+        .lease_history()
+        .into_iter()
+        .find(|w| w.holder.as_ref() == Some(&ours))
+        .unwrap()
+        .at;
+    assert!(won > released_by_other);
+
+    // Leading, it reconciles every cached app at once: the app's Secret is read, its status set.
+    const SECRET: &str = "/api/v1/namespaces/default/secrets/todos-mongo";
+    const STATUS: &str =
+        "/apis/meteorfleet.dev/v1alpha1/namespaces/default/meteorapps/todos/status";
+    eventually("the app is reconciled", Duration::from_secs(10), || {
+        fake.seen().iter().any(|s| s.path == STATUS)
+    })
+    .await;
+    let seen = fake.seen();
+    let read = seen
+        .iter()
+        .find(|s| s.path == SECRET)
+        .expect("the Secret read");
+    assert!(read.at > won, "a reconcile before the Lease was won");
+    assert!(
+        read.at - won < Duration::from_secs(5),
+        "first reconcile {:?} after winning the Lease",
+        read.at - won
+    );
+    let status = &seen.iter().find(|s| s.path == STATUS).unwrap().body;
+    assert_eq!(status["status"]["observedGeneration"], 1);
+
+    // Shutting down releases the Lease.
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("run stops in time")
+        .expect("run's task ran")
+        .expect("run ends without error");
+    assert_eq!(fake.holder(), None, "released on shutdown");
+    assert_eq!(fake.refused(), Vec::<String>::new());
+}
+
+// --- events ----------------------------------------------------------------------------------
+
+/// The same Warning twice is one event patched with a count (kube-runtime's Recorder), which is
+/// why the ClusterRole grants events `patch` besides `create`.
+#[tokio::test]
+async fn a_repeated_warning_is_patched_onto_the_first_event() {
+    let fake = FakeApi::new(vec![todos()]);
+    let ctx = support::context(fake.client(), vec![], vec![], vec![]);
+    let app = Arc::new(support::minimal_app());
+    for _ in 0..2 {
+        // The Secret is missing (the fake answers 404): ReferenceNotFound, a Warning.
+        reconcile(app.clone(), ctx.clone())
+            .await
+            .expect("reconcile succeeds");
+    }
+    const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+    let events: Vec<Seen> = fake
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.starts_with(EVENTS))
+        .collect();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(
+        (&events[0].method, events[0].path.as_str()),
+        (&Method::POST, EVENTS)
+    );
+    assert_eq!(events[0].body["type"], "Warning");
+    let name = events[0].body["metadata"]["name"].as_str().unwrap();
+    assert_eq!(events[1].method, Method::PATCH);
+    assert_eq!(events[1].path, format!("{EVENTS}/{name}"));
+    assert_eq!(events[1].body["series"]["count"], 2);
+    assert_eq!(fake.refused(), Vec::<String>::new());
+}
