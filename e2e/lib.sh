@@ -97,16 +97,20 @@ wait_field() {
   log "ok: ${res} ${path} = '${want}'"
 }
 
+# condition_is RESOURCE TYPE STATUS [REASON [GENERATION]]: true when the condition has that status
+# (and reason, and observedGeneration); for wait_until.
+condition_is() {
+  [[ "$(cond "$1" "$2" status)" == "$3" ]] || return 1
+  [[ -z "${4:-}" || "$(cond "$1" "$2" reason)" == "$4" ]] || return 1
+  [[ -z "${5:-}" || "$(cond "$1" "$2" observedGeneration)" == "$5" ]]
+}
+
 # wait_condition SECONDS RESOURCE TYPE STATUS [REASON]: waits for a condition by polling (kubectl
 # wait would accept a condition left over from before the change under test).
 wait_condition() {
   local timeout="$1" res="$2" type="$3" status="$4" reason="${5:-}"
-  _condition_matches() {
-    [[ "$(cond "${res}" "${type}" status)" == "${status}" ]] || return 1
-    [[ -z "${reason}" || "$(cond "${res}" "${type}" reason)" == "${reason}" ]]
-  }
   local deadline=$((SECONDS + timeout))
-  until _condition_matches; do
+  until condition_is "${res}" "${type}" "${status}" "${reason}"; do
     if ((SECONDS >= deadline)); then
       fail "timed out after ${timeout}s waiting for ${res} ${type}=${status}${reason:+ (${reason})}; now: $(cond "${res}" "${type}" status) $(cond "${res}" "${type}" reason): $(cond "${res}" "${type}" message)"
     fi
@@ -128,6 +132,92 @@ observed_current() {
   gen="$(get "$1" '{.metadata.generation}')"
   obs="$(get "$1" '{.status.observedGeneration}')"
   [[ -n "${gen}" && "${gen}" == "${obs}" ]]
+}
+
+# assert_serving: meteorapp/${APP} is Ready=True right now (a failed read is no sample).
+assert_serving() {
+  local ready
+  ready="$(k get "meteorapp/${APP}" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" \
+    || return 0
+  [[ "${ready}" == True ]] \
+    || fail "meteorapp/${APP} Ready=${ready:-<unset>} ($(cond "meteorapp/${APP}" Ready reason): $(cond "meteorapp/${APP}" Ready message)), want True throughout"
+}
+
+# wait_serving SECONDS WHAT COMMAND...: wait_until, sampling assert_serving at every poll.
+wait_serving() {
+  local timeout="$1" what="$2"
+  shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    assert_serving
+    ((SECONDS < deadline)) || fail "timed out after ${timeout}s waiting for ${what}"
+    sleep 2
+  done
+  assert_serving
+  log "ok: ${what} (Ready=True at every sample)"
+}
+
+# stays_serving SECONDS WHAT COMMAND...: COMMAND keeps succeeding for SECONDS, sampled every 3 s
+# together with assert_serving; bounded.
+stays_serving() {
+  local seconds="$1" what="$2"
+  shift 2
+  local start=${SECONDS}
+  while :; do
+    "$@" >/dev/null 2>&1 || fail "${what}: no longer so after $((SECONDS - start))s"
+    assert_serving
+    ((SECONDS - start < seconds)) || break
+    sleep 3
+  done
+  log "ok: ${what}, for ${seconds}s (Ready=True at every sample)"
+}
+
+# assert_no_writes SECONDS RESOURCE...: no resourceVersion of RESOURCE... changes for SECONDS.
+assert_no_writes() {
+  local seconds="$1" res now
+  shift
+  local -A before=()
+  for res in "$@"; do
+    before["${res}"]="$(get "${res}" '{.metadata.resourceVersion}')"
+    [[ -n "${before["${res}"]}" ]] || fail "cannot read the resourceVersion of ${res}"
+  done
+  local start=${SECONDS}
+  while ((SECONDS - start < seconds)); do
+    sleep 2
+    for res in "$@"; do
+      now="$(get "${res}" '{.metadata.resourceVersion}')"
+      [[ "${now}" == "${before["${res}"]}" ]] \
+        || fail "${res} was written after $((SECONDS - start))s of a steady app (resourceVersion ${before["${res}"]} -> ${now}); managedFields: $(writers "${res}")"
+    done
+  done
+  log "ok: no write to $* in ${seconds}s"
+}
+
+# writers RESOURCE: manager/operation[/subresource]@time of each managedFields entry.
+writers() {
+  k get "$1" --show-managed-fields \
+    -o 'jsonpath={range .metadata.managedFields[*]}{.manager}/{.operation}/{.subresource}@{.time} {end}' 2>/dev/null || true
+}
+
+# assert_operator_owns RESOURCE FIELD...: the operator's apply entry in managedFields owns the
+# field (FIELD... is its path in fieldsV1, e.g. f:spec f:replicas).
+assert_operator_owns() {
+  local res="$1" json
+  shift
+  json="$(k get "${res}" -o json --show-managed-fields)" || fail "cannot get ${res}"
+  python3 -c '
+import json, sys
+def owns(fields, path):
+    for key in path:
+        if not isinstance(fields, dict) or key not in fields:
+            return False
+        fields = fields[key]
+    return True
+entries = json.loads(sys.stdin.read())["metadata"].get("managedFields") or []
+sys.exit(0 if any(e.get("manager") == "meteor-operator" and e.get("operation") == "Apply"
+                  and owns(e.get("fieldsV1"), sys.argv[1:]) for e in entries) else 1)
+' "$@" <<<"${json}" || fail "${res}: the meteor-operator apply entry does not own $*; managedFields: $(writers "${res}")"
+  log "ok: ${res}: meteor-operator owns $*"
 }
 
 # json_check RESOURCE PYTHON_EXPR MESSAGE: evaluates PYTHON_EXPR with `o` bound to the object's JSON.
@@ -161,14 +251,67 @@ drop_settings() {
   fi
 }
 
-# ensure_app_ready: the base app exists (without settings), its Secret too, and it is Ready with
-# all 2 replicas ready.
+# drop_rollout_overrides: spec.rollout.progressDeadlineSeconds and autoRollback back to their
+# defaults (merge-patched by the rollback scenario; a merge-patch null removes the field and the
+# CRD default fills it in again).
+drop_rollout_overrides() {
+  if exists "meteorapp/${APP}" \
+    && [[ "$(get "meteorapp/${APP}" '{.spec.rollout.progressDeadlineSeconds}/{.spec.rollout.autoRollback}')" != 900/true ]]; then
+    patch_app '{"spec":{"rollout":{"progressDeadlineSeconds":null,"autoRollback":null}}}'
+  fi
+}
+
+# ensure_app_ready: the base app exists (without settings or rollout overrides), its Secret too,
+# and it is Ready with all 2 replicas ready.
 ensure_app_ready() {
   ensure_mongo_secret
   drop_settings
+  drop_rollout_overrides
   apply_app
   wait_ready "meteorapp/${APP}"
   wait_field "${E2E_TIMEOUT}" "meteorapp/${APP}" '{.status.readyReplicas}' 2
+}
+
+APP_PODS="app.kubernetes.io/instance=${APP},app.kubernetes.io/component=app"
+TEMPLATE_PATH='{.spec.template.metadata.labels.meteorfleet\.dev/template-hash}'
+IMAGE_PATH='{.spec.template.spec.containers[0].image}'
+
+# app_pods_are COUNT PYTHON_EXPR [ARG]: exactly COUNT app pods that are not terminating, all ready,
+# and PYTHON_EXPR true for each (`p` is the pod's JSON, `arg` is ARG).
+app_pods_are() {
+  local json
+  json="$(k get pods -l "${APP_PODS}" -o json)" || return 1
+  python3 -c '
+import json, sys
+pods = [p for p in json.loads(sys.stdin.read())["items"] if not p["metadata"].get("deletionTimestamp")]
+def ready(p): return any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+arg = sys.argv[3] if len(sys.argv) > 3 else None
+sys.exit(0 if len(pods) == int(sys.argv[1]) and all(ready(p) and eval(sys.argv[2], {}, {"p": p, "arg": arg}) for p in pods) else 1)
+' "$@" <<<"${json}"
+}
+
+# app_settled: the app Deployment's controller saw its spec, every replica is updated, ready and
+# available, none is terminating, and no app pod is left terminating.
+app_settled() {
+  local json stamps
+  json="$(k get "deployment/${APP}" -o json)" || return 1
+  python3 -c '
+import json, sys
+d = json.loads(sys.stdin.read())
+s, want = d.get("status") or {}, d["spec"]["replicas"]
+sys.exit(0 if s.get("observedGeneration") == d["metadata"]["generation"]
+         and all(s.get(k, 0) == want for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas"))
+         and not s.get("unavailableReplicas") and not s.get("terminatingReplicas") else 1)
+' <<<"${json}" || return 1
+  stamps="$(k get pods -l "${APP_PODS}" -o 'jsonpath={.items[*].metadata.deletionTimestamp}')" || return 1
+  [[ -z "${stamps// /}" ]]
+}
+
+# wait_app_settled: app_settled, then the MeteorApp says so for its current generation.
+wait_app_settled() {
+  wait_until "${E2E_TIMEOUT}" "deployment/${APP} settled (rolled out, no pod terminating)" app_settled
+  wait_ready "meteorapp/${APP}"
+  wait_condition 60 "meteorapp/${APP}" Progressing False RolloutComplete
 }
 
 ensure_mongo_secret() {

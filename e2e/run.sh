@@ -8,7 +8,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SCENARIOS=(install basic scale workers settings invalid delete failover fleet)
+SCENARIOS=(install basic scale workers settings invalid rollback drift readiness-generation delete failover fleet)
 
 # === scenarios ===================================================================================
 # Each runs in its own subshell with set -e; `fail` ends it. Later scenarios (re)create what they
@@ -343,27 +343,17 @@ env_secret() {
     | k apply -f - >/dev/null || fail "cannot write Secret ${name}"
 }
 
-# wait_rolled_out: the app Deployment finished its rollout and every app pod left carries the
-# template's config-hash (the pods were replaced, not just the template).
+# wait_rolled_out: the app Deployment finished its rollout and every app pod left runs its pod
+# template (label meteorfleet.dev/template-hash, which covers the config-hash annotation): the
+# pods were replaced, not just the template.
 wait_rolled_out() {
   k rollout status "deployment/${APP}" --timeout="${E2E_TIMEOUT}s" >/dev/null \
     || fail "deployment/${APP} did not roll out"
-  wait_until 120 "all 2 app pods run config-hash $(get "deployment/${APP}" "${HASH_PATH}")" \
-    app_pods_run_hash "$(get "deployment/${APP}" "${HASH_PATH}")" 2
+  local template
+  template="$(get "deployment/${APP}" "${TEMPLATE_PATH}")"
+  wait_until 120 "all 2 app pods ready on template ${template} (config-hash $(get "deployment/${APP}" "${HASH_PATH}"))" \
+    app_pods_are 2 'p["metadata"]["labels"].get("meteorfleet.dev/template-hash") == arg' "${template}"
   wait_ready "meteorapp/${APP}"
-}
-
-# app_pods_run_hash HASH COUNT: exactly COUNT app pods that are not terminating, all ready with HASH.
-app_pods_run_hash() {
-  local json
-  json="$(k get pods -l "app.kubernetes.io/instance=${APP},app.kubernetes.io/component=app" -o json)" || return 1
-  python3 -c '
-import json, sys
-pods = [p for p in json.loads(sys.stdin.read())["items"] if not p["metadata"].get("deletionTimestamp")]
-def ready(p): return any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
-hashes = [(p["metadata"].get("annotations") or {}).get("meteorfleet.dev/config-hash") for p in pods]
-sys.exit(0 if len(pods) == int(sys.argv[2]) and all(h == sys.argv[1] for h in hashes) and all(map(ready, pods)) else 1)
-' "$1" "$2" <<<"${json}"
 }
 
 scenario_invalid() {
@@ -400,8 +390,9 @@ scenario_invalid() {
   generation="$(get "deployment/${APP}" '{.metadata.generation}')"
   hash="$(get "deployment/${APP}" "${HASH_PATH}")"
   settings_configmap e2e-bad-settings '{"public": {"ok": tru'
-  wait_condition 120 "meteorapp/${APP}" Ready False InvalidSettings
-  wait_condition 30 "meteorapp/${APP}" Degraded True InvalidSettings
+  # Degraded says why; Ready stays about serving (the running pods are untouched).
+  wait_condition 120 "meteorapp/${APP}" Degraded True InvalidSettings
+  assert_eq "$(cond "meteorapp/${APP}" Ready status)" True "Ready (the old pods still serve)"
   sleep 5 # give a wrong update the chance to land
   assert_eq "$(get "deployment/${APP}" '{.metadata.generation}')" "${generation}" "deployment/${APP} generation (unchanged)"
   assert_eq "$(get "deployment/${APP}" "${HASH_PATH}")" "${hash}" "deployment/${APP} config-hash (unchanged)"
@@ -409,12 +400,207 @@ scenario_invalid() {
 
   # ... and it recovers once the settings parse again.
   settings_configmap e2e-bad-settings '{"public":{"ok":false}}'
-  wait_condition 120 "meteorapp/${APP}" Ready True
+  wait_condition 120 "meteorapp/${APP}" Degraded False AsExpected
+  wait_ready "meteorapp/${APP}"
   drop_settings
 }
 
+# has_warning_event NAME [REASON]: a Warning event (with that reason) about meteorapp/NAME.
 has_warning_event() {
-  [[ -n "$(k get events --field-selector "involvedObject.kind=MeteorApp,involvedObject.name=$1,type=Warning" -o name 2>/dev/null)" ]]
+  [[ -n "$(k get events -o name 2>/dev/null \
+    --field-selector "involvedObject.kind=MeteorApp,involvedObject.name=$1,type=Warning${2:+,reason=$2}")" ]]
+}
+
+GOOD_IMAGE="traefik/whoami:v1.10"
+# A tag that does not exist: its pod stays in ErrImagePull/ImagePullBackOff, never ready and never
+# restarting, so the rollout can only fail by the Deployment's progress deadline.
+BAD_IMAGE="traefik/whoami:v0.0.0-does-not-exist"
+# spec.rollout.progressDeadlineSeconds for these scenarios: the minimum the CRD allows.
+DEADLINE=60
+
+# rollback: a rollout that makes no progress within progressDeadlineSeconds goes back to the last
+# template that completed and stays there until the spec changes, while the old pods keep serving;
+# with autoRollback: false it is only reported (RolloutStuck) and left in place.
+scenario_rollback() {
+  ensure_app_ready
+  patch_app "{\"spec\":{\"rollout\":{\"progressDeadlineSeconds\":${DEADLINE}}}}"
+  wait_ready "meteorapp/${APP}"
+  wait_field 60 "deployment/${APP}" '{.spec.progressDeadlineSeconds}' "${DEADLINE}"
+  local good
+  good="$(get "deployment/${APP}" "${TEMPLATE_PATH}")"
+  [[ -n "${good}" ]] || fail "deployment/${APP} pod template has no label meteorfleet.dev/template-hash"
+  wait_field 120 "meteorapp/${APP}" '{.status.rollout.availableTemplate}' "${good}"
+  assert_eq "$(get "meteorapp/${APP}" '{.status.rollout.availableImage}')" "${GOOD_IMAGE}" "status.rollout.availableImage"
+
+  patch_app "{\"spec\":{\"image\":\"${BAD_IMAGE}\"}}"
+  local generation
+  generation="$(get "meteorapp/${APP}" '{.metadata.generation}')"
+  wait_serving 60 "deployment/${APP} rolls out ${BAD_IMAGE}" field_is "deployment/${APP}" "${IMAGE_PATH}" "${BAD_IMAGE}"
+  wait_serving $((DEADLINE + 90)) "Degraded=True RolledBack for generation ${generation}" \
+    condition_is "meteorapp/${APP}" Degraded True RolledBack "${generation}"
+  local message
+  message="$(cond "meteorapp/${APP}" Degraded message)"
+  assert_contains "${message}" "${BAD_IMAGE}" "Degraded message"
+  assert_contains "${message}" "progressDeadlineSeconds (${DEADLINE} s)" "Degraded message"
+  assert_eq "$(cond "meteorapp/${APP}" Progressing reason)" RolledBack "Progressing reason"
+  assert_eq "$(get "meteorapp/${APP}" '{.status.rollout.failedImage}')" "${BAD_IMAGE}" "status.rollout.failedImage"
+  assert_eq "$(get "deployment/${APP}" "${IMAGE_PATH}")" "${GOOD_IMAGE}" "deployment/${APP} image (rolled back)"
+  assert_eq "$(get "deployment/${APP}" "${TEMPLATE_PATH}")" "${good}" "deployment/${APP} template (the last available)"
+  wait_until 60 "a Warning event RolledBack on meteorapp/${APP}" has_warning_event "${APP}" RolledBack
+  wait_serving "${E2E_TIMEOUT}" "2 ready app pods run ${GOOD_IMAGE} (the failed pod is gone)" \
+    app_pods_are 2 'p["spec"]["containers"][0]["image"] == arg' "${GOOD_IMAGE}"
+  wait_serving 60 "Service ${APP} has 2 ready endpoints on port 3000" service_endpoints_are 2 3000
+
+  # It stays there: the spec still asks for the failed template, nothing is written.
+  local deployment_generation
+  deployment_generation="$(get "deployment/${APP}" '{.metadata.generation}')"
+  stays_serving 30 "deployment/${APP} stays rolled back (generation ${deployment_generation}, ${GOOD_IMAGE})" \
+    deployment_stays "${deployment_generation}" "${GOOD_IMAGE}" RolledBack
+
+  # A spec fix is a new attempt: Degraded clears.
+  patch_app "{\"spec\":{\"image\":\"${GOOD_IMAGE}\"}}"
+  generation="$(get "meteorapp/${APP}" '{.metadata.generation}')"
+  wait_serving 120 "Degraded=False for the fixed generation ${generation}" \
+    condition_is "meteorapp/${APP}" Degraded False AsExpected "${generation}"
+  assert_eq "$(get "meteorapp/${APP}" '{.status.rollout.failedImage}')" "" "status.rollout.failedImage (cleared)"
+  assert_eq "$(get "deployment/${APP}" "${IMAGE_PATH}")" "${GOOD_IMAGE}" "deployment/${APP} image"
+  wait_app_settled
+
+  # autoRollback: false reports the stuck rollout and leaves the failed template in place.
+  patch_app '{"spec":{"rollout":{"autoRollback":false}}}'
+  wait_ready "meteorapp/${APP}"
+  patch_app "{\"spec\":{\"image\":\"${BAD_IMAGE}\"}}"
+  generation="$(get "meteorapp/${APP}" '{.metadata.generation}')"
+  wait_serving $((DEADLINE + 90)) "Degraded=True RolloutStuck for generation ${generation} (autoRollback: false)" \
+    condition_is "meteorapp/${APP}" Degraded True RolloutStuck "${generation}"
+  assert_eq "$(cond "meteorapp/${APP}" Progressing reason)" RolloutStuck "Progressing reason"
+  assert_eq "$(get "meteorapp/${APP}" '{.status.rollout.failedImage}')" "" "status.rollout.failedImage (nothing rolled back)"
+  deployment_generation="$(get "deployment/${APP}" '{.metadata.generation}')"
+  stays_serving 15 "deployment/${APP} stays on ${BAD_IMAGE} (generation ${deployment_generation})" \
+    deployment_stays "${deployment_generation}" "${BAD_IMAGE}" RolloutStuck
+
+  apply_app # the good image again
+  generation="$(get "meteorapp/${APP}" '{.metadata.generation}')"
+  wait_serving 120 "Degraded=False for the fixed generation ${generation}" \
+    condition_is "meteorapp/${APP}" Degraded False AsExpected "${generation}"
+  drop_rollout_overrides
+  wait_app_settled
+}
+
+# deployment_stays GENERATION IMAGE REASON: the app Deployment is still at GENERATION on IMAGE, and
+# the MeteorApp still Degraded with REASON.
+deployment_stays() {
+  field_is "deployment/${APP}" '{.metadata.generation}' "$1" \
+    && field_is "deployment/${APP}" "${IMAGE_PATH}" "$2" \
+    && condition_is "meteorapp/${APP}" Degraded True "$3"
+}
+
+# drift: edits of the children by someone else (kubectl scale, a Service selector patch, kubectl
+# rollout undo) are put back within 30 s, the operator owning the fields again; a steady app makes
+# no write.
+scenario_drift() {
+  ensure_app_ready
+  wait_app_settled
+
+  # 1. kubectl scale of the app Deployment (the scale subresource).
+  local generation
+  generation="$(get "deployment/${APP}" '{.metadata.generation}')"
+  k scale "deployment/${APP}" --replicas=3 >/dev/null || fail "kubectl scale deployment/${APP} --replicas=3 failed"
+  wait_field 30 "deployment/${APP}" '{.spec.replicas}' 2
+  assert_written_twice "deployment/${APP}" "${generation}"
+  assert_operator_owns "deployment/${APP}" f:spec f:replicas
+  wait_until 120 "deployment/${APP} settled at 2 replicas" app_settled
+
+  # 2. The Service selector.
+  local selector edited
+  selector="$(get "service/${APP}" '{.spec.selector}')"
+  edited="$(k patch "service/${APP}" --type=merge -p '{"spec":{"selector":{"app.kubernetes.io/component":"drifted"}}}' \
+    -o 'jsonpath={.spec.selector.app\.kubernetes\.io/component}')" || fail "kubectl patch service/${APP} failed"
+  assert_eq "${edited}" drifted "service/${APP} selector component after kubectl patch"
+  wait_field 30 "service/${APP}" '{.spec.selector}' "${selector}"
+  assert_operator_owns "service/${APP}" f:spec f:selector f:app.kubernetes.io/component
+  wait_until 60 "Service ${APP} has 2 ready endpoints on port 3000 again" service_endpoints_are 2 3000
+
+  # 3. kubectl rollout undo, once the Deployment has a second template to go back to.
+  local before
+  before="$(get "deployment/${APP}" "${TEMPLATE_PATH}")"
+  patch_app '{"spec":{"env":[{"name":"WHOAMI_PORT_NUMBER","value":"3000"},{"name":"E2E_DRIFT","value":"1"}]}}'
+  wait_until 60 "deployment/${APP} has a new pod template" field_is_not "deployment/${APP}" "${TEMPLATE_PATH}" "${before}"
+  wait_rolled_out
+  wait_until 120 "deployment/${APP} settled" app_settled
+  local template applied out
+  template="$(get "deployment/${APP}" "${TEMPLATE_PATH}")"
+  applied="$(get "deployment/${APP}" '{.metadata.annotations.meteorfleet\.dev/applied-hash}')"
+  generation="$(get "deployment/${APP}" '{.metadata.generation}')"
+  out="$(k rollout undo "deployment/${APP}" 2>&1)" || fail "kubectl rollout undo deployment/${APP} failed: ${out}"
+  assert_contains "${out}" "rolled back" "kubectl rollout undo"
+  wait_field 30 "deployment/${APP}" "${TEMPLATE_PATH}" "${template}"
+  assert_written_twice "deployment/${APP}" "${generation}"
+  assert_eq "$(get "deployment/${APP}" '{.metadata.annotations.meteorfleet\.dev/applied-hash}')" "${applied}" \
+    "deployment/${APP} annotation meteorfleet.dev/applied-hash (restored)"
+  assert_operator_owns "deployment/${APP}" f:spec f:template f:metadata f:labels f:meteorfleet.dev/template-hash
+  wait_rolled_out
+
+  # 4. A steady app makes no write.
+  wait_until 120 "deployment/${APP} settled" app_settled
+  wait_app_settled
+  assert_no_writes 20 "deployment/${APP}" "service/${APP}" "meteorapp/${APP}"
+
+  apply_app # takes back spec.env
+  wait_rolled_out
+}
+
+app_pod_uids() { k get pods -l "${APP_PODS}" -o 'jsonpath={.items[*].metadata.uid}' 2>/dev/null || true; }
+
+# assert_written_twice RESOURCE GENERATION: RESOURCE's spec changed at least twice since GENERATION
+# (the edit, then the operator's revert).
+assert_written_twice() {
+  local now
+  now="$(get "$1" '{.metadata.generation}')"
+  ((now >= $2 + 2)) || fail "$1 generation ${now}, want at least $(($2 + 2)) (edited, then put back)"
+  log "ok: $1 generation $2 -> ${now} (edited, then put back)"
+}
+
+# readiness-generation: a spec that a reconcile-time problem blocks (a missing Secret) leaves the
+# app Ready for the last accepted generation only, so kubectl wait on the new one does not pass,
+# and leaves the running pods alone; creating the Secret lets it through.
+scenario_readiness_generation() {
+  ensure_app_ready
+  wait_app_settled
+  local accepted pods deployment_generation generation
+  accepted="$(get "meteorapp/${APP}" '{.metadata.generation}')"
+  pods="$(app_pod_uids)"
+  deployment_generation="$(get "deployment/${APP}" '{.metadata.generation}')"
+  k delete secret e2e-later --ignore-not-found >/dev/null || fail "cannot delete Secret e2e-later"
+
+  patch_app '{"spec":{"env":[{"name":"WHOAMI_PORT_NUMBER","value":"3000"},{"name":"E2E_LATER","valueFrom":{"secretKeyRef":{"name":"e2e-later","key":"token"}}}]}}'
+  generation="$(get "meteorapp/${APP}" '{.metadata.generation}')"
+  ((generation > accepted)) || fail "meteorapp/${APP} generation ${generation} after the patch, want above ${accepted}"
+  wait_until 60 "Degraded=True ReferenceNotFound for generation ${generation}" \
+    condition_is "meteorapp/${APP}" Degraded True ReferenceNotFound "${generation}"
+  assert_contains "$(cond "meteorapp/${APP}" Degraded message)" \
+    "spec.env[1].valueFrom.secretKeyRef: Secret ${NS}/e2e-later not found" "Degraded message"
+  assert_eq "$(cond "meteorapp/${APP}" Ready status)" True "Ready (the pods of generation ${accepted} still serve)"
+  assert_eq "$(cond "meteorapp/${APP}" Ready observedGeneration)" "${accepted}" \
+    "Ready observedGeneration (the last accepted generation, below ${generation})"
+  assert_eq "$(get "meteorapp/${APP}" '{.status.observedGeneration}')" "${generation}" "status.observedGeneration"
+  if k wait --for=condition=Ready "meteorapp/${APP}" --timeout=10s >/dev/null 2>&1; then
+    fail "kubectl wait --for=condition=Ready passed on generation ${generation}, which was never applied"
+  fi
+  log "ok: kubectl wait --for=condition=Ready times out (10s) on generation ${generation}"
+  assert_eq "$(get "deployment/${APP}" '{.metadata.generation}')" "${deployment_generation}" "deployment/${APP} generation (untouched)"
+  assert_eq "$(app_pod_uids)" "${pods}" "app pod uids (untouched)"
+
+  env_secret e2e-later token=now
+  k wait --for=condition=Ready "meteorapp/${APP}" --timeout=120s >/dev/null \
+    || fail "kubectl wait --for=condition=Ready did not pass within 120s of creating Secret e2e-later: $(cond "meteorapp/${APP}" Degraded reason): $(cond "meteorapp/${APP}" Degraded message)"
+  log "ok: kubectl wait --for=condition=Ready passes once Secret e2e-later exists"
+  assert_eq "$(cond "meteorapp/${APP}" Ready observedGeneration)" "${generation}" "Ready observedGeneration"
+  wait_condition 60 "meteorapp/${APP}" Degraded False AsExpected
+  wait_rolled_out # the new env rolls the pods
+
+  apply_app # takes back spec.env
+  wait_rolled_out
 }
 
 scenario_delete() {
@@ -656,7 +842,7 @@ YAML
     set +e
     (
       set -euo pipefail
-      "scenario_${name}"
+      "scenario_${name//-/_}"
     )
     rc=$?
     set -e
