@@ -20,7 +20,6 @@ use support::*;
 const MONGO: &str = "/api/v1/namespaces/default/secrets/todos-mongo";
 const API: &str = "/api/v1/namespaces/default/secrets/todos-api";
 const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/todos";
-const STATUS: &str = "/apis/meteorfleet.dev/v1alpha1/namespaces/default/meteorapps/todos/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 const MONGO_URL: &str = "mongodb://db-0,db-1/todos?replicaSet=rs0";
 const HASH: &str = "meteorfleet.dev/config-hash";
@@ -89,15 +88,6 @@ fn with_settled_status(mut app: MeteorApp, deployment: &Deployment) -> MeteorApp
         &earlier,
     ));
     app
-}
-
-fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::Value {
-    status["status"]["conditions"]
-        .as_array()
-        .expect("conditions")
-        .iter()
-        .find(|c| c["type"] == type_)
-        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
 }
 
 fn template_hash(deployment: &serde_json::Value) -> String {

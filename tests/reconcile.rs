@@ -5,86 +5,13 @@ mod support;
 
 use http::{Method, StatusCode};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use meteor_operator::api::MeteorApp;
 use meteor_operator::build::{self, Inputs, MongoWiring};
 use meteor_operator::controller::stamped;
-use meteor_operator::references::{self, Fetched, SourceKind};
 use meteor_operator::status::{self, RolloutState, Verdict};
-use std::collections::BTreeMap;
 use support::*;
 
-const SECRET: &str = "/api/v1/namespaces/default/secrets/todos-mongo";
-const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/todos";
 const WORKER: &str = "/apis/apps/v1/namespaces/default/deployments/todos-worker";
-const SERVICE: &str = "/api/v1/namespaces/default/services/todos";
-const PDB: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/todos";
-const STATUS: &str = "/apis/meteorfleet.dev/v1alpha1/namespaces/default/meteorapps/todos/status";
-
-fn mongo_secret() -> (StatusCode, serde_json::Value) {
-    (
-        StatusCode::OK,
-        secret_json(
-            "todos-mongo",
-            &[("MONGO_URL", "mongodb://db-0,db-1/todos?replicaSet=rs0")],
-        ),
-    )
-}
-
-/// The children exactly as a previous reconcile applied them (hash annotations included).
-fn applied_children(app: &MeteorApp) -> (Deployment, Service, Option<PodDisruptionBudget>) {
-    let fetched: Fetched = BTreeMap::from([(
-        (SourceKind::Secret, "todos-mongo".to_string()),
-        Some(BTreeMap::from([(
-            "MONGO_URL".to_string(),
-            b"mongodb://db-0,db-1/todos?replicaSet=rs0".to_vec(),
-        )])),
-    )]);
-    let inputs = Inputs {
-        config_hash: references::resolve(app, &fetched).unwrap(),
-        mongo: MongoWiring::for_app(app).unwrap(),
-    };
-    let desired = build::desired(app, &inputs);
-    (
-        stamped(desired.app),
-        stamped(desired.service),
-        desired.disruption_budget.map(stamped),
-    )
-}
-
-/// The status a previous reconcile wrote once `deployment` had rolled out: the conditions and the
-/// rollout history that remembers its template as the last available one.
-fn settled(
-    app: &MeteorApp,
-    deployment: &Deployment,
-    at: &Time,
-) -> meteor_operator::api::MeteorAppStatus {
-    let facts = meteor_operator::plan::TierFacts::of(deployment);
-    let history = meteor_operator::api::RolloutStatus {
-        available_template: facts.template,
-        available_image: facts.image,
-        ..Default::default()
-    };
-    status::compute(
-        app,
-        &Verdict::Applied(RolloutState::AsSpecified),
-        Some(deployment),
-        None,
-        Some(history),
-        at,
-    )
-}
-
-fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::Value {
-    status["status"]["conditions"]
-        .as_array()
-        .expect("conditions")
-        .iter()
-        .find(|c| c["type"] == type_)
-        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
-}
 
 #[tokio::test]
 async fn first_visit_applies_every_child_and_sets_conditions() {

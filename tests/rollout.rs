@@ -11,35 +11,16 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
 use meteor_operator::api::{MeteorApp, RolloutStatus};
-use meteor_operator::build::{self, Inputs, MongoWiring, meta};
+use meteor_operator::build::meta;
 use meteor_operator::controller::{Context, Metrics, RolloutSlots, reconcile, stamped};
 use meteor_operator::plan::TierFacts;
-use meteor_operator::references::{self, Fetched, SourceKind};
-use meteor_operator::status::{self, RolloutState, Verdict};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 
-const SECRET: &str = "/api/v1/namespaces/default/secrets/todos-mongo";
-const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/todos";
-const SERVICE: &str = "/api/v1/namespaces/default/services/todos";
-const PDB: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/todos";
 const REPLICA_SETS: &str = "/apis/apps/v1/namespaces/default/replicasets";
 const PODS: &str = "/api/v1/namespaces/default/pods";
-const STATUS: &str = "/apis/meteorfleet.dev/v1alpha1/namespaces/default/meteorapps/todos/status";
-
-fn mongo_secret() -> (StatusCode, serde_json::Value) {
-    (
-        StatusCode::OK,
-        secret_json(
-            "todos-mongo",
-            &[("MONGO_URL", "mongodb://db-0,db-1/todos?replicaSet=rs0")],
-        ),
-    )
-}
-
 fn app_with_image(image: &str) -> MeteorApp {
     let mut app = minimal_app();
     app.spec.image = image.into();
@@ -48,25 +29,9 @@ fn app_with_image(image: &str) -> MeteorApp {
 
 /// The children of `app` exactly as a previous reconcile applied them.
 fn children(app: &MeteorApp) -> (Deployment, Service, PodDisruptionBudget) {
-    let fetched: Fetched = BTreeMap::from([(
-        (SourceKind::Secret, "todos-mongo".to_string()),
-        Some(BTreeMap::from([(
-            "MONGO_URL".to_string(),
-            b"mongodb://db-0,db-1/todos?replicaSet=rs0".to_vec(),
-        )])),
-    )]);
-    let inputs = Inputs {
-        config_hash: references::resolve(app, &fetched).unwrap(),
-        mongo: MongoWiring::for_app(app).unwrap(),
-    };
-    let desired = build::desired(app, &inputs);
-    let mut deployment = stamped(desired.app);
+    let (mut deployment, service, budget) = applied_children(app);
     deployment.metadata.uid = Some("deployment-uid".into());
-    (
-        deployment,
-        stamped(desired.service),
-        stamped(desired.disruption_budget.unwrap()),
-    )
+    (deployment, service, budget.unwrap())
 }
 
 fn template_of(deployment: &Deployment) -> String {
@@ -90,15 +55,6 @@ fn stuck(mut deployment: Deployment) -> Deployment {
         ..DeploymentCondition::default()
     }]);
     deployment
-}
-
-fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::Value {
-    status["status"]["conditions"]
-        .as_array()
-        .expect("conditions")
-        .iter()
-        .find(|c| c["type"] == type_)
-        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
 }
 
 fn context_with_slots(
@@ -125,14 +81,7 @@ fn stored_status(
     deployment: &Deployment,
     history: RolloutStatus,
 ) -> meteor_operator::api::MeteorAppStatus {
-    status::compute(
-        app,
-        &Verdict::Applied(RolloutState::AsSpecified),
-        Some(deployment),
-        None,
-        Some(history),
-        &at(1_700_000_000),
-    )
+    settled_with(app, deployment, history, &at(1_700_000_000))
 }
 
 #[tokio::test]

@@ -349,3 +349,90 @@ pub async fn reconcile_with(
     );
     result
 }
+
+// --- The minimal app's children and its settled status, shared by the reconcile tests ---------
+
+pub const SECRET: &str = "/api/v1/namespaces/default/secrets/todos-mongo";
+pub const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/todos";
+pub const SERVICE: &str = "/api/v1/namespaces/default/services/todos";
+pub const PDB: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/todos";
+pub const STATUS: &str =
+    "/apis/meteorfleet.dev/v1alpha1/namespaces/default/meteorapps/todos/status";
+const MONGO_URL_VALUE: &str = "mongodb://db-0,db-1/todos?replicaSet=rs0";
+
+/// The GET answer for the minimal app's Mongo URL Secret.
+pub fn mongo_secret() -> (StatusCode, serde_json::Value) {
+    (
+        StatusCode::OK,
+        secret_json("todos-mongo", &[("MONGO_URL", MONGO_URL_VALUE)]),
+    )
+}
+
+/// The children exactly as a previous reconcile applied them (hash annotations included).
+pub fn applied_children(app: &MeteorApp) -> (Deployment, Service, Option<PodDisruptionBudget>) {
+    use meteor_operator::build::{self, Inputs, MongoWiring};
+    use meteor_operator::references::{self, Fetched, SourceKind};
+    use std::collections::BTreeMap;
+    let fetched: Fetched = BTreeMap::from([(
+        (SourceKind::Secret, "todos-mongo".to_string()),
+        Some(BTreeMap::from([(
+            "MONGO_URL".to_string(),
+            MONGO_URL_VALUE.as_bytes().to_vec(),
+        )])),
+    )]);
+    let inputs = Inputs {
+        config_hash: references::resolve(app, &fetched).unwrap(),
+        mongo: MongoWiring::for_app(app).unwrap(),
+    };
+    let desired = build::desired(app, &inputs);
+    use meteor_operator::controller::stamped;
+    (
+        stamped(desired.app),
+        stamped(desired.service),
+        desired.disruption_budget.map(stamped),
+    )
+}
+
+/// The status a reconcile wrote for `app` running `deployment`, with rollout `history`.
+pub fn settled_with(
+    app: &MeteorApp,
+    deployment: &Deployment,
+    history: meteor_operator::api::RolloutStatus,
+    at: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> meteor_operator::api::MeteorAppStatus {
+    use meteor_operator::status::{self, RolloutState, Verdict};
+    status::compute(
+        app,
+        &Verdict::Applied(RolloutState::AsSpecified),
+        Some(deployment),
+        None,
+        Some(history),
+        at,
+    )
+}
+
+/// The status a previous reconcile wrote once `deployment` had rolled out: the conditions and the
+/// rollout history that remembers its template as the last available one.
+pub fn settled(
+    app: &MeteorApp,
+    deployment: &Deployment,
+    at: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> meteor_operator::api::MeteorAppStatus {
+    let facts = meteor_operator::plan::TierFacts::of(deployment);
+    let history = meteor_operator::api::RolloutStatus {
+        available_template: facts.template,
+        available_image: facts.image,
+        ..Default::default()
+    };
+    settled_with(app, deployment, history, at)
+}
+
+/// The condition of `type_` in a status patch body.
+pub fn condition<'a>(status: &'a serde_json::Value, type_: &str) -> &'a serde_json::Value {
+    status["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
