@@ -207,6 +207,7 @@ impl FakeApi {
             "meteorapps" => ("meteorfleet.dev/v1alpha1", "MeteorAppList"),
             "deployments" => ("apps/v1", "DeploymentList"),
             "statefulsets" => ("apps/v1", "StatefulSetList"),
+            "networkpolicies" => ("networking.k8s.io/v1", "NetworkPolicyList"),
             "services" => ("v1", "ServiceList"),
             "secrets" => ("v1", "SecretList"),
             "configmaps" => ("v1", "ConfigMapList"),
@@ -706,13 +707,15 @@ fn todos() -> Value {
     serde_json::to_value(support::minimal_app()).unwrap()
 }
 
-/// The cluster-wide watches `run` starts, one per kind it caches or watches.
-const WATCHED: [&str; 7] = [
+/// The cluster-wide watches `run` starts, one per kind it caches or watches (Secrets twice, both
+/// metadata only: every Secret for references, the operator's own for managed MongoDB).
+const WATCHED: [&str; 8] = [
     "/apis/meteorfleet.dev/v1alpha1/meteorapps",
     "/apis/apps/v1/deployments",
     "/api/v1/services",
     "/apis/policy/v1/poddisruptionbudgets",
     "/apis/apps/v1/statefulsets",
+    "/apis/networking.k8s.io/v1/networkpolicies",
     "/api/v1/secrets",
     "/api/v1/configmaps",
 ];

@@ -46,18 +46,12 @@ fn conflict() -> (StatusCode, Value) {
     )
 }
 
-/// Apply of the Service and PDB (observed in the caches, empty here), GET then apply of the
-/// NetworkPolicy, none existing.
+/// Apply of the Service, PDB and NetworkPolicy (observed in the caches, empty here).
 fn tier_objects() -> Vec<Expect> {
     let svc = format!("{NS}/services/shop-mongo");
     let pdb = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/shop-mongo";
     let np = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/shop-mongo";
-    vec![
-        Expect::patch(&svc),
-        Expect::patch(pdb),
-        Expect::get(np, not_found("networkpolicies", "shop-mongo")),
-        Expect::patch(np),
-    ]
+    vec![Expect::patch(&svc), Expect::patch(pdb), Expect::patch(np)]
 }
 
 fn decode(v: &Value) -> String {
@@ -83,7 +77,6 @@ async fn first_reconcile_creates_secrets_once_and_the_tier() {
     }
     script.extend(tier_objects());
     let urls = format!("{NS}/secrets/shop-mongo-urls");
-    script.push(Expect::get(&urls, not_found("secrets", "shop-mongo-urls")));
     script.push(Expect::patch(&urls));
     script.push(Expect::patch(STS));
     let expected = script.len();
@@ -181,7 +174,6 @@ async fn existing_and_racing_secrets_are_never_overwritten() {
     ));
     script.extend(tier_objects());
     let urls = format!("{NS}/secrets/shop-mongo-urls");
-    script.push(Expect::get(&urls, not_found("secrets", "shop-mongo-urls")));
     script.push(Expect::patch(&urls));
     script.push(Expect::patch(STS));
     let expected = script.len();
@@ -285,7 +277,6 @@ async fn reconcile_holds_ready_until_mongo_is_ready() {
     }
     script.extend(tier_objects());
     let urls = format!("{NS}/secrets/shop-mongo-urls");
-    script.push(Expect::get(&urls, not_found("secrets", "shop-mongo-urls")));
     script.push(Expect::patch(&urls));
     script.push(Expect::patch(STS));
     script.push(Expect::status(&app));
@@ -466,7 +457,6 @@ async fn run_resize(
     let mut script = existing_secrets();
     script.extend(tier_objects());
     let urls = format!("{NS}/secrets/shop-mongo-urls");
-    script.push(Expect::get(&urls, not_found("secrets", "shop-mongo-urls")));
     script.push(Expect::patch(&urls));
     script.push(Expect::get(
         &format!("{NS}/persistentvolumeclaims"),
@@ -495,7 +485,11 @@ async fn run_resize(
         support::store_of(vec![]),
         std::sync::Arc::new(meteor_operator::controller::Metrics::default()),
     )
-    .with_statefulsets(support::store_of(vec![statefulset]));
+    .with_mongo_caches(
+        support::store_of(vec![statefulset]),
+        support::store_of(vec![]),
+        support::store_of(vec![]),
+    );
     let report = tier::reconcile_with(&ctx, &resized_app(), |_, _| AllDown)
         .await
         .expect("no API error")
@@ -549,4 +543,61 @@ async fn growth_is_refused_without_volume_expansion() {
         "{}",
         storage.message
     );
+}
+
+#[tokio::test]
+async fn a_settled_tier_reads_only_the_credential_secrets() {
+    use kube::core::PartialObjectMetaExt;
+    use meteor_operator::controller::stamped;
+    use meteor_operator::mongo::build::{TierOptions, desired_with, urls_secret};
+    use meteor_operator::mongo::secrets::{Credentials, Placeholder};
+    let app = app("");
+    let tier = desired_with(&app, &TierOptions::default(), &mut Placeholder).unwrap();
+    let user = |name: &str, password: &str| Credentials {
+        username: name.into(),
+        password: password.into(),
+    };
+    // What earlier reconciles applied: in the caches, the URLs Secret by its metadata only.
+    let urls = stamped(urls_secret(&app, &user("app", "a"), &user("oplog", "o")));
+    let mut statefulset = tier.statefulset.clone();
+    meteor_operator::controller::trim::statefulset(&mut statefulset);
+    let mut script = existing_secrets();
+    // The StatefulSet gets the replicas the (unreachable) set allows: its one write here.
+    script.push(Expect::patch(STS));
+    let expected = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = meteor_operator::controller::Context::new(
+        client,
+        support::store_of(vec![]),
+        support::store_of(vec![stamped(tier.service)]),
+        support::store_of(vec![stamped(tier.pdb)]),
+        std::sync::Arc::new(meteor_operator::controller::Metrics::default()),
+    )
+    .with_mongo_caches(
+        support::store_of(vec![statefulset]),
+        support::store_of(vec![stamped(tier.network_policy)]),
+        support::store_of(vec![urls.metadata.into_response_partial()]),
+    );
+    let report = tier::reconcile_with(&ctx, &app, |_, _| AllDown)
+        .await
+        .expect("no API error")
+        .unwrap();
+    drop(ctx);
+    assert_eq!(task.await.unwrap(), expected, "{:?}", transcript.unexpected);
+    assert!(transcript.unexpected.lock().unwrap().is_empty());
+    // No GET of the Service, PDB, NetworkPolicy, URLs Secret or StatefulSet, no PVC list (the
+    // size is the claim template's).
+    let gets: Vec<String> = transcript
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == Method::GET)
+        .map(|s| s.path)
+        .collect();
+    assert_eq!(gets.len(), 4, "{gets:?}");
+    assert!(
+        gets.iter().all(|p| p.contains("/secrets/shop-mongo-")),
+        "{gets:?}"
+    );
+    // The StatefulSet was found in the cache, so the replica-set step ran (every member down).
+    assert_eq!(report.readiness.message, "waiting for mongod pods to start");
 }

@@ -27,6 +27,7 @@ use feed::Feed;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -123,6 +124,10 @@ pub struct Context {
     pub budgets: Store<PodDisruptionBudget>,
     /// Managed-MongoDB StatefulSets (replicas and claim templates kept).
     pub statefulsets: Store<StatefulSet>,
+    /// Managed-MongoDB NetworkPolicies (metadata kept).
+    pub network_policies: Store<NetworkPolicy>,
+    /// The Secrets the operator labelled (generated credentials, Mongo URLs): metadata only.
+    pub owned_secrets: Store<PartialObjectMeta<Secret>>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Deployment-level knobs of managed MongoDB (the operator's namespace for NetworkPolicies).
@@ -148,6 +153,8 @@ impl Context {
             services,
             budgets,
             statefulsets: empty_store(),
+            network_policies: empty_store(),
+            owned_secrets: empty_store(),
             recorder,
             metrics,
             mongo_options: crate::mongo::build::TierOptions::default(),
@@ -155,9 +162,16 @@ impl Context {
         }
     }
 
-    /// With the StatefulSet cache of the running controller (default: an empty, listed one).
-    pub fn with_statefulsets(mut self, statefulsets: Store<StatefulSet>) -> Self {
+    /// With the managed-MongoDB caches of the running controller (default: empty, listed ones).
+    pub fn with_mongo_caches(
+        mut self,
+        statefulsets: Store<StatefulSet>,
+        network_policies: Store<NetworkPolicy>,
+        owned_secrets: Store<PartialObjectMeta<Secret>>,
+    ) -> Self {
         self.statefulsets = statefulsets;
+        self.network_policies = network_policies;
+        self.owned_secrets = owned_secrets;
         self
     }
 
@@ -246,6 +260,15 @@ pub mod trim {
             volume_claim_templates: spec.volume_claim_templates,
             ..StatefulSetSpec::default()
         });
+    }
+
+    pub fn network_policy(policy: &mut NetworkPolicy) {
+        drift::condense(&mut policy.metadata);
+        policy.spec = None;
+    }
+
+    pub fn secret_metadata(secret: &mut PartialObjectMeta<Secret>) {
+        drift::condense(&mut secret.metadata);
     }
 
     pub fn service(service: &mut Service) {
@@ -354,6 +377,8 @@ struct Caches {
     services: Store<Service>,
     budgets: Store<PodDisruptionBudget>,
     statefulsets: Store<StatefulSet>,
+    network_policies: Store<NetworkPolicy>,
+    owned_secrets: Store<PartialObjectMeta<Secret>>,
     /// Which apps reference each Secret/ConfigMap, kept from the same events as `apps`.
     index: index::SharedIndex,
     feeds: Feeds,
@@ -365,6 +390,8 @@ struct Feeds {
     services: Feed<Service>,
     budgets: Feed<PodDisruptionBudget>,
     statefulsets: Feed<StatefulSet>,
+    network_policies: Feed<NetworkPolicy>,
+    owned_secrets: Feed<PartialObjectMeta<Secret>>,
     secrets: Feed<PartialObjectMeta<Secret>>,
     config_maps: Feed<PartialObjectMeta<ConfigMap>>,
 }
@@ -379,6 +406,10 @@ impl Caches {
             owned_cache::<PodDisruptionBudget>(client, namespace, trim::disruption_budget);
         let (statefulsets, statefulset_feed) =
             owned_cache::<StatefulSet>(client, namespace, trim::statefulset);
+        let (network_policies, network_policy_feed) =
+            owned_cache::<NetworkPolicy>(client, namespace, trim::network_policy);
+        let (owned_secrets, owned_secret_feed) =
+            owned_cache::<PartialObjectMeta<Secret>>(client, namespace, trim::secret_metadata);
         // MeteorApps are cached without managedFields, which are often most of an object's bytes.
         let (apps, app_writer) = reflector::store();
         let index = index::SharedIndex::default();
@@ -395,6 +426,8 @@ impl Caches {
             services,
             budgets,
             statefulsets,
+            network_policies,
+            owned_secrets,
             index,
             feeds: Feeds {
                 // The replica that starts to lead first gets every cached app: each is
@@ -405,6 +438,8 @@ impl Caches {
                 budgets: budget_feed,
                 // Managed-MongoDB StatefulSets: a member pod becoming ready triggers the next step.
                 statefulsets: statefulset_feed,
+                network_policies: network_policy_feed,
+                owned_secrets: owned_secret_feed,
                 // Referenced Secrets and ConfigMaps: metadata only (no Secret data is held in
                 // memory), not cached.
                 secrets: feed::spawn(
@@ -437,11 +472,16 @@ async fn run_reconciler(
         services,
         budgets,
         statefulsets,
+        network_policies,
+        owned_secrets,
         index: app_index,
         feeds,
     } = caches;
-    let mut ctx = Context::new(client, deployments, services, budgets, metrics)
-        .with_statefulsets(statefulsets);
+    let mut ctx = Context::new(client, deployments, services, budgets, metrics).with_mongo_caches(
+        statefulsets,
+        network_policies,
+        owned_secrets,
+    );
     ctx.slots = RolloutSlots::new(usize::from(args.max_upgrade_rollouts));
     // Only operator pods of the operator's own namespace pass managed-MongoDB NetworkPolicies.
     ctx.mongo_options.operator_namespace = std::env::var("POD_NAMESPACE").ok();
@@ -457,6 +497,8 @@ async fn run_reconciler(
         .owns_stream(feeds.services.open())
         .owns_stream(feeds.budgets.open())
         .owns_stream(feeds.statefulsets.open())
+        .owns_stream(feeds.network_policies.open())
+        .owns_stream(feeds.owned_secrets.open())
         .watches_stream(
             feeds.secrets.open(),
             referencing_apps(app_index.clone(), SourceKind::Secret),

@@ -6,10 +6,10 @@
 //! 1. Credential Secrets: GET each (Secret data is never cached); a missing generated one is
 //!    POSTed (create-only, a `409` means another writer won and its Secret is read back).
 //!    User-supplied ones are only read.
-//! 2. Service and PodDisruptionBudget (observed in the caches), NetworkPolicy and the URLs
-//!    Secret: through the one [`Applier`], skipped when unchanged and not drifted.
-//! 3. Volumes: claim templates pinned to the existing StatefulSet's, PVC growth per
-//!    [`storage::decide`].
+//! 2. Service, PodDisruptionBudget, NetworkPolicy and the URLs Secret, observed in the caches (the
+//!    Secret's metadata only): through the one [`Applier`], skipped when unchanged and not drifted.
+//! 3. Volumes: claim templates pinned to the existing StatefulSet's; PVCs listed only when the
+//!    wanted size differs from the template's, and grown per [`storage::decide`].
 //! 4. One [`replset::step`], when the StatefulSet exists and the credentials are usable, bounded
 //!    by [`STEP_LIMIT`] so an unreachable set cannot hold a reconcile slot for long.
 //! 5. The StatefulSet (observed in the cache), applied with the replicas the step allows.
@@ -40,15 +40,22 @@ use std::time::Duration;
 /// an in-flight step finish.
 pub const STEP_LIMIT: Duration = Duration::from_secs(50);
 
-/// GETs the current object (for kinds with no cache), then applies over it.
-async fn apply_uncached<K: Child>(
-    applier: &Applier,
-    namespace: &str,
-    desired: K,
-) -> Result<u64, kube::Error> {
-    let api: Api<K> = Api::namespaced(applier.client().clone(), namespace);
-    let observed = api.get_opt(&desired.name_any()).await?;
-    apply_over(applier, desired, observed.as_ref()).await
+/// The storage request of a StatefulSet's claim template.
+fn claim_size(statefulset: &StatefulSet) -> Option<&str> {
+    statefulset
+        .spec
+        .as_ref()?
+        .volume_claim_templates
+        .as_ref()?
+        .first()?
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
+        .map(|q| q.0.as_str())
 }
 
 /// Applies `desired` over the cached object of the same name.
@@ -215,19 +222,38 @@ pub async fn reconcile_with<A: MongoAdmin>(
     let creds = credentials(&secrets_api, app, &tier.create_once, &mut writes).await?;
     writes += apply_cached(applier, &ctx.services, &namespace, tier.service).await?;
     writes += apply_cached(applier, &ctx.budgets, &namespace, tier.pdb).await?;
-    writes += apply_uncached(applier, &namespace, tier.network_policy).await?;
+    writes += apply_cached(
+        applier,
+        &ctx.network_policies,
+        &namespace,
+        tier.network_policy,
+    )
+    .await?;
     if let Ok((_, users)) = &creds {
+        // Observed through the metadata-only cache of the operator's own Secrets: the hash and
+        // field ownership are all the applier compares.
         let urls = build::urls_secret(app, &users.app, &users.oplog);
-        writes += apply_uncached(applier, &namespace, urls).await?;
+        let hash = super::apply::desired_hash(&urls);
+        let observed = ctx
+            .owned_secrets
+            .get(&ObjectRef::new(&urls.name_any()).within(&namespace));
+        if applier.needs_write(&hash, observed.as_deref()) {
+            applier.write(&hash, urls).await?;
+            writes += 1;
+        }
     }
 
     let existing = ctx
         .statefulsets
         .get(&ObjectRef::new(&tier_name(app)).within(&namespace));
     storage::pin_claim_templates(&mut tier.statefulset, existing.as_deref());
-    let decision = match existing {
-        Some(_) => storage_decision(client, app, &namespace).await?,
-        None => StorageDecision::Unchanged,
+    // Volumes made from the claim template already have its size: PVCs are only listed when
+    // the wanted size differs from it.
+    let decision = match &existing {
+        Some(existing) if claim_size(existing) != managed(app).map(|m| m.storage.size.as_str()) => {
+            storage_decision(client, app, &namespace).await?
+        }
+        _ => StorageDecision::Unchanged,
     };
     if let StorageDecision::Expand { pvcs, size } = &decision {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
