@@ -84,10 +84,6 @@ impl Applier {
         }
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     /// What the applier remembers of each child's field ownership.
     pub fn baselines(&self) -> &Baselines {
         &self.baselines

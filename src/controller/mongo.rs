@@ -42,20 +42,14 @@ pub const STEP_LIMIT: Duration = Duration::from_secs(50);
 
 /// The storage request of a StatefulSet's claim template.
 fn claim_size(statefulset: &StatefulSet) -> Option<&str> {
-    statefulset
-        .spec
-        .as_ref()?
-        .volume_claim_templates
-        .as_ref()?
-        .first()?
-        .spec
-        .as_ref()?
-        .resources
-        .as_ref()?
-        .requests
-        .as_ref()?
-        .get("storage")
-        .map(|q| q.0.as_str())
+    let template = statefulset.spec.as_ref()?.volume_claim_templates.as_ref()?;
+    requested_storage(template.first()?)
+}
+
+/// The storage a claim (or claim template) requests.
+fn requested_storage(claim: &PersistentVolumeClaim) -> Option<&str> {
+    let requests = claim.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?;
+    requests.get("storage").map(|q| q.0.as_str())
 }
 
 /// Applies `desired` over the cached object of the same name.
@@ -157,17 +151,7 @@ async fn storage_decision(
         desired: spec.storage.size.clone(),
         pvcs: claims
             .iter()
-            .filter_map(|p| {
-                let size = p
-                    .spec
-                    .as_ref()?
-                    .resources
-                    .as_ref()?
-                    .requests
-                    .as_ref()?
-                    .get("storage")?;
-                Some((p.name_any(), size.0.clone()))
-            })
+            .filter_map(|p| Some((p.name_any(), requested_storage(p)?.to_string())))
             .collect(),
         storage_class: claims
             .iter()
