@@ -72,10 +72,12 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
         status::find(Some(&new_status), status::PROGRESSING).is_some_and(|c| c.status == "True");
     publish_status(&app, &ctx, &namespace, new_status).await?;
 
-    let requeue = match () {
-        () if waiting => WHILE_WAITING_FOR_SLOT,
-        () if applied && progressing => WHILE_PROGRESSING,
-        () => RESYNC,
+    let requeue = if waiting {
+        WHILE_WAITING_FOR_SLOT
+    } else if applied && progressing {
+        WHILE_PROGRESSING
+    } else {
+        RESYNC
     };
     // The replica set moves one step per reconcile; come back as soon as it asks.
     Ok(Action::requeue(
