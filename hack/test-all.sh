@@ -7,8 +7,9 @@
 #                   of the Dockerfile
 #   3. fmt          cargo fmt --all -- --check
 #   4. clippy       cargo clippy --workspace --all-targets -- -D warnings
-#   5. test         cargo test --workspace (the operator and the proxy crate), and the scale benchmark at 100 apps (no write on a steady resync);
-#                   the permissions their requests needed equal hack/rbac-used.txt
+#   5. test         cargo test --workspace (the operator and the proxy crate), and the scale
+#                   benchmark at 100 apps (no write on a steady resync); the permissions their
+#                   requests needed equal hack/rbac-used.txt
 #   6. crd          `meteor-operator crd` == crds/meteorapps.yaml == the chart's copy
 #   7. render       `meteor-operator render` of every examples/*.yaml and e2e/testdata/*.yaml
 #                   validates strictly; every e2e/invalid/*.yaml is refused
