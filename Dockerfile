@@ -5,23 +5,31 @@
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
 
-# 1. Dependencies only, cached until Cargo.toml, Cargo.lock or benches/ change: build them against
-#    a dummy crate with the real manifests. (benches/ is copied because Cargo.toml names a bench
-#    target; `cargo build` does not compile it.)
+# 1. Dependencies only, cached until a Cargo.toml, Cargo.lock or benches/ change: build them
+#    against dummy crates with the real manifests (the workspace: the operator at the root, the
+#    proxy crate in proxy/). (benches/ is copied because Cargo.toml names a bench target; `cargo
+#    build` does not compile it.)
 COPY Cargo.toml Cargo.lock ./
+COPY proxy/Cargo.toml ./proxy/
 COPY benches ./benches
-RUN mkdir -p src \
+RUN mkdir -p src proxy/src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
+    && echo 'fn main() {}' > proxy/src/main.rs \
+    && touch proxy/src/lib.rs \
     && cargo build --release --locked \
-    && rm -rf src \
+    && rm -rf src proxy/src \
         target/release/meteor-operator* \
         target/release/deps/meteor_operator-* \
         target/release/deps/libmeteor_operator-* \
-        target/release/.fingerprint/meteor-operator-*
+        target/release/.fingerprint/meteor-operator-* \
+        target/release/deps/meteor_proxy-* \
+        target/release/deps/libmeteor_proxy-* \
+        target/release/.fingerprint/meteor-proxy-*
 
-# 2. The operator itself.
+# 2. The operator itself, with the proxy crate (its sources only, not its tests).
 COPY src ./src
+COPY proxy/src ./proxy/src
 RUN cargo build --release --locked --bin meteor-operator \
     && install -m 0755 target/release/meteor-operator /meteor-operator
 

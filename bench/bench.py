@@ -34,7 +34,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = "/tmp/meteor-proxy-bench"
 PROXY_BIN = os.environ.get("PROXY_BIN", os.path.join(ROOT, "target/release/meteor-operator"))
-PEERS = os.path.join(ROOT, "tests/peers")
+PEERS = os.path.join(ROOT, "proxy/tests/peers")
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 WRK_SECONDS = 3 if QUICK else 5
 OHA_SECONDS = 3 if QUICK else 4

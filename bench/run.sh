@@ -18,10 +18,10 @@ fi
 # A Debian-installed nginx/haproxy may have started system services; they are not used.
 systemctl stop nginx haproxy >/dev/null 2>&1 || true
 command -v oha >/dev/null || cargo install oha --locked
-[ -d tests/peers/node_modules/ws ] || (cd tests/peers && npm ci --no-audit --no-fund)
+[ -d proxy/tests/peers/node_modules/ws ] || (cd proxy/tests/peers && npm ci --no-audit --no-fund)
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release --quiet
+cargo build --release --quiet -p meteor-operator --bin meteor-operator
 export PROXY_BIN="$CARGO_TARGET_DIR/release/meteor-operator"
 
 haproxy -v | sed -n 1p

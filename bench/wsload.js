@@ -5,7 +5,7 @@
 // Every backend greets a new WebSocket with {"backend": id, "hello": true}.
 'use strict';
 const path = require('path');
-const WebSocket = require(path.join(__dirname, '../tests/peers/node_modules/ws'));
+const WebSocket = require(path.join(__dirname, '../proxy/tests/peers/node_modules/ws'));
 
 const [url, countArg, concurrencyArg] = process.argv.slice(2);
 const count = Number(countArg);

@@ -2,8 +2,8 @@
 # Regenerates hack/rbac-used.txt: every permission the operator's API requests needed in the tests.
 # Each test process that checks a request against the chart's RBAC (tests/support/rbac.rs) appends
 # what the request needed to target/tmp/rbac-used/<pid>.txt; this merges those files.
-#   bash hack/sync-rbac.sh               # clears the record, runs cargo test and the scale bench,
-#                                        # writes hack/rbac-used.txt
+#   bash hack/sync-rbac.sh               # clears the record, runs cargo test --workspace and the
+#                                        # scale bench, writes hack/rbac-used.txt
 #   bash hack/sync-rbac.sh --clear       # only empties the record (hack/test-all.sh, before cargo test)
 #   bash hack/sync-rbac.sh --collect OUT # only merges the record into OUT (hack/test-all.sh, after)
 set -euo pipefail
@@ -51,7 +51,7 @@ case "${1:-}" in
     log="$(mktemp)"
     trap 'rm -f "${log}"' EXIT
     # The same runs as hack/test-all.sh's test step, so both record the same permissions.
-    if ! { cargo test && METEOR_BENCH_APPS=100 cargo test --bench scale; } >"${log}" 2>&1; then
+    if ! { cargo test --workspace && METEOR_BENCH_APPS=100 cargo test --bench scale; } >"${log}" 2>&1; then
       tail -40 "${log}" >&2
       die "the tests failed (above); hack/rbac-used.txt not written"
     fi

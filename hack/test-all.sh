@@ -6,9 +6,10 @@
 #   2. scripts      shellcheck of hack/**/*.sh, e2e/**/*.sh and .ci/run; the Python helpers compile; hadolint
 #                   of the Dockerfile
 #   3. fmt          cargo fmt --all -- --check
-#   4. clippy       cargo clippy --all-targets -- -D warnings
-#   5. test         cargo test, and the scale benchmark at 100 apps (no write on a steady resync);
-#                   the permissions their requests needed equal hack/rbac-used.txt
+#   4. clippy       cargo clippy --workspace --all-targets -- -D warnings
+#   5. test         cargo test --workspace (the operator and the proxy crate), and the scale
+#                   benchmark at 100 apps (no write on a steady resync); the permissions their
+#                   requests needed equal hack/rbac-used.txt
 #   6. crd          `meteor-operator crd` == crds/meteorapps.yaml == the chart's copy
 #   7. render       `meteor-operator render` of every examples/*.yaml and e2e/testdata/*.yaml
 #                   validates strictly; every e2e/invalid/*.yaml is refused
@@ -96,19 +97,20 @@ step_fmt() {
 
 # ------------------------------------------------------------------------------------------------
 step_clippy() {
-  step clippy "cargo clippy --all-targets -- -D warnings"
-  cargo clippy --all-targets -- -D warnings || fail "clippy found problems (see above)"
+  step clippy "cargo clippy --workspace --all-targets -- -D warnings"
+  cargo clippy --workspace --all-targets -- -D warnings || fail "clippy found problems (see above)"
   done_step
 }
 
 # ------------------------------------------------------------------------------------------------
 step_test() {
-  step test "cargo test"
-  # Every fake API server records the permissions its requests needed (tests/support/rbac.rs).
+  step test "cargo test --workspace"
+  # Every fake API server records the permissions its requests needed (tests/support/rbac.rs; the
+  # proxy crate's tests make no API request).
   bash hack/sync-rbac.sh --clear
-  cargo test 2>&1 | tee "${WORK}/cargo-test.log" || fail "cargo test failed (see above)"
+  cargo test --workspace 2>&1 | tee "${WORK}/cargo-test.log" || fail "cargo test --workspace failed (see above)"
   grep -q '^test result: ' "${WORK}/cargo-test.log" || fail "cargo test printed no 'test result:' line"
-  # Totals over every test binary and doc-test run.
+  # Totals over every test binary and doc-test run of both crates.
   awk '/^test result: /{
          for (i = 1; i <= NF; i++) {
            if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i

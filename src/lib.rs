@@ -6,7 +6,6 @@ pub mod controller;
 pub mod mongo;
 pub mod plan;
 pub mod problem;
-pub mod proxy;
 pub mod references;
 pub mod render;
 pub mod status;

@@ -28,7 +28,7 @@ enum Command {
         file: PathBuf,
     },
     /// Run the Meteor-aware sticky load balancer.
-    Proxy(meteor_operator::proxy::ProxyArgs),
+    Proxy(meteor_proxy::ProxyArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
             meteor_operator::render::render_file(&file).map(|yaml| print!("{yaml}"))
         }
         Command::Run(args) => tokio_main(meteor_operator::controller::run(args)),
-        Command::Proxy(args) => tokio_main(meteor_operator::proxy::run(args)),
+        Command::Proxy(args) => tokio_main(meteor_proxy::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

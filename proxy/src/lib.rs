@@ -1,4 +1,4 @@
-//! The Meteor-aware sticky load balancer (`meteor-operator proxy`).
+//! The Meteor-aware sticky load balancer: the `meteor-proxy` crate, run as `meteor-operator proxy`.
 //!
 //! Module map, one concern each:
 //! - [`config`]: flags and `METEOR_PROXY_*` environment variables.

@@ -1,9 +1,10 @@
-//! Integration tests of `meteor-operator proxy` with real peers: SockJS backends (npm `sockjs`,
-//! the library under Meteor's DDP stream) that tag every reply with their id, and clients
-//! (`sockjs-client` forcing a transport, raw `ws` WebSockets, raw HTTP from Rust).
+//! Integration tests of the proxy (`meteor-proxy`: the same flags and code as `meteor-operator
+//! proxy`) with real peers: SockJS backends (npm `sockjs`, the library under Meteor's DDP stream)
+//! that tag every reply with their id, and clients (`sockjs-client` forcing a transport, raw `ws`
+//! WebSockets, raw HTTP from Rust).
 //!
 //! Everything runs on 127.0.0.1 with ports picked by the OS; every wait is bounded. The Node
-//! packages are installed by the tests themselves (`npm ci` in tests/peers, once per run).
+//! packages are installed by the tests themselves (`npm ci` in proxy/tests/peers, once per run).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -148,15 +149,9 @@ fn start_proxy(backends: &[&Backend], extra: &[&str]) -> Proxy {
 }
 
 fn proxy_with(args: &[String]) -> Proxy {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meteor-operator"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meteor-proxy"));
     command
-        .args([
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(["--health-path", "/peer/health", "--threads", "1"])
         .args(args)
         .env("RUST_LOG", "info");
