@@ -169,10 +169,7 @@ async fn invalid_spec_touches_no_child_and_reports_why() {
     // The running pods are still counted.
     assert_eq!(status["status"]["readyReplicas"], 2);
 
-    let event = transcript.body_of(
-        Method::POST,
-        "/apis/events.k8s.io/v1/namespaces/default/events",
-    );
+    let event = transcript.event();
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["reason"], "InvalidSpec");
     assert_eq!(event["regarding"]["name"], "todos");
@@ -370,10 +367,7 @@ async fn rolled_out_app_becomes_ready_and_says_so_once() {
         condition(&status, "Degraded")["lastTransitionTime"],
         "2023-11-14T22:13:20Z"
     );
-    let event = transcript.body_of(
-        Method::POST,
-        "/apis/events.k8s.io/v1/namespaces/default/events",
-    );
+    let event = transcript.event();
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["reason"], "AllReplicasReady");
 }
@@ -540,9 +534,6 @@ async fn an_app_that_does_not_parse_is_reported_and_nothing_else_is_touched() {
     let message = condition(&status, "Ready")["message"].as_str().unwrap();
     assert!(message.contains("spec.replicas"), "{message}");
     assert_eq!(status["status"]["observedGeneration"], 5);
-    let event = transcript.body_of(
-        Method::POST,
-        "/apis/events.k8s.io/v1/namespaces/default/events",
-    );
+    let event = transcript.event();
     assert_eq!(event["type"], "Warning");
 }

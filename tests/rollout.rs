@@ -138,17 +138,13 @@ async fn a_rollout_that_never_gets_healthy_is_rolled_back_and_stays_there() {
         .await
         .expect("reconcile succeeds");
 
-    let list = transcript
-        .seen()
-        .into_iter()
-        .find(|s| s.path == REPLICA_SETS)
-        .unwrap();
+    let query = transcript.query_of(REPLICA_SETS);
     assert!(
-        list.query.contains(&format!(
+        query.contains(&format!(
             "meteorfleet.dev%2Ftemplate-hash%3D{good_template}"
         )),
         "{}",
-        list.query
+        query
     );
     let patch = transcript.body_of(Method::PATCH, DEPLOYMENT);
     let template = &patch["spec"]["template"];
@@ -181,10 +177,7 @@ async fn a_rollout_that_never_gets_healthy_is_rolled_back_and_stays_there() {
         status["status"]["rollout"]["availableTemplate"],
         good_template.as_str()
     );
-    let event = transcript.body_of(
-        Method::POST,
-        "/apis/events.k8s.io/v1/namespaces/default/events",
-    );
+    let event = transcript.event();
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["reason"], "RolledBack");
 
@@ -256,18 +249,14 @@ async fn new_pods_in_a_crash_loop_count_as_a_failed_rollout() {
     reconcile_with(app.clone(), ctx, &transcript, task, n)
         .await
         .expect("reconcile succeeds");
-    let list = transcript
-        .seen()
-        .into_iter()
-        .find(|s| s.path == PODS)
-        .unwrap();
+    let query = transcript.query_of(PODS);
     assert!(
-        list.query.contains(&format!(
+        query.contains(&format!(
             "meteorfleet.dev%2Ftemplate-hash%3D{}",
             template_of(&failing)
         )),
         "{}",
-        list.query
+        query
     );
     // Without a target the rollout carries on; the history forgets the vanished template.
     assert!(
@@ -697,10 +686,7 @@ async fn a_forbidden_request_is_reported_with_the_verb_and_resource() {
         message.contains("cannot get resource \"deployments\" in API group \"apps\""),
         "{message}"
     );
-    let event = transcript.body_of(
-        Method::POST,
-        "/apis/events.k8s.io/v1/namespaces/default/events",
-    );
+    let event = transcript.event();
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["reason"], "Forbidden");
 }

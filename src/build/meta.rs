@@ -82,6 +82,14 @@ pub fn selector_string(app: &MeteorApp, component: &str) -> String {
         .join(",")
 }
 
+/// Selector of the app tier's pods (and ReplicaSets) of one pod template.
+pub fn template_selector(app: &MeteorApp, template_hash: &str) -> String {
+    format!(
+        "{},{TEMPLATE_HASH_LABEL}={template_hash}",
+        selector_string(app, Component::App.as_str())
+    )
+}
+
 /// The standard labels of every object we create.
 pub fn labels(app: &MeteorApp, component: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(app, component);

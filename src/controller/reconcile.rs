@@ -218,11 +218,7 @@ async fn crash_loop(
     template: &str,
 ) -> Result<Option<String>, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!(
-        "{},{}={template}",
-        meta::selector_string(app, meta::Component::App.as_str()),
-        meta::TEMPLATE_HASH_LABEL
-    );
+    let selector = meta::template_selector(app, template);
     let threshold = app.spec.rollout.rollback_on_restarts;
     let list = pods.list(&ListParams::default().labels(&selector)).await?;
     Ok(list.items.iter().find_map(|pod| {
@@ -535,11 +531,7 @@ async fn rollback_template(
     to: &str,
 ) -> Result<Option<PodTemplateSpec>, Error> {
     let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!(
-        "{},{}={to}",
-        meta::selector_string(app, meta::Component::App.as_str()),
-        meta::TEMPLATE_HASH_LABEL
-    );
+    let selector = meta::template_selector(app, to);
     let list = replica_sets
         .list(&ListParams::default().labels(&selector))
         .await?;

@@ -195,6 +195,21 @@ impl Transcript {
             .unwrap_or_else(|| panic!("no {method} {path} was made"))
             .body
     }
+    /// The body of the (first) event posted.
+    pub fn event(&self) -> serde_json::Value {
+        self.body_of(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/default/events",
+        )
+    }
+    /// The query string of the first request to `path`.
+    pub fn query_of(&self, path: &str) -> String {
+        self.seen()
+            .into_iter()
+            .find(|s| s.path == path)
+            .unwrap_or_else(|| panic!("no request to {path} was made"))
+            .query
+    }
     pub fn writes(&self) -> Vec<String> {
         self.seen()
             .into_iter()
