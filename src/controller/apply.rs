@@ -5,7 +5,8 @@
 //! (`meteorfleet.dev/applied-hash`) and by the field ownership `drift` tracks, so a resync of an
 //! unchanged app makes no write request and an edit by someone else is put back.
 
-use super::drift::Baselines;
+use super::drift::{self, Baselines};
+use super::expected::Expected;
 use crate::build::meta::FIELD_MANAGER;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -74,6 +75,7 @@ fn stamped_with<K: Resource>(mut object: K, hash: String) -> K {
 pub struct Applier {
     client: Client,
     baselines: Baselines,
+    expected: Arc<Expected>,
 }
 
 impl Applier {
@@ -81,7 +83,19 @@ impl Applier {
         Self {
             client,
             baselines: Baselines::default(),
+            expected: Arc::default(),
         }
+    }
+
+    /// Sharing `expected` with the watches that clear it.
+    pub fn expecting(mut self, expected: Arc<Expected>) -> Self {
+        self.expected = expected;
+        self
+    }
+
+    /// Writes the caches have not shown yet.
+    pub fn expected(&self) -> &Expected {
+        &self.expected
     }
 
     /// What the applier remembers of each child's field ownership.
@@ -126,6 +140,10 @@ impl Applier {
             .patch(&object.name_any(), &params, &Patch::Apply(&object))
             .await?;
         self.baselines.written(written.meta());
+        let mut seen = written.clone();
+        // As the cache would hold it, for the drift check of a reconcile that reads it.
+        drift::condense(seen.meta_mut());
+        self.expected.written(&seen);
         Ok(written)
     }
 
@@ -150,6 +168,10 @@ impl Applier {
         if let Some(uid) = observed.uid() {
             self.baselines.forget(&uid);
         }
+        self.expected.deleted::<K>(
+            &observed.namespace().unwrap_or_default(),
+            &observed.name_any(),
+        );
         match api.delete(&observed.name_any(), &params).await {
             Ok(_) => Ok(true),
             // Already gone, or replaced by another object: either way ours is not there any more.

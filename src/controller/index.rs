@@ -1,8 +1,11 @@
 //! Which MeteorApps reference each Secret and ConfigMap, kept up to date from the MeteorApp watch
-//! events, so a changed Secret finds its apps without scanning every app. Bookkeeping only: it
-//! never does I/O and never decides what a reconcile does.
+//! events, so a changed Secret finds its apps without scanning every app; and what each app's
+//! references resolved to last time, at which resource versions, so an app whose references did
+//! not change is not fetched again. Bookkeeping only: it never does I/O and never decides what a
+//! reconcile does.
 
 use super::ListedApp;
+use crate::problem::Problem;
 use crate::references::{SourceKind, references};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
@@ -12,13 +15,25 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// A referenced object: kind, namespace, name.
-type Source = (SourceKind, String, String);
+pub type Source = (SourceKind, String, String);
+
+/// What an app's references resolved to (its config hash, or the problem with them), read at
+/// these resource versions of the referenced objects (`None`: the object did not exist).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    /// The app's `metadata.generation` it was computed for: a new spec may reference more.
+    pub generation: Option<i64>,
+    pub versions: Vec<(Source, Option<String>)>,
+    pub result: Result<String, Problem>,
+}
 
 /// Referenced object → the apps that reference it, and the reverse to undo an app's entries.
 #[derive(Default, Debug)]
 pub struct ReferenceIndex {
     apps: HashMap<Source, HashSet<ObjectRef<ListedApp>>>,
     sources: HashMap<ObjectRef<ListedApp>, HashSet<Source>>,
+    /// Only for apps in `sources`, so a deleted app leaves nothing behind.
+    resolved: HashMap<ObjectRef<ListedApp>, Resolved>,
     /// Apps listed since the watcher's last `Init`; `None` outside a relist.
     relisted: Option<HashSet<ObjectRef<ListedApp>>>,
 }
@@ -57,11 +72,28 @@ impl ReferenceIndex {
             .unwrap_or_default()
     }
 
+    /// What `app`'s references resolved to last time, if remembered.
+    pub fn resolved(&self, app: &ObjectRef<ListedApp>) -> Option<&Resolved> {
+        self.resolved.get(app)
+    }
+
+    /// Remembers what `app`'s references resolved to, while the index knows the app.
+    pub fn remember(&mut self, app: &ObjectRef<ListedApp>, resolved: Resolved) {
+        if self.sources.contains_key(app) {
+            self.resolved.insert(app.clone(), resolved);
+        }
+    }
+
     fn upsert(&mut self, app: &ListedApp) {
         let key = ObjectRef::from_obj(app);
         if let Some(listed) = &mut self.relisted {
             listed.insert(key.clone());
         }
+        // A status write or label change keeps what the same spec resolved to.
+        let kept = self
+            .resolved
+            .remove(&key)
+            .filter(|r| r.generation == app.metadata.generation);
         self.remove(&key);
         // An app that does not parse reads nothing (it is only reported).
         let (Ok(parsed), Some(namespace)) = (&app.parsed, app.namespace()) else {
@@ -78,11 +110,15 @@ impl ReferenceIndex {
                 .insert(key.clone());
         }
         if !sources.is_empty() {
-            self.sources.insert(key, sources);
+            self.sources.insert(key.clone(), sources);
+            if let Some(kept) = kept {
+                self.resolved.insert(key, kept);
+            }
         }
     }
 
     fn remove(&mut self, app: &ObjectRef<ListedApp>) {
+        self.resolved.remove(app);
         for source in self.sources.remove(app).unwrap_or_default() {
             if let Entry::Occupied(mut apps) = self.apps.entry(source) {
                 apps.get_mut().remove(app);
@@ -103,19 +139,28 @@ impl SharedIndex {
     pub fn observer(
         &self,
     ) -> impl FnMut(&Result<Event<ListedApp>, watcher::Error>) + Send + 'static {
-        let index = self.0.clone();
+        let index = self.clone();
         move |item| {
             if let Ok(event) = item {
-                index.lock().expect("lock is never poisoned").apply(event);
+                index.lock().apply(event);
             }
         }
     }
 
     pub fn apps(&self, kind: SourceKind, namespace: &str, name: &str) -> Vec<ObjectRef<ListedApp>> {
-        self.0
-            .lock()
-            .expect("lock is never poisoned")
-            .apps(kind, namespace, name)
+        self.lock().apps(kind, namespace, name)
+    }
+
+    pub fn resolved(&self, app: &ObjectRef<ListedApp>) -> Option<Resolved> {
+        self.lock().resolved(app).cloned()
+    }
+
+    pub fn remember(&self, app: &ObjectRef<ListedApp>, resolved: Resolved) {
+        self.lock().remember(app, resolved);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReferenceIndex> {
+        self.0.lock().expect("lock is never poisoned")
     }
 }
 

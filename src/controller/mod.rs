@@ -5,6 +5,7 @@
 mod admin;
 pub(crate) mod apply;
 pub mod drift;
+mod expected;
 mod feed;
 mod index;
 mod leader;
@@ -12,6 +13,7 @@ mod listed;
 mod metrics;
 pub mod mongo;
 mod reconcile;
+mod referenced;
 mod slots;
 
 pub use apply::{APPLIED_HASH_ANNOTATION, Applier, Child, desired_hash, stamped};
@@ -24,7 +26,7 @@ pub use slots::RolloutSlots;
 use crate::build::meta::MANAGED_SELECTOR;
 use crate::references::SourceKind;
 use feed::Feed;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -128,6 +130,12 @@ pub struct Context {
     pub network_policies: Store<NetworkPolicy>,
     /// The Secrets the operator labelled (generated credentials, Mongo URLs): metadata only.
     pub owned_secrets: Store<PartialObjectMeta<Secret>>,
+    /// Which apps reference which Secrets and ConfigMaps, and what they resolved to.
+    pub index: index::SharedIndex,
+    /// Every Secret's and ConfigMap's resource version (names and versions only), so an app's
+    /// unchanged references are not fetched again.
+    pub secret_versions: Store<PartialObjectMeta<Secret>>,
+    pub config_map_versions: Store<PartialObjectMeta<ConfigMap>>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Deployment-level knobs of managed MongoDB (the operator's namespace for NetworkPolicies).
@@ -155,6 +163,9 @@ impl Context {
             statefulsets: empty_store(),
             network_policies: empty_store(),
             owned_secrets: empty_store(),
+            index: index::SharedIndex::default(),
+            secret_versions: empty_store(),
+            config_map_versions: empty_store(),
             recorder,
             metrics,
             mongo_options: crate::mongo::build::TierOptions::default(),
@@ -173,6 +184,28 @@ impl Context {
         self.network_policies = network_policies;
         self.owned_secrets = owned_secrets;
         self
+    }
+
+    /// With the reference index and the versions of every Secret and ConfigMap (default: an
+    /// empty index, so every reconcile fetches its references).
+    pub fn with_references(
+        mut self,
+        index: index::SharedIndex,
+        secret_versions: Store<PartialObjectMeta<Secret>>,
+        config_map_versions: Store<PartialObjectMeta<ConfigMap>>,
+    ) -> Self {
+        self.index = index;
+        self.secret_versions = secret_versions;
+        self.config_map_versions = config_map_versions;
+        self
+    }
+
+    /// The resource version of a referenced object as the metadata watch last saw it.
+    fn current_version(&self, (kind, namespace, name): &index::Source) -> Option<String> {
+        match kind {
+            SourceKind::Secret => version_in(&self.secret_versions, namespace, name),
+            SourceKind::ConfigMap => version_in(&self.config_map_versions, namespace, name),
+        }
     }
 
     /// Backoff after the n-th consecutive failure: 1 s doubling to 5 min.
@@ -219,6 +252,7 @@ pub mod trim {
     use super::*;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, StatefulSetSpec};
     use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     pub fn app(app: &mut ListedApp) {
         app.managed_fields_mut().clear();
@@ -271,6 +305,18 @@ pub mod trim {
         drift::condense(&mut secret.metadata);
     }
 
+    /// A referenced Secret or ConfigMap: its identity and version, nothing else.
+    pub fn version_only<K>(object: &mut PartialObjectMeta<K>) {
+        let meta = std::mem::take(&mut object.metadata);
+        object.metadata = ObjectMeta {
+            name: meta.name,
+            namespace: meta.namespace,
+            resource_version: meta.resource_version,
+            ..ObjectMeta::default()
+        };
+        object.types = None;
+    }
+
     pub fn service(service: &mut Service) {
         drift::condense(&mut service.metadata);
         service.spec = None;
@@ -282,6 +328,12 @@ pub mod trim {
         budget.spec = None;
         budget.status = None;
     }
+}
+
+fn version_in<K: Child>(store: &Store<K>, namespace: &str, name: &str) -> Option<String> {
+    store
+        .get(&ObjectRef::new(name).within(namespace))?
+        .resource_version()
 }
 
 /// A store that has listed and holds nothing.
@@ -381,6 +433,10 @@ struct Caches {
     owned_secrets: Store<PartialObjectMeta<Secret>>,
     /// Which apps reference each Secret/ConfigMap, kept from the same events as `apps`.
     index: index::SharedIndex,
+    /// The operator's writes the child caches have not shown yet (cleared by their watches).
+    expected: Arc<expected::Expected>,
+    secret_versions: Store<PartialObjectMeta<Secret>>,
+    config_map_versions: Store<PartialObjectMeta<ConfigMap>>,
     feeds: Feeds,
 }
 
@@ -399,17 +455,20 @@ struct Feeds {
 impl Caches {
     /// Starts every watch (needs a Tokio runtime).
     fn start(client: &Client, namespace: Option<&str>) -> Self {
-        let (deployments, deployment_feed) =
-            owned_cache::<Deployment>(client, namespace, trim::deployment);
-        let (services, service_feed) = owned_cache::<Service>(client, namespace, trim::service);
-        let (budgets, budget_feed) =
-            owned_cache::<PodDisruptionBudget>(client, namespace, trim::disruption_budget);
-        let (statefulsets, statefulset_feed) =
-            owned_cache::<StatefulSet>(client, namespace, trim::statefulset);
+        let expected = Arc::new(expected::Expected::default());
+        let owned = Owned {
+            client,
+            namespace,
+            expected: &expected,
+        };
+        let (deployments, deployment_feed) = owned.cache::<Deployment>(trim::deployment);
+        let (services, service_feed) = owned.cache::<Service>(trim::service);
+        let (budgets, budget_feed) = owned.cache::<PodDisruptionBudget>(trim::disruption_budget);
+        let (statefulsets, statefulset_feed) = owned.cache::<StatefulSet>(trim::statefulset);
         let (network_policies, network_policy_feed) =
-            owned_cache::<NetworkPolicy>(client, namespace, trim::network_policy);
+            owned.cache::<NetworkPolicy>(trim::network_policy);
         let (owned_secrets, owned_secret_feed) =
-            owned_cache::<PartialObjectMeta<Secret>>(client, namespace, trim::secret_metadata);
+            owned.cache::<PartialObjectMeta<Secret>>(trim::secret_metadata);
         // MeteorApps are cached without managedFields, which are often most of an object's bytes.
         let (apps, app_writer) = reflector::store();
         let index = index::SharedIndex::default();
@@ -421,6 +480,8 @@ impl Caches {
         .modify(trim::app)
         .reflect(app_writer)
         .inspect(index.observer());
+        let (secret_versions, secret_feed) = versions_cache::<Secret>(client, namespace);
+        let (config_map_versions, config_map_feed) = versions_cache::<ConfigMap>(client, namespace);
         Self {
             deployments,
             services,
@@ -429,6 +490,9 @@ impl Caches {
             network_policies,
             owned_secrets,
             index,
+            expected,
+            secret_versions,
+            config_map_versions,
             feeds: Feeds {
                 // The replica that starts to lead first gets every cached app: each is
                 // reconciled once at once, whatever happened while it stood by.
@@ -440,18 +504,10 @@ impl Caches {
                 statefulsets: statefulset_feed,
                 network_policies: network_policy_feed,
                 owned_secrets: owned_secret_feed,
-                // Referenced Secrets and ConfigMaps: metadata only (no Secret data is held in
-                // memory), not cached.
-                secrets: feed::spawn(
-                    "Secret".into(),
-                    referenced_changes::<Secret>(client, namespace),
-                    None,
-                ),
-                config_maps: feed::spawn(
-                    "ConfigMap".into(),
-                    referenced_changes::<ConfigMap>(client, namespace),
-                    None,
-                ),
+                // Referenced Secrets and ConfigMaps: names and versions only (no Secret data
+                // is held in memory).
+                secrets: secret_feed,
+                config_maps: config_map_feed,
             },
             apps,
         }
@@ -475,14 +531,16 @@ async fn run_reconciler(
         network_policies,
         owned_secrets,
         index: app_index,
+        expected,
+        secret_versions,
+        config_map_versions,
         feeds,
     } = caches;
-    let mut ctx = Context::new(client, deployments, services, budgets, metrics).with_mongo_caches(
-        statefulsets,
-        network_policies,
-        owned_secrets,
-    );
+    let mut ctx = Context::new(client, deployments, services, budgets, metrics)
+        .with_mongo_caches(statefulsets, network_policies, owned_secrets)
+        .with_references(app_index.clone(), secret_versions, config_map_versions);
     ctx.slots = RolloutSlots::new(usize::from(args.max_upgrade_rollouts));
+    ctx.applier = Applier::new(ctx.client.clone()).expecting(expected);
     // Only operator pods of the operator's own namespace pass managed-MongoDB NetworkPolicies.
     ctx.mongo_options.operator_namespace = std::env::var("POD_NAMESPACE").ok();
     let ctx = Arc::new(ctx);
@@ -530,42 +588,50 @@ where
     }
 }
 
-/// A trimmed cache of one kind of child (selected by our managed-by label) and the feed of its
-/// changes.
-fn owned_cache<K>(
+/// Where the caches of owned children come from.
+struct Owned<'a> {
+    client: &'a Client,
+    namespace: Option<&'a str>,
+    expected: &'a Arc<expected::Expected>,
+}
+
+impl Owned<'_> {
+    /// A trimmed cache of one kind of child (selected by our managed-by label) and the feed of
+    /// its changes; each event, once stored, clears what `expected` held for it.
+    fn cache<K: Child>(&self, trim: impl Fn(&mut K) + Send + 'static) -> (Store<K>, Feed<K>) {
+        let (reader, writer) = reflector::store();
+        let events = watcher(
+            scoped_api::<K>(self.client, self.namespace),
+            watcher::Config::default()
+                .labels(MANAGED_SELECTOR)
+                .any_semantic(),
+        )
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .inspect(self.expected.observer::<K>());
+        (reader, feed::spawn(K::kind(&()).into_owned(), events, None))
+    }
+}
+
+/// The version of every Secret or ConfigMap (metadata-only watch, trimmed to name and version),
+/// and the feed of their changes, to find and re-resolve the apps that reference them.
+fn versions_cache<K>(
     client: &Client,
     namespace: Option<&str>,
-    trim: impl Fn(&mut K) + Send + 'static,
-) -> (Store<K>, Feed<K>)
+) -> (Store<PartialObjectMeta<K>>, Feed<PartialObjectMeta<K>>)
 where
     K: Child,
 {
     let (reader, writer) = reflector::store();
     let events = watcher(
-        scoped_api::<K>(client, namespace),
-        watcher::Config::default()
-            .labels(MANAGED_SELECTOR)
-            .any_semantic(),
-    )
-    .default_backoff()
-    .modify(trim)
-    .reflect(writer);
-    (reader, feed::spawn(K::kind(&()).into_owned(), events, None))
-}
-
-/// Metadata-only changes of every Secret or ConfigMap, to find apps that reference them.
-fn referenced_changes<K>(
-    client: &Client,
-    namespace: Option<&str>,
-) -> impl Stream<Item = Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>> + Send + 'static
-where
-    K: Child,
-{
-    watcher(
         scoped_api::<PartialObjectMeta<K>>(client, namespace),
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
+    .modify(trim::version_only)
+    .reflect(writer);
+    (reader, feed::spawn(K::kind(&()).into_owned(), events, None))
 }
 
 /// Maps a changed Secret/ConfigMap to the MeteorApps in its namespace that reference it.

@@ -59,7 +59,9 @@ async fn apply_cached<K: Child>(
     namespace: &str,
     desired: K,
 ) -> Result<u64, kube::Error> {
-    let observed = store.get(&ObjectRef::new(&desired.name_any()).within(namespace));
+    let observed = applier
+        .expected()
+        .observed(store, namespace, &desired.name_any());
     apply_over(applier, desired, observed.as_deref()).await
 }
 
@@ -228,8 +230,9 @@ pub async fn reconcile_with<A: MongoAdmin>(
     }
 
     let existing = ctx
-        .statefulsets
-        .get(&ObjectRef::new(&tier_name(app)).within(&namespace));
+        .applier
+        .expected()
+        .observed(&ctx.statefulsets, &namespace, &tier_name(app));
     storage::pin_claim_templates(&mut tier.statefulset, existing.as_deref());
     // Volumes made from the claim template already have its size: PVCs are only listed when
     // the wanted size differs from it.

@@ -10,13 +10,12 @@ use crate::api::{MeteorApp, MeteorAppStatus, RolloutStatus};
 use crate::build::{self, Desired, Inputs, MongoWiring, meta};
 use crate::plan::{self, RolloutFacts, RolloutPlan, TierFacts, TierWants};
 use crate::problem::Problem;
-use crate::references::{self, Fetched, SourceKind};
 use crate::status::{self, DEGRADED, READY, RolloutState, Verdict};
 use crate::validate::validate;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -326,59 +325,8 @@ async fn check(
             "spec.mongo: set exactly one of external or managed".into(),
         )));
     };
-    let fetched = fetch_references(app, ctx, namespace).await?;
-    Ok(references::resolve(app, &fetched).map(|config_hash| Inputs { config_hash, mongo }))
-}
-
-/// GETs each referenced Secret and ConfigMap once. Not cached: the operator keeps no copy of
-/// Secret data in memory.
-async fn fetch_references(
-    app: &MeteorApp,
-    ctx: &Context,
-    namespace: &str,
-) -> Result<Fetched, Error> {
-    let mut fetched = Fetched::new();
-    for reference in references::references(app) {
-        let key = (reference.kind, reference.name.clone());
-        // An empty name cannot be fetched; `resolve` reports it.
-        if reference.name.is_empty() || fetched.contains_key(&key) {
-            continue;
-        }
-        let data = match reference.kind {
-            SourceKind::Secret => Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-                .get_opt(&reference.name)
-                .await?
-                .map(|secret| {
-                    secret
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect()
-                }),
-            SourceKind::ConfigMap => Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
-                .get_opt(&reference.name)
-                .await?
-                .map(|config_map| {
-                    let mut data: std::collections::BTreeMap<String, Vec<u8>> = config_map
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes()))
-                        .collect();
-                    data.extend(
-                        config_map
-                            .binary_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0)),
-                    );
-                    data
-                }),
-        };
-        fetched.insert(key, data);
-    }
-    Ok(fetched)
+    let resolved = super::referenced::resolve(app, ctx, namespace).await?;
+    Ok(resolved.map(|config_hash| Inputs { config_hash, mongo }))
 }
 
 /// Deployments this reconcile wrote, as the API returned them.
@@ -413,20 +361,14 @@ async fn namesake_conflict(
         }
     }
     let name = meta::app_name(app);
-    if ctx
-        .services
-        .get(&ObjectRef::new(&name).within(namespace))
-        .is_none()
+    if ctx.observed(&ctx.services, namespace, &name).is_none()
         && let Some(message) =
             apply::foreign_namesake::<Service>(client, namespace, &name, &uid).await?
     {
         return Ok(Some(Problem::NameConflict(message)));
     }
     if desired.disruption_budget.is_some()
-        && ctx
-            .budgets
-            .get(&ObjectRef::new(&name).within(namespace))
-            .is_none()
+        && ctx.observed(&ctx.budgets, namespace, &name).is_none()
         && let Some(message) =
             apply::foreign_namesake::<PodDisruptionBudget>(client, namespace, &name, &uid).await?
     {
@@ -481,16 +423,12 @@ async fn converge(
         }
     }
 
-    let observed = ctx
-        .services
-        .get(&ObjectRef::new(&app_name).within(namespace));
+    let observed = ctx.observed(&ctx.services, namespace, &app_name);
     if let Applied::Written(_) = applier.apply(desired.service, observed.as_deref()).await? {
         writes += 1;
     }
 
-    let observed = ctx
-        .budgets
-        .get(&ObjectRef::new(&app_name).within(namespace));
+    let observed = ctx.observed(&ctx.budgets, namespace, &app_name);
     match desired.disruption_budget {
         Some(budget) => {
             if let Applied::Written(_) = applier.apply(budget, observed.as_deref()).await? {
@@ -712,8 +650,16 @@ impl Context {
     }
 
     fn observed_deployment(&self, app: &MeteorApp, name: &str) -> Option<Arc<Deployment>> {
-        let namespace = app.namespace()?;
-        self.deployments
-            .get(&ObjectRef::new(name).within(&namespace))
+        self.observed(&self.deployments, &app.namespace()?, name)
+    }
+
+    /// A child as last written by this operator when its cache lags behind, else as cached.
+    fn observed<K: super::Child>(
+        &self,
+        cache: &kube::runtime::reflector::Store<K>,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<K>> {
+        self.applier.expected().observed(cache, namespace, name)
     }
 }
