@@ -1,27 +1,38 @@
 //! Operator scale benchmark, on this machine, against an in-process mock API server that answers
-//! instantly: N MeteorApps created (first reconcile of each), then a full resync of the converged
-//! fleet. Prints reconcile throughput, requests per app, writes on resync (must be 0), and the
-//! memory of the caches holding the fleet (trimmed exactly as the controller trims them).
+//! at once. N MeteorApps (one replica, no workers, external MongoDB, each with its own Secret)
+//! go from creation to Ready through the reconciles a real cluster triggers, in order:
 //!
-//! `cargo bench --bench scale` (N=500), or `METEOR_BENCH_APPS=2000 cargo bench --bench scale`.
-//! It measures the operator's own cost; API-server latency and kubelet speed are not modelled.
+//! 1. **created**: the app's own watch event; every cache is empty.
+//! 2. **Deployment seen**: its watch event is in, the Service's is not yet (the usual race).
+//! 3. **pods started**: the Deployment controller reports the pod, not ready.
+//! 4. **pods ready**: the app becomes Ready.
+//! 5. **resync**: the periodic pass of a settled fleet (must make no write).
+//!
+//! Prints requests per app by kind for each step, the totals from creation to Ready, and the
+//! bytes each cached object kind costs (trimmed exactly as the controller trims them).
+//!
+//! `cargo bench --bench scale` (N=1000), or `METEOR_BENCH_APPS=3000 cargo bench --bench scale`.
+//! It measures the operator's own requests and memory; API-server latency and the kubelet's pace
+//! are not modelled, and step 3 assumes the pod turns ready within the 10 s progress pacing
+//! (a slower pod adds one status write).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::watcher::Event;
 use kube::{Client, Resource, ResourceExt};
 use meteor_operator::api::MeteorApp;
-use meteor_operator::controller::{Context, ListedApp, Metrics, reconcile, trim};
+use meteor_operator::controller::{Context, ListedApp, Metrics, SharedIndex, reconcile, trim};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -57,47 +68,96 @@ fn live_bytes() -> usize {
     LIVE_BYTES.load(Ordering::Relaxed)
 }
 
-/// Everything the mock answered, so phase 2 can be fed phase 1's results.
+/// The request kinds the table counts.
+const KINDS: [&str; 6] = ["GET", "LIST", "apply", "status", "event", "other"];
+
+fn kind_of(method: &Method, path: &str) -> &'static str {
+    match *method {
+        Method::GET
+            if path.rsplit('/').next().is_some_and(|last| {
+                // A collection path ends in the plural; an object path in its name.
+                [
+                    "deployments",
+                    "replicasets",
+                    "pods",
+                    "secrets",
+                    "configmaps",
+                ]
+                .contains(&last)
+            }) =>
+        {
+            "LIST"
+        }
+        Method::GET => "GET",
+        _ if path.contains("/events") => "event",
+        Method::PATCH if path.ends_with("/status") => "status",
+        Method::PATCH => "apply",
+        _ => "other",
+    }
+}
+
+/// What the mock answered, so each step can be fed the previous one's results.
 #[derive(Default)]
 struct Recorded {
     deployments: Mutex<Vec<Deployment>>,
     services: Mutex<Vec<Service>>,
     budgets: Mutex<Vec<PodDisruptionBudget>>,
     statuses: Mutex<HashMap<String, serde_json::Value>>,
-    requests: AtomicU64,
-    writes: AtomicU64,
+    counts: Mutex<BTreeMap<&'static str, u64>>,
+    version: AtomicU64,
     /// Requests the chart's RBAC refuses (answered 403, as the apiserver would).
     refused: Mutex<Vec<String>>,
 }
 
-/// A mock API server that answers any request of a reconcile at once (after the RBAC check).
+impl Recorded {
+    fn take_counts(&self) -> BTreeMap<&'static str, u64> {
+        std::mem::take(&mut *self.counts.lock().unwrap())
+    }
+}
+
+fn keep<K: serde::de::DeserializeOwned>(into: &Mutex<Vec<K>>, body: &serde_json::Value) {
+    into.lock()
+        .unwrap()
+        .push(serde_json::from_value(body.clone()).unwrap());
+}
+
+/// A mock API server that answers any request of a reconcile at once (after the RBAC check),
+/// giving every written object a new resourceVersion as the apiserver does.
 fn auto_client(recorded: Arc<Recorded>) -> Client {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     tokio::spawn(async move {
         while let Some((request, respond)) = handle.next_request().await {
             let recorded = recorded.clone();
             tokio::spawn(async move {
-                recorded.requests.fetch_add(1, Ordering::Relaxed);
+                let method = request.method().clone();
+                let path = request.uri().path().to_string();
+                *recorded
+                    .counts
+                    .lock()
+                    .unwrap()
+                    .entry(kind_of(&method, &path))
+                    .or_default() += 1;
                 if let Err(refusal) = support::rbac::check(&request) {
                     recorded.refused.lock().unwrap().push(refusal.clone());
                     respond.send_response(support::forbidden(&refusal));
                     return;
                 }
-                let method = request.method().clone();
-                let path = request.uri().path().to_string();
                 let bytes = request.into_body().collect_bytes().await.unwrap();
-                let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                if method != Method::GET {
-                    recorded.writes.fetch_add(1, Ordering::Relaxed);
+                let mut body: serde_json::Value =
+                    serde_json::from_slice(&bytes).unwrap_or_default();
+                let version = recorded.version.fetch_add(1, Ordering::Relaxed) + 1;
+                if body.is_object() {
+                    body["metadata"]["resourceVersion"] = version.to_string().into();
+                    body["metadata"]["uid"] = format!("uid-{version}").into();
                 }
                 let (status, reply) = if method == Method::GET && path.contains("/secrets/") {
-                    (
-                        StatusCode::OK,
-                        support::secret_json(
-                            "mongo",
-                            &[("MONGO_URL", "mongodb://db-0,db-1/app?replicaSet=rs0")],
-                        ),
-                    )
+                    let name = path.rsplit('/').next().unwrap();
+                    let mut secret = support::secret_json(
+                        name,
+                        &[("MONGO_URL", "mongodb://db-0,db-1/app?replicaSet=rs0")],
+                    );
+                    secret["metadata"]["resourceVersion"] = "1".into();
+                    (StatusCode::OK, secret)
                 } else if method == Method::GET {
                     // The namesake check of a child not yet created: nothing there.
                     support::not_found("object", &path)
@@ -112,23 +172,14 @@ fn auto_client(recorded: Arc<Recorded>) -> Client {
                     whole["status"] = body["status"].clone();
                     (StatusCode::OK, whole)
                 } else if path.contains("/deployments/") {
-                    let mut deployment: Deployment = serde_json::from_value(body.clone()).unwrap();
-                    deployment.metadata.generation = Some(1);
-                    recorded.deployments.lock().unwrap().push(deployment);
+                    body["metadata"]["generation"] = 1.into();
+                    keep(&recorded.deployments, &body);
                     (StatusCode::OK, body)
                 } else if path.contains("/services/") {
-                    recorded
-                        .services
-                        .lock()
-                        .unwrap()
-                        .push(serde_json::from_value(body.clone()).unwrap());
+                    keep(&recorded.services, &body);
                     (StatusCode::OK, body)
                 } else if path.contains("/poddisruptionbudgets/") {
-                    recorded
-                        .budgets
-                        .lock()
-                        .unwrap()
-                        .push(serde_json::from_value(body.clone()).unwrap());
+                    keep(&recorded.budgets, &body);
                     (StatusCode::OK, body)
                 } else {
                     (StatusCode::OK, body)
@@ -145,25 +196,51 @@ fn auto_client(recorded: Arc<Recorded>) -> Client {
     Client::new(service, "default")
 }
 
+/// App `i`: one replica, its own MongoDB Secret.
 fn app(i: usize) -> MeteorApp {
-    let mut app = support::minimal_app();
-    app.metadata.name = Some(format!("app-{i:04}"));
+    let mut app = support::app_from_yaml(&format!(
+        r#"
+apiVersion: meteorfleet.dev/v1alpha1
+kind: MeteorApp
+metadata: {{ name: app-{i:04}, namespace: default, generation: 1 }}
+spec:
+  image: ghcr.io/example/todos:1.0.0
+  rootUrl: https://app-{i:04}.example.com
+  replicas: 1
+  mongo: {{ external: {{ url: {{ name: app-{i:04}-mongo, key: MONGO_URL }} }} }}
+"#
+    ));
     app.metadata.uid = Some(format!("00000000-0000-4000-8000-{i:012}"));
     app
 }
 
-fn store_of<K: Resource<DynamicType = ()> + Clone + 'static>(
-    objects: Vec<K>,
-    trim: fn(&mut K),
-) -> Store<K> {
+/// A listed, empty store and its writer.
+fn store<K: Resource<DynamicType = ()> + Clone + 'static>() -> (Store<K>, Writer<K>) {
     let (reader, mut writer) = reflector::store();
-    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&Event::Init);
+    writer.apply_watcher_event(&Event::InitDone);
+    (reader, writer)
+}
+
+fn deliver<K: Resource<DynamicType = ()> + Clone + 'static>(
+    writer: &mut Writer<K>,
+    objects: impl IntoIterator<Item = K>,
+    trim: fn(&mut K),
+) {
     for mut object in objects {
         trim(&mut object);
-        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        writer.apply_watcher_event(&Event::Apply(object));
     }
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-    reader
+}
+
+fn secret_version(i: usize) -> PartialObjectMeta<Secret> {
+    let mut meta = PartialObjectMeta::<Secret>::default();
+    meta.metadata.name = Some(format!("app-{i:04}-mongo"));
+    meta.metadata.namespace = Some("default".into());
+    meta.metadata.resource_version = Some("1".into());
+    meta.metadata.uid = Some(format!("secret-uid-{i}"));
+    meta.metadata.labels = Some([("app".to_string(), format!("app-{i:04}"))].into());
+    meta
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -187,133 +264,242 @@ async fn reconcile_all(apps: &[Arc<MeteorApp>], ctx: Arc<Context>) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// The apps with the statuses the last step wrote.
+fn with_statuses(apps: &[Arc<MeteorApp>], recorded: &Recorded) -> Vec<Arc<MeteorApp>> {
+    let statuses = std::mem::take(&mut *recorded.statuses.lock().unwrap());
+    apps.iter()
+        .map(|a| match statuses.get(&a.name_any()) {
+            Some(status) => {
+                let mut a = (**a).clone();
+                a.status = serde_json::from_value(status.clone()).ok();
+                Arc::new(a)
+            }
+            None => a.clone(),
+        })
+        .collect()
+}
+
+/// Bytes a store holds per object: each is deserialized from its JSON, trimmed and stored inside
+/// the measured region, so only what the store keeps counts.
+fn bytes_per_object<K>(objects: Vec<serde_json::Value>, trim: fn(&mut K)) -> f64
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+{
+    let n = objects.len().max(1);
+    let before = live_bytes();
+    let (reader, mut writer) = store::<K>();
+    for json in &objects {
+        let mut object: K = serde_json::from_value(json.clone()).unwrap();
+        trim(&mut object);
+        writer.apply_watcher_event(&Event::Apply(object));
+    }
+    let bytes = live_bytes().saturating_sub(before);
+    drop((reader, writer));
+    bytes as f64 / n as f64
+}
+
+fn json_of<T: serde::Serialize>(objects: impl IntoIterator<Item = T>) -> Vec<serde_json::Value> {
+    objects
+        .into_iter()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect()
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("METEOR_BENCH_APPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+        .unwrap_or(1000);
     let rss_start = rss_kib("VmRSS:");
 
-    // Phase 1: a fleet created at once, empty caches.
-    let created = Arc::new(Recorded::default());
-    let ctx = Arc::new(Context::new(
-        auto_client(created.clone()),
-        store_of(vec![], trim::deployment),
-        store_of(vec![], trim::service),
-        store_of(vec![], trim::disruption_budget),
-        Arc::new(Metrics::default()),
-    ));
+    let recorded = Arc::new(Recorded::default());
+    let (deployments, mut deployment_writer) = store::<Deployment>();
+    let (services, mut service_writer) = store::<Service>();
+    let (budgets, _budget_writer) = store::<PodDisruptionBudget>();
+    let (secret_versions, mut secret_writer) = store::<PartialObjectMeta<Secret>>();
+    let (config_map_versions, _config_map_writer) = store::<PartialObjectMeta<ConfigMap>>();
+    deliver(
+        &mut secret_writer,
+        (0..n).map(secret_version),
+        trim::version_only,
+    );
+    let index = SharedIndex::default();
+    let mut observe = index.observer();
     let apps: Vec<Arc<MeteorApp>> = (0..n).map(|i| Arc::new(app(i))).collect();
-    let create_secs = reconcile_all(&apps, ctx).await;
-    let create_requests = created.requests.load(Ordering::Relaxed);
+    for app in &apps {
+        observe(&Ok(Event::Apply(ListedApp::from_value(
+            serde_json::to_value(&**app).unwrap(),
+        ))));
+    }
+    let ctx = Arc::new(
+        Context::new(
+            auto_client(recorded.clone()),
+            deployments,
+            services,
+            budgets,
+            Arc::new(Metrics::default()),
+        )
+        .with_references(index, secret_versions, config_map_versions),
+    );
 
-    // Phase 2: the converged fleet in the caches (Deployments rolled out), statuses stored.
-    let deployments: Vec<Deployment> = std::mem::take(&mut *created.deployments.lock().unwrap())
-        .into_iter()
-        .map(|d| {
-            let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-            support::rolled_out(d, replicas)
-        })
-        .collect();
-    let statuses = std::mem::take(&mut *created.statuses.lock().unwrap());
-    let converged: Vec<Arc<MeteorApp>> = apps
+    let mut steps: Vec<(&str, BTreeMap<&'static str, u64>, f64)> = Vec::new();
+    // 1. created
+    let created_at = Instant::now();
+    let secs = reconcile_all(&apps, ctx.clone()).await;
+    steps.push(("1. created", recorded.take_counts(), secs));
+    let apps = with_statuses(&apps, &recorded);
+    // 2. the Deployments' watch events are in, the Services' not yet
+    let applied: Vec<Deployment> = std::mem::take(&mut *recorded.deployments.lock().unwrap());
+    deliver(&mut deployment_writer, applied.clone(), trim::deployment);
+    let secs = reconcile_all(&apps, ctx.clone()).await;
+    steps.push(("2. Deployment seen", recorded.take_counts(), secs));
+    let apps = with_statuses(&apps, &recorded);
+    // 3. the Services are in; each Deployment's pod exists, not ready
+    let applied_services: Vec<Service> = std::mem::take(&mut *recorded.services.lock().unwrap());
+    deliver(&mut service_writer, applied_services.clone(), trim::service);
+    let started = applied.iter().cloned().map(|mut d| {
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(1),
+            updated_replicas: Some(1),
+            unavailable_replicas: Some(1),
+            ..DeploymentStatus::default()
+        });
+        d
+    });
+    deliver(&mut deployment_writer, started, trim::deployment);
+    let since_created = created_at.elapsed().as_secs_f64();
+    let secs = reconcile_all(&apps, ctx.clone()).await;
+    steps.push(("3. pods started", recorded.take_counts(), secs));
+    let apps = with_statuses(&apps, &recorded);
+    // 4. the pods are ready
+    let ready: Vec<Deployment> = applied
         .iter()
-        .map(|a| {
-            let mut a = (**a).clone();
-            a.status = serde_json::from_value(statuses[&a.name_any()].clone()).ok();
-            Arc::new(a)
-        })
+        .cloned()
+        .map(|d| support::rolled_out(d, 1))
         .collect();
-    let services = std::mem::take(&mut *created.services.lock().unwrap());
-    let budgets = std::mem::take(&mut *created.budgets.lock().unwrap());
-    // The caches a running operator holds for this fleet: apps and their three kinds of child.
-    // Fresh copies go in, so the delta is what the caches hold, not what moved.
-    let before_caches = live_bytes();
-    let app_cache = store_of(
-        converged
+    deliver(&mut deployment_writer, ready.clone(), trim::deployment);
+    let secs = reconcile_all(&apps, ctx.clone()).await;
+    steps.push(("4. pods ready", recorded.take_counts(), secs));
+    let apps = with_statuses(&apps, &recorded);
+    let ready_count = apps
+        .iter()
+        .filter(|a| {
+            meteor_operator::status::find(a.status.as_ref(), "Ready")
+                .is_some_and(|c| c.status == "True")
+        })
+        .count();
+    // 5. resync
+    let secs = reconcile_all(&apps, ctx.clone()).await;
+    let resync = recorded.take_counts();
+    steps.push(("5. resync", resync.clone(), secs));
+
+    println!(
+        "meteor-operator scale benchmark: {n} MeteorApps (1 replica, external MongoDB), concurrency {CONCURRENCY}, instant mock API server"
+    );
+    println!();
+    println!("Requests per app, by step and kind:");
+    println!();
+    println!(
+        "| step | {} | all | writes | reconciles/s |",
+        KINDS.join(" | ")
+    );
+    println!("|---|{}---:|---:|---:|", "---:|".repeat(KINDS.len()));
+    let per_app = |count: u64| count as f64 / n as f64;
+    let mut to_ready: BTreeMap<&str, u64> = BTreeMap::new();
+    for (step, counts, secs) in &steps {
+        let all: u64 = counts.values().sum();
+        let writes: u64 = counts
             .iter()
-            .map(|a| ListedApp::from_value(serde_json::to_value(&**a).unwrap()))
-            .collect(),
-        trim::app,
-    );
-    let deployment_cache = store_of(deployments.clone(), trim::deployment);
-    let service_cache = store_of(services.clone(), trim::service);
-    let budget_cache = store_of(budgets.clone(), trim::disruption_budget);
-    let cache_bytes = live_bytes().saturating_sub(before_caches);
-    drop((deployments, services, budgets));
-    assert_eq!(app_cache.len(), n);
-    let resync = Arc::new(Recorded::default());
-    let ctx = Arc::new(Context::new(
-        auto_client(resync.clone()),
-        deployment_cache,
-        service_cache,
-        budget_cache,
-        Arc::new(Metrics::default()),
-    ));
-    // First resync writes the Ready status (the Deployments became available); the second is
-    // the steady state.
-    let ready_secs = reconcile_all(&converged, ctx.clone()).await;
-    let ready_writes = resync.writes.swap(0, Ordering::Relaxed);
-    resync.requests.store(0, Ordering::Relaxed);
-    let statuses = std::mem::take(&mut *resync.statuses.lock().unwrap());
-    let steady: Vec<Arc<MeteorApp>> = converged
-        .iter()
-        .map(|a| {
-            let mut a = (**a).clone();
-            if let Some(status) = statuses.get(&a.name_any()) {
-                a.status = serde_json::from_value(status.clone()).ok();
+            .filter(|(k, _)| !["GET", "LIST"].contains(k))
+            .map(|(_, v)| v)
+            .sum();
+        if !step.contains("resync") {
+            for (k, v) in counts {
+                *to_ready.entry(k).or_default() += v;
             }
-            Arc::new(a)
-        })
+        }
+        let cells: Vec<String> = KINDS
+            .iter()
+            .map(|k| format!("{:.2}", per_app(*counts.get(k).unwrap_or(&0))))
+            .collect();
+        println!(
+            "| {step} | {} | {:.2} | {:.2} | {:.0} |",
+            cells.join(" | "),
+            per_app(all),
+            per_app(writes),
+            n as f64 / secs
+        );
+    }
+    let all: u64 = to_ready.values().sum();
+    let writes: u64 = to_ready
+        .iter()
+        .filter(|(k, _)| !["GET", "LIST"].contains(k))
+        .map(|(_, v)| v)
+        .sum();
+    let cells: Vec<String> = KINDS
+        .iter()
+        .map(|k| format!("{:.2}", per_app(*to_ready.get(k).unwrap_or(&0))))
         .collect();
-    let steady_secs = reconcile_all(&steady, ctx).await;
-    let steady_requests = resync.requests.load(Ordering::Relaxed);
-    let steady_writes = resync.writes.load(Ordering::Relaxed);
+    println!(
+        "| **creation → Ready (1–4)** | {} | **{:.2}** | **{:.2}** | |",
+        cells.join(" | "),
+        per_app(all),
+        per_app(writes)
+    );
+    println!();
+    println!("Apps Ready after step 4: {ready_count} of {n}");
+    println!(
+        "Step 3 began {since_created:.1} s after step 1 began: apps whose step 3 came more than \
+         10 s after their first status write (the progress pacing) wrote their pod counts then."
+    );
 
-    println!(
-        "meteor-operator scale benchmark: {n} MeteorApps, concurrency {CONCURRENCY}, instant mock API server"
+    // Memory each cached kind costs, as the controller trims it.
+    let app_bytes = bytes_per_object::<ListedApp>(json_of(apps.iter().map(|a| &**a)), trim::app);
+    let deployment_bytes = bytes_per_object::<Deployment>(json_of(ready), trim::deployment);
+    let service_bytes = bytes_per_object::<Service>(json_of(applied_services), trim::service);
+    let secret_bytes = bytes_per_object::<PartialObjectMeta<Secret>>(
+        json_of((0..n).map(secret_version)),
+        trim::version_only,
     );
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!("| create: reconciles/s | {:.0} |", n as f64 / create_secs);
+    let total = app_bytes + deployment_bytes + service_bytes + secret_bytes;
+    println!();
+    println!("Cache memory per object (heap bytes, trimmed as the controller trims):");
+    println!();
+    println!("| cached kind | bytes per object |");
+    println!("|---|---:|");
+    println!("| MeteorApp (spec + status) | {app_bytes:.0} |");
+    println!("| app Deployment | {deployment_bytes:.0} |");
+    println!("| app Service | {service_bytes:.0} |");
+    println!("| referenced Secret (name and version) | {secret_bytes:.0} |");
     println!(
-        "| create: requests per app | {:.1} |",
-        create_requests as f64 / n as f64
+        "| **one app (these four)** | **{total:.0}** ({:.1} KiB; {:.1} MiB for {n} apps) |",
+        total / 1024.0,
+        total * n as f64 / 1024.0 / 1024.0
     );
+    println!();
     println!(
-        "| becoming Ready: writes per app | {:.1} |",
-        ready_writes as f64 / n as f64
+        "Inline struct sizes, before any field's own heap data: Deployment {} B, Service {} B, \
+         MeteorApp {} B, PartialObjectMeta {} B.",
+        std::mem::size_of::<Deployment>(),
+        std::mem::size_of::<Service>(),
+        std::mem::size_of::<MeteorApp>(),
+        std::mem::size_of::<PartialObjectMeta<Secret>>()
     );
+    println!();
     println!(
-        "| status-to-Ready resync: reconciles/s | {:.0} |",
-        n as f64 / ready_secs
-    );
-    println!(
-        "| steady resync: reconciles/s | {:.0} |",
-        n as f64 / steady_secs
-    );
-    println!(
-        "| steady resync: requests per app | {:.1} |",
-        steady_requests as f64 / n as f64
-    );
-    println!("| steady resync: write requests (must be 0) | {steady_writes} |");
-    println!(
-        "| caches (app + children, trimmed): KiB per app | {:.1} |",
-        cache_bytes as f64 / 1024.0 / n as f64
-    );
-    println!(
-        "| caches for the whole fleet | {:.1} MiB |",
-        cache_bytes as f64 / 1024.0 / 1024.0
-    );
-    println!(
-        "| bench process RSS at start / peak (includes the mock and its records) | {} / {} MiB |",
+        "Bench process RSS at start / peak (includes the mock and its records): {} / {} MiB",
         rss_start / 1024,
         rss_kib("VmHWM:") / 1024
     );
-    assert_eq!(steady_writes, 0, "a steady resync must not write");
-    for recorded in [&created, &resync] {
-        let refused = recorded.refused.lock().unwrap();
-        assert!(refused.is_empty(), "{refused:#?}");
-    }
+    let resync_writes: u64 = resync
+        .iter()
+        .filter(|(k, _)| !["GET", "LIST"].contains(k))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(resync_writes, 0, "a steady resync must not write");
+    assert_eq!(ready_count, n, "every app is Ready after step 4");
+    let refused = recorded.refused.lock().unwrap();
+    assert!(refused.is_empty(), "{refused:#?}");
 }

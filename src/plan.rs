@@ -39,7 +39,16 @@ impl TierFacts {
             config: template
                 .and_then(|t| t.metadata.as_ref()?.annotations.as_ref())
                 .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned()),
-            image: template.and_then(|t| t.spec.as_ref()?.containers.first()?.image.clone()),
+            image: template.and_then(|t| match &t.spec {
+                Some(pod) => pod.containers.first()?.image.clone(),
+                None => t
+                    .metadata
+                    .as_ref()?
+                    .annotations
+                    .as_ref()?
+                    .get(crate::build::meta::CACHED_IMAGE_ANNOTATION)
+                    .cloned(),
+            }),
             applied: deployment
                 .metadata
                 .annotations

@@ -415,6 +415,28 @@ fn condition(want: Want, previous: &[Condition], generation: Option<i64>, now: &
 }
 
 /// The condition of `type_`, if set.
+/// Whether `new` differs from `old` only in progress figures: pod counts, the replica summary
+/// and condition messages, with every condition's status and reason as before. Such a change
+/// can wait a few seconds and go out with the next (the controller paces them).
+pub fn only_progress(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> bool {
+    let Some(old) = old else {
+        return false;
+    };
+    let mut same = new.clone();
+    same.replicas = old.replicas;
+    same.ready_replicas = old.ready_replicas;
+    same.updated_replicas = old.updated_replicas;
+    same.replica_summary.clone_from(&old.replica_summary);
+    for condition in &mut same.conditions {
+        if let Some(was) = find(Some(old), &condition.type_)
+            && (was.status == condition.status && was.reason == condition.reason)
+        {
+            condition.message.clone_from(&was.message);
+        }
+    }
+    same == *old && same != *new
+}
+
 pub fn find<'a>(status: Option<&'a MeteorAppStatus>, type_: &str) -> Option<&'a Condition> {
     status?.conditions.iter().find(|c| c.type_ == type_)
 }

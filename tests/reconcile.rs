@@ -6,6 +6,7 @@ mod support;
 use http::{Method, StatusCode};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use meteor_operator::api::{MeteorApp, MeteorAppStatus};
 use meteor_operator::build::{self, Inputs, MongoWiring};
 use meteor_operator::controller::stamped;
 use meteor_operator::status::{self, RolloutState, Verdict};
@@ -299,12 +300,8 @@ async fn a_child_we_do_not_control_is_never_deleted() {
     single.spec.replicas = 1;
     let (deployment, service_single, _) = applied_children(&single);
     assert_eq!(service, service_single);
-    // Ready for the first time: one Normal event, and no DELETE of the foreign Deployment.
-    let script = vec![
-        Expect::get(SECRET, mongo_secret()),
-        Expect::status(&single),
-        Expect::event(),
-    ];
+    // Ready for the first time (no event for that), and no DELETE of the foreign Deployment.
+    let script = vec![Expect::get(SECRET, mongo_secret()), Expect::status(&single)];
     let n = script.len();
     let (client, transcript, task) = mock_client(script);
     let ctx = context(
@@ -318,32 +315,52 @@ async fn a_child_we_do_not_control_is_never_deleted() {
         .expect("reconcile succeeds");
 }
 
-#[tokio::test]
-async fn rolled_out_app_becomes_ready_and_says_so_once() {
-    let mut app = minimal_app();
-    let (deployment, service, budget) = applied_children(&app);
+/// The status of `app` while half its pods are ready, computed at an earlier time.
+fn half_ready_status(app: &MeteorApp, deployment: &Deployment) -> MeteorAppStatus {
     let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
-    let half = {
-        let mut d = rolled_out(deployment.clone(), 2);
-        let s = d.status.as_mut().unwrap();
-        s.ready_replicas = Some(1);
-        s.available_replicas = Some(1);
-        d
-    };
-    app.status = Some(status::compute(
-        &app,
+    let mut half = rolled_out(deployment.clone(), 2);
+    let s = half.status.as_mut().unwrap();
+    s.ready_replicas = Some(1);
+    s.available_replicas = Some(1);
+    status::compute(
+        app,
         &Verdict::Applied(RolloutState::AsSpecified),
         Some(&half),
         None,
         None,
         &earlier,
-    ));
+    )
+}
 
-    let script = vec![
-        Expect::get(SECRET, mongo_secret()),
-        Expect::status(&app),
-        Expect::event(),
-    ];
+/// A rolled-out app becomes Ready: one status write. `was_available`: it had been available
+/// before (its rollout history says so), so the return to Ready is also a Normal event.
+async fn becomes_ready(was_available: bool) -> Transcript {
+    let mut app = minimal_app();
+    let (deployment, service, budget) = applied_children(&app);
+    let mut status = half_ready_status(&app, &deployment);
+    if was_available {
+        let template = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap()[meteor_operator::build::meta::TEMPLATE_HASH_LABEL]
+            .clone();
+        status.rollout = Some(meteor_operator::api::RolloutStatus {
+            available_template: Some(template),
+            ..Default::default()
+        });
+    }
+    app.status = Some(status);
+    let mut script = vec![Expect::get(SECRET, mongo_secret()), Expect::status(&app)];
+    if was_available {
+        script.push(Expect::event());
+    }
     let n = script.len();
     let (client, transcript, task) = mock_client(script);
     let ctx = context(
@@ -367,6 +384,18 @@ async fn rolled_out_app_becomes_ready_and_says_so_once() {
         condition(&status, "Degraded")["lastTransitionTime"],
         "2023-11-14T22:13:20Z"
     );
+    transcript
+}
+
+#[tokio::test]
+async fn a_new_app_becomes_ready_with_one_status_write_and_no_event() {
+    let transcript = becomes_ready(false).await;
+    assert_eq!(transcript.writes().len(), 1, "{:?}", transcript.writes());
+}
+
+#[tokio::test]
+async fn an_app_ready_again_says_so_once_in_an_event() {
+    let transcript = becomes_ready(true).await;
     let event = transcript.event();
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["reason"], "AllReplicasReady");
@@ -457,11 +486,7 @@ async fn once_ready_the_next_resync_writes_nothing() {
         None,
         &earlier,
     ));
-    let script = vec![
-        Expect::get(SECRET, mongo_secret()),
-        Expect::status(&app),
-        Expect::event(),
-    ];
+    let script = vec![Expect::get(SECRET, mongo_secret()), Expect::status(&app)];
     let n = script.len();
     let (client, transcript, task) = mock_client(script);
     let ctx = context(

@@ -7,9 +7,9 @@
 use super::ListedApp;
 use crate::problem::Problem;
 use crate::references::{SourceKind, references};
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
+use kube::{Resource, ResourceExt};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -93,7 +93,7 @@ impl ReferenceIndex {
         let kept = self
             .resolved
             .remove(&key)
-            .filter(|r| r.generation == app.metadata.generation);
+            .filter(|r| r.generation == app.meta().generation);
         self.remove(&key);
         // An app that does not parse reads nothing (it is only reported).
         let (Ok(parsed), Some(namespace)) = (&app.parsed, app.namespace()) else {

@@ -10,13 +10,19 @@ use serde::{Deserialize, Deserializer};
 use std::borrow::Cow;
 use std::sync::Arc;
 
-/// One MeteorApp from the API: parsed, or why not (naming the field), with the metadata and
-/// status that could still be read.
+/// One MeteorApp from the API: parsed, or why not (naming the field) with what could still be
+/// read. A parsed app carries its own metadata and status, so nothing is held twice.
 #[derive(Clone, Debug)]
 pub struct ListedApp {
+    pub parsed: Result<Arc<MeteorApp>, Box<Unparsed>>,
+}
+
+/// A MeteorApp that did not deserialize: the error, and the metadata and status that did.
+#[derive(Clone, Debug)]
+pub struct Unparsed {
+    pub message: String,
     pub metadata: ObjectMeta,
     pub status: Option<MeteorAppStatus>,
-    pub parsed: Result<Arc<MeteorApp>, String>,
 }
 
 impl ListedApp {
@@ -31,12 +37,14 @@ impl ListedApp {
             .and_then(|s| MeteorAppStatus::deserialize(s).ok());
         let parsed = serde_path_to_error::deserialize::<_, MeteorApp>(value)
             .map(Arc::new)
-            .map_err(|error| format!("{}: {}", error.path(), error.inner()));
-        Self {
-            metadata,
-            status,
-            parsed,
-        }
+            .map_err(|error| {
+                Box::new(Unparsed {
+                    message: format!("{}: {}", error.path(), error.inner()),
+                    metadata,
+                    status,
+                })
+            });
+        Self { parsed }
     }
 }
 
@@ -63,10 +71,16 @@ impl Resource for ListedApp {
         MeteorApp::plural(dt)
     }
     fn meta(&self) -> &ObjectMeta {
-        &self.metadata
+        match &self.parsed {
+            Ok(app) => &app.metadata,
+            Err(unparsed) => &unparsed.metadata,
+        }
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+        match &mut self.parsed {
+            Ok(app) => &mut Arc::make_mut(app).metadata,
+            Err(unparsed) => &mut unparsed.metadata,
+        }
     }
 }
 
@@ -82,8 +96,8 @@ mod tests {
             "spec": {"image": "x", "rootUrl": "https://x.example.com", "replicas": 99999999999u64,
                      "mongo": {"external": {"url": {"name": "m", "key": "u"}}}},
         }));
-        assert_eq!(listed.metadata.name.as_deref(), Some("old"));
-        let error = listed.parsed.unwrap_err();
+        assert_eq!(listed.meta().name.as_deref(), Some("old"));
+        let error = listed.parsed.unwrap_err().message;
         assert!(error.starts_with("spec.replicas: "), "{error}");
     }
 

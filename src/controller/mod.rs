@@ -17,6 +17,7 @@ mod referenced;
 mod slots;
 
 pub use apply::{APPLIED_HASH_ANNOTATION, Applier, Child, desired_hash, stamped};
+pub use index::SharedIndex;
 pub use leader::{LeaseSettings, holder_identity, lease_manager};
 pub use listed::ListedApp;
 pub use metrics::Metrics;
@@ -142,6 +143,8 @@ pub struct Context {
     pub mongo_options: crate::mongo::build::TierOptions,
     /// Consecutive failures per app, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<ListedApp>, u32>>,
+    /// When each app's status was last written, for the last few seconds (see reconcile).
+    status_writes: Mutex<HashMap<ObjectRef<ListedApp>, Instant>>,
 }
 
 impl Context {
@@ -170,6 +173,7 @@ impl Context {
             metrics,
             mongo_options: crate::mongo::build::TierOptions::default(),
             failures: Mutex::default(),
+            status_writes: Mutex::default(),
         }
     }
 
@@ -251,44 +255,90 @@ async fn reconcile_measured(listed: Arc<ListedApp>, ctx: Arc<Context>) -> Result
 pub mod trim {
     use super::*;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, StatefulSetSpec};
-    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+    /// Keeps the app whole but for managedFields and kubectl's copy of the last applied
+    /// manifest, which nothing reads and which are often most of its bytes.
     pub fn app(app: &mut ListedApp) {
-        app.managed_fields_mut().clear();
-        if let Ok(parsed) = &mut app.parsed {
-            Arc::make_mut(parsed).managed_fields_mut().clear();
+        let meta = app.meta_mut();
+        meta.managed_fields = None;
+        if let Some(annotations) = meta.annotations.as_mut() {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
         }
     }
 
-    /// Keeps what the rollout plan reads: replicas, the template's labels and annotations
-    /// (template and config hashes) and its images; field ownership condensed for drift checks.
+    /// Of a child's metadata, what reconcile reads: identity, owners, and the operator's own
+    /// annotations (applied hash, condensed field ownership).
+    fn identity(meta: &mut ObjectMeta) {
+        let taken = std::mem::take(meta);
+        *meta = ObjectMeta {
+            name: taken.name,
+            namespace: taken.namespace,
+            uid: taken.uid,
+            resource_version: taken.resource_version,
+            generation: taken.generation,
+            deletion_timestamp: taken.deletion_timestamp,
+            owner_references: taken.owner_references,
+            annotations: ours(taken.annotations),
+            labels: ours(taken.labels),
+            ..ObjectMeta::default()
+        };
+    }
+
+    /// The entries of a label or annotation map under the operator's own prefixes.
+    fn ours(
+        map: Option<std::collections::BTreeMap<String, String>>,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        let kept: std::collections::BTreeMap<_, _> = map?
+            .into_iter()
+            .filter(|(key, _)| key.contains("meteorfleet.dev/"))
+            .collect();
+        (!kept.is_empty()).then_some(kept)
+    }
+
+    /// Keeps what the rollout plan reads: replicas, the template's hashes and its first image
+    /// (moved to a cache-only annotation: a pod spec costs kilobytes even when empty); field
+    /// ownership condensed for drift checks.
     pub fn deployment(deployment: &mut Deployment) {
         drift::condense(&mut deployment.metadata);
-        deployment.spec = deployment.spec.take().map(|spec| DeploymentSpec {
-            replicas: spec.replicas,
-            template: PodTemplateSpec {
-                metadata: spec.template.metadata,
-                spec: spec.template.spec.map(|pod| PodSpec {
-                    containers: pod
-                        .containers
-                        .into_iter()
-                        .map(|c| Container {
-                            name: c.name,
-                            image: c.image,
-                            ..Container::default()
-                        })
-                        .collect(),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
+        identity(&mut deployment.metadata);
+        deployment.spec = deployment.spec.take().map(|spec| {
+            let image = spec
+                .template
+                .spec
+                .and_then(|pod| pod.containers.into_iter().next()?.image);
+            let mut metadata = spec.template.metadata.unwrap_or_default();
+            identity(&mut metadata);
+            if let Some(image) = image {
+                metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(crate::build::meta::CACHED_IMAGE_ANNOTATION.into(), image);
+            }
+            DeploymentSpec {
+                replicas: spec.replicas,
+                template: PodTemplateSpec {
+                    metadata: Some(metadata),
+                    spec: None,
+                },
+                ..DeploymentSpec::default()
+            }
         });
+        // Counts and each condition's type, status and reason (a stuck rollout's), no messages.
+        if let Some(status) = deployment.status.as_mut() {
+            for condition in status.conditions.iter_mut().flatten() {
+                condition.message = None;
+                condition.last_transition_time = None;
+                condition.last_update_time = None;
+            }
+        }
     }
 
     /// Keeps replicas and the claim templates (pinned on every apply, they cannot change).
     pub fn statefulset(statefulset: &mut StatefulSet) {
         drift::condense(&mut statefulset.metadata);
+        identity(&mut statefulset.metadata);
         statefulset.spec = statefulset.spec.take().map(|spec| StatefulSetSpec {
             replicas: spec.replicas,
             volume_claim_templates: spec.volume_claim_templates,
@@ -298,11 +348,13 @@ pub mod trim {
 
     pub fn network_policy(policy: &mut NetworkPolicy) {
         drift::condense(&mut policy.metadata);
+        identity(&mut policy.metadata);
         policy.spec = None;
     }
 
     pub fn secret_metadata(secret: &mut PartialObjectMeta<Secret>) {
         drift::condense(&mut secret.metadata);
+        identity(&mut secret.metadata);
     }
 
     /// A referenced Secret or ConfigMap: its identity and version, nothing else.
@@ -319,12 +371,14 @@ pub mod trim {
 
     pub fn service(service: &mut Service) {
         drift::condense(&mut service.metadata);
+        identity(&mut service.metadata);
         service.spec = None;
         service.status = None;
     }
 
     pub fn disruption_budget(budget: &mut PodDisruptionBudget) {
         drift::condense(&mut budget.metadata);
+        identity(&mut budget.metadata);
         budget.spec = None;
         budget.status = None;
     }

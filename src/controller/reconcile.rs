@@ -4,6 +4,7 @@
 //! stops before any child is touched, so running pods keep running as they were.
 
 use super::apply::{self, Applied};
+use super::listed::Unparsed;
 use super::slots::Slot;
 use super::{Context, Error, ListedApp};
 use crate::api::{MeteorApp, MeteorAppStatus, RolloutStatus};
@@ -30,6 +31,11 @@ use std::time::Duration;
 const RESYNC: Duration = Duration::from_secs(300);
 /// How soon to look again while a rollout is under way.
 const WHILE_PROGRESSING: Duration = Duration::from_secs(30);
+
+/// Progress figures alone (pod counts, messages) are written at most this often per app; a
+/// condition that changes is written at once. A new app's pods then cost one status write, not
+/// one per pod event.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// How soon to look again while waiting for an upgrade slot.
 const WHILE_WAITING_FOR_SLOT: Duration = Duration::from_secs(15);
@@ -69,9 +75,11 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
     let new_status = status_for(&app, &ctx, outcome);
     let progressing =
         status::find(Some(&new_status), status::PROGRESSING).is_some_and(|c| c.status == "True");
-    publish_status(&app, &ctx, &namespace, new_status).await?;
+    let progress_due = publish_status(&app, &ctx, &namespace, new_status).await?;
 
-    let requeue = if waiting {
+    let requeue = if let Some(due) = progress_due {
+        due
+    } else if waiting {
         WHILE_WAITING_FOR_SLOT
     } else if applied && progressing {
         WHILE_PROGRESSING
@@ -503,12 +511,20 @@ fn owned<K: Resource>(app: &MeteorApp, observed: Option<Arc<K>>) -> Option<Arc<K
 }
 
 /// Patches the status when it differs from what is stored, and records transitions as events.
+/// A change of progress figures alone within [`PROGRESS_EVERY`] of the last write waits: returns
+/// when to come back for it.
 async fn publish_status(
     app: &MeteorApp,
     ctx: &Context,
     namespace: &str,
     new_status: MeteorAppStatus,
-) -> Result<(), Error> {
+) -> Result<Option<Duration>, Error> {
+    let key = ObjectRef::<ListedApp>::new(&app.name_any()).within(namespace);
+    if status::only_progress(app.status.as_ref(), &new_status)
+        && let Some(wait) = ctx.progress_wait(&key)
+    {
+        return Ok(Some(wait));
+    }
     write_status(
         ctx,
         &app.metadata,
@@ -516,7 +532,9 @@ async fn publish_status(
         app.status.as_ref(),
         new_status,
     )
-    .await
+    .await?;
+    ctx.status_written(key);
+    Ok(None)
 }
 
 /// Reconciles a MeteorApp as listed: a parsed one normally, one that did not deserialize by
@@ -524,35 +542,29 @@ async fn publish_status(
 pub async fn reconcile_listed(listed: Arc<ListedApp>, ctx: Arc<Context>) -> Result<Action, Error> {
     match &listed.parsed {
         Ok(app) => reconcile(app.clone(), ctx).await,
-        Err(message) => report_unparseable(&listed, message, &ctx).await,
+        Err(unparsed) => report_unparseable(unparsed, &ctx).await,
     }
 }
 
 /// Reports a MeteorApp that did not deserialize (see `ListedApp`): InvalidSpec naming the
 /// field, a Warning event, and nothing else touched.
-async fn report_unparseable(
-    listed: &ListedApp,
-    message: &str,
-    ctx: &Context,
-) -> Result<Action, Error> {
-    if listed.metadata.deletion_timestamp.is_some() {
+async fn report_unparseable(unparsed: &Unparsed, ctx: &Context) -> Result<Action, Error> {
+    let Unparsed {
+        message,
+        metadata,
+        status,
+    } = unparsed;
+    if metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let namespace = listed.namespace().ok_or(Error::MissingNamespace)?;
+    let namespace = metadata.namespace.clone().ok_or(Error::MissingNamespace)?;
     let new_status = status::unparseable(
-        listed.status.as_ref(),
-        listed.metadata.generation,
+        status.as_ref(),
+        metadata.generation,
         format!("the MeteorApp does not match its schema: {message}"),
         &now(),
     );
-    write_status(
-        ctx,
-        &listed.metadata,
-        &namespace,
-        listed.status.as_ref(),
-        new_status,
-    )
-    .await?;
+    write_status(ctx, metadata, &namespace, status.as_ref(), new_status).await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -600,7 +612,7 @@ async fn write_status(
     Ok(())
 }
 
-/// A Warning when a problem appears or changes; a Normal event when the app becomes Ready.
+/// A Warning when a problem appears or changes; a Normal event when the app is Ready again.
 fn transition_events(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> Vec<Event> {
     let mut events = Vec::new();
     let old_degraded = status::find(old, DEGRADED);
@@ -619,9 +631,15 @@ fn transition_events(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> Ve
         });
     }
     let was_ready = status::find(old, READY).is_some_and(|c| c.status == "True");
+    // Only a return to Ready is news: a new app's first Ready shows in its status, and an event
+    // for it would be one more write per app of a fleet.
+    let was_available = old
+        .and_then(|o| o.rollout.as_ref())
+        .is_some_and(|r| r.available_template.is_some());
     if let Some(ready) = status::find(Some(new), READY)
         && ready.status == "True"
         && !was_ready
+        && was_available
     {
         events.push(Event {
             type_: EventType::Normal,
@@ -639,6 +657,20 @@ fn now() -> Time {
 }
 
 impl Context {
+    /// How long a progress-only status change of `app` must still wait, if at all.
+    fn progress_wait(&self, app: &ObjectRef<ListedApp>) -> Option<Duration> {
+        let written = self.status_writes.lock().expect("lock is never poisoned");
+        let since = written.get(app)?.elapsed();
+        PROGRESS_EVERY.checked_sub(since).filter(|d| !d.is_zero())
+    }
+
+    /// Remembers the write for [`PROGRESS_EVERY`]; older entries are dropped.
+    fn status_written(&self, app: ObjectRef<ListedApp>) {
+        let mut written = self.status_writes.lock().expect("lock is never poisoned");
+        written.retain(|_, at| at.elapsed() < PROGRESS_EVERY);
+        written.insert(app, std::time::Instant::now());
+    }
+
     fn caches_ready(&self) -> bool {
         [
             self.deployments.wait_until_ready().now_or_never(),
