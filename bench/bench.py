@@ -170,8 +170,8 @@ class Window:
         self.perf = None
         if proxy and PERF:
             pids = ",".join(str(p) for p in process_tree(proxy.p.pid))
-            self.perf = subprocess.Popen(["perf", "stat", "-x,", "-e", PERF_EVENT, "-p", pids],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            self.perf = start(["perf", "stat", "-x,", "-e", PERF_EVENT, "-p", pids],
+                              stderr=subprocess.PIPE, text=True)
             time.sleep(0.2)  # perf attaches before the load starts
         self.cpu0 = proxy.cpu() if proxy else None
 
