@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of `meteor-operator proxy` beside HAProxy 2.6 and nginx 1.22 (and no proxy).
+"""Benchmark of the sticky proxy (`meteor-proxy`) beside HAProxy and nginx (and no proxy).
 
 Run through bench/run.sh, which installs the tools and builds the proxy. Everything listens on
 127.0.0.1, every phase is bounded in time, every process started here is stopped at the end.
@@ -8,19 +8,26 @@ sticky cookie, leastconn (nginx: consistent hash of a cookie, its closest open-s
 WebSocket upgrade and long tunnel timeouts, active health checks (interval 750 ms, rise 2,
 fall 2, timeout 1000 ms; nginx OSS has only passive checks).
 
-Phases:
- 1. small GET: max requests/s (wrk -t1 -c64), p50/p99 at fixed rates (oha -q, latency corrected),
-    interleaved rounds, medians
- 2. idle WebSockets: proxy memory per connection, connect rate, drops
- 3. stickiness under churn: xhr-polling SockJS sessions with a browser-like cookie jar while a
-    backend is added, one removed (drained) and one killed; violations, errors, failover time,
-    and WebSockets dropped on backends that stayed alive.
+Phases (`bench.py PHASE...` runs some; the default is all, in this order):
+ get    small GET: max requests/s (wrk -t1 -c64) without and with the sticky cookie, and the
+        proxy's CPU time per request; p50/p99 and CPU per request at fixed rates (oha -q,
+        latency corrected)
+ msg    WebSocket messages: 1,000 open WebSockets, each echoing DDP-sized messages through the
+        proxy with a bench-only `ws` backend; messages/s and proxy CPU per message
+ ws     idle WebSockets, plain and over TLS: proxy memory per connection, connect rate, drops
+ churn  stickiness under churn: xhr-polling SockJS sessions with a browser-like cookie jar while
+        a backend is added, one removed (drained) and one killed; violations, errors, failover
+        time, and WebSockets dropped on backends that stayed alive.
+Measured phases run ROUNDS interleaved rounds, in a random order in each round (BENCH_SEED
+fixes it), and keep the medians. Proxy CPU is the proxy's own counters (/proc/PID/stat utime +
+stime of the process and its children, e.g. nginx's master and worker) over the measured window.
 """
 
 import http.client
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -33,14 +40,27 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = "/tmp/meteor-proxy-bench"
-PROXY_BIN = os.environ.get("PROXY_BIN", os.path.join(ROOT, "target/release/meteor-operator"))
+PROXY_BIN = os.environ.get("PROXY_BIN", os.path.join(ROOT, "target/release/meteor-proxy"))
+# `meteor-proxy FLAGS` is `meteor-operator proxy FLAGS`; either binary may be benchmarked.
+PROXY_CMD = [PROXY_BIN] + (["proxy"] if os.path.basename(PROXY_BIN) == "meteor-operator" else [])
 PEERS = os.path.join(ROOT, "proxy/tests/peers")
+TLS_CERT, TLS_KEY = (os.path.join(PEERS, "tls", f) for f in ("cert.pem", "key.pem"))
+WSLOAD = os.path.join(ROOT, "bench/wsload.js")
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-WRK_SECONDS = 3 if QUICK else 5
-OHA_SECONDS = 3 if QUICK else 4
-ROUNDS = 1 if QUICK else 3
-RATES = [1000, 4000]
+SEED = int(os.environ.get("BENCH_SEED", str(time.time_ns() % 1_000_000)))
+ROUNDS = 1 if QUICK else 5
+WRK_SECONDS = 2 if QUICK else 4
+# oha seconds per fixed rate: each run has rate × seconds requests, 1 % of them above its p99.
+LATENCY_SECONDS = {1000: 2, 4000: 1} if QUICK else {1000: 6, 4000: 3}
+MSG_SOCKETS = 1000
+MSG_SECONDS = 2 if QUICK else 5
+WS_IDLE_SECONDS = 3
+# TLS handshakes are slow on a loaded 2-core machine (under 100/s seen): fewer, to bound the run.
+WS_TLS_COUNT = 3000
 CHURN_STEP = 2.0 if QUICK else 3.0
+COOKIE_NAMES = ("meteor-sticky", "meteor_sticky")  # ours and HAProxy's; nginx's
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PERF_EVENT = os.environ.get("BENCH_PERF_EVENT", "instructions")
 
 procs = []
 
@@ -83,20 +103,89 @@ def stop(p, sig=signal.SIGTERM):
             p.wait()
 
 
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+# ---------------------------------------------------------------- process counters
+
+
+def process_tree(pid):
+    """`pid` and all its descendants (nginx: the master and its worker)."""
+    tree = [pid]
+    for p in tree:  # grows while it is walked
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    tree.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return tree
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of the process tree (all threads), from /proc/PID/stat."""
+    ticks = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
+    return ticks / CLK_TCK
+
+
 def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(l.split()[1]) for l in f if l.startswith("VmRSS:")), 0)
+        except OSError:
+            pass
+    return total
 
 
-def children(pid):
+def perf_works():
+    """Whether `perf stat` can count PERF_EVENT here (a VM often exposes no hardware counters)."""
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
+        err = subprocess.run(["perf", "stat", "-x,", "-e", PERF_EVENT, "true"],
+                             capture_output=True, text=True, timeout=10).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    value = next((l.split(",")[0] for l in err.splitlines() if f",{PERF_EVENT}" in l), "")
+    return bool(re.fullmatch(r"[\d.]+", value))
+
+
+PERF = perf_works()
+
+
+class Window:
+    """The proxy's CPU seconds (and PERF_EVENT count, where perf works) over a measured run."""
+
+    def __init__(self, proxy):
+        self.proxy = proxy
+        self.perf = None
+        if proxy and PERF:
+            pids = ",".join(str(p) for p in process_tree(proxy.p.pid))
+            self.perf = start(["perf", "stat", "-x,", "-e", PERF_EVENT, "-p", pids],
+                              stderr=subprocess.PIPE, text=True)
+            time.sleep(0.2)  # perf attaches before the load starts
+        self.cpu0 = proxy.cpu() if proxy else None
+
+    def close(self, units):
+        """Per-unit figures: CPU µs (and PERF_EVENT count) per request or message."""
+        if not self.proxy:
+            return {}
+        out = dict(cpu_us=(self.proxy.cpu() - self.cpu0) * 1e6 / max(units, 1))
+        if self.perf:
+            self.perf.send_signal(signal.SIGINT)
+            err = self.perf.communicate(timeout=10)[1]
+            value = next(l.split(",")[0] for l in err.splitlines() if f",{PERF_EVENT}" in l)
+            out["perf"] = float(value) / max(units, 1)
+        return out
 
 
 # ---------------------------------------------------------------- backends
@@ -126,8 +215,9 @@ def temp_paths(d):
                     ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"])
 
 
-def node_backend(name, port):
-    p = start(["node", os.path.join(PEERS, "backend.js"), name, str(port)])
+def node_backend(name, port, script=os.path.join(PEERS, "backend.js")):
+    """A Node backend: the SockJS peer of the proxy's tests, or bench/wsecho.js."""
+    p = start(["node", script, name, str(port)])
     wait_port(port)
     return p
 
@@ -135,19 +225,40 @@ def node_backend(name, port):
 # ---------------------------------------------------------------- proxies
 
 
-class Ours:
+class Proxy:
+    """What the phases use of a running proxy: its port, scheme and process counters."""
+
+    tls = False
+
+    def url(self, path, websocket=False):
+        scheme = ("wss" if self.tls else "ws") if websocket else ("https" if self.tls else "http")
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def cpu(self):
+        return cpu_seconds(self.p.pid)
+
+    def rss_kib(self):
+        return rss_kib(self.p.pid)
+
+    def close(self):
+        stop(self.p)
+
+
+class Ours(Proxy):
     name = "meteor-proxy"
 
-    def __init__(self, backends, health="/"):
-        self.port, self.admin = free_port(), free_port()
+    def __init__(self, backends, health="/", tls=False):
+        self.port, self.admin, self.tls = free_port(), free_port(), tls
         self.file = f"{WORK}/ours-backends.txt"
         self.set_backends(backends)
         with open(f"{WORK}/cookie.key", "w") as f:
             f.write("benchmark cookie key, 32 bytes..")
-        self.p = start([PROXY_BIN, "proxy", "--threads", "1", "--listen", f"127.0.0.1:{self.port}",
-                        "--admin-listen", f"127.0.0.1:{self.admin}", "--backends-file", self.file,
-                        "--cookie-key-file", f"{WORK}/cookie.key", "--health-path", health],
-                       env={**os.environ, "RUST_LOG": "warn"})
+        tls_flags = ["--tls-cert", TLS_CERT, "--tls-key", TLS_KEY] if tls else []
+        self.p = start(PROXY_CMD + [
+            "--threads", "1", "--listen", f"127.0.0.1:{self.port}",
+            "--admin-listen", f"127.0.0.1:{self.admin}", "--backends-file", self.file,
+            "--cookie-key-file", f"{WORK}/cookie.key", "--health-path", health] + tls_flags,
+            env={**os.environ, "RUST_LOG": "warn"})
         wait_port(self.port)
         time.sleep(0.7)  # the backends file is read at start-up
 
@@ -164,21 +275,20 @@ class Ours:
         self.live.remove(name)
         self.set_backends([b for b in all_backends if b[0] in self.live])
 
-    def pid(self):
-        return self.p.pid
 
-    def close(self):
-        stop(self.p)
-
-
-class HAProxy:
+class HAProxy(Proxy):
     name = "haproxy"
 
-    def __init__(self, backends, health="/", spare=()):
-        self.port = free_port()
+    def __init__(self, backends, health="/", spare=(), tls=False):
+        self.port, self.tls = free_port(), tls
         self.sock = f"{WORK}/haproxy.sock"
         servers = "\n".join(f"  server {n} 127.0.0.1:{p} cookie {n}" for n, p in backends)
         servers += "".join(f"\n  server {n} 127.0.0.1:{p} cookie {n} disabled" for n, p in spare)
+        bind = f"127.0.0.1:{self.port}"
+        if tls:  # HAProxy wants the certificate and its key in one PEM
+            with open(f"{WORK}/haproxy.pem", "w") as out:
+                out.write("".join(open(f).read() for f in (TLS_CERT, TLS_KEY)))
+            bind += f" ssl crt {WORK}/haproxy.pem"
         conf = f"""global
   nbthread 1
   maxconn 9950
@@ -193,7 +303,7 @@ defaults
   timeout tunnel 3600s
   timeout check 1000ms
 frontend fe
-  bind 127.0.0.1:{self.port}
+  bind {bind}
   maxconn 9950
   option forwardfor
   default_backend app
@@ -222,18 +332,12 @@ backend app
     def remove(self, _all, name):
         self.command(f"set server app/{name} state drain")
 
-    def pid(self):
-        return self.p.pid
 
-    def close(self):
-        stop(self.p)
-
-
-class Nginx:
+class Nginx(Proxy):
     name = "nginx"
 
-    def __init__(self, backends, health="/"):
-        self.port = free_port()
+    def __init__(self, backends, health="/", tls=False):
+        self.port, self.tls = free_port(), tls
         self.dir = f"{WORK}/nginx-proxy"
         os.makedirs(self.dir, exist_ok=True)
         self.write(backends)
@@ -243,6 +347,9 @@ class Nginx:
     def write(self, backends):
         d = self.dir
         servers = "\n".join(f"    server 127.0.0.1:{p} max_fails=2 fail_timeout=2s;" for _, p in backends)
+        listen = f"127.0.0.1:{self.port}"
+        if self.tls:
+            listen += f" ssl; ssl_certificate {TLS_CERT}; ssl_certificate_key {TLS_KEY}"
         conf = f"""worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 19900; }}
@@ -257,7 +364,7 @@ http {{
     keepalive 128;
   }}
   server {{
-    listen 127.0.0.1:{self.port};
+    listen {listen};
     keepalive_requests 1000000;
     location / {{
       proxy_pass http://app;
@@ -288,80 +395,179 @@ http {{
         self.write([b for b in self.backends if b[0] != name])
         self.reload()
 
-    def pid(self):
-        workers = children(self.p.pid)
-        return workers[0] if workers else self.p.pid
-
     def close(self):
         stop(self.p, signal.SIGQUIT)
 
 
-# ---------------------------------------------------------------- phase 1: small GET
+PROXIES = (Ours, HAProxy, Nginx)
 
 
-def wrk(port, path):
-    out = subprocess.run(["wrk", "-t1", "-c64", f"-d{WRK_SECONDS}s", "--latency",
-                          f"http://127.0.0.1:{port}{path}"],
+# ---------------------------------------------------------------- phase get: small GET
+
+
+def wrk(url, cookie=None):
+    """Max requests/s: one wrk thread, 64 connections, WRK_SECONDS."""
+    headers = ["-H", f"Cookie: {cookie}"] if cookie else []
+    out = subprocess.run(["wrk", "-t1", "-c64", f"-d{WRK_SECONDS}s", *headers, url],
                          capture_output=True, text=True, timeout=WRK_SECONDS + 30).stdout
-    rps = next(float(l.split()[1]) for l in out.splitlines() if l.startswith("Requests/sec"))
-    errors = sum(int(x) for l in out.splitlines() if "Non-2xx" in l for x in l.split()[-1:])
-    return rps, errors
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return dict(requests=int(re.search(r"(\d+) requests in", out).group(1)),
+                rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+                errors=(int(bad.group(1)) if bad else 0)
+                + (sum(int(x) for x in re.findall(r"\d+", socket_errors.group(1))) if socket_errors else 0))
 
 
-def oha(port, path, rate):
-    out = subprocess.run(["oha", "--no-tui", "--output-format", "json", "-z", f"{OHA_SECONDS}s",
-                          "-q", str(rate), "--latency-correction", "-c", "32",
-                          f"http://127.0.0.1:{port}{path}"],
-                         capture_output=True, text=True, timeout=OHA_SECONDS + 30).stdout
+def oha(url, rate):
+    """p50/p99 at a fixed rate (32 connections, latency corrected), LATENCY_SECONDS[rate]."""
+    seconds = LATENCY_SECONDS[rate]
+    out = subprocess.run(["oha", "--no-tui", "--output-format", "json", "-z", f"{seconds}s",
+                          "-q", str(rate), "--latency-correction", "-c", "32", url],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
     data = json.loads(out)
     pct = data["latencyPercentiles"]
-    return pct["p50"] * 1000, pct["p99"] * 1000  # ms
+    return dict(p50_ms=pct["p50"] * 1000, p99_ms=pct["p99"] * 1000,
+                requests=sum(data["statusCodeDistribution"].values()),
+                errors=sum(data.get("errorDistribution", {}).values())
+                + sum(n for code, n in data["statusCodeDistribution"].items() if code != "200"))
+
+
+def get_response(url, cookie=None):
+    """One GET; returns the response's Set-Cookie headers."""
+    host, port = url.split("/")[2].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", "/", headers={"Cookie": cookie} if cookie else {})
+        r = conn.getresponse()
+        r.read()
+        return r.headers.get_all("Set-Cookie") or []
+    finally:
+        conn.close()
+
+
+def sticky_cookie(url):
+    """The sticky cookie the proxy sets (`name=value`), checked to be accepted when sent back."""
+    cookie = next(c.split(";")[0] for c in get_response(url)
+                  if c.split("=")[0].strip() in COOKIE_NAMES)
+    again = get_response(url, cookie)
+    if any(c.split("=")[0].strip() in COOKIE_NAMES for c in again):
+        raise RuntimeError(f"{url}: the sticky cookie {cookie} is not accepted: {again}")
+    return cookie
 
 
 def phase_small_get(results):
-    """All proxies run side by side (idle when not measured); measurements are interleaved over
-    ROUNDS rounds and the median kept, so noise from other load on the machine hits all alike."""
+    """All targets run side by side (idle when not measured); each round runs every job (wrk
+    without and with the cookie, oha at each rate, for every target) in a random order."""
     ports = [free_port(), free_port()]
     backends = [("b1", ports[0]), ("b2", ports[1])]
     static = nginx_static_backends(ports)
-    proxies = []
+    proxies = {}
     try:
-        targets = {"direct": ports[0]}
-        for cls in (Ours, HAProxy, Nginx):
-            proxy = cls(backends)
-            proxies.append(proxy)
-            targets[cls.name] = proxy.port
-        for port in targets.values():
-            subprocess.run(["oha", "--no-tui", "--output-format", "quiet", "-n", "2000",
-                            f"http://127.0.0.1:{port}/"], timeout=30, capture_output=True)
-        rps = {name: [] for name in targets}
-        lat = {name: {rate: [] for rate in RATES} for name in targets}
+        urls = {"direct": f"http://127.0.0.1:{ports[0]}/"}
+        for cls in PROXIES:
+            proxies[cls.name] = cls(backends)
+            urls[cls.name] = proxies[cls.name].url("/")
+        for url in urls.values():
+            subprocess.run(["oha", "--no-tui", "--output-format", "quiet", "-n", "2000", url],
+                           timeout=30, capture_output=True)
+        cookies = {name: sticky_cookie(urls[name]) for name in proxies}
+        jobs = [(name, "get") for name in urls] + [(name, "cookie") for name in proxies]
+        jobs += [(name, rate) for name in urls for rate in LATENCY_SECONDS]
+        runs = {job: [] for job in jobs}
         for round_ in range(ROUNDS):
-            for name, port in targets.items():
-                r, _ = wrk(port, "/")
-                rps[name].append(r)
-                log(f"[small GET] round {round_ + 1} {name}: {r:.0f} req/s")
-            for rate in RATES:
-                for name, port in targets.items():
-                    lat[name][rate].append(oha(port, "/", rate))
-        for name in targets:
-            results.setdefault(name, {}).update(
-                rps=median(rps[name]), rps_all=rps[name],
-                lat={rate: (median([x[0] for x in v]), median([x[1] for x in v]))
-                     for rate, v in lat[name].items()})
-            log(f"[small GET] {name}: median {results[name]['rps']:.0f} req/s, {results[name]['lat']}")
+            random.shuffle(jobs)
+            for name, kind in jobs:
+                window = Window(proxies.get(name))
+                if kind in ("get", "cookie"):
+                    run = wrk(urls[name], cookies.get(name) if kind == "cookie" else None)
+                else:
+                    run = oha(urls[name], kind)
+                run.update(window.close(run["requests"]))
+                runs[(name, kind)].append(run)
+                log(f"[small GET] round {round_ + 1} {name} {kind}: {run}")
+        for (name, kind), values in runs.items():
+            summary = {k: median([v[k] for v in values]) for k in values[0] if k != "requests"}
+            summary.update(requests=min(v["requests"] for v in values),
+                           errors=sum(v["errors"] for v in values), runs=values)
+            if kind == "cookie":
+                summary["cookie"] = cookies[name]
+            key = kind if kind in ("get", "cookie") else f"at {kind}"
+            results.setdefault(name, {})[key] = summary
     finally:
-        for proxy in proxies:
+        for proxy in proxies.values():
             proxy.close()
         stop(static)
 
 
-def median(values):
-    values = sorted(values)
-    return values[len(values) // 2]
+# ---------------------------------------------------------------- phase msg: WebSocket messages
 
 
-# ---------------------------------------------------------------- phase 2: idle WebSockets
+def read_json(p, timeout):
+    """The next JSON line of a load generator, within `timeout` seconds."""
+    box = []
+    t = threading.Thread(target=lambda: box.append(p.stdout.readline()), daemon=True)
+    t.start()
+    t.join(timeout)
+    if not box or not box[0]:
+        raise RuntimeError("no output from the load generator")
+    return json.loads(box[0])
+
+
+def tell(p, line="go"):
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+
+
+def ws_load(url, count, concurrency, message_seconds=0):
+    args = [str(count), str(concurrency)] + ([str(message_seconds)] if message_seconds else [])
+    return start(["node", WSLOAD, url, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                 text=True)
+
+
+def messages_run(proxy):
+    """MSG_SOCKETS WebSockets through `proxy`, each echoing DDP-sized messages for MSG_SECONDS."""
+    load = ws_load(proxy.url("/websocket", websocket=True), MSG_SOCKETS, 200, MSG_SECONDS)
+    try:
+        opened = read_json(load, 60)
+        window = Window(proxy)
+        tell(load)
+        exchanged = read_json(load, MSG_SECONDS + 30)
+        run = dict(opened=opened["opened"], failed=opened["failed"], messages=exchanged["messages"],
+                   rate=exchanged["messages"] / exchanged["seconds"])
+        run.update(window.close(exchanged["messages"]))
+        tell(load)
+        read_json(load, 30)
+        return run
+    finally:
+        stop(load)
+
+
+def phase_messages(results):
+    backends = [("b1", free_port()), ("b2", free_port())]
+    echo = os.path.join(ROOT, "bench/wsecho.js")
+    nodes = [node_backend(n, p, echo) for n, p in backends]
+    proxies = []
+    try:
+        proxies = [cls(backends, health="/peer/health") for cls in PROXIES]
+        time.sleep(1.0)  # two health checks bring the backends up
+        runs = {proxy.name: [] for proxy in proxies}
+        for round_ in range(ROUNDS):
+            random.shuffle(proxies)
+            for proxy in proxies:
+                runs[proxy.name].append(messages_run(proxy))
+                log(f"[messages] round {round_ + 1} {proxy.name}: {runs[proxy.name][-1]}")
+        for name, values in runs.items():
+            summary = {k: median([v[k] for v in values]) for k in values[0]}
+            summary.update(failed=max(v["failed"] for v in values), runs=values)
+            results.setdefault(name, {})["msg"] = summary
+    finally:
+        for proxy in proxies:
+            proxy.close()
+        for n in nodes:
+            stop(n)
+
+
+# ---------------------------------------------------------------- phase ws: idle WebSockets
 
 
 def ws_count():
@@ -370,47 +576,45 @@ def ws_count():
     return min(10000, (min(soft, hard) - 150) // 2)
 
 
-def phase_websockets(results, count):
+def idle_run(cls, count, tls):
+    """`count` WebSockets opened through a fresh `cls` (200 handshakes in flight), left idle
+    WS_IDLE_SECONDS, then counted; proxy memory per connection from its RSS before and after."""
     backends = [("b1", free_port()), ("b2", free_port())]
-    for cls in (Ours, HAProxy, Nginx):
-        nodes = [node_backend(n, p) for n, p in backends]
-        proxy = cls(backends, health="/peer/health")
-        try:
-            time.sleep(1.0)
-            before = rss_kib(proxy.pid())
-            load = start(["node", os.path.join(ROOT, "bench/wsload.js"),
-                          f"ws://127.0.0.1:{proxy.port}/sockjs/websocket", str(count), "200"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            opened = json.loads(read_line(load, 120))
-            time.sleep(3)
-            after = rss_kib(proxy.pid())
-            load.stdin.write("go\n")
-            load.stdin.flush()
-            final = json.loads(read_line(load, 30))
+    nodes = [node_backend(n, p) for n, p in backends]
+    proxy = cls(backends, health="/peer/health", tls=tls)
+    load = None
+    try:
+        time.sleep(1.0)
+        before = proxy.rss_kib()
+        load = ws_load(proxy.url("/sockjs/websocket", websocket=True), count, 200)
+        opened = read_json(load, max(180, count / 20))  # a loaded machine opens 20/s at worst
+        time.sleep(WS_IDLE_SECONDS)
+        after = proxy.rss_kib()
+        tell(load)
+        final = read_json(load, 30)
+        return dict(opened=opened["opened"], failed=opened["failed"],
+                    rate=opened["opened"] / opened["seconds"],
+                    per_conn=(after - before) * 1024 / max(opened["opened"], 1),
+                    dropped=opened["opened"] - final["open"], rss_kib=after)
+    finally:
+        if load:
             stop(load)
-            per_conn = (after - before) * 1024 / max(opened["opened"], 1)
-            results.setdefault(cls.name, {}).update(ws=dict(
-                opened=opened["opened"], failed=opened["failed"],
-                rate=opened["opened"] / opened["seconds"], per_conn=per_conn,
-                dropped=opened["opened"] - final["open"], rss_kib=after))
-            log(f"[websockets] {cls.name}: {results[cls.name]['ws']}")
-        finally:
-            proxy.close()
-            for n in nodes:
-                stop(n)
+        proxy.close()
+        for n in nodes:
+            stop(n)
 
 
-def read_line(p, timeout):
-    box = []
-    t = threading.Thread(target=lambda: box.append(p.stdout.readline()), daemon=True)
-    t.start()
-    t.join(timeout)
-    if not box or not box[0]:
-        raise RuntimeError("no output from the load generator")
-    return box[0]
+def phase_websockets(results):
+    for tls, count in ((False, ws_count()), (True, min(ws_count(), WS_TLS_COUNT))):
+        key = "ws tls" if tls else "ws"
+        order = list(PROXIES)
+        random.shuffle(order)
+        for cls in order:
+            results.setdefault(cls.name, {})[key] = run = idle_run(cls, count, tls)
+            log(f"[idle websockets{' tls' if tls else ''}] {cls.name}: {run}")
 
 
-# ---------------------------------------------------------------- phase 3: churn
+# ---------------------------------------------------------------- phase churn
 
 
 class Session(threading.Thread):
@@ -486,7 +690,9 @@ class SessionLost(Exception):
 
 def phase_churn(results):
     all_backends = [("b1", free_port()), ("b2", free_port()), ("b3", free_port())]
-    for cls in (Ours, HAProxy, Nginx):
+    order = list(PROXIES)
+    random.shuffle(order)
+    for cls in order:
         nodes = {n: node_backend(n, p) for n, p in all_backends}
         initial = all_backends[:2]
         if cls is HAProxy:
@@ -498,12 +704,9 @@ def phase_churn(results):
         state = dict(stop=False, killed=set(), kill_time=None)
         load = None
         try:
-            load = start(["node", os.path.join(ROOT, "bench/wsload.js"),
-                          f"ws://127.0.0.1:{proxy.port}/sockjs/websocket", "200", "50"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            json.loads(read_line(load, 60))
-            names = {"meteor-sticky", "meteor_sticky"}
-            sessions = [Session(proxy.port, stats, state, names) for _ in range(30)]
+            load = ws_load(proxy.url("/sockjs/websocket", websocket=True), 200, 50)
+            read_json(load, 60)
+            sessions = [Session(proxy.port, stats, state, COOKIE_NAMES) for _ in range(30)]
             for s in sessions:
                 s.start()
             time.sleep(CHURN_STEP)
@@ -518,15 +721,14 @@ def phase_churn(results):
             state["stop"] = True
             for s in sessions:
                 s.join(15)
-            load.stdin.write("go\n")
-            load.stdin.flush()
-            final = json.loads(read_line(load, 30))
+            tell(load)
+            final = read_json(load, 30)
             ws_dropped = sum(v for k, v in final["closedByBackend"].items() if k != "b1")
             failover = max(stats["failover"]) if stats["failover"] else None
-            results.setdefault(cls.name, {}).update(churn=dict(
+            results.setdefault(cls.name, {})["churn"] = dict(
                 sessions=stats["sessions"], requests=stats["requests"],
                 violations=stats["violations"], errors=stats["errors"],
-                failover=failover, ws_dropped=ws_dropped))
+                failover=failover, ws_dropped=ws_dropped)
             log(f"[churn] {cls.name}: {results[cls.name]['churn']}")
         finally:
             state["stop"] = True
@@ -539,69 +741,121 @@ def phase_churn(results):
 
 # ---------------------------------------------------------------- report
 
+NAMES = ("direct", "meteor-proxy", "haproxy", "nginx")
 
-def table(results, ws_n):
-    def ratio(a, b):
-        return f"{a / b:.2f}" if a and b else "n/a"
 
-    ours, ha, ng, direct = (results.get(k, {}) for k in ("meteor-proxy", "haproxy", "nginx", "direct"))
-    rows = [
-        "| metric | direct | meteor-proxy | HAProxy 2.6 | nginx 1.22 | ours / HAProxy | ours / nginx |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    r = lambda d: d.get("rps")
-    rows.append(f"| small GET, max req/s (wrk -t1 -c64, median of {ROUNDS}) | {r(direct):.0f} | {r(ours):.0f} | {r(ha):.0f} | "
-                f"{r(ng):.0f} | {ratio(r(ours), r(ha))} | {ratio(r(ours), r(ng))} |")
-    for rate in RATES:
-        for i, q in ((0, "p50"), (1, "p99")):
-            v = lambda d: d["lat"][rate][i]
-            rows.append(f"| {q} ms at {rate} req/s (oha -q) | {v(direct):.3f} | {v(ours):.3f} | "
-                        f"{v(ha):.3f} | {v(ng):.3f} | {ratio(v(ours), v(ha))} | {ratio(v(ours), v(ng))} |")
-        added = lambda d: d["lat"][rate][1] - direct["lat"][rate][1]
-        rows.append(f"| added p99 ms at {rate} req/s | 0 | {added(ours):.3f} | {added(ha):.3f} | "
-                    f"{added(ng):.3f} | {ratio(added(ours), added(ha))} | {ratio(added(ours), added(ng))} |")
-    w = lambda d, k: d.get("ws", {}).get(k)
-    rows.append(f"| {ws_n} idle WebSockets: proxy memory per connection (bytes) | – | {w(ours, 'per_conn'):.0f} | "
-                f"{w(ha, 'per_conn'):.0f} | {w(ng, 'per_conn'):.0f} | {ratio(w(ours, 'per_conn'), w(ha, 'per_conn'))} | "
-                f"{ratio(w(ours, 'per_conn'), w(ng, 'per_conn'))} |")
-    rows.append(f"| WebSocket connect rate (/s, 200 in flight) | – | {w(ours, 'rate'):.0f} | {w(ha, 'rate'):.0f} | "
-                f"{w(ng, 'rate'):.0f} | {ratio(w(ours, 'rate'), w(ha, 'rate'))} | {ratio(w(ours, 'rate'), w(ng, 'rate'))} |")
-    rows.append(f"| WebSockets failed to open / dropped while idle | – | {w(ours, 'failed')} / {w(ours, 'dropped')} | "
-                f"{w(ha, 'failed')} / {w(ha, 'dropped')} | {w(ng, 'failed')} / {w(ng, 'dropped')} | | |")
-    c = lambda d, k: d.get("churn", {}).get(k)
+def table(results, ws_n, versions):
+    """Every phase that ran, side by side: one row per figure, ratios of ours to the others."""
+    rows = [f"| metric | direct | meteor-proxy | HAProxy {versions['haproxy']} | "
+            f"nginx {versions['nginx']} | ours / HAProxy | ours / nginx |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def value(name, path):
+        v = results.get(name, {})
+        for key in path:
+            v = v.get(key) if isinstance(v, dict) else None
+        return v
+
+    def positive(v):  # a ratio of negative or missing figures means nothing
+        return isinstance(v, (int, float)) and v > 0
+
+    def row(label, path, fmt="{:.0f}", ratios=True, names=NAMES):
+        values = {n: value(n, path) if n in names else None for n in NAMES}
+        if all(v is None for v in values.values()):
+            return
+        cells = [fmt.format(v) if isinstance(v, (int, float)) else ("–" if v is None else str(v))
+                 for v in values.values()]
+        ours = values["meteor-proxy"]
+        ratio = [f"{ours / values[o]:.2f}" if ratios and positive(ours) and positive(values[o]) else ""
+                 for o in ("haproxy", "nginx")]
+        rows.append(f"| {label} | " + " | ".join(cells + ratio) + " |")
+
+    proxies = NAMES[1:]
+    wrk_label = f"wrk -t1 -c64 -d{WRK_SECONDS}s, median of {ROUNDS}"
+    unit = f"{PERF_EVENT} per request"
+    row(f"small GET: max req/s ({wrk_label})", ["get", "rps"])
+    row("small GET: proxy CPU µs per request (same runs; lower is better)", ["get", "cpu_us"], "{:.2f}")
+    row(f"small GET: {unit} (perf stat)", ["get", "perf"], "{:.0f}")
+    row(f"small GET with the sticky cookie: max req/s ({wrk_label})", ["cookie", "rps"], names=proxies)
+    row("small GET with the sticky cookie: proxy CPU µs per request", ["cookie", "cpu_us"], "{:.2f}",
+        names=proxies)
+    row(f"small GET with the sticky cookie: {unit} (perf stat)", ["cookie", "perf"], "{:.0f}")
+    row("small GET: non-2xx answers and socket errors (wrk, all runs)",
+        ["get", "errors"], ratios=False)
+    row("small GET with the sticky cookie: non-2xx answers and socket errors (wrk, all runs)",
+        ["cookie", "errors"], ratios=False, names=proxies)
+    for rate, seconds in LATENCY_SECONDS.items():
+        key = f"at {rate}"
+        counts = [value(n, [key, "requests"]) for n in NAMES if value(n, [key, "requests"])]
+        if not counts:
+            continue
+        oha_label = f"oha -q {rate} -c32 -z{seconds}s, median of {ROUNDS}"
+        row(f"p50 ms at {rate} req/s ({oha_label})", [key, "p50_ms"], "{:.3f}")
+        row(f"p99 ms at {rate} req/s (≥ {min(counts) // 100} samples above each p99)", [key, "p99_ms"], "{:.3f}")
+        direct = value("direct", [key, "p99_ms"])
+        for n in proxies:
+            p99 = value(n, [key, "p99_ms"])
+            if p99 is not None and direct is not None:
+                results[n][key]["added_p99_ms"] = p99 - direct
+        row(f"added p99 ms at {rate} req/s (p99 − direct p99)", [key, "added_p99_ms"], "{:.3f}")
+        row(f"proxy CPU µs per request at {rate} req/s", [key, "cpu_us"], "{:.2f}")
+    msg_label = f"{MSG_SOCKETS} WebSockets, DDP-sized echo ({MSG_SECONDS} s, median of {ROUNDS})"
+    row(f"{msg_label}: messages/s", ["msg", "rate"])
+    row("WebSocket messages: proxy CPU µs per echoed message (lower is better)", ["msg", "cpu_us"], "{:.2f}")
+    row(f"WebSocket messages: {PERF_EVENT} per echoed message (perf stat)", ["msg", "perf"], "{:.0f}")
+    row("WebSocket messages: sockets failed to open (worst round)", ["msg", "failed"], ratios=False)
+    for key, over, n in (("ws", "", ws_n), ("ws tls", " over TLS", min(ws_n, WS_TLS_COUNT))):
+        row(f"{n} idle WebSockets{over}: proxy memory per connection (bytes)", [key, "per_conn"])
+        row(f"WebSocket{over} connect rate (/s, 200 in flight)", [key, "rate"])
+        row(f"WebSockets{over} failed to open", [key, "failed"], ratios=False)
+        row(f"WebSockets{over} dropped while idle {WS_IDLE_SECONDS} s", [key, "dropped"], ratios=False)
     for key, label in (("violations", "churn: sticky violations"), ("errors", "churn: errors on live backends"),
                        ("ws_dropped", "churn: WebSockets dropped on live backends"),
                        ("requests", "churn: session requests served")):
-        rows.append(f"| {label} | – | {c(ours, key)} | {c(ha, key)} | {c(ng, key)} | | |")
-    f = lambda d: f"{c(d, 'failover'):.2f}" if c(d, "failover") is not None else "n/a"
-    rows.append(f"| churn: failover time after a backend is killed (s) | – | {f(ours)} | {f(ha)} | {f(ng)} | | |")
+        row(label, ["churn", key], ratios=False)
+    row("churn: failover time after a backend is killed (s)", ["churn", "failover"], "{:.2f}", ratios=False)
     return "\n".join(rows)
 
 
+def versions():
+    ha = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout
+    ng = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr
+    return dict(haproxy=re.search(r"version (\d+(?:\.\d+)*)", ha).group(1), nginx=ng.strip().split("/")[-1])
+
+
+PHASES = {"get": phase_small_get, "msg": phase_messages, "ws": phase_websockets, "churn": phase_churn}
+
+
 def main():
+    phases = sys.argv[1:] or list(PHASES)
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown:
+        sys.exit(f"unknown phase {unknown}; phases: {' '.join(PHASES)}")
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
+    random.seed(SEED)
     results = {}
-    n = ws_count()
+    began = time.time()
     try:
-        phases = sys.argv[1:] or ["get", "ws", "churn"]
-        if "get" in phases:
-            phase_small_get(results)
-        if "ws" in phases:
-            phase_websockets(results, n)
-        if "churn" in phases:
-            phase_churn(results)
+        for phase in phases:
+            PHASES[phase](results)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+    elapsed = time.time() - began
+    v = versions()
+    perf = (f"perf stat -e {PERF_EVENT}: counted" if PERF else
+            f"perf stat -e {PERF_EVENT}: <not supported> on this machine, so no perf rows")
+    results["run"] = dict(phases=phases, seed=SEED, rounds=ROUNDS, seconds=elapsed, perf=PERF,
+                          proxy=PROXY_CMD, versions=v, cores=os.cpu_count())
     with open(f"{WORK}/results.json", "w") as f:
         json.dump(results, f, indent=2)
-    if not sys.argv[1:]:
-        print(f"\nmachine: {os.cpu_count()} cores; one worker thread per proxy; all on 127.0.0.1\n")
-        print(table(results, n))
-    else:
-        print(json.dumps(results, indent=2))
+    print(f"\nphases {' '.join(phases)} in {elapsed / 60:.1f} min (BENCH_SEED={SEED}); "
+          f"{os.cpu_count()} cores; one worker thread per proxy; all on 127.0.0.1; "
+          f"proxy CPU from /proc/PID/stat; {perf}\n")
+    print(table(results, ws_count(), v))
+    print(f"\nraw figures: {WORK}/results.json")
 
 
 if __name__ == "__main__":
