@@ -30,7 +30,9 @@ use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher::Event;
 use kube::{Client, Resource, ResourceExt};
 use meteor_operator::api::MeteorApp;
-use meteor_operator::controller::{Context, ListedApp, Metrics, SharedIndex, reconcile, trim};
+use meteor_operator::controller::{
+    Context, ListedApp, Metrics, SharedIndex, reconcile, request_kind, trim,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -68,30 +70,12 @@ fn live_bytes() -> usize {
     LIVE_BYTES.load(Ordering::Relaxed)
 }
 
-/// The request kinds the table counts.
-const KINDS: [&str; 6] = ["GET", "LIST", "apply", "status", "event", "other"];
+/// The request kinds the table counts (named by the operator's own request metric).
+const KINDS: [&str; 6] = ["get", "list", "apply", "status", "event", "other"];
 
-fn kind_of(method: &Method, path: &str) -> &'static str {
-    match *method {
-        Method::GET
-            if path.rsplit('/').next().is_some_and(|last| {
-                // A collection path ends in the plural; an object path in its name.
-                [
-                    "deployments",
-                    "replicasets",
-                    "pods",
-                    "secrets",
-                    "configmaps",
-                ]
-                .contains(&last)
-            }) =>
-        {
-            "LIST"
-        }
-        Method::GET => "GET",
-        _ if path.contains("/events") => "event",
-        Method::PATCH if path.ends_with("/status") => "status",
-        Method::PATCH => "apply",
+fn kind_of(method: &Method, uri: &http::Uri) -> &'static str {
+    match request_kind(method, uri.path(), uri.query().unwrap_or("")) {
+        kind if KINDS.contains(&kind) => kind,
         _ => "other",
     }
 }
@@ -135,7 +119,7 @@ fn auto_client(recorded: Arc<Recorded>) -> Client {
                     .counts
                     .lock()
                     .unwrap()
-                    .entry(kind_of(&method, &path))
+                    .entry(kind_of(&method, request.uri()))
                     .or_default() += 1;
                 if let Err(refusal) = support::rbac::check(&request) {
                     recorded.refused.lock().unwrap().push(refusal.clone());
@@ -412,7 +396,7 @@ async fn main() {
         let all: u64 = counts.values().sum();
         let writes: u64 = counts
             .iter()
-            .filter(|(k, _)| !["GET", "LIST"].contains(k))
+            .filter(|(k, _)| !["get", "list"].contains(k))
             .map(|(_, v)| v)
             .sum();
         if !step.contains("resync") {
@@ -435,7 +419,7 @@ async fn main() {
     let all: u64 = to_ready.values().sum();
     let writes: u64 = to_ready
         .iter()
-        .filter(|(k, _)| !["GET", "LIST"].contains(k))
+        .filter(|(k, _)| !["get", "list"].contains(k))
         .map(|(_, v)| v)
         .sum();
     let cells: Vec<String> = KINDS
@@ -495,7 +479,7 @@ async fn main() {
     );
     let resync_writes: u64 = resync
         .iter()
-        .filter(|(k, _)| !["GET", "LIST"].contains(k))
+        .filter(|(k, _)| !["get", "list"].contains(k))
         .map(|(_, v)| v)
         .sum();
     assert_eq!(resync_writes, 0, "a steady resync must not write");

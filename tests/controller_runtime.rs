@@ -765,9 +765,14 @@ async fn caches_fill_on_a_standby_and_reconciles_start_once_it_leads() {
         cluster_domain: "cluster.local".into(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(run_with(fake.client(), args, async move {
-        let _ = stopped.await;
-    }));
+    let run = tokio::spawn(run_with(
+        fake.client(),
+        Default::default(),
+        args,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
 
     // Standing by, every cache lists and then watches (a reflector watches only after its list
     // is stored: the cache is ready).

@@ -20,7 +20,7 @@ pub use apply::{APPLIED_HASH_ANNOTATION, Applier, Child, desired_hash, stamped};
 pub use index::SharedIndex;
 pub use leader::{LeaseSettings, holder_identity, lease_manager};
 pub use listed::ListedApp;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, request_kind};
 pub use reconcile::{reconcile, reconcile_listed};
 pub use slots::RolloutSlots;
 
@@ -402,18 +402,28 @@ fn empty_store<K: Child>() -> Store<K> {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     crate::mongo::set_cluster_domain(args.cluster_domain.clone());
-    let client = Client::try_default().await?;
-    run_with(client, args, shutdown_signal()).await
+    let metrics = Arc::new(Metrics::default());
+    // Every request the client sends is counted by kind (meteor_operator_api_requests).
+    let counted = metrics.clone();
+    let client = kube::client::ClientBuilder::try_from(kube::Config::infer().await?)?
+        .with_layer(&tower::util::MapRequestLayer::new(
+            move |request: http::Request<kube::client::Body>| {
+                counted.requested(request.method(), request.uri());
+                request
+            },
+        ))
+        .build();
+    run_with(client, metrics, args, shutdown_signal()).await
 }
 
 /// [`run`] against `client` until `shutdown` resolves: the caches start at once, on every
 /// replica; the reconciler once this replica holds the Lease. Losing the Lease exits the process.
 pub async fn run_with(
     client: Client,
+    metrics: Arc<Metrics>,
     args: RunArgs,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(admin::Readiness::default());
     // Bind before anything else, so a taken port fails the start instead of the probes.
     let admin_listener = tokio::net::TcpListener::bind(args.admin_addr).await?;
