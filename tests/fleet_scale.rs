@@ -218,3 +218,28 @@ async fn progress_alone_is_paced_and_a_changed_condition_is_not() {
     let status = last.status.unwrap();
     assert_eq!((status.replicas, status.ready_replicas), (2, 2));
 }
+
+/// The cache drops a Deployment's pod spec and most metadata: the rollout plan must read the
+/// same facts from the trimmed object as from the whole one, and the status the same progress.
+#[test]
+fn a_trimmed_deployment_tells_the_plan_and_status_what_the_whole_one_does() {
+    use meteor_operator::controller::trim;
+    use meteor_operator::plan::TierFacts;
+    let app = minimal_app();
+    let (deployment, _, _) = applied_children(&app);
+    let mut whole = rolled_out(deployment, 2);
+    whole
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("deployment.kubernetes.io/revision".into(), "3".into());
+    let mut trimmed = whole.clone();
+    trim::deployment(&mut trimmed);
+    assert!(trimmed.spec.as_ref().unwrap().template.spec.is_none());
+    assert_eq!(TierFacts::of(&trimmed), TierFacts::of(&whole));
+    assert!(TierFacts::of(&trimmed).image.is_some());
+    assert_eq!(
+        meteor_operator::status::Progress::of(Some(&trimmed)),
+        meteor_operator::status::Progress::of(Some(&whole))
+    );
+}
