@@ -73,18 +73,9 @@ fn with_written_status(mut app: MeteorApp, transcript: &Transcript) -> MeteorApp
 /// re-apply what it just wrote.
 #[tokio::test]
 async fn a_reconcile_before_the_caches_show_our_writes_does_not_write_again() {
-    let script = vec![
-        Expect::get(SECRET, mongo_secret()),
-        Expect::get(DEPLOYMENT, not_found("deployments", "todos")),
-        Expect::get(SERVICE, not_found("services", "todos")),
-        Expect::get(PDB, not_found("poddisruptionbudgets", "todos")),
-        Expect::patch(DEPLOYMENT),
-        Expect::patch(SERVICE),
-        Expect::patch(PDB),
-        Expect::status(&minimal_app()),
-        // The second pass: its references, and nothing else.
-        Expect::get(SECRET, mongo_secret()),
-    ];
+    let mut script = first_visit_script();
+    // The second pass: its references, and nothing else.
+    script.push(Expect::get(SECRET, mongo_secret()));
     let n = script.len();
     let (client, transcript, task) = mock_client(script);
     // Caches that never catch up during the test: as if every watch event were still in flight.

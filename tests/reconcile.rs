@@ -16,17 +16,7 @@ const WORKER: &str = "/apis/apps/v1/namespaces/default/deployments/todos-worker"
 
 #[tokio::test]
 async fn first_visit_applies_every_child_and_sets_conditions() {
-    let script = vec![
-        Expect::get(SECRET, mongo_secret()),
-        // Children missing from the cache: is the name taken by someone else's object?
-        Expect::get(DEPLOYMENT, not_found("deployments", "todos")),
-        Expect::get(SERVICE, not_found("services", "todos")),
-        Expect::get(PDB, not_found("poddisruptionbudgets", "todos")),
-        Expect::patch(DEPLOYMENT),
-        Expect::patch(SERVICE),
-        Expect::patch(PDB),
-        Expect::status(&minimal_app()),
-    ];
+    let script = first_visit_script();
     let n = script.len();
     let (client, transcript, task) = mock_client(script);
     let ctx = context(client, vec![], vec![], vec![]);
@@ -339,20 +329,9 @@ async fn becomes_ready(was_available: bool) -> Transcript {
     let (deployment, service, budget) = applied_children(&app);
     let mut status = half_ready_status(&app, &deployment);
     if was_available {
-        let template = deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .labels
-            .as_ref()
-            .unwrap()[meteor_operator::build::meta::TEMPLATE_HASH_LABEL]
-            .clone();
+        let template = meteor_operator::plan::TierFacts::of(&deployment).template;
         status.rollout = Some(meteor_operator::api::RolloutStatus {
-            available_template: Some(template),
+            available_template: template,
             ..Default::default()
         });
     }

@@ -376,6 +376,22 @@ pub const STATUS: &str =
 const MONGO_URL_VALUE: &str = "mongodb://db-0,db-1/todos?replicaSet=rs0";
 
 /// The GET answer for the minimal app's Mongo URL Secret.
+/// The requests of the minimal app's first visit, every cache empty: its Secret, the three
+/// name-conflict checks, the three applies, the status.
+pub fn first_visit_script() -> Vec<Expect> {
+    vec![
+        Expect::get(SECRET, mongo_secret()),
+        // Children missing from the cache: is the name taken by someone else's object?
+        Expect::get(DEPLOYMENT, not_found("deployments", "todos")),
+        Expect::get(SERVICE, not_found("services", "todos")),
+        Expect::get(PDB, not_found("poddisruptionbudgets", "todos")),
+        Expect::patch(DEPLOYMENT),
+        Expect::patch(SERVICE),
+        Expect::patch(PDB),
+        Expect::status(&minimal_app()),
+    ]
+}
+
 pub fn mongo_secret() -> (StatusCode, serde_json::Value) {
     (
         StatusCode::OK,
