@@ -80,6 +80,15 @@ fn kind_of(method: &Method, uri: &http::Uri) -> &'static str {
     }
 }
 
+/// Every request but reads.
+fn writes_of(counts: &BTreeMap<&'static str, u64>) -> u64 {
+    counts
+        .iter()
+        .filter(|(kind, _)| !["get", "list"].contains(kind))
+        .map(|(_, n)| n)
+        .sum()
+}
+
 /// What the mock answered, so each step can be fed the previous one's results.
 #[derive(Default)]
 struct Recorded {
@@ -394,11 +403,7 @@ async fn main() {
     let mut to_ready: BTreeMap<&str, u64> = BTreeMap::new();
     for (step, counts, secs) in &steps {
         let all: u64 = counts.values().sum();
-        let writes: u64 = counts
-            .iter()
-            .filter(|(k, _)| !["get", "list"].contains(k))
-            .map(|(_, v)| v)
-            .sum();
+        let writes = writes_of(counts);
         if !step.contains("resync") {
             for (k, v) in counts {
                 *to_ready.entry(k).or_default() += v;
@@ -417,11 +422,7 @@ async fn main() {
         );
     }
     let all: u64 = to_ready.values().sum();
-    let writes: u64 = to_ready
-        .iter()
-        .filter(|(k, _)| !["get", "list"].contains(k))
-        .map(|(_, v)| v)
-        .sum();
+    let writes = writes_of(&to_ready);
     let cells: Vec<String> = KINDS
         .iter()
         .map(|k| format!("{:.2}", per_app(*to_ready.get(k).unwrap_or(&0))))
@@ -477,11 +478,7 @@ async fn main() {
         rss_start / 1024,
         rss_kib("VmHWM:") / 1024
     );
-    let resync_writes: u64 = resync
-        .iter()
-        .filter(|(k, _)| !["get", "list"].contains(k))
-        .map(|(_, v)| v)
-        .sum();
+    let resync_writes = writes_of(&resync);
     assert_eq!(resync_writes, 0, "a steady resync must not write");
     assert_eq!(ready_count, n, "every app is Ready after step 4");
     let refused = recorded.refused.lock().unwrap();
