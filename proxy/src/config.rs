@@ -112,6 +112,11 @@ pub struct ProxyOptions {
     #[arg(long, env = "METEOR_PROXY_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
+    /// How long an idle pooled connection to a backend is kept: below the backend's own
+    /// keep-alive timeout (Node's default is 5 s), so it is never closed under a request.
+    #[arg(long, env = "METEOR_PROXY_UPSTREAM_IDLE_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
+    pub upstream_idle_timeout: Duration,
+
     /// Time a client gets to send the request headers (slow clients are cut off).
     #[arg(long, env = "METEOR_PROXY_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,

@@ -141,6 +141,7 @@ async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         cookie_secure: args.cookie_is_secure(),
         idle_timeout: args.idle_timeout,
         connect_timeout: args.connect_timeout,
+        upstream_idle_timeout: args.upstream_idle_timeout,
         header_timeout: args.header_timeout,
         max_header_bytes: args.max_header_bytes,
         tls: tls.is_some(),

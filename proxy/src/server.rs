@@ -11,7 +11,8 @@
 //!   after `idle_timeout` without traffic, when its backend's drain deadline passes, or when the
 //!   shutdown deadline passes. Plain-TCP tunnels hold no buffer while idle.
 //! - A failed upstream connect takes the backend down (passive check) and a request without a
-//!   body is retried once on a freshly routed backend.
+//!   body is retried once on a freshly routed backend. An idempotent request without a body
+//!   whose pooled connection closes under it is retried once on a new connection.
 //! - Slow or oversized request heads are cut off by hyper (`header_timeout`, 431).
 
 use std::convert::Infallible;
@@ -52,6 +53,7 @@ pub struct Settings {
     pub cookie_secure: bool,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
     pub header_timeout: Duration,
     pub max_header_bytes: usize,
     pub tls: bool,
@@ -319,8 +321,15 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, (Failure, Option<Request<RequestBody>>)> {
         let backend = &guard.0;
         *request.version_mut() = http::Version::HTTP_11;
+        // Set once a pooled connection closed under a sent request: retry on a new one.
+        let mut fresh = false;
         loop {
-            let (mut sender, reused) = match backend.pool.take() {
+            let pooled = if fresh {
+                None
+            } else {
+                backend.pool.take(self.settings.upstream_idle_timeout)
+            };
+            let (mut sender, reused) = match pooled {
                 Some(sender) => (sender, true),
                 None => {
                     match upstream::connect(backend.addr, self.settings.connect_timeout).await {
@@ -335,6 +344,11 @@ impl Proxy {
                 }
                 return Err((Failure::Connect, Some(request)));
             }
+            let copy = if reused {
+                upstream::retry_copy(&request)
+            } else {
+                None
+            };
             let sent =
                 tokio::time::timeout(self.settings.idle_timeout, sender.try_send_request(request))
                     .await
@@ -351,11 +365,17 @@ impl Proxy {
                     });
                     return Ok(Response::from_parts(parts, body));
                 }
-                Err(mut error) => match error.take_message() {
+                Err(mut error) => match (error.take_message(), copy) {
                     // A pooled connection the backend had closed: try another one.
-                    Some(unsent) if reused => request = unsent,
-                    Some(unsent) => return Err((Failure::Connect, Some(unsent))),
-                    None => {
+                    (Some(unsent), _) if reused => request = unsent,
+                    (Some(unsent), _) => return Err((Failure::Connect, Some(unsent))),
+                    // Closed as the request went out (a backend's keep-alive timeout).
+                    (None, Some(copy)) => {
+                        tracing::debug!(error = %error.error(), backend = %backend.id, "pooled connection closed under a request; retrying");
+                        request = copy;
+                        fresh = true;
+                    }
+                    (None, None) => {
                         tracing::debug!(error = %error.error(), backend = %backend.id, "upstream request failed");
                         return Err((Failure::Upstream, None));
                     }

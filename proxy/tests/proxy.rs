@@ -142,18 +142,29 @@ fn field(line: &str, name: &str) -> Option<SocketAddr> {
 }
 
 fn start_proxy(backends: &[&Backend], extra: &[&str]) -> Proxy {
-    let list: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    proxy_for(&addrs, extra, &[])
+}
+
+/// A proxy in front of `backends`, with flags `extra` and `METEOR_PROXY_*` variables `env`.
+fn proxy_for(backends: &[SocketAddr], extra: &[&str], env: &[(&str, &str)]) -> Proxy {
+    let list: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
     let mut args = vec!["--backend".to_owned(), list.join(",")];
     args.extend(extra.iter().map(|s| s.to_string()));
-    proxy_with(&args)
+    proxy_with_env(&args, env)
 }
 
 fn proxy_with(args: &[String]) -> Proxy {
+    proxy_with_env(args, &[])
+}
+
+fn proxy_with_env(args: &[String], env: &[(&str, &str)]) -> Proxy {
     let mut command = Command::new(env!("CARGO_BIN_EXE_meteor-proxy"));
     command
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(["--health-path", "/peer/health", "--threads", "1"])
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info");
     let proc = Proc::spawn(command);
     let (addr, admin) = proc.wait_for("proxy serving", |l| {
@@ -162,6 +173,64 @@ fn proxy_with(args: &[String]) -> Proxy {
             .flatten()
     });
     Proxy { proc, addr, admin }
+}
+
+/// A backend written here, for behaviour Node cannot be made to show on cue: each accepted
+/// connection runs `serve` on a thread of its own and reports what happened on `events`.
+struct RawBackend {
+    addr: SocketAddr,
+    events: Receiver<&'static str>,
+}
+
+fn raw_backend(serve: fn(TcpStream, &std::sync::mpsc::Sender<&'static str>)) -> RawBackend {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, events) = channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let tx = tx.clone();
+            std::thread::spawn(move || serve(stream, &tx));
+        }
+    });
+    RawBackend { addr, events }
+}
+
+impl RawBackend {
+    /// Every event reported so far.
+    fn drain(&self) -> Vec<&'static str> {
+        self.events.try_iter().collect()
+    }
+}
+
+/// The next request head on `stream` (its body, if any, is not read), or None at EOF.
+fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// Like Node with a short `keepAliveTimeout`, at the worst moment: a request arriving after the
+/// connection idled 300 ms finds it closing (the backend closes without answering).
+fn serve_closing_idle(mut stream: TcpStream, events: &std::sync::mpsc::Sender<&'static str>) {
+    let mut last = Instant::now();
+    while read_head(&mut stream).is_some() {
+        if last.elapsed() >= Duration::from_millis(300) {
+            let _ = events.send("closed under a request");
+            return;
+        }
+        if stream.write_all(OK).is_err() {
+            return;
+        }
+        last = Instant::now();
+    }
 }
 
 /// A parsed HTTP response.
@@ -770,4 +839,41 @@ fn sigterm_stops_accepting_and_lets_sessions_finish() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn an_idempotent_request_is_retried_when_its_pooled_connection_closes_under_it() {
+    let b = raw_backend(serve_closing_idle);
+    // Pooled connections outlive the backend's timeout here, so only the retry can help.
+    let proxy = proxy_for(
+        &[b.addr],
+        &[],
+        &[("METEOR_PROXY_UPSTREAM_IDLE_TIMEOUT", "60s")],
+    );
+    assert_eq!(get(proxy.addr, "/one", None).status, 200);
+    std::thread::sleep(Duration::from_millis(400));
+    let retried = get(proxy.addr, "/two", None);
+    assert_eq!(retried.status, 200, "{retried:?}");
+    assert_eq!(b.drain(), ["closed under a request"]);
+    // A POST may have been acted on: it is not repeated.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(http(proxy.addr, "POST", "/three", &[], "x").status, 502);
+}
+
+#[test]
+fn idle_pooled_connections_expire_before_the_backend_closes_them() {
+    let b = raw_backend(serve_closing_idle);
+    let proxy = proxy_for(
+        &[b.addr],
+        &[],
+        &[("METEOR_PROXY_UPSTREAM_IDLE_TIMEOUT", "200ms")],
+    );
+    for path in ["/one", "/two"] {
+        assert_eq!(get(proxy.addr, path, None).status, 200);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(
+        b.drain().is_empty(),
+        "the expired connection was not used again"
+    );
 }
