@@ -121,6 +121,11 @@ pub struct ProxyOptions {
     #[arg(long, env = "METEOR_PROXY_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 
+    /// How long a write to a client may wait: a client that stops reading its response is
+    /// disconnected after this, freeing the backend connection it held.
+    #[arg(long, env = "METEOR_PROXY_WRITE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
     /// Largest request head accepted, in bytes; larger ones get 431.
     #[arg(long, env = "METEOR_PROXY_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
     pub max_header_bytes: usize,

@@ -5,7 +5,7 @@
 //! - [`balancer`]: the backend set, least-connections picks, SockJS pins (pure, no I/O).
 //! - [`cookie`]: the signed sticky cookie. [`sockjs`]: SockJS session ids from URLs.
 //! - [`health`]: rise/fall state and the active checker. [`discovery`]: where backends come from.
-//! - [`server`]: the traffic path. [`upstream`]: pooled backend connections. [`tunnel`]:
+//! - [`server`]: the traffic path. [`deadline`]: the client write deadline. [`upstream`]: pooled backend connections. [`tunnel`]:
 //!   WebSocket byte tunnels. [`tls`]: TLS termination.
 //! - [`ratelimit`]: per-IP 429s. [`admin`] and [`metrics`]: status page and Prometheus metrics.
 //!
@@ -16,6 +16,7 @@ pub mod admin;
 pub mod balancer;
 pub mod config;
 pub mod cookie;
+pub mod deadline;
 pub mod discovery;
 pub mod health;
 pub mod metrics;
@@ -143,6 +144,7 @@ async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         connect_timeout: args.connect_timeout,
         upstream_idle_timeout: args.upstream_idle_timeout,
         header_timeout: args.header_timeout,
+        write_timeout: args.write_timeout,
         max_header_bytes: args.max_header_bytes,
         tls: tls.is_some(),
     };

@@ -13,7 +13,9 @@
 //! - A failed upstream connect takes the backend down (passive check) and a request without a
 //!   body is retried once on a freshly routed backend. An idempotent request without a body
 //!   whose pooled connection closes under it is retried once on a new connection.
-//! - Slow or oversized request heads are cut off by hyper (`header_timeout`, 431).
+//! - Slow or oversized request heads are cut off by hyper (`header_timeout`, 431); a client
+//!   that leaves a response unread for `write_timeout` is disconnected ([`WriteDeadline`]), which
+//!   frees the upstream connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,6 +36,7 @@ use tokio_util::task::TaskTracker;
 
 use super::balancer::{ActiveGuard, Backend, Balancer};
 use super::cookie::{self, CookieSigner};
+use super::deadline::WriteDeadline;
 use super::metrics::{Metrics, Reason};
 use super::ratelimit::RateLimiter;
 use super::sockjs;
@@ -55,6 +58,7 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     pub header_timeout: Duration,
+    pub write_timeout: Duration,
     pub max_header_bytes: usize,
     pub tls: bool,
 }
@@ -171,6 +175,7 @@ impl Proxy {
             .timer(TokioTimer::new())
             .header_read_timeout(self.settings.header_timeout)
             .max_buf_size(self.settings.max_header_bytes.max(8192));
+        let stream = WriteDeadline::new(stream, self.settings.write_timeout);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -606,11 +611,11 @@ async fn tunnel(
         return;
     };
     let (upstream, upstream_pending) = (upstream.io.into_inner(), upstream.read_buf);
-    match client.downcast::<TokioIo<TcpStream>>() {
+    match client.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
         // Plain TCP on both sides: readiness-driven copy without idle buffers.
         Ok(client) => {
             let result = super::tunnel::splice(
-                client.io.into_inner(),
+                client.io.into_inner().into_inner(),
                 client.read_buf,
                 upstream,
                 upstream_pending,

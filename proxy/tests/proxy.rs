@@ -233,6 +233,23 @@ fn serve_closing_idle(mut stream: TcpStream, events: &std::sync::mpsc::Sender<&'
     }
 }
 
+/// Sends an endless body for `GET /big` until the proxy stops taking it.
+fn serve_endless(mut stream: TcpStream, events: &std::sync::mpsc::Sender<&'static str>) {
+    while let Some(head) = read_head(&mut stream) {
+        if !head.starts_with("GET /big ") {
+            if stream.write_all(OK).is_err() {
+                return;
+            }
+            continue;
+        }
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\n\r\n");
+        let chunk = vec![b'x'; 64 * 1024];
+        while stream.write_all(&chunk).is_ok() {}
+        let _ = events.send("aborted");
+        return;
+    }
+}
+
 /// A parsed HTTP response.
 #[derive(Debug)]
 struct Reply {
@@ -876,4 +893,24 @@ fn idle_pooled_connections_expire_before_the_backend_closes_them() {
         b.drain().is_empty(),
         "the expired connection was not used again"
     );
+}
+
+#[test]
+fn a_client_that_stops_reading_does_not_pin_its_backend() {
+    let b = raw_backend(serve_endless);
+    let proxy = proxy_for(&[b.addr], &[], &[("METEOR_PROXY_WRITE_TIMEOUT", "500ms")]);
+    let mut reader = TcpStream::connect(proxy.addr).unwrap();
+    reader
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // The client never reads: the proxy must give up on it and close the upstream side.
+    assert_eq!(
+        b.events.recv_timeout(WAIT),
+        Ok("aborted"),
+        "the backend is still sending to a stalled client"
+    );
+    eventually("the backend is no longer busy", || {
+        status(&proxy)["backends"][0]["active"] == 0
+    });
+    drop(reader);
 }
