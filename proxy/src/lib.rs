@@ -146,6 +146,7 @@ async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         header_timeout: args.header_timeout,
         write_timeout: args.write_timeout,
         max_header_bytes: args.max_header_bytes,
+        max_connections: args.connection_limit(),
         tls: tls.is_some(),
     };
     let proxy = Arc::new(server::Proxy::new(

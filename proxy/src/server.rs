@@ -13,6 +13,7 @@
 //! - A failed upstream connect takes the backend down (passive check) and a request without a
 //!   body is retried once on a freshly routed backend. An idempotent request without a body
 //!   whose pooled connection closes under it is retried once on a new connection.
+//! - At most `max_connections` client connections are served; more are closed unanswered.
 //! - Slow or oversized request heads are cut off by hyper (`header_timeout`, 431); a client
 //!   that leaves a response unread for `write_timeout` is disconnected ([`WriteDeadline`]), which
 //!   frees the upstream connection.
@@ -60,6 +61,7 @@ pub struct Settings {
     pub header_timeout: Duration,
     pub write_timeout: Duration,
     pub max_header_bytes: usize,
+    pub max_connections: usize,
     pub tls: bool,
 }
 
@@ -124,6 +126,7 @@ impl Proxy {
         listener: TcpListener,
         tls: Option<Arc<ReloadingAcceptor>>,
     ) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.settings.max_connections));
         loop {
             let accepted = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -138,10 +141,17 @@ impl Proxy {
                     continue;
                 }
             };
+            // Over the cap: closed at once, so the descriptor is back before the next accept.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                self.metrics.connections_refused.inc();
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
             let tls = tls.as_ref().map(|t| t.acceptor());
             self.tracker.spawn(async move {
+                let _slot = slot;
                 match tls {
                     None => proxy.serve_connection(stream, peer).await,
                     Some(acceptor) => {

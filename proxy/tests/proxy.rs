@@ -217,6 +217,15 @@ fn read_head(stream: &mut TcpStream) -> Option<String> {
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
+/// Answers `ok` on keep-alive connections.
+fn serve_ok(mut stream: TcpStream, _: &std::sync::mpsc::Sender<&'static str>) {
+    while read_head(&mut stream).is_some() {
+        if stream.write_all(OK).is_err() {
+            return;
+        }
+    }
+}
+
 /// Like Node with a short `keepAliveTimeout`, at the worst moment: a request arriving after the
 /// connection idled 300 ms finds it closing (the backend closes without answering).
 fn serve_closing_idle(mut stream: TcpStream, events: &std::sync::mpsc::Sender<&'static str>) {
@@ -913,4 +922,47 @@ fn a_client_that_stops_reading_does_not_pin_its_backend() {
         status(&proxy)["backends"][0]["active"] == 0
     });
     drop(reader);
+}
+
+#[test]
+fn connections_beyond_the_cap_are_closed_and_counted() {
+    let b = raw_backend(serve_ok);
+    let proxy = proxy_for(&[b.addr], &[], &[("METEOR_PROXY_MAX_CONNECTIONS", "2")]);
+    let open = |addr| {
+        let c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    };
+    let ask = |c: &mut TcpStream| -> Vec<u8> {
+        let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while !got.ends_with(b"ok") {
+            match c.read(&mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        got
+    };
+    let mut held = [open(proxy.addr), open(proxy.addr)];
+    for c in &mut held {
+        assert!(ask(c).starts_with(b"HTTP/1.1 200"));
+    }
+    let mut third = open(proxy.addr);
+    let answer = ask(&mut third);
+    assert!(
+        answer.is_empty(),
+        "a third connection is closed unanswered: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let metrics = get(proxy.admin, "/metrics", None).body;
+    assert!(
+        metrics.contains("meteor_proxy_connections_refused_total 1"),
+        "{metrics}"
+    );
+    drop(held);
+    eventually("a slot frees when a client leaves", || {
+        ask(&mut open(proxy.addr)).starts_with(b"HTTP/1.1 200")
+    });
 }
