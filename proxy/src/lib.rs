@@ -7,13 +7,14 @@
 //! - [`health`]: rise/fall state and the active checker. [`discovery`]: where backends come from.
 //! - [`server`]: the traffic path. [`deadline`]: the client write deadline. [`upstream`]: pooled backend connections. [`tunnel`]:
 //!   WebSocket byte tunnels. [`tls`]: TLS termination.
-//! - [`ratelimit`]: per-IP 429s. [`admin`] and [`metrics`]: status page and Prometheus metrics.
+//! - [`ratelimit`]: per-IP 429s. [`bounded`]: size caps of the pin and rate-limit maps. [`admin`] and [`metrics`]: status page and Prometheus metrics.
 //!
 //! `run` wires them: discovery feeds the balancer (starting health checks for new backends and
 //! drain timers for leaving ones), the server routes with it, SIGTERM drains everything.
 
 pub mod admin;
 pub mod balancer;
+pub mod bounded;
 pub mod config;
 pub mod cookie;
 pub mod deadline;
