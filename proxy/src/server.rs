@@ -7,6 +7,7 @@
 //! - Bodies stream in both directions without buffering; upstream keep-alive connections are
 //!   pooled per backend ([`upstream`]). A backend counts as busy from routing until its response body ends (or its tunnel
 //!   closes).
+//! - An upgrade request with a body gets 400 (the body would be read as tunnel bytes).
 //! - WebSocket upgrades get their own upstream connection and become a byte tunnel that closes
 //!   after `idle_timeout` without traffic, when its backend's drain deadline passes, or when the
 //!   shutdown deadline passes. Plain-TCP tunnels hold no buffer while idle.
@@ -219,6 +220,12 @@ impl Proxy {
             return response;
         }
         let upgrade = is_upgrade(req.headers());
+        if upgrade && !req.body().is_end_stream() {
+            // The tunnel starts right after the head: a body would reach the backend as the
+            // first tunnelled bytes (or, with its length headers, be waited for forever).
+            // WebSocket handshakes never have one.
+            return local(StatusCode::BAD_REQUEST, "an upgrade request has no body\n");
+        }
         prepare_headers(req.headers_mut(), client, &self.proto, upgrade);
         if upgrade {
             let Some((backend, set_cookie)) = self.route(&req) else {
@@ -427,6 +434,9 @@ impl Proxy {
             .map(|pq| Uri::from(pq.clone()))
             .unwrap_or_else(|| Uri::from_static("/"));
         *upstream.headers_mut() = std::mem::take(req.headers_mut());
+        // Only an empty body gets here (see `handle`); say so exactly.
+        upstream.headers_mut().remove(header::CONTENT_LENGTH);
+        upstream.headers_mut().remove(header::TRANSFER_ENCODING);
         let mut response =
             tokio::time::timeout(self.settings.idle_timeout, sender.send_request(upstream))
                 .await

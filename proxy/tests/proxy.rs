@@ -966,3 +966,20 @@ fn connections_beyond_the_cap_are_closed_and_counted() {
         ask(&mut open(proxy.addr)).starts_with(b"HTTP/1.1 200")
     });
 }
+
+#[test]
+fn an_upgrade_request_with_a_body_is_refused() {
+    let b = backend("b1");
+    let proxy = start_proxy(&[&b], &[]);
+    let mut c = TcpStream::connect(proxy.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(
+        b"GET /sockjs/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 400", "{}", String::from_utf8_lossy(&head));
+}
