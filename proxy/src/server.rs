@@ -10,7 +10,7 @@
 //! - An upgrade request with a body gets 400 (the body would be read as tunnel bytes).
 //! - WebSocket upgrades get their own upstream connection and become a byte tunnel that closes
 //!   after `idle_timeout` without traffic, when its backend's drain deadline passes, or when the
-//!   shutdown deadline passes. Plain-TCP tunnels hold no buffer while idle.
+//!   shutdown deadline passes. Tunnels hold no buffer while idle ([`super::tunnel`]).
 //! - A failed upstream connect takes the backend down (passive check) and a request without a
 //!   body is retried once on a freshly routed backend. An idempotent request without a body
 //!   whose pooled connection closes under it is retried once on a new connection.
@@ -631,37 +631,21 @@ async fn tunnel(
         return;
     };
     let (upstream, upstream_pending) = (upstream.io.into_inner(), upstream.read_buf);
-    match client.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
-        // Plain TCP on both sides: readiness-driven copy without idle buffers.
+    let result = match client.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
+        // Plain TCP: read straight from the socket (bytes hyper read ahead go first).
         Ok(client) => {
-            let result = super::tunnel::splice(
-                client.io.into_inner().into_inner(),
-                client.read_buf,
-                upstream,
-                upstream_pending,
-                idle,
-            )
-            .await;
-            if let Err(error) = result {
-                tracing::debug!(%error, "tunnel ended with an error");
-            }
+            let client_pending = client.read_buf;
+            let client = client.io.into_inner().into_inner();
+            super::tunnel::splice(client, client_pending, upstream, upstream_pending, idle).await
         }
-        // TLS clients: small fixed buffers.
+        // TLS clients: through hyper's upgraded stream.
         Err(client) => {
-            use tokio::io::AsyncWriteExt;
-            let mut client = TokioIo::new(client);
-            let mut upstream = upstream;
-            if client.write_all(&upstream_pending).await.is_err() {
-                return;
-            }
-            let activity = super::tunnel::Activity::new();
-            let mut client = activity.wrap(&mut client);
-            let mut upstream = activity.wrap(&mut upstream);
-            tokio::select! {
-                _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 2048, 2048) => {}
-                _ = activity.idle_for(idle) => {}
-            }
+            let client = TokioIo::new(client);
+            super::tunnel::splice(client, Bytes::new(), upstream, upstream_pending, idle).await
         }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "tunnel ended with an error");
     }
 }
 
