@@ -5,9 +5,11 @@
 //! - [`balancer`]: the backend set, least-connections picks, SockJS pins (pure, no I/O).
 //! - [`cookie`]: the signed sticky cookie. [`sockjs`]: SockJS session ids from URLs.
 //! - [`health`]: rise/fall state and the active checker. [`discovery`]: where backends come from.
-//! - [`server`]: the traffic path. [`deadline`]: the client write deadline. [`upstream`]: pooled backend connections. [`tunnel`]:
-//!   WebSocket byte tunnels. [`tls`]: TLS termination.
-//! - [`ratelimit`]: per-IP 429s. [`bounded`]: size caps of the pin and rate-limit maps. [`admin`] and [`metrics`]: status page and Prometheus metrics.
+//! - [`server`]: the traffic path. [`deadline`]: the client write deadline. [`upstream`]:
+//!   pooled backend connections. [`tunnel`]: WebSocket byte tunnels. [`tls`]: TLS termination.
+//! - [`ratelimit`]: per-IP 429s. [`bounded`]: size caps of the pin and rate-limit maps.
+//! - [`admin`] and [`metrics`]: status page and Prometheus metrics.
+//! - [`replay`]: one client connection from bytes in memory (the fuzz target's harness).
 //!
 //! `run` wires them: discovery feeds the balancer (starting health checks for new backends and
 //! drain timers for leaving ones), the server routes with it, SIGTERM drains everything.
@@ -22,6 +24,7 @@ pub mod discovery;
 pub mod health;
 pub mod metrics;
 pub mod ratelimit;
+pub mod replay;
 pub mod server;
 pub mod sockjs;
 pub mod tls;

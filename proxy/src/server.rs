@@ -170,7 +170,8 @@ impl Proxy {
         }
     }
 
-    async fn serve_connection<S>(self: Arc<Self>, stream: S, peer: SocketAddr)
+    /// Serves one client connection (TCP, TLS, or bytes in memory for [`super::replay`]).
+    pub async fn serve_connection<S>(self: Arc<Self>, stream: S, peer: SocketAddr)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
