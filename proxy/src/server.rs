@@ -352,25 +352,25 @@ impl Proxy {
             } else {
                 backend.pool.take(self.settings.upstream_idle_timeout)
             };
-            let (mut sender, reused) = match pooled {
-                Some(sender) => (sender, true),
+            let (mut sender, idle) = match pooled {
+                Some((sender, idle)) => (sender, Some(idle)),
                 None => {
                     match upstream::connect(backend.addr, self.settings.connect_timeout).await {
-                        Ok(sender) => (sender, false),
+                        Ok(sender) => (sender, None),
                         Err(_) => return Err((Failure::Connect, Some(request))),
                     }
                 }
             };
+            let reused = idle.is_some();
             if sender.ready().await.is_err() {
                 if reused {
                     continue;
                 }
                 return Err((Failure::Connect, Some(request)));
             }
-            let copy = if reused {
-                upstream::retry_copy(&request)
-            } else {
-                None
+            let copy = match idle {
+                Some(idle) if idle >= upstream::RETRY_AFTER_IDLE => upstream::retry_copy(&request),
+                _ => None,
             };
             let sent =
                 tokio::time::timeout(self.settings.idle_timeout, sender.try_send_request(request))

@@ -30,8 +30,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The most recently used connection idle for less than `max_idle`; expired ones are closed.
-    pub fn take(&self, max_idle: Duration) -> Option<Sender> {
+    /// The most recently used connection idle for less than `max_idle` (expired ones are
+    /// closed), and how long it was idle.
+    pub fn take(&self, max_idle: Duration) -> Option<(Sender, Duration)> {
         let now = Instant::now();
         let fresh = |since: &Instant| now.saturating_duration_since(*since) < max_idle;
         let mut idle = self.idle.lock().expect("pool lock");
@@ -40,7 +41,7 @@ impl Pool {
         }
         while let Some((sender, since)) = idle.pop_back() {
             if fresh(&since) && !sender.is_closed() {
-                return Some(sender);
+                return Some((sender, now.saturating_duration_since(since)));
             }
         }
         None
@@ -61,6 +62,10 @@ impl Pool {
         self.idle.lock().expect("pool lock").len()
     }
 }
+
+/// Keep-alive timers close connections idle for seconds; one reused sooner (every connection
+/// under load) is not worth copying its request for.
+pub const RETRY_AFTER_IDLE: Duration = Duration::from_millis(100);
 
 /// A copy of `request` to send again if a pooled connection closes under it: only for an
 /// idempotent method with no body (nothing of it can have been acted on twice, nor consumed).
