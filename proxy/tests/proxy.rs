@@ -867,15 +867,21 @@ fn sigterm_stops_accepting_and_lets_sessions_finish() {
     assert!(exit.success(), "{exit:?}");
 }
 
-#[test]
-fn an_idempotent_request_is_retried_when_its_pooled_connection_closes_under_it() {
+/// A backend closing connections idle for 300 ms, behind a proxy expiring them after `expiry`.
+fn closing_backend_behind_proxy(expiry: &str) -> (RawBackend, Proxy) {
     let b = raw_backend(serve_closing_idle);
-    // Pooled connections outlive the backend's timeout here, so only the retry can help.
     let proxy = proxy_for(
         &[b.addr],
         &[],
-        &[("METEOR_PROXY_UPSTREAM_IDLE_TIMEOUT", "60s")],
+        &[("METEOR_PROXY_UPSTREAM_IDLE_TIMEOUT", expiry)],
     );
+    (b, proxy)
+}
+
+#[test]
+fn an_idempotent_request_is_retried_when_its_pooled_connection_closes_under_it() {
+    // Pooled connections outlive the backend's timeout here, so only the retry can help.
+    let (b, proxy) = closing_backend_behind_proxy("60s");
     assert_eq!(get(proxy.addr, "/one", None).status, 200);
     std::thread::sleep(Duration::from_millis(400));
     let retried = get(proxy.addr, "/two", None);
@@ -888,12 +894,7 @@ fn an_idempotent_request_is_retried_when_its_pooled_connection_closes_under_it()
 
 #[test]
 fn idle_pooled_connections_expire_before_the_backend_closes_them() {
-    let b = raw_backend(serve_closing_idle);
-    let proxy = proxy_for(
-        &[b.addr],
-        &[],
-        &[("METEOR_PROXY_UPSTREAM_IDLE_TIMEOUT", "200ms")],
-    );
+    let (b, proxy) = closing_backend_behind_proxy("200ms");
     for path in ["/one", "/two"] {
         assert_eq!(get(proxy.addr, path, None).status, 200);
         std::thread::sleep(Duration::from_millis(400));
