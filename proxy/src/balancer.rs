@@ -318,6 +318,7 @@ impl Balancer {
             .filter(|b| b.accepts_new())
             .max_by_key(|b| rendezvous(session, &b.id))
             .cloned()?;
+        make_room_for_pin(&mut pins, now);
         pins.insert(session.into(), (chosen.id.clone(), now));
         Some(chosen)
     }
@@ -328,6 +329,7 @@ impl Balancer {
         match pins.get_mut(session) {
             Some(pin) if pin.0 == *backend => pin.1 = now,
             _ => {
+                make_room_for_pin(&mut pins, now);
                 pins.insert(session.into(), (backend.clone(), now));
             }
         }
@@ -339,6 +341,17 @@ impl Balancer {
         pins.retain(|_, (_, seen)| *seen >= cutoff);
         pins.len()
     }
+}
+
+/// Keeps the pins under [`MAX_PINS`] before one more is inserted.
+fn make_room_for_pin(pins: &mut HashMap<Box<str>, Pin>, now: Instant) {
+    let cutoff = now.checked_sub(PIN_IDLE).unwrap_or(now);
+    super::bounded::make_room(
+        pins,
+        MAX_PINS,
+        |(_, seen)| *seen < cutoff,
+        |(_, seen)| *seen,
+    );
 }
 
 /// The rendezvous weight of `key` on backend `id`: FNV-1a then a SplitMix64 finalizer, stable
@@ -358,6 +371,9 @@ pub fn rendezvous(key: &str, id: &str) -> u64 {
 
 /// How long an unused SockJS pin is kept: above SockJS's 60 s disconnect delay.
 pub const PIN_IDLE: Duration = Duration::from_secs(120);
+
+/// Most SockJS pins kept (about 100 bytes each); past it the least recently used go.
+pub const MAX_PINS: usize = 100_000;
 
 #[cfg(test)]
 mod tests {
@@ -501,6 +517,22 @@ mod tests {
         b.for_session("old", now);
         b.remember("new", &Arc::from("127.0.0.1:1"), now + PIN_IDLE);
         assert_eq!(b.prune_pins(now + Duration::from_secs(1)), 1);
+    }
+
+    #[test]
+    fn pins_are_bounded_and_the_oldest_go_first() {
+        let t = Instant::now();
+        let b = balancer(&[1]);
+        for i in 0..MAX_PINS {
+            b.for_session(&format!("s{i}"), t);
+        }
+        b.for_session("recent", t + Duration::from_secs(1));
+        for i in 0..1000 {
+            b.for_session(&format!("late{i}"), t + Duration::from_secs(2));
+        }
+        let pins = b.pins.lock().unwrap();
+        assert!(pins.len() <= MAX_PINS, "{} pins", pins.len());
+        assert!(pins.contains_key("recent") && pins.contains_key("late999"));
     }
 
     #[test]

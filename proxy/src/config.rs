@@ -112,9 +112,19 @@ pub struct ProxyOptions {
     #[arg(long, env = "METEOR_PROXY_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
+    /// How long an idle pooled connection to a backend is kept: below the backend's own
+    /// keep-alive timeout (Node's default is 5 s), so it is never closed under a request.
+    #[arg(long, env = "METEOR_PROXY_UPSTREAM_IDLE_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
+    pub upstream_idle_timeout: Duration,
+
     /// Time a client gets to send the request headers (slow clients are cut off).
     #[arg(long, env = "METEOR_PROXY_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
+
+    /// How long a write to a client may wait: a client that stops reading its response is
+    /// disconnected after this, freeing the backend connection it held.
+    #[arg(long, env = "METEOR_PROXY_WRITE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
 
     /// Largest request head accepted, in bytes; larger ones get 431.
     #[arg(long, env = "METEOR_PROXY_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
@@ -127,6 +137,12 @@ pub struct ProxyOptions {
     /// How long sessions may finish after SIGTERM before the proxy exits.
     #[arg(long, env = "METEOR_PROXY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Most client connections open at once; more are closed at once (and counted), so a
+    /// flood cannot exhaust file descriptors. 0: half the descriptor limit (each client
+    /// connection may need a backend connection too), less a reserve.
+    #[arg(long, env = "METEOR_PROXY_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
 
     /// PEM certificate chain; enables TLS termination on --listen. Reloaded when it changes.
     #[arg(long, env = "METEOR_PROXY_TLS_CERT", requires = "tls_key")]
@@ -150,7 +166,27 @@ impl ProxyOptions {
     pub fn cookie_is_secure(&self) -> bool {
         self.cookie_secure || self.tls_cert.is_some()
     }
+
+    /// `--max-connections`, or with 0 the default from the open-files limit.
+    pub fn connection_limit(&self) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        let files = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+            0 => usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX),
+            _ => 1024,
+        };
+        (files.saturating_sub(RESERVED_FILES) / 2).clamp(1, 1_000_000)
+    }
 }
+
+/// Descriptors kept for listeners, health checks, discovery and logs.
+const RESERVED_FILES: usize = 100;
 
 /// Parses `750ms`, `2s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -206,5 +242,6 @@ mod tests {
         assert_eq!((a.health_rise, a.health_fall), (2, 2));
         assert!(a.idle_timeout > Duration::from_secs(60));
         assert!(!a.cookie_is_secure());
+        assert!(a.connection_limit() >= 1);
     }
 }

@@ -5,21 +5,26 @@
 //! - [`balancer`]: the backend set, least-connections picks, SockJS pins (pure, no I/O).
 //! - [`cookie`]: the signed sticky cookie. [`sockjs`]: SockJS session ids from URLs.
 //! - [`health`]: rise/fall state and the active checker. [`discovery`]: where backends come from.
-//! - [`server`]: the traffic path. [`upstream`]: pooled backend connections. [`tunnel`]:
-//!   WebSocket byte tunnels. [`tls`]: TLS termination.
-//! - [`ratelimit`]: per-IP 429s. [`admin`] and [`metrics`]: status page and Prometheus metrics.
+//! - [`server`]: the traffic path. [`deadline`]: the client write deadline. [`upstream`]:
+//!   pooled backend connections. [`tunnel`]: WebSocket byte tunnels. [`tls`]: TLS termination.
+//! - [`ratelimit`]: per-IP 429s. [`bounded`]: size caps of the pin and rate-limit maps.
+//! - [`admin`] and [`metrics`]: status page and Prometheus metrics.
+//! - [`replay`]: one client connection from bytes in memory (the fuzz target's harness).
 //!
 //! `run` wires them: discovery feeds the balancer (starting health checks for new backends and
 //! drain timers for leaving ones), the server routes with it, SIGTERM drains everything.
 
 pub mod admin;
 pub mod balancer;
+pub mod bounded;
 pub mod config;
 pub mod cookie;
+pub mod deadline;
 pub mod discovery;
 pub mod health;
 pub mod metrics;
 pub mod ratelimit;
+pub mod replay;
 pub mod server;
 pub mod sockjs;
 pub mod tls;
@@ -141,8 +146,11 @@ async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         cookie_secure: args.cookie_is_secure(),
         idle_timeout: args.idle_timeout,
         connect_timeout: args.connect_timeout,
+        upstream_idle_timeout: args.upstream_idle_timeout,
         header_timeout: args.header_timeout,
+        write_timeout: args.write_timeout,
         max_header_bytes: args.max_header_bytes,
+        max_connections: args.connection_limit(),
         tls: tls.is_some(),
     };
     let proxy = Arc::new(server::Proxy::new(

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub upstream_errors: Family<BackendLabel, Counter>,
     pub transitions: Family<TransitionLabels, Counter>,
     pub rejected: Family<RejectLabel, Counter>,
+    /// Client connections closed at once because `--max-connections` were open.
+    pub connections_refused: Counter,
 }
 
 /// One backend's handles into the families.
@@ -81,6 +83,11 @@ impl Metrics {
             "rejected",
             "Requests answered by the proxy itself",
             self.rejected.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Client connections closed unanswered because --max-connections were open",
+            self.connections_refused.clone(),
         );
         r
     }

@@ -7,12 +7,17 @@
 //! - Bodies stream in both directions without buffering; upstream keep-alive connections are
 //!   pooled per backend ([`upstream`]). A backend counts as busy from routing until its response body ends (or its tunnel
 //!   closes).
+//! - An upgrade request with a body gets 400 (the body would be read as tunnel bytes).
 //! - WebSocket upgrades get their own upstream connection and become a byte tunnel that closes
 //!   after `idle_timeout` without traffic, when its backend's drain deadline passes, or when the
-//!   shutdown deadline passes. Plain-TCP tunnels hold no buffer while idle.
+//!   shutdown deadline passes. Tunnels hold no buffer while idle ([`super::tunnel`]).
 //! - A failed upstream connect takes the backend down (passive check) and a request without a
-//!   body is retried once on a freshly routed backend.
-//! - Slow or oversized request heads are cut off by hyper (`header_timeout`, 431).
+//!   body is retried once on a freshly routed backend. An idempotent request without a body
+//!   whose pooled connection closes under it is retried once on a new connection.
+//! - At most `max_connections` client connections are served; more are closed unanswered.
+//! - Slow or oversized request heads are cut off by hyper (`header_timeout`, 431); a client
+//!   that leaves a response unread for `write_timeout` is disconnected ([`WriteDeadline`]), which
+//!   frees the upstream connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,6 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use super::balancer::{ActiveGuard, Backend, Balancer};
 use super::cookie::{self, CookieSigner};
+use super::deadline::WriteDeadline;
 use super::metrics::{Metrics, Reason};
 use super::ratelimit::RateLimiter;
 use super::sockjs;
@@ -52,8 +58,11 @@ pub struct Settings {
     pub cookie_secure: bool,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
     pub header_timeout: Duration,
+    pub write_timeout: Duration,
     pub max_header_bytes: usize,
+    pub max_connections: usize,
     pub tls: bool,
 }
 
@@ -118,6 +127,7 @@ impl Proxy {
         listener: TcpListener,
         tls: Option<Arc<ReloadingAcceptor>>,
     ) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.settings.max_connections));
         loop {
             let accepted = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -132,10 +142,17 @@ impl Proxy {
                     continue;
                 }
             };
+            // Over the cap: closed at once, so the descriptor is back before the next accept.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                self.metrics.connections_refused.inc();
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
             let tls = tls.as_ref().map(|t| t.acceptor());
             self.tracker.spawn(async move {
+                let _slot = slot;
                 match tls {
                     None => proxy.serve_connection(stream, peer).await,
                     Some(acceptor) => {
@@ -153,7 +170,8 @@ impl Proxy {
         }
     }
 
-    async fn serve_connection<S>(self: Arc<Self>, stream: S, peer: SocketAddr)
+    /// Serves one client connection (TCP, TLS, or bytes in memory for [`super::replay`]).
+    pub async fn serve_connection<S>(self: Arc<Self>, stream: S, peer: SocketAddr)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -169,6 +187,7 @@ impl Proxy {
             .timer(TokioTimer::new())
             .header_read_timeout(self.settings.header_timeout)
             .max_buf_size(self.settings.max_header_bytes.max(8192));
+        let stream = WriteDeadline::new(stream, self.settings.write_timeout);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -202,6 +221,12 @@ impl Proxy {
             return response;
         }
         let upgrade = is_upgrade(req.headers());
+        if upgrade && !req.body().is_end_stream() {
+            // The tunnel starts right after the head: a body would reach the backend as the
+            // first tunnelled bytes (or, with its length headers, be waited for forever).
+            // WebSocket handshakes never have one.
+            return local(StatusCode::BAD_REQUEST, "an upgrade request has no body\n");
+        }
         prepare_headers(req.headers_mut(), client, &self.proto, upgrade);
         if upgrade {
             let Some((backend, set_cookie)) = self.route(&req) else {
@@ -319,22 +344,34 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, (Failure, Option<Request<RequestBody>>)> {
         let backend = &guard.0;
         *request.version_mut() = http::Version::HTTP_11;
+        // Set once a pooled connection closed under a sent request: retry on a new one.
+        let mut fresh = false;
         loop {
-            let (mut sender, reused) = match backend.pool.take() {
-                Some(sender) => (sender, true),
+            let pooled = if fresh {
+                None
+            } else {
+                backend.pool.take(self.settings.upstream_idle_timeout)
+            };
+            let (mut sender, idle) = match pooled {
+                Some((sender, idle)) => (sender, Some(idle)),
                 None => {
                     match upstream::connect(backend.addr, self.settings.connect_timeout).await {
-                        Ok(sender) => (sender, false),
+                        Ok(sender) => (sender, None),
                         Err(_) => return Err((Failure::Connect, Some(request))),
                     }
                 }
             };
+            let reused = idle.is_some();
             if sender.ready().await.is_err() {
                 if reused {
                     continue;
                 }
                 return Err((Failure::Connect, Some(request)));
             }
+            let copy = match idle {
+                Some(idle) if idle >= upstream::RETRY_AFTER_IDLE => upstream::retry_copy(&request),
+                _ => None,
+            };
             let sent =
                 tokio::time::timeout(self.settings.idle_timeout, sender.try_send_request(request))
                     .await
@@ -351,11 +388,17 @@ impl Proxy {
                     });
                     return Ok(Response::from_parts(parts, body));
                 }
-                Err(mut error) => match error.take_message() {
+                Err(mut error) => match (error.take_message(), copy) {
                     // A pooled connection the backend had closed: try another one.
-                    Some(unsent) if reused => request = unsent,
-                    Some(unsent) => return Err((Failure::Connect, Some(unsent))),
-                    None => {
+                    (Some(unsent), _) if reused => request = unsent,
+                    (Some(unsent), _) => return Err((Failure::Connect, Some(unsent))),
+                    // Closed as the request went out (a backend's keep-alive timeout).
+                    (None, Some(copy)) => {
+                        tracing::debug!(error = %error.error(), backend = %backend.id, "pooled connection closed under a request; retrying");
+                        request = copy;
+                        fresh = true;
+                    }
+                    (None, None) => {
                         tracing::debug!(error = %error.error(), backend = %backend.id, "upstream request failed");
                         return Err((Failure::Upstream, None));
                     }
@@ -392,6 +435,9 @@ impl Proxy {
             .map(|pq| Uri::from(pq.clone()))
             .unwrap_or_else(|| Uri::from_static("/"));
         *upstream.headers_mut() = std::mem::take(req.headers_mut());
+        // Only an empty body gets here (see `handle`); say so exactly.
+        upstream.headers_mut().remove(header::CONTENT_LENGTH);
+        upstream.headers_mut().remove(header::TRANSFER_ENCODING);
         let mut response =
             tokio::time::timeout(self.settings.idle_timeout, sender.send_request(upstream))
                 .await
@@ -586,37 +632,21 @@ async fn tunnel(
         return;
     };
     let (upstream, upstream_pending) = (upstream.io.into_inner(), upstream.read_buf);
-    match client.downcast::<TokioIo<TcpStream>>() {
-        // Plain TCP on both sides: readiness-driven copy without idle buffers.
+    let result = match client.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
+        // Plain TCP: read straight from the socket (bytes hyper read ahead go first).
         Ok(client) => {
-            let result = super::tunnel::splice(
-                client.io.into_inner(),
-                client.read_buf,
-                upstream,
-                upstream_pending,
-                idle,
-            )
-            .await;
-            if let Err(error) = result {
-                tracing::debug!(%error, "tunnel ended with an error");
-            }
+            let client_pending = client.read_buf;
+            let client = client.io.into_inner().into_inner();
+            super::tunnel::splice(client, client_pending, upstream, upstream_pending, idle).await
         }
-        // TLS clients: small fixed buffers.
+        // TLS clients: through hyper's upgraded stream.
         Err(client) => {
-            use tokio::io::AsyncWriteExt;
-            let mut client = TokioIo::new(client);
-            let mut upstream = upstream;
-            if client.write_all(&upstream_pending).await.is_err() {
-                return;
-            }
-            let activity = super::tunnel::Activity::new();
-            let mut client = activity.wrap(&mut client);
-            let mut upstream = activity.wrap(&mut upstream);
-            tokio::select! {
-                _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 2048, 2048) => {}
-                _ = activity.idle_for(idle) => {}
-            }
+            let client = TokioIo::new(client);
+            super::tunnel::splice(client, Bytes::new(), upstream, upstream_pending, idle).await
         }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "tunnel ended with an error");
     }
 }
 

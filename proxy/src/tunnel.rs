@@ -1,23 +1,28 @@
 //! Byte tunnels for upgraded connections (WebSockets).
 //!
-//! The plain-TCP tunnel waits for readiness and only allocates a copy buffer while data flows,
-//! so an idle WebSocket costs the proxy two sockets and a small task, not two 8 KiB buffers.
-//! Half-closes are passed on; the caller bounds the tunnel with an idle timeout via [`Activity`].
+//! Both directions read into one scratch buffer per thread and write straight on, so an idle
+//! tunnel holds no buffer and a busy one allocates nothing per read; bytes are copied to the
+//! heap only when the receiving side cannot take them at once, and freed once it has.
+//! Half-closes are passed on; the tunnel ends after an idle timeout via [`Activity`].
 
+use std::cell::RefCell;
 use std::io;
-use std::net::Shutdown;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use hyper::body::Bytes;
+use hyper::body::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Buffer used while data flows (freed as soon as the socket has nothing more to read).
+/// Size of the per-thread scratch buffer: the most one read takes.
 const CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// Borrowed only within one poll, never across an await.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; CHUNK].into_boxed_slice());
+}
 
 /// Last-traffic clock shared by both directions of a tunnel.
 pub struct Activity {
@@ -49,14 +54,6 @@ impl Activity {
             tokio::time::sleep_until(deadline).await;
         }
     }
-
-    /// Wraps a stream so that reads count as traffic.
-    pub fn wrap<'a, T>(&'a self, inner: &'a mut T) -> Touching<'a, T> {
-        Touching {
-            inner,
-            activity: self,
-        }
-    }
 }
 
 impl Default for Activity {
@@ -65,113 +62,202 @@ impl Default for Activity {
     }
 }
 
-/// A stream whose reads refresh an [`Activity`].
-pub struct Touching<'a, T> {
-    inner: &'a mut T,
-    activity: &'a Activity,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Touching<'_, T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = Pin::new(&mut *this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.touch();
-        }
-        result
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Touching<'_, T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.get_mut().inner).poll_write(cx, data)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// Tunnels between two TCP streams, first delivering bytes each side had already sent
+/// Tunnels between two streams, first delivering bytes each side had already sent
 /// (`*_pending`, read ahead by the HTTP parser). Ends when both directions closed, on an error,
 /// or after `idle` without traffic.
-pub async fn splice(
-    client: TcpStream,
+pub async fn splice<A, B>(
+    mut client: A,
     client_pending: Bytes,
-    upstream: TcpStream,
+    mut upstream: B,
     upstream_pending: Bytes,
     idle: Duration,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     let activity = Activity::new();
-    let both = async {
-        tokio::try_join!(
-            pump(&client, &upstream, client_pending, &activity),
-            pump(&upstream, &client, upstream_pending, &activity),
-        )
-    };
+    let mut up = Direction::new(client_pending);
+    let mut down = Direction::new(upstream_pending);
+    let both = std::future::poll_fn(|cx| {
+        let up_done = up.poll(&mut client, &mut upstream, cx, &activity)?;
+        let down_done = down.poll(&mut upstream, &mut client, cx, &activity)?;
+        match (up_done, down_done) {
+            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
+        }
+    });
     tokio::select! {
-        result = both => result.map(|_| ()),
+        result = both => result,
         _ = activity.idle_for(idle) => Ok(()),
     }
 }
 
-async fn pump(
-    from: &TcpStream,
-    to: &TcpStream,
-    pending: Bytes,
-    activity: &Activity,
-) -> io::Result<()> {
-    write_all(to, &pending).await?;
-    drop(pending);
-    loop {
-        from.readable().await?;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match from.try_read(&mut buf) {
-                Ok(0) => {
-                    // Pass the half-close on; the other direction may still be sending.
-                    let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
-                    return Ok(());
-                }
-                Ok(n) => {
-                    activity.touch();
-                    write_all(to, &buf[..n]).await?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
-    }
+/// One direction of a tunnel.
+struct Direction {
+    /// Bytes read but not yet written (empty, holding no memory, while the writer keeps up).
+    backlog: Bytes,
+    /// Written since the last flush.
+    unflushed: bool,
+    /// The reader closed: pass the half-close on.
+    eof: bool,
+    done: bool,
 }
 
-async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        to.writable().await?;
-        match to.try_write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+impl Direction {
+    fn new(pending: Bytes) -> Self {
+        Self {
+            backlog: pending,
+            unflushed: false,
+            eof: false,
+            done: false,
         }
     }
-    Ok(())
+
+    /// Moves bytes from `from` to `to` until one of them must wait; ready once `from` closed
+    /// and `to` was shut down for writing.
+    fn poll<R, W>(
+        &mut self,
+        from: &mut R,
+        to: &mut W,
+        cx: &mut Context<'_>,
+        activity: &Activity,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            while !self.backlog.is_empty() {
+                let n = ready!(Pin::new(&mut *to).poll_write(cx, &self.backlog))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.backlog.advance(n);
+                self.unflushed = true;
+            }
+            self.backlog = Bytes::new(); // let the copy go
+            if self.eof {
+                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let read = SCRATCH.with_borrow_mut(|scratch| self.relay(from, to, cx, scratch));
+            match read {
+                Poll::Ready(result) => result?,
+                Poll::Pending => {
+                    // Nothing more to read for now: push out what the writer buffered (TLS).
+                    if self.unflushed && Pin::new(&mut *to).poll_flush(cx)?.is_ready() {
+                        self.unflushed = false;
+                    }
+                    return Poll::Pending;
+                }
+            }
+            activity.touch();
+        }
+    }
+
+    /// One read into `scratch`, written on at once; what `to` cannot take now is kept.
+    fn relay<R, W>(
+        &mut self,
+        from: &mut R,
+        to: &mut W,
+        cx: &mut Context<'_>,
+        scratch: &mut [u8],
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut buf = ReadBuf::new(scratch);
+        ready!(Pin::new(&mut *from).poll_read(cx, &mut buf))?;
+        let data = buf.filled();
+        if data.is_empty() {
+            self.eof = true;
+            return Poll::Ready(Ok(()));
+        }
+        let written = match Pin::new(&mut *to).poll_write(cx, data) {
+            Poll::Ready(result) => result?,
+            Poll::Pending => 0,
+        };
+        self.unflushed = true;
+        if written < data.len() {
+            self.backlog = Bytes::copy_from_slice(&data[written..]);
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Counts the bytes each thread allocates, to prove the relay allocates nothing per read.
+    struct Counting;
+
+    thread_local! {
+        static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    unsafe impl std::alloc::GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+            let _ = ALLOCATED.try_with(|a| a.set(a.get() + layout.size()));
+            unsafe { std::alloc::System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+            unsafe { std::alloc::System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    #[test]
+    fn relaying_allocates_no_buffer_per_read() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ((client, a), (b, upstream)) = runtime.block_on(async { (pair().await, pair().await) });
+        let (mut client, mut upstream) = (client.into_std().unwrap(), upstream.into_std().unwrap());
+        const MESSAGES: usize = 1000;
+        // The peers run on another thread, with blocking sockets: one message at a time, so
+        // every message is its own readable event in the tunnel.
+        let peers = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            client.set_nonblocking(false).unwrap();
+            upstream.set_nonblocking(false).unwrap();
+            let mut got = [0u8; 1000];
+            for i in 0..MESSAGES {
+                client.write_all(&[i as u8; 1000]).unwrap();
+                upstream.read_exact(&mut got).unwrap();
+                assert_eq!(got[999], i as u8);
+            }
+        });
+        let before = ALLOCATED.with(Cell::get);
+        runtime
+            .block_on(splice(
+                a,
+                Bytes::new(),
+                b,
+                Bytes::new(),
+                Duration::from_secs(30),
+            ))
+            .unwrap();
+        let allocated = ALLOCATED.with(Cell::get) - before;
+        peers.join().unwrap();
+        // One scratch buffer per thread at most, nothing per message.
+        assert!(
+            allocated <= CHUNK + 4096,
+            "{allocated} bytes allocated for {MESSAGES} messages"
+        );
+    }
 
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

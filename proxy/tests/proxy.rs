@@ -142,18 +142,29 @@ fn field(line: &str, name: &str) -> Option<SocketAddr> {
 }
 
 fn start_proxy(backends: &[&Backend], extra: &[&str]) -> Proxy {
-    let list: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    proxy_for(&addrs, extra, &[])
+}
+
+/// A proxy in front of `backends`, with flags `extra` and `METEOR_PROXY_*` variables `env`.
+fn proxy_for(backends: &[SocketAddr], extra: &[&str], env: &[(&str, &str)]) -> Proxy {
+    let list: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
     let mut args = vec!["--backend".to_owned(), list.join(",")];
     args.extend(extra.iter().map(|s| s.to_string()));
-    proxy_with(&args)
+    proxy_with_env(&args, env)
 }
 
 fn proxy_with(args: &[String]) -> Proxy {
+    proxy_with_env(args, &[])
+}
+
+fn proxy_with_env(args: &[String], env: &[(&str, &str)]) -> Proxy {
     let mut command = Command::new(env!("CARGO_BIN_EXE_meteor-proxy"));
     command
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(["--health-path", "/peer/health", "--threads", "1"])
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info");
     let proc = Proc::spawn(command);
     let (addr, admin) = proc.wait_for("proxy serving", |l| {
@@ -162,6 +173,90 @@ fn proxy_with(args: &[String]) -> Proxy {
             .flatten()
     });
     Proxy { proc, addr, admin }
+}
+
+/// A backend written here, for behaviour Node cannot be made to show on cue: each accepted
+/// connection runs `serve` on a thread of its own and reports what happened on `events`.
+struct RawBackend {
+    addr: SocketAddr,
+    events: Receiver<&'static str>,
+}
+
+fn raw_backend(serve: fn(TcpStream, &std::sync::mpsc::Sender<&'static str>)) -> RawBackend {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, events) = channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let tx = tx.clone();
+            std::thread::spawn(move || serve(stream, &tx));
+        }
+    });
+    RawBackend { addr, events }
+}
+
+impl RawBackend {
+    /// Every event reported so far.
+    fn drain(&self) -> Vec<&'static str> {
+        self.events.try_iter().collect()
+    }
+}
+
+/// The next request head on `stream` (its body, if any, is not read), or None at EOF.
+fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// Answers `ok` on keep-alive connections.
+fn serve_ok(mut stream: TcpStream, _: &std::sync::mpsc::Sender<&'static str>) {
+    while read_head(&mut stream).is_some() {
+        if stream.write_all(OK).is_err() {
+            return;
+        }
+    }
+}
+
+/// Like Node with a short `keepAliveTimeout`, at the worst moment: a request arriving after the
+/// connection idled 300 ms finds it closing (the backend closes without answering).
+fn serve_closing_idle(mut stream: TcpStream, events: &std::sync::mpsc::Sender<&'static str>) {
+    let mut last = Instant::now();
+    while read_head(&mut stream).is_some() {
+        if last.elapsed() >= Duration::from_millis(300) {
+            let _ = events.send("closed under a request");
+            return;
+        }
+        if stream.write_all(OK).is_err() {
+            return;
+        }
+        last = Instant::now();
+    }
+}
+
+/// Sends an endless body for `GET /big` until the proxy stops taking it.
+fn serve_endless(mut stream: TcpStream, events: &std::sync::mpsc::Sender<&'static str>) {
+    while let Some(head) = read_head(&mut stream) {
+        if !head.starts_with("GET /big ") {
+            if stream.write_all(OK).is_err() {
+                return;
+            }
+            continue;
+        }
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\n\r\n");
+        let chunk = vec![b'x'; 64 * 1024];
+        while stream.write_all(&chunk).is_ok() {}
+        let _ = events.send("aborted");
+        return;
+    }
 }
 
 /// A parsed HTTP response.
@@ -770,4 +865,122 @@ fn sigterm_stops_accepting_and_lets_sessions_finish() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "{exit:?}");
+}
+
+/// A backend closing connections idle for 300 ms, behind a proxy expiring them after `expiry`.
+fn closing_backend_behind_proxy(expiry: &str) -> (RawBackend, Proxy) {
+    let b = raw_backend(serve_closing_idle);
+    let proxy = proxy_for(
+        &[b.addr],
+        &[],
+        &[("METEOR_PROXY_UPSTREAM_IDLE_TIMEOUT", expiry)],
+    );
+    (b, proxy)
+}
+
+#[test]
+fn an_idempotent_request_is_retried_when_its_pooled_connection_closes_under_it() {
+    // Pooled connections outlive the backend's timeout here, so only the retry can help.
+    let (b, proxy) = closing_backend_behind_proxy("60s");
+    assert_eq!(get(proxy.addr, "/one", None).status, 200);
+    std::thread::sleep(Duration::from_millis(400));
+    let retried = get(proxy.addr, "/two", None);
+    assert_eq!(retried.status, 200, "{retried:?}");
+    assert_eq!(b.drain(), ["closed under a request"]);
+    // A POST may have been acted on: it is not repeated.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(http(proxy.addr, "POST", "/three", &[], "x").status, 502);
+}
+
+#[test]
+fn idle_pooled_connections_expire_before_the_backend_closes_them() {
+    let (b, proxy) = closing_backend_behind_proxy("200ms");
+    for path in ["/one", "/two"] {
+        assert_eq!(get(proxy.addr, path, None).status, 200);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(
+        b.drain().is_empty(),
+        "the expired connection was not used again"
+    );
+}
+
+#[test]
+fn a_client_that_stops_reading_does_not_pin_its_backend() {
+    let b = raw_backend(serve_endless);
+    let proxy = proxy_for(&[b.addr], &[], &[("METEOR_PROXY_WRITE_TIMEOUT", "500ms")]);
+    let mut reader = TcpStream::connect(proxy.addr).unwrap();
+    reader
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // The client never reads: the proxy must give up on it and close the upstream side.
+    assert_eq!(
+        b.events.recv_timeout(WAIT),
+        Ok("aborted"),
+        "the backend is still sending to a stalled client"
+    );
+    eventually("the backend is no longer busy", || {
+        status(&proxy)["backends"][0]["active"] == 0
+    });
+    drop(reader);
+}
+
+#[test]
+fn connections_beyond_the_cap_are_closed_and_counted() {
+    let b = raw_backend(serve_ok);
+    let proxy = proxy_for(&[b.addr], &[], &[("METEOR_PROXY_MAX_CONNECTIONS", "2")]);
+    let open = |addr| {
+        let c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    };
+    let ask = |c: &mut TcpStream| -> Vec<u8> {
+        let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while !got.ends_with(b"ok") {
+            match c.read(&mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        got
+    };
+    let mut held = [open(proxy.addr), open(proxy.addr)];
+    for c in &mut held {
+        assert!(ask(c).starts_with(b"HTTP/1.1 200"));
+    }
+    let mut third = open(proxy.addr);
+    let answer = ask(&mut third);
+    assert!(
+        answer.is_empty(),
+        "a third connection is closed unanswered: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let metrics = get(proxy.admin, "/metrics", None).body;
+    assert!(
+        metrics.contains("meteor_proxy_connections_refused_total 1"),
+        "{metrics}"
+    );
+    drop(held);
+    eventually("a slot frees when a client leaves", || {
+        ask(&mut open(proxy.addr)).starts_with(b"HTTP/1.1 200")
+    });
+}
+
+#[test]
+fn an_upgrade_request_with_a_body_is_refused() {
+    let b = backend("b1");
+    let proxy = start_proxy(&[&b], &[]);
+    let mut c = TcpStream::connect(proxy.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(
+        b"GET /sockjs/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 400", "{}", String::from_utf8_lossy(&head));
 }
