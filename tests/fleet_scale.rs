@@ -6,7 +6,6 @@ mod support;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::Action;
 use kube::runtime::watcher::Event;
 use meteor_operator::api::MeteorApp;
 use meteor_operator::controller::{Context, ListedApp, Metrics, SharedIndex, reconcile};
@@ -21,39 +20,18 @@ async fn reconcile_in_turn(
     transcript: &Transcript,
     task: tokio::task::JoinHandle<usize>,
     expected: usize,
-) -> Vec<Action> {
-    let mut actions = Vec::new();
+) {
     for app in apps {
-        let action = tokio::time::timeout(
+        tokio::time::timeout(
             Duration::from_secs(10),
             reconcile(Arc::new(app), ctx.clone()),
         )
         .await
         .expect("reconcile finished in time")
         .expect("reconcile succeeds");
-        actions.push(action);
     }
     drop(ctx);
-    let matched = tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("mock stopped")
-        .expect("mock task ran");
-    assert!(
-        transcript.unexpected.lock().unwrap().is_empty(),
-        "{:#?}",
-        transcript.unexpected.lock().unwrap()
-    );
-    assert_eq!(
-        matched,
-        expected,
-        "saw {:#?}",
-        transcript
-            .seen()
-            .iter()
-            .map(|s| format!("{} {}", s.method, s.path))
-            .collect::<Vec<_>>()
-    );
-    actions
+    mock_saw_exactly(transcript, task, expected).await;
 }
 
 /// `app` with the status its last status patch in `transcript` stored.

@@ -343,6 +343,17 @@ pub async fn reconcile_with(
     .await
     .expect("reconcile finished in time");
     drop(ctx);
+    mock_saw_exactly(transcript, task, expected).await;
+    result
+}
+
+/// Once every client of the mock is dropped: the mock saw exactly `expected` requests, none
+/// unscripted.
+pub async fn mock_saw_exactly(
+    transcript: &Transcript,
+    task: tokio::task::JoinHandle<usize>,
+    expected: usize,
+) {
     let matched = tokio::time::timeout(Duration::from_secs(5), task)
         .await
         .expect("mock stopped")
@@ -362,7 +373,6 @@ pub async fn reconcile_with(
             .map(|s| format!("{} {}", s.method, s.path))
             .collect::<Vec<_>>()
     );
-    result
 }
 
 // --- The minimal app's children and its settled status, shared by the reconcile tests ---------
