@@ -179,6 +179,8 @@ pub fn compute(
         // Filled in by `crate::mongo::tier::fold_status` for managed MongoDB.
         mongo: None,
         rollout: history,
+        // Filled in by `crate::build::routing::fold_status`.
+        routing: None,
     }
 }
 
