@@ -541,7 +541,7 @@ fn a_gateway_alone_gets_an_httproute_with_session_persistence() {
                 "matches": [{"path": {"type": "PathPrefix", "value": "/app"}}],
                 "backendRefs": [{"kind": "Service", "name": "todos", "port": 80}],
                 "sessionPersistence": {"sessionName": "meteor-sticky", "type": "Cookie",
-                    "absoluteTimeout": "86400s", "cookieConfig": {"lifetimeType": "Permanent"}},
+                    "absoluteTimeout": "24h", "cookieConfig": {"lifetimeType": "Permanent"}},
             }],
         })
     );
@@ -601,4 +601,12 @@ fn the_proxy_image_defaults_to_the_operators_own() {
         deployment["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.example.com/meteor-operator:0.2.0"
     );
+}
+
+#[test]
+fn gateway_durations_stay_within_five_digits_per_unit() {
+    assert_eq!(routing::gateway_duration(86_400), "24h");
+    assert_eq!(routing::gateway_duration(5_445), "1h30m45s");
+    assert_eq!(routing::gateway_duration(45), "45s");
+    assert_eq!(routing::gateway_duration(i32::MAX), "99999h");
 }

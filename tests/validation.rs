@@ -33,6 +33,9 @@ fn the_examples_and_the_minimal_app_are_valid() {
         VALID,
         include_str!("../examples/minimal.yaml"),
         include_str!("../examples/production.yaml"),
+        include_str!("../examples/routing-proxy.yaml"),
+        include_str!("../examples/routing-ingress.yaml"),
+        include_str!("../examples/routing-gateway.yaml"),
     ] {
         validate(&app_from_yaml(yaml)).expect("valid");
     }

@@ -128,7 +128,7 @@ pub fn http_route(app: &MeteorApp) -> Option<HTTPRoute> {
             session_persistence: (!app.spec.routing.proxy_enabled()).then(|| SessionPersistence {
                 session_name: cookie,
                 type_: "Cookie".into(),
-                absolute_timeout: format!("{max_age}s"),
+                absolute_timeout: gateway_duration(max_age),
                 cookie_config: CookieConfig {
                     lifetime_type: "Permanent".into(),
                 },
@@ -138,4 +138,18 @@ pub fn http_route(app: &MeteorApp) -> Option<HTTPRoute> {
     let mut route = HTTPRoute::new(&app_name(app), spec);
     route.metadata = child_meta(app, app_name(app), front_component(app).as_str());
     Some(route)
+}
+
+/// Longest Gateway API duration: at most five digits per unit (GEP-2257).
+const MAX_GATEWAY_HOURS: i32 = 99_999;
+
+/// Seconds as a Gateway API duration (`24h`, `1h30m`, `45s`): at most five digits per unit.
+pub fn gateway_duration(seconds: i32) -> String {
+    let seconds = seconds.clamp(1, MAX_GATEWAY_HOURS * 3600);
+    let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    [(h, "h"), (m, "m"), (s, "s")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect()
 }
