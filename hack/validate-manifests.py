@@ -11,8 +11,10 @@ strict mode: unknown fields are errors. Unlike the kubernetes-validate CLI, a ki
 is an ERROR, not a warning, except for:
   * kinds defined by a CRD passed with --crd: checked against the CRD's openAPIV3Schema
     (structural, strict: unknown fields are errors; CEL rules are NOT evaluated here);
-  * monitoring.coreos.com/v1 ServiceMonitor: checked against a small built-in schema covering the
-    fields this project uses (unknown fields are errors).
+  * monitoring.coreos.com/v1 ServiceMonitor, gateway.networking.k8s.io/v1 HTTPRoute and
+    cert-manager.io/v1 Certificate: checked against small built-in schemas covering the fields
+    this project uses, with the upstream CRDs' names, enums and patterns (unknown fields are
+    errors).
 Also an error: a file with no objects, an object without apiVersion/kind/metadata.name, and the same
 kind/namespace/name twice in one file.
 Exit status: 0 when every object passed, 1 otherwise.
@@ -90,6 +92,72 @@ SERVICE_MONITOR_SCHEMA = {
         },
     },
 }
+
+
+def strict(properties, required=()):
+    """An object with exactly these properties."""
+    return {"type": "object", "additionalProperties": False, "required": list(required),
+            "properties": properties}
+
+
+STRING = {"type": "string", "minLength": 1}
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+# Gateway API's Duration (GEP-2257) and its hostnames.
+GATEWAY_DURATION = {"type": "string", "pattern": r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"}
+GATEWAY_HOSTNAME = {
+    "type": "string",
+    "pattern": r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+}
+OWNED_METADATA = strict({
+    "name": STRING,
+    "namespace": STRING,
+    "labels": STRING_MAP,
+    "annotations": STRING_MAP,
+    "ownerReferences": {"type": "array", "items": strict({
+        "apiVersion": STRING, "kind": STRING, "name": STRING, "uid": STRING,
+        "controller": {"type": "boolean"}, "blockOwnerDeletion": {"type": "boolean"},
+    }, ["apiVersion", "kind", "name", "uid"])},
+}, ["name"])
+
+
+def resource(api_version, kind, spec):
+    return strict({"apiVersion": {"const": api_version}, "kind": {"const": kind},
+                   "metadata": OWNED_METADATA, "spec": spec}, ["apiVersion", "kind", "metadata", "spec"])
+
+
+HTTP_ROUTE_SCHEMA = resource("gateway.networking.k8s.io/v1", "HTTPRoute", strict({
+    "parentRefs": {"type": "array", "minItems": 1, "maxItems": 32, "items": strict({
+        "group": {"const": "gateway.networking.k8s.io"}, "kind": {"const": "Gateway"},
+        "name": STRING, "namespace": STRING, "sectionName": STRING,
+    }, ["name"])},
+    "hostnames": {"type": "array", "maxItems": 16, "items": GATEWAY_HOSTNAME},
+    "rules": {"type": "array", "minItems": 1, "maxItems": 16, "items": strict({
+        "matches": {"type": "array", "items": strict({"path": strict({
+            "type": {"enum": ["Exact", "PathPrefix", "RegularExpression"]},
+            "value": {"type": "string", "pattern": "^/"},
+        }, ["type", "value"])})},
+        "backendRefs": {"type": "array", "items": strict({
+            "kind": {"const": "Service"}, "name": STRING,
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        }, ["name", "port"])},
+        # Experimental channel (GEP-1619).
+        "sessionPersistence": strict({
+            "sessionName": {"type": "string", "maxLength": 128},
+            "type": {"enum": ["Cookie", "Header"]},
+            "absoluteTimeout": GATEWAY_DURATION,
+            "idleTimeout": GATEWAY_DURATION,
+            "cookieConfig": strict({"lifetimeType": {"enum": ["Permanent", "Session"]}}),
+        }),
+    })},
+}, ["parentRefs", "rules"]))
+
+CERTIFICATE_SCHEMA = resource("cert-manager.io/v1", "Certificate", strict({
+    "secretName": STRING,
+    "dnsNames": {"type": "array", "items": STRING},
+    "ipAddresses": {"type": "array", "items": STRING},
+    "issuerRef": strict({"group": STRING, "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+                         "name": STRING}, ["name"]),
+}, ["secretName", "issuerRef"]))
 
 
 def openapi_to_jsonschema(node):
@@ -204,7 +272,11 @@ def main():
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
 
-    custom = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR_SCHEMA}
+    custom = {
+        ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR_SCHEMA,
+        ("gateway.networking.k8s.io/v1", "HTTPRoute"): HTTP_ROUTE_SCHEMA,
+        ("cert-manager.io/v1", "Certificate"): CERTIFICATE_SCHEMA,
+    }
     for path in args.crd:
         custom.update(crd_schemas(path))
 

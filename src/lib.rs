@@ -8,6 +8,7 @@ pub mod plan;
 pub mod problem;
 pub mod references;
 pub mod render;
+pub mod routing_status;
 pub mod status;
 pub mod validate;
 

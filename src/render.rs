@@ -86,8 +86,40 @@ pub fn render_app(mut app: MeteorApp) -> anyhow::Result<String> {
     if let Some(budget) = desired.disruption_budget {
         push_yaml(&mut out, &stamped(budget))?;
     }
+    render_routing(&mut out, &app, desired.routing)?;
     render_mongo(&mut out, &app)?;
     Ok(out)
+}
+
+/// The routing tier. The cookie key is a placeholder: the real one is drawn from the CSPRNG
+/// once, when the operator creates the Secret.
+fn render_routing(
+    out: &mut String,
+    app: &MeteorApp,
+    routing: build::RoutingTier,
+) -> anyhow::Result<()> {
+    use crate::mongo::secrets::PLACEHOLDER_VALUE;
+    if let Some(proxy) = routing.proxy {
+        push_yaml(out, &stamped(proxy.app_service))?;
+        push_yaml(out, &stamped(proxy.deployment))?;
+        if let Some(budget) = proxy.disruption_budget {
+            push_yaml(out, &stamped(budget))?;
+        }
+        push_yaml(out, &stamped(proxy.service_account))?;
+        push_yaml(out, &stamped(proxy.role))?;
+        push_yaml(out, &stamped(proxy.role_binding))?;
+        push_yaml(out, &build::routing::cookie_secret(app, PLACEHOLDER_VALUE))?;
+    }
+    if let Some(ingress) = routing.ingress {
+        push_yaml(out, &stamped(ingress))?;
+    }
+    if let Some(route) = routing.http_route {
+        push_yaml(out, &stamped(route))?;
+    }
+    if let Some(certificate) = routing.certificate {
+        push_yaml(out, &stamped(certificate))?;
+    }
+    Ok(())
 }
 
 /// The managed-MongoDB tier. Generated values are placeholders: the real ones are drawn from

@@ -14,6 +14,33 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 
+/// Puts `condition` in `conditions`, replacing the one of its type.
+pub fn upsert(conditions: &mut Vec<Condition>, condition: Condition) {
+    conditions.retain(|c| c.type_ != condition.type_);
+    conditions.push(condition);
+}
+
+/// Turns a `Ready=True` into False with `reason` and `message`, for a tier the app cannot serve
+/// without (managed MongoDB, the proxy). The transition time is kept while it stays False.
+pub fn hold_not_ready(
+    conditions: &mut [Condition],
+    previous_ready: Option<&Condition>,
+    reason: &str,
+    message: String,
+    now: &Time,
+) {
+    if let Some(ready) = conditions.iter_mut().find(|c| c.type_ == READY)
+        && ready.status == "True"
+    {
+        ready.status = "False".into();
+        ready.reason = reason.into();
+        ready.message = message;
+        ready.last_transition_time = previous_ready
+            .filter(|p| p.status == "False")
+            .map_or_else(|| now.clone(), |p| p.last_transition_time.clone());
+    }
+}
+
 /// What this reconcile concluded before looking at the children's progress.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
@@ -179,6 +206,8 @@ pub fn compute(
         // Filled in by `crate::mongo::tier::fold_status` for managed MongoDB.
         mongo: None,
         rollout: history,
+        // Filled in by `crate::build::routing::fold_status`.
+        routing: None,
     }
 }
 

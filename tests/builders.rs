@@ -66,15 +66,16 @@ fn minimal_app_gets_deployment_service_and_budget_with_standard_metadata() {
         Some(IntOrString::Int(1))
     );
 
-    for (kind, meta) in [
-        ("Deployment", &desired.app.metadata),
-        ("Service", &desired.service.metadata),
-        ("PodDisruptionBudget", &budget.metadata),
+    // The front Service leads to the proxy (on by default).
+    for (kind, meta, component) in [
+        ("Deployment", &desired.app.metadata, "app"),
+        ("Service", &desired.service.metadata, "proxy"),
+        ("PodDisruptionBudget", &budget.metadata, "app"),
     ] {
         let labels = meta.labels.as_ref().unwrap();
         assert_eq!(labels["app.kubernetes.io/name"], "meteor", "{kind}");
         assert_eq!(labels["app.kubernetes.io/instance"], "todos", "{kind}");
-        assert_eq!(labels["app.kubernetes.io/component"], "app", "{kind}");
+        assert_eq!(labels["app.kubernetes.io/component"], component, "{kind}");
         assert_eq!(
             labels["app.kubernetes.io/managed-by"], "meteor-operator",
             "{kind}"
@@ -150,7 +151,7 @@ fn defaults_follow_the_reference() {
         keys,
         ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
     );
-    // Service: ClusterIP, port 80 → the app port by name, app pods only.
+    // Front Service: ClusterIP, port 80 → the proxy's http port by name, proxy pods only.
     let service = desired.service.spec.as_ref().unwrap();
     assert_eq!(service.type_.as_deref(), Some("ClusterIP"));
     assert_eq!(service.ports.as_ref().unwrap()[0].port, 80);
@@ -160,8 +161,10 @@ fn defaults_follow_the_reference() {
     );
     assert_eq!(
         service.selector.as_ref().unwrap()["app.kubernetes.io/component"],
-        "app"
+        "proxy"
     );
+    // One proxy in front: Meteor trusts one X-Forwarded-For hop.
+    assert_eq!(env_value(c, "HTTP_FORWARDED_COUNT").as_deref(), Some("1"));
 }
 
 #[test]

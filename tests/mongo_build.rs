@@ -504,10 +504,11 @@ fn app_pods_get_mongo_from_secret_references() {
 
 #[test]
 fn render_shows_the_full_tier_for_the_managed_examples() {
+    // Each count includes the proxy's cookie Secret (the proxy is on by default).
     for (file, secrets) in [
-        ("examples/managed-dev.yaml", 5),
+        ("examples/managed-dev.yaml", 6),
         // The root Secret is the user's own there.
-        ("examples/managed-production.yaml", 4),
+        ("examples/managed-production.yaml", 5),
     ] {
         let text = std::fs::read_to_string(file).unwrap();
         let yaml = meteor_operator::render::render_str(&text).expect(file);

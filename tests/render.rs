@@ -35,14 +35,41 @@ fn kinds(yaml: &str) -> Vec<String> {
         .collect()
 }
 
+/// What the default proxy adds after the app's own objects.
+const PROXY_KINDS: [&str; 7] = [
+    "Service",
+    "Deployment",
+    "PodDisruptionBudget",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "Secret",
+];
+
+/// `kind` then `name` of each rendered object, in order.
+fn kinds_and_names(yaml: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut kind = None;
+    for line in yaml.lines() {
+        if line == "---" {
+            kind = None;
+        } else if let Some(k) = line.strip_prefix("kind: ") {
+            kind = Some(k.to_string());
+        } else if let (Some(k), Some(name)) = (&kind, line.strip_prefix("  name: ")) {
+            out.push((k.clone(), name.to_string()));
+            kind = None;
+        }
+    }
+    out
+}
+
 #[test]
 fn renders_the_minimal_example() {
     let (ok, out, err) = render(&["-f", "examples/minimal.yaml"], None);
     assert!(ok, "{err}");
-    assert_eq!(
-        kinds(&out),
-        ["Deployment", "Service", "PodDisruptionBudget"]
-    );
+    let mut expected = vec!["Deployment", "Service", "PodDisruptionBudget"];
+    expected.extend(PROXY_KINDS);
+    assert_eq!(kinds(&out), expected);
     assert!(out.contains("name: todos"));
 }
 
@@ -50,10 +77,9 @@ fn renders_the_minimal_example() {
 fn renders_the_production_example_with_its_worker_tier() {
     let (ok, out, err) = render(&["-f", "examples/production.yaml"], None);
     assert!(ok, "{err}");
-    assert_eq!(
-        kinds(&out),
-        ["Deployment", "Service", "Deployment", "PodDisruptionBudget"]
-    );
+    let mut expected = vec!["Deployment", "Service", "Deployment", "PodDisruptionBudget"];
+    expected.extend(PROXY_KINDS);
+    assert_eq!(kinds(&out), expected);
     assert!(out.contains("name: chat-worker"));
     assert!(out.contains("namespace: production"));
 }
@@ -91,4 +117,75 @@ fn rejects_missing_required_fields_and_other_kinds() {
     let (ok, _, err) = render(&["-f", "does-not-exist.yaml"], None);
     assert!(!ok);
     assert!(err.contains("does-not-exist.yaml"), "{err}");
+}
+
+#[test]
+fn renders_the_proxy_example_with_its_certificate() {
+    let (ok, out, err) = render(&["-f", "examples/routing-proxy.yaml"], None);
+    assert!(ok, "{err}");
+    let names: Vec<(String, String)> = kinds_and_names(&out);
+    let expected = [
+        ("Deployment", "chat"),
+        ("Service", "chat"),
+        ("PodDisruptionBudget", "chat"),
+        ("Service", "chat-app"),
+        ("Deployment", "chat-proxy"),
+        ("PodDisruptionBudget", "chat-proxy"),
+        ("ServiceAccount", "chat-proxy"),
+        ("Role", "chat-proxy"),
+        ("RoleBinding", "chat-proxy"),
+        ("Secret", "chat-proxy-cookie"),
+        ("Certificate", "chat"),
+    ]
+    .map(|(k, n)| (k.to_string(), n.to_string()));
+    assert_eq!(names, expected);
+    for flag in [
+        "--rate-limit",
+        "'50'",
+        "--tls-cert",
+        "--redirect-listen",
+        "--drain-timeout",
+        "30s",
+    ] {
+        assert!(out.contains(flag), "{flag} not rendered");
+    }
+    assert!(out.contains("externalTrafficPolicy: Local"));
+    assert!(out.contains("secretName: chat-tls"));
+}
+
+#[test]
+fn renders_the_ingress_example_behind_nginx() {
+    let (ok, out, err) = render(&["-f", "examples/routing-ingress.yaml"], None);
+    assert!(ok, "{err}");
+    let mut expected = vec!["Deployment", "Service", "PodDisruptionBudget"];
+    expected.extend(PROXY_KINDS);
+    expected.push("Ingress");
+    assert_eq!(kinds(&out), expected);
+    assert!(out.contains("ingressClassName: nginx"));
+    assert!(out.contains("host: todos.example.com"));
+    assert!(out.contains("nginx.ingress.kubernetes.io/proxy-body-size: 10m"));
+    // The proxy keeps sessions sticky: no cookie affinity asked of nginx.
+    assert!(!out.contains("nginx.ingress.kubernetes.io/affinity"));
+}
+
+#[test]
+fn renders_the_gateway_example_without_a_proxy() {
+    let (ok, out, err) = render(&["-f", "examples/routing-gateway.yaml"], None);
+    assert!(ok, "{err}");
+    assert_eq!(
+        kinds(&out),
+        ["Deployment", "Service", "PodDisruptionBudget", "HTTPRoute"]
+    );
+    assert!(out.contains("apiVersion: gateway.networking.k8s.io/v1"));
+    assert!(out.contains("sessionPersistence:"));
+    assert!(!out.contains("notes-proxy"));
+}
+
+#[test]
+fn rejects_an_ingress_for_an_ip_root_url() {
+    let bad = include_str!("../examples/routing-ingress.yaml")
+        .replace("https://todos.example.com", "https://192.0.2.7");
+    let (ok, out, err) = render(&["-f", "-"], Some(&bad));
+    assert!(!ok && out.is_empty());
+    assert!(err.contains("routing.ingress"), "{err}");
 }

@@ -33,6 +33,9 @@ fn the_examples_and_the_minimal_app_are_valid() {
         VALID,
         include_str!("../examples/minimal.yaml"),
         include_str!("../examples/production.yaml"),
+        include_str!("../examples/routing-proxy.yaml"),
+        include_str!("../examples/routing-ingress.yaml"),
+        include_str!("../examples/routing-gateway.yaml"),
     ] {
         validate(&app_from_yaml(yaml)).expect("valid");
     }
@@ -183,4 +186,160 @@ fn the_committed_crd_is_what_the_code_generates() {
         committed == meteor_operator::crd_yaml(),
         "crds/meteorapps.yaml is stale: run `cargo run -q -- crd > crds/meteorapps.yaml`"
     );
+}
+
+/// `spec.routing` with `routing` as given (JSON), validated; the error message if refused.
+fn routing_verdict(routing: serde_json::Value, root_url: &str) -> Result<(), String> {
+    let mut value: serde_json::Value = serde_norway::from_str(VALID).unwrap();
+    value["spec"]["routing"] = routing;
+    value["spec"]["rootUrl"] = root_url.into();
+    let yaml = serde_norway::to_string(&value).unwrap();
+    validate(&app_from_yaml(&yaml)).map_err(|problem| problem.to_string())
+}
+
+#[test]
+fn each_routing_mistake_is_rejected_naming_its_field() {
+    use serde_json::json;
+    let url = "https://todos.example.com";
+    let cases = [
+        (
+            json!({"ingress": {}, "gateway": {"parentRefs": [{"name": "public"}]}}),
+            url,
+            "routing: set at most one of ingress or gateway",
+        ),
+        (
+            json!({"tls": {"secretName": "t", "issuerRef": {"name": "letsencrypt"}}}),
+            url,
+            "routing.tls: set exactly one of secretName or issuerRef",
+        ),
+        (
+            json!({"tls": {}}),
+            url,
+            "routing.tls: set exactly one of secretName or issuerRef",
+        ),
+        (
+            json!({"tls": {"issuerRef": {"name": "le", "kind": "Vault"}}}),
+            url,
+            "spec.routing.tls.issuerRef.kind",
+        ),
+        (
+            json!({"ingress": {}}),
+            "https://192.0.2.10",
+            "routing.ingress: rootUrl's host is an IP address",
+        ),
+        (
+            json!({"ingress": {}}),
+            "http://[2001:db8::1]:8080/app",
+            "routing.ingress: rootUrl's host is an IP address",
+        ),
+        (
+            json!({"proxy": {"rateLimit": {"requestsPerSecond": -5}}}),
+            url,
+            "spec.routing.proxy.rateLimit.requestsPerSecond",
+        ),
+        (
+            json!({"proxy": {"rateLimit": {"requestsPerSecond": 5, "burst": -1}}}),
+            url,
+            "spec.routing.proxy.rateLimit.burst",
+        ),
+        (
+            json!({"proxy": {"replicas": -1}}),
+            url,
+            "spec.routing.proxy.replicas",
+        ),
+        (
+            json!({"proxy": {"replicas": 0}}),
+            url,
+            "spec.routing.proxy.replicas",
+        ),
+        (
+            json!({"gateway": {"parentRefs": []}}),
+            url,
+            "spec.routing.gateway.parentRefs: must name at least one Gateway",
+        ),
+        (
+            json!({"gateway": {"parentRefs": [{"name": ""}]}}),
+            url,
+            "spec.routing.gateway.parentRefs[0].name",
+        ),
+        (
+            json!({"proxy": {"enabled": false, "replicas": 3}}),
+            url,
+            "routing.proxy: only enabled may be set while the proxy is off",
+        ),
+        (
+            json!({"tls": {"secretName": "t"}, "gateway": {"parentRefs": [{"name": "g"}]}}),
+            url,
+            "routing.tls: with gateway, TLS is configured on the Gateway's listener",
+        ),
+        (
+            json!({"proxy": {"enabled": false}, "tls": {"secretName": "t"}}),
+            url,
+            "routing.tls: nothing would terminate TLS",
+        ),
+        (
+            json!({"proxy": {"idleTimeoutSeconds": 30}}),
+            url,
+            "spec.routing.proxy.idleTimeoutSeconds",
+        ),
+        (
+            json!({"proxy": {"cookie": {"name": "a b"}}}),
+            url,
+            "spec.routing.proxy.cookie.name",
+        ),
+        (
+            json!({"proxy": {"cookie": {"maxAgeSeconds": 0}}}),
+            url,
+            "spec.routing.proxy.cookie.maxAgeSeconds",
+        ),
+        (
+            json!({"proxy": {"service": {"type": "ExternalName"}}}),
+            url,
+            "spec.routing.proxy.service.type",
+        ),
+        (
+            json!({"proxy": {"service": {"externalTrafficPolicy": "Nearest"}}}),
+            url,
+            "spec.routing.proxy.service.externalTrafficPolicy",
+        ),
+        (
+            json!({"proxy": {"service": {"port": 0}}}),
+            url,
+            "spec.routing.proxy.service.port",
+        ),
+    ];
+    for (routing, root_url, expected) in cases {
+        match routing_verdict(routing.clone(), root_url) {
+            Ok(()) => panic!("accepted {routing} with rootUrl {root_url}"),
+            Err(message) => assert!(
+                message.contains(expected),
+                "{routing}: expected a message containing {expected:?}, got: {message}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn every_routing_mode_is_accepted() {
+    use serde_json::json;
+    for routing in [
+        json!({}),
+        json!({"proxy": {"enabled": false}}),
+        json!({"proxy": {"replicas": 3, "rateLimit": {"requestsPerSecond": 20, "burst": 40},
+            "cookie": {"name": "sticky_1", "maxAgeSeconds": 3600}, "idleTimeoutSeconds": 600,
+            "service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                "loadBalancerClass": "service.k8s.aws/nlb", "port": 8080}}}),
+        json!({"tls": {"secretName": "todos-tls"}}),
+        json!({"tls": {"issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"}, "redirectHttp": false}}),
+        json!({"ingress": {"className": "nginx"}, "tls": {"secretName": "todos-tls"}}),
+        json!({"proxy": {"enabled": false}, "ingress": {"className": "traefik"},
+            "tls": {"issuerRef": {"name": "letsencrypt"}}}),
+        json!({"gateway": {"parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}]}}),
+        json!({"proxy": {"enabled": false}, "gateway": {"parentRefs": [{"name": "public"}]}}),
+    ] {
+        routing_verdict(routing.clone(), "https://todos.example.com")
+            .unwrap_or_else(|e| panic!("{routing} rejected: {e}"));
+    }
+    // An IP host is fine without an Ingress: the proxy or a Gateway does not route by host.
+    routing_verdict(json!({}), "http://192.0.2.10:8080").expect("IP rootUrl with the proxy");
 }

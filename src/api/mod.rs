@@ -6,8 +6,10 @@
 //! and `render`/reconcile evaluate the very same rules client-side (see `crate::validate`).
 
 mod mongo;
+mod routing;
 
 pub use mongo::*;
+pub use routing::*;
 
 use k8s_openapi::api::core::v1::{
     Affinity, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext,
@@ -57,6 +59,8 @@ pub const MAX_NAME_LENGTH: usize = 40;
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.reactivity) || !('changeStreams' in self.reactivity) || !has(self.mongo.managed) || self.mongo.managed.version.matches('^([6-9]|[1-9][0-9])\\\\.')")
     .message("reactivity: changeStreams needs MongoDB 6.0 or later (mongo.managed.version)"))]
+#[x_kube(validation = Rule::new("!has(self.routing) || !has(self.routing.ingress) || !isURL(self.rootUrl) || !isIP(url(self.rootUrl).getHostname())")
+    .message("routing.ingress: rootUrl's host is an IP address; an Ingress routes by host name"))]
 pub struct MeteorAppSpec {
     /// Container image of the Meteor app bundle (a Node server listening on `PORT`).
     #[x_kube(validation = Rule::new("self.size() > 0").message("must not be empty"))]
@@ -133,6 +137,10 @@ pub struct MeteorAppSpec {
     /// The Service in front of the app processes.
     #[serde(default)]
     pub service: ServiceSpec,
+
+    /// The way in: sticky proxy (on by default), TLS, Ingress or Gateway API HTTPRoute.
+    #[serde(default)]
+    pub routing: Routing,
 
     /// Node selector for app and worker pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -444,6 +452,9 @@ pub struct MeteorAppStatus {
     /// The app tier's rollout history: what to roll back to, and what was rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// The proxy's replicas and the address clients use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingStatus>,
 }
 
 /// What the operator remembers of the app tier's rollouts (kept in status so it survives an

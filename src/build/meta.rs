@@ -38,6 +38,8 @@ pub enum Component {
     App,
     /// Processes that take no traffic and run background jobs.
     Worker,
+    /// The sticky proxy in front of the app tier.
+    Proxy,
 }
 
 impl Component {
@@ -45,6 +47,7 @@ impl Component {
         match self {
             Component::App => "app",
             Component::Worker => "worker",
+            Component::Proxy => "proxy",
         }
     }
 
@@ -62,6 +65,16 @@ pub fn app_name(app: &MeteorApp) -> String {
 /// Name of the worker-tier Deployment.
 pub fn worker_name(app: &MeteorApp) -> String {
     format!("{}-worker", app.name_any())
+}
+
+/// Name of the proxy Deployment, its PodDisruptionBudget and its RBAC objects.
+pub fn proxy_name(app: &MeteorApp) -> String {
+    format!("{}-proxy", app.name_any())
+}
+
+/// Name of the Service selecting the app pods only, whose EndpointSlices the proxy follows.
+pub fn app_only_service_name(app: &MeteorApp) -> String {
+    format!("{}-app", app.name_any())
 }
 
 /// Labels that select one tier's pods. Immutable once a Deployment exists, so never change them.

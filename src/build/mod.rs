@@ -6,12 +6,14 @@ pub mod meta;
 mod pdb;
 mod pod;
 mod quantity;
+pub mod routing;
 mod service;
 mod workloads;
 
-pub use pdb::app_disruption_budget;
+pub use pdb::{app_disruption_budget, proxy_disruption_budget};
 pub use pod::{CONTAINER_NAME, default_resources, pod_template};
-pub use service::app_service;
+pub use routing::{RoutingOptions, RoutingTier};
+pub use service::{HTTPS_SERVICE_PORT, app_only_service, front_service};
 pub use workloads::{app_deployment, template_hash, worker_deployment};
 
 use crate::api::{MeteorApp, SecretKeyRef};
@@ -56,17 +58,26 @@ pub struct Inputs {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
     pub app: Deployment,
+    /// The front door `<name>`: selects the proxy pods with the proxy on, else the app pods.
     pub service: Service,
     pub worker: Option<Deployment>,
     pub disruption_budget: Option<PodDisruptionBudget>,
+    /// The proxy, Ingress, HTTPRoute and Certificate (`spec.routing`).
+    pub routing: RoutingTier,
 }
 
-/// Builds every child of `app`.
+/// Builds every child of `app`, with the default [`RoutingOptions`].
 pub fn desired(app: &MeteorApp, inputs: &Inputs) -> Desired {
+    desired_with(app, inputs, &RoutingOptions::default())
+}
+
+/// [`desired`] with the routing options of the operator's deployment (its proxy image).
+pub fn desired_with(app: &MeteorApp, inputs: &Inputs, routing: &RoutingOptions) -> Desired {
     Desired {
         app: app_deployment(app, inputs),
-        service: app_service(app),
+        service: front_service(app),
         worker: worker_deployment(app, inputs),
         disruption_budget: app_disruption_budget(app),
+        routing: routing::tier(app, routing),
     }
 }

@@ -35,7 +35,7 @@ pub fn pod_template(app: &MeteorApp, component: Component, inputs: &Inputs) -> P
 
     let resources = match component {
         Component::Worker => spec.workers.resources.clone(),
-        Component::App => None,
+        Component::App | Component::Proxy => None,
     }
     .or_else(|| spec.resources.clone())
     .unwrap_or_else(default_resources);
@@ -179,6 +179,11 @@ fn environment(
         ));
     }
     ours.push(plain("METEOR_ROLE", component.role().to_string()));
+    // Meteor trusts this many X-Forwarded-For hops for `clientAddress`.
+    let forwarding = super::routing::forwarding_proxies(app);
+    if component == Component::App && forwarding > 0 {
+        ours.push(plain("HTTP_FORWARDED_COUNT", forwarding.to_string()));
+    }
 
     let mut user: Vec<EnvVar> = spec.env.clone();
     if component == Component::Worker {
@@ -261,7 +266,10 @@ fn http_probe(app: &MeteorApp, timing: Option<&ProbeTiming>, defaults: ProbeDefa
 
 /// Spread a tier over nodes and zones, best effort; `pod-template-hash` makes a rollout's new
 /// pods spread among themselves rather than around the old ones.
-fn default_spread(app: &MeteorApp, component: Component) -> Vec<TopologySpreadConstraint> {
+pub(super) fn default_spread(
+    app: &MeteorApp,
+    component: Component,
+) -> Vec<TopologySpreadConstraint> {
     ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
         .into_iter()
         .map(|topology_key| TopologySpreadConstraint {
@@ -278,7 +286,7 @@ fn default_spread(app: &MeteorApp, component: Component) -> Vec<TopologySpreadCo
         .collect()
 }
 
-fn restricted_pod_security_context() -> PodSecurityContext {
+pub(super) fn restricted_pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(DEFAULT_UID),
@@ -289,7 +297,7 @@ fn restricted_pod_security_context() -> PodSecurityContext {
     }
 }
 
-fn restricted_container_security_context() -> SecurityContext {
+pub(super) fn restricted_container_security_context() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),

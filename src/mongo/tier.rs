@@ -4,7 +4,8 @@
 use super::managed;
 use super::status::{self, Readiness};
 use crate::api::{MeteorApp, MeteorAppStatus, MongoStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use crate::status::upsert;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::time::Duration;
 
 /// What the tier reconcile found and did.
@@ -20,11 +21,6 @@ pub struct TierReport {
     pub requeue: Duration,
     /// Write requests made.
     pub writes: u64,
-}
-
-fn upsert(conditions: &mut Vec<Condition>, condition: Condition) {
-    conditions.retain(|c| c.type_ != condition.type_);
-    conditions.push(condition);
 }
 
 /// Puts the tier's conditions and `status.mongo` into `status` (computed by the core), and
@@ -99,14 +95,11 @@ pub fn fold_status(
         Some((false, message)) => message,
         None => "MongoDB not reconciled yet".to_string(),
     };
-    if let Some(ready) = new.conditions.iter_mut().find(|c| c.type_ == "Ready")
-        && ready.status == "True"
-    {
-        ready.status = "False".into();
-        ready.reason = "MongoNotReady".into();
-        ready.message = format!("MongoDB: {mongo_message}");
-        ready.last_transition_time = previous_condition("Ready")
-            .filter(|p| p.status == "False")
-            .map_or_else(|| now.clone(), |p| p.last_transition_time.clone());
-    }
+    crate::status::hold_not_ready(
+        &mut new.conditions,
+        previous_condition(crate::status::READY),
+        "MongoNotReady",
+        format!("MongoDB: {mongo_message}"),
+        now,
+    );
 }
