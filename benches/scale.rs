@@ -201,6 +201,7 @@ spec:
   rootUrl: https://app-{i:04}.example.com
   replicas: 1
   mongo: {{ external: {{ url: {{ name: app-{i:04}-mongo, key: MONGO_URL }} }} }}
+  routing: {{ proxy: {{ enabled: false }} }}
 "#
     ));
     app.metadata.uid = Some(format!("00000000-0000-4000-8000-{i:012}"));

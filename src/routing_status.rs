@@ -7,13 +7,31 @@
 //! object we do not own) also sets `Degraded`.
 
 use crate::api::{MeteorApp, MeteorAppStatus, RoutingStatus};
+use crate::build::routing::{Certificate, ForeignCondition, HTTPRoute, RouteParentStatus};
 use crate::build::routing::{STICKINESS_GAP, ingress_gaps, proxy_replicas, tls_secret_name};
 use crate::mongo::status::{Readiness, condition_of};
 use crate::status::{DEGRADED, READY, hold_not_ready, upsert};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Condition type of the way in.
 pub const ROUTED: &str = "Routed";
+
+/// Reasons of `Routed=False` that wait on the user, not on a controller: each is announced
+/// with a Warning event.
+const PROBLEMS: [&str; 6] = [
+    "NameTaken",
+    "RouteNotAccepted",
+    "TLSSecretInvalid",
+    "NoGatewayAPI",
+    "NoCertManager",
+    "StickinessUnsupported",
+];
+
+/// Whether `reason` of `Routed=False` is one the user must act on (else it is pending).
+pub fn is_problem(reason: &str) -> bool {
+    PROBLEMS.contains(&reason)
+}
 
 /// The TLS Secret in use, as found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +64,82 @@ pub enum RouteState {
     /// Accepted. `session_persistence` is whether the stored route kept `sessionPersistence`
     /// (standard-channel CRDs prune it); only asked for with the proxy off.
     Accepted { session_persistence: bool },
+}
+
+/// The TLS Secret as read (`None`: not found).
+pub fn tls_secret_state(secret: Option<&Secret>) -> TlsSecretState {
+    let Some(secret) = secret else {
+        return TlsSecretState::Missing;
+    };
+    let kind = secret.type_.as_deref().unwrap_or("Opaque");
+    if kind != "kubernetes.io/tls" {
+        return TlsSecretState::Invalid(format!("type is {kind}, not kubernetes.io/tls"));
+    }
+    let data = secret.data.as_ref();
+    let has = |key: &str, marker: &[u8]| {
+        data.and_then(|d| d.get(key))
+            .is_some_and(|v| v.0.windows(marker.len()).any(|w| w == marker))
+    };
+    if !has("tls.crt", b"-----BEGIN CERTIFICATE-----") {
+        return TlsSecretState::Invalid("tls.crt holds no PEM certificate".into());
+    }
+    if !has("tls.key", b"PRIVATE KEY-----") {
+        return TlsSecretState::Invalid("tls.key holds no PEM private key".into());
+    }
+    TlsSecretState::Valid
+}
+
+/// The HTTPRoute as its Gateways report it: refused if any refuses, pending while any has not
+/// answered.
+pub fn route_state(route: &HTTPRoute) -> RouteState {
+    let parents = route
+        .status
+        .as_ref()
+        .map(|s| s.parents.as_slice())
+        .unwrap_or_default();
+    fn accepted(parent: &RouteParentStatus) -> Option<&ForeignCondition> {
+        parent.conditions.iter().find(|c| c.type_ == "Accepted")
+    }
+    if let Some(refused) = parents
+        .iter()
+        .filter_map(accepted)
+        .find(|c| c.status == "False")
+    {
+        return RouteState::NotAccepted(foreign_message(refused));
+    }
+    let expected = route.spec.parent_refs.len().max(1);
+    let answered = parents.iter().filter_map(accepted).count();
+    if answered < expected {
+        return RouteState::Pending;
+    }
+    RouteState::Accepted {
+        session_persistence: route
+            .spec
+            .rules
+            .iter()
+            .all(|r| r.session_persistence.is_some()),
+    }
+}
+
+/// The Certificate as cert-manager reports it.
+pub fn certificate_state(certificate: &Certificate) -> CertificateState {
+    let ready = certificate
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    match ready {
+        Some(c) if c.status == "True" => CertificateState::Ready,
+        Some(c) => CertificateState::NotReady(foreign_message(c)),
+        None => CertificateState::NotReady("cert-manager has not reported on it yet".into()),
+    }
+}
+
+fn foreign_message(condition: &ForeignCondition) -> String {
+    match (&condition.reason, &condition.message) {
+        (Some(reason), Some(message)) => format!("{reason}: {message}"),
+        (Some(text), None) | (None, Some(text)) => text.clone(),
+        (None, None) => format!("{} is {}", condition.type_, condition.status),
+    }
 }
 
 /// What the routing reconcile observed. `None` fields were not looked at (not configured).

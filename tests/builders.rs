@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use meteor_operator::api::MeteorApp;
 use meteor_operator::build::{self, Desired, Inputs, MongoWiring};
-use support::{UID, app_from_yaml, minimal_app};
+use support::{UID, app_from_yaml, default_app};
 
 fn inputs(app: &MeteorApp) -> Inputs {
     Inputs {
@@ -54,7 +54,7 @@ fn full_app() -> MeteorApp {
 
 #[test]
 fn minimal_app_gets_deployment_service_and_budget_with_standard_metadata() {
-    let app = minimal_app();
+    let app = default_app();
     let desired = desired(&app);
     assert!(desired.worker.is_none(), "no workers by default");
     let budget = desired
@@ -91,7 +91,7 @@ fn minimal_app_gets_deployment_service_and_budget_with_standard_metadata() {
 
 #[test]
 fn defaults_follow_the_reference() {
-    let app = minimal_app();
+    let app = default_app();
     let desired = desired(&app);
     let spec = desired.app.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(2));
@@ -345,7 +345,7 @@ fn workers_share_the_image_take_no_traffic_and_never_overlap() {
 
 #[test]
 fn user_env_wins_over_ours_but_port_stays_ours() {
-    let mut app = minimal_app();
+    let mut app = default_app();
     app.spec.env = serde_json::from_value(serde_json::json!([
         {"name": "ROOT_URL", "value": "https://override.example.com"},
         {"name": "NODE_OPTIONS", "value": "--max-old-space-size=300"},
@@ -388,7 +388,7 @@ fn user_env_wins_over_ours_but_port_stays_ours() {
 
 #[test]
 fn parked_and_single_replica_apps_have_no_budget_and_keep_their_deployment() {
-    let mut app = minimal_app();
+    let mut app = default_app();
     app.spec.replicas = 0;
     let parked = desired(&app);
     assert_eq!(parked.app.spec.as_ref().unwrap().replicas, Some(0));

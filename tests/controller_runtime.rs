@@ -160,6 +160,7 @@ impl FakeApi {
             accept: accept.clone(),
             body: body.clone(),
         });
+        let permitted = permitted.and_then(|_| rbac::check_escalation(&method, &path, &body));
         if let Err(refusal) = permitted {
             self.refused.lock().unwrap().push(refusal.clone());
             return reply(
@@ -177,7 +178,10 @@ impl FakeApi {
                 StreamBody::new(futures::stream::pending::<Result<Frame<Bytes>, Infallible>>())
                     .boxed_unsync(),
             ),
-            "list" => reply(StatusCode::OK, self.list(&request.resource, &accept)),
+            "list" => reply(
+                StatusCode::OK,
+                self.list(&request.resource, &accept, &query),
+            ),
             "get" => reply(
                 StatusCode::NOT_FOUND,
                 status_json(404, "NotFound", &format!("{path} not found")),
@@ -199,7 +203,7 @@ impl FakeApi {
         }
     }
 
-    fn list(&self, resource: &str, accept: &str) -> Value {
+    fn list(&self, resource: &str, accept: &str, query: &str) -> Value {
         let (api_version, kind) = match resource {
             _ if accept.contains("as=PartialObjectMetadataList") => {
                 ("meta.k8s.io/v1", "PartialObjectMetadataList")
@@ -212,12 +216,29 @@ impl FakeApi {
             "secrets" => ("v1", "SecretList"),
             "configmaps" => ("v1", "ConfigMapList"),
             "poddisruptionbudgets" => ("policy/v1", "PodDisruptionBudgetList"),
+            "ingresses" => ("networking.k8s.io/v1", "IngressList"),
+            "serviceaccounts" => ("v1", "ServiceAccountList"),
+            "roles" => ("rbac.authorization.k8s.io/v1", "RoleList"),
+            "rolebindings" => ("rbac.authorization.k8s.io/v1", "RoleBindingList"),
+            "httproutes" => ("gateway.networking.k8s.io/v1", "HTTPRouteList"),
+            "certificates" => ("cert-manager.io/v1", "CertificateList"),
             other => panic!("the fake API server cannot list {other}"),
         };
-        let items = if resource == "meteorapps" {
-            self.apps.clone()
-        } else {
-            vec![]
+        let items = match resource {
+            "meteorapps" => self.apps.clone(),
+            // This cluster has every optional CRD the operator asks for (Gateway API,
+            // cert-manager), so their watches start too.
+            "customresourcedefinitions" => url::form_urlencoded::parse(query.as_bytes())
+                .filter(|(key, _)| key == "fieldSelector")
+                .filter_map(|(_, selector)| {
+                    let name = selector.strip_prefix("metadata.name=")?.to_string();
+                    Some(json!({
+                        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                        "metadata": { "name": name, "resourceVersion": "1" },
+                    }))
+                })
+                .collect(),
+            _ => vec![],
         };
         json!({
             "apiVersion": api_version, "kind": kind,
@@ -708,8 +729,10 @@ fn todos() -> Value {
 }
 
 /// The cluster-wide watches `run` starts, one per kind it caches or watches (Secrets twice, both
-/// metadata only: every Secret for references, the operator's own for managed MongoDB).
-const WATCHED: [&str; 8] = [
+/// metadata only: every Secret for references, the operator's own for managed MongoDB and the
+/// proxy's cookie; CRDs twice, by name: Gateway API's and cert-manager's, whose kinds are
+/// watched once they exist).
+const WATCHED: [&str; 15] = [
     "/apis/meteorfleet.dev/v1alpha1/meteorapps",
     "/apis/apps/v1/deployments",
     "/api/v1/services",
@@ -718,6 +741,13 @@ const WATCHED: [&str; 8] = [
     "/apis/networking.k8s.io/v1/networkpolicies",
     "/api/v1/secrets",
     "/api/v1/configmaps",
+    "/apis/networking.k8s.io/v1/ingresses",
+    "/api/v1/serviceaccounts",
+    "/apis/rbac.authorization.k8s.io/v1/roles",
+    "/apis/rbac.authorization.k8s.io/v1/rolebindings",
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+    "/apis/gateway.networking.k8s.io/v1/httproutes",
+    "/apis/cert-manager.io/v1/certificates",
 ];
 
 fn is_watch(seen: &Seen) -> bool {
@@ -763,6 +793,7 @@ async fn caches_fill_on_a_standby_and_reconciles_start_once_it_leads() {
         max_upgrade_rollouts: meteor_operator::controller::DEFAULT_UPGRADE_ROLLOUTS,
         namespace: None,
         cluster_domain: "cluster.local".into(),
+        proxy_image: "ghcr.io/example/meteor-operator:test".into(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(run_with(

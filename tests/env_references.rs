@@ -13,7 +13,6 @@ use meteor_operator::api::MeteorApp;
 use meteor_operator::build::{self, Inputs, MongoWiring};
 use meteor_operator::controller::stamped;
 use meteor_operator::references::{self, Fetched, SourceKind};
-use meteor_operator::status::{self, RolloutState, Verdict};
 use std::collections::BTreeMap;
 use support::*;
 
@@ -73,20 +72,7 @@ fn applied_children(
 /// `app` with the status a previous reconcile wrote for `deployment`.
 fn with_settled_status(mut app: MeteorApp, deployment: &Deployment) -> MeteorApp {
     let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
-    let facts = meteor_operator::plan::TierFacts::of(deployment);
-    let history = meteor_operator::api::RolloutStatus {
-        available_template: facts.template,
-        available_image: facts.image,
-        ..Default::default()
-    };
-    app.status = Some(status::compute(
-        &app,
-        &Verdict::Applied(RolloutState::AsSpecified),
-        Some(deployment),
-        None,
-        Some(history),
-        &earlier,
-    ));
+    app.status = Some(support::settled(&app, deployment, &earlier));
     app
 }
 

@@ -22,6 +22,7 @@ metadata: {{ name: shop }}
 spec:
   image: ghcr.io/example/shop:1.0.0
   rootUrl: https://shop.example.com
+  routing: {{ proxy: {{ enabled: false }} }}
   mongo:
     managed:
       members: 3

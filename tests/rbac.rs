@@ -207,7 +207,15 @@ fn what_the_operator_must_never_do_is_refused() {
         (Method::POST, "/api/v1/namespaces/default/pods"),
         (Method::POST, "/api/v1/namespaces/default/pods/todos-0/exec"),
         (Method::POST, "/api/v1/namespaces/default/events"),
-        (Method::DELETE, "/api/v1/namespaces/default/services/todos"),
+        // Mongo data is never deleted by the operator.
+        (
+            Method::DELETE,
+            "/api/v1/namespaces/default/persistentvolumeclaims/data-shop-mongo-0",
+        ),
+        (
+            Method::POST,
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        ),
     ] {
         let message = refusal(method.clone(), path, "", false);
         assert!(

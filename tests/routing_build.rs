@@ -9,7 +9,7 @@ use meteor_operator::build::routing::{
 };
 use meteor_operator::build::{self, Desired, Inputs, MongoWiring};
 use serde_json::{Value, json};
-use support::{app_from_yaml, minimal_app};
+use support::{app_from_yaml, default_app};
 
 /// The minimal example with `spec` fields merged in (JSON).
 fn app_with(spec: Value) -> MeteorApp {
@@ -74,7 +74,7 @@ fn port_names(service: &Value) -> Vec<(String, i64, String)> {
 
 #[test]
 fn by_default_a_proxy_pair_fronts_the_app() {
-    let d = desired(&minimal_app());
+    let d = desired(&default_app());
     let proxy = d
         .routing
         .proxy
@@ -303,7 +303,7 @@ fn spec_service_still_shapes_the_front_service_under_the_proxy() {
 
 #[test]
 fn changing_the_app_never_restarts_the_proxy() {
-    let before = desired(&minimal_app());
+    let before = desired(&default_app());
     let app = app_with(
         json!({"image": "ghcr.io/example/todos:2.0.0", "replicas": 7,
         "port": 4000, "env": [{"name": "MAIL_URL", "value": "smtp://x"}],
@@ -571,7 +571,7 @@ fn a_users_http_forwarded_count_wins() {
 
 #[test]
 fn the_cookie_secret_holds_the_key_it_is_given() {
-    let app = minimal_app();
+    let app = default_app();
     let key = routing::cookie_key_text(&[0xab; routing::COOKIE_KEY_BYTES]);
     assert_eq!(key.len(), 64);
     let secret = json_of(&routing::cookie_secret(&app, &key));
@@ -587,7 +587,7 @@ fn the_cookie_secret_holds_the_key_it_is_given() {
 
 #[test]
 fn the_proxy_image_defaults_to_the_operators_own() {
-    let app = minimal_app();
+    let app = default_app();
     let inputs = Inputs {
         config_hash: "x".into(),
         mongo: MongoWiring::for_app(&app).unwrap(),

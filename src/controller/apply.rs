@@ -10,6 +10,7 @@ use super::expected::Expected;
 use crate::build::meta::FIELD_MANAGER;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -50,6 +51,21 @@ pub enum Applied<K> {
     Unchanged,
     /// The child was written; the API's answer.
     Written(K),
+}
+
+impl<K> Applied<K> {
+    /// Requests made: 1 for a write.
+    pub fn writes(&self) -> u64 {
+        u64::from(matches!(self, Applied::Written(_)))
+    }
+
+    /// The API's answer, if written.
+    pub fn written(self) -> Option<K> {
+        match self {
+            Applied::Written(object) => Some(object),
+            Applied::Unchanged => None,
+        }
+    }
 }
 
 /// Hash of a desired object (before the hash annotation is added).
@@ -127,6 +143,21 @@ impl Applier {
             return Ok(Applied::Unchanged);
         }
         self.write(&hash, desired).await.map(Applied::Written)
+    }
+
+    /// [`Applier::apply`] over the child of the same name as its cache shows it (or as this
+    /// operator last wrote it, while the cache lags).
+    pub async fn apply_cached<K: Child>(
+        &self,
+        cache: &Store<K>,
+        desired: K,
+    ) -> Result<Applied<K>, kube::Error> {
+        let observed = self.expected.observed(
+            cache,
+            &desired.namespace().unwrap_or_default(),
+            &desired.name_any(),
+        );
+        self.apply(desired, observed.as_deref()).await
     }
 
     /// Server-side applies `object`, stamped with `hash` (the hash of what the spec asked for,
@@ -208,4 +239,17 @@ where
             K::kind(&())
         )
     }))
+}
+
+/// Keeps `observed` only if `owner_uid` controls it: never delete what we did not create.
+pub fn controlled_by<K: Resource>(
+    owner_uid: Option<String>,
+    observed: Option<Arc<K>>,
+) -> Option<Arc<K>> {
+    let uid = owner_uid?;
+    observed.filter(|o| {
+        o.owner_references()
+            .iter()
+            .any(|r| r.uid == uid && r.controller == Some(true))
+    })
 }

@@ -99,10 +99,15 @@ impl ReferenceIndex {
         let (Ok(parsed), Some(namespace)) = (&app.parsed, app.namespace()) else {
             return;
         };
-        let sources: HashSet<Source> = references(parsed)
+        let mut sources: HashSet<Source> = references(parsed)
             .into_iter()
             .map(|r| (r.kind, namespace.clone(), r.name))
             .collect();
+        // The TLS Secret is not hashed into the pods (a renewed certificate restarts nothing),
+        // but a change of it must reach the app's Routed condition.
+        if let Some(tls) = crate::build::routing::tls_secret_name(parsed) {
+            sources.insert((SourceKind::Secret, namespace.clone(), tls));
+        }
         for source in &sources {
             self.apps
                 .entry(source.clone())

@@ -12,8 +12,10 @@ mod leader;
 mod listed;
 mod metrics;
 pub mod mongo;
+mod optional;
 mod reconcile;
 mod referenced;
+mod routing;
 mod slots;
 
 pub use apply::{APPLIED_HASH_ANNOTATION, Applier, Child, desired_hash, stamped};
@@ -21,17 +23,21 @@ pub use index::SharedIndex;
 pub use leader::{LeaseSettings, holder_identity, lease_manager};
 pub use listed::ListedApp;
 pub use metrics::{Metrics, request_kind};
+pub use optional::Optional;
 pub use reconcile::{reconcile, reconcile_listed};
 pub use slots::RolloutSlots;
 
 use crate::build::meta::MANAGED_SELECTOR;
+use crate::build::routing::{Certificate, HTTPRoute, RoutingOptions};
 use crate::references::SourceKind;
+use crate::routing_status::TlsSecretState;
 use feed::Feed;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
@@ -84,6 +90,10 @@ pub struct RunArgs {
     /// DNS domain of the cluster, for managed-MongoDB member host names.
     #[arg(long, env = "METEOR_OPERATOR_CLUSTER_DOMAIN", default_value = crate::mongo::DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
+    /// Image of the proxy pods of apps that do not set `routing.proxy.image`: the operator's own
+    /// (the chart passes its image here).
+    #[arg(long, env = "METEOR_OPERATOR_PROXY_IMAGE", default_value = crate::build::routing::DEFAULT_PROXY_IMAGE)]
+    pub proxy_image: String,
 }
 
 /// Default of `--max-upgrade-rollouts`.
@@ -141,6 +151,18 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Deployment-level knobs of managed MongoDB (the operator's namespace for NetworkPolicies).
     pub mongo_options: crate::mongo::build::TierOptions,
+    /// The routing tier's caches: Ingresses and the proxy's RBAC (metadata kept; Ingress status).
+    pub ingresses: Store<Ingress>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub roles: Store<Role>,
+    pub role_bindings: Store<RoleBinding>,
+    /// HTTPRoutes and Certificates, where the cluster has their CRDs.
+    pub http_routes: Optional<HTTPRoute>,
+    pub certificates: Optional<Certificate>,
+    /// Deployment-level knobs of routing (the default proxy image).
+    pub routing_options: RoutingOptions,
+    /// Each TLS Secret's state at the resource version it was read at.
+    tls_checks: Mutex<HashMap<index::Source, (String, TlsSecretState)>>,
     /// Consecutive failures per app, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<ListedApp>, u32>>,
     /// When each app's status was last written, for the last few seconds (see reconcile).
@@ -172,6 +194,14 @@ impl Context {
             recorder,
             metrics,
             mongo_options: crate::mongo::build::TierOptions::default(),
+            ingresses: empty_store(),
+            service_accounts: empty_store(),
+            roles: empty_store(),
+            role_bindings: empty_store(),
+            http_routes: Optional::absent(),
+            certificates: Optional::absent(),
+            routing_options: RoutingOptions::default(),
+            tls_checks: Mutex::default(),
             failures: Mutex::default(),
             status_writes: Mutex::default(),
         }
@@ -204,6 +234,32 @@ impl Context {
         self
     }
 
+    /// With the routing tier's caches of the running controller (default: empty, listed ones,
+    /// and no HTTPRoute or Certificate CRD).
+    pub fn with_routing_caches(mut self, caches: RoutingCaches) -> Self {
+        self.ingresses = caches.ingresses;
+        self.service_accounts = caches.service_accounts;
+        self.roles = caches.roles;
+        self.role_bindings = caches.role_bindings;
+        self.http_routes = caches.http_routes;
+        self.certificates = caches.certificates;
+        self
+    }
+
+    /// A TLS Secret's state, if it was read at `version`.
+    fn tls_checked(&self, source: &index::Source, version: &str) -> Option<TlsSecretState> {
+        let checks = self.tls_checks.lock().expect("lock is never poisoned");
+        let (checked_at, state) = checks.get(source)?;
+        (checked_at == version).then(|| state.clone())
+    }
+
+    /// Remembers a TLS Secret's state; entries of Secrets that changed or went are dropped.
+    fn remember_tls_check(&self, source: index::Source, version: String, state: TlsSecretState) {
+        let mut checks = self.tls_checks.lock().expect("lock is never poisoned");
+        checks.retain(|source, (at, _)| self.current_version(source).as_ref() == Some(at));
+        checks.insert(source, (version, state));
+    }
+
     /// The resource version of a referenced object as the metadata watch last saw it.
     fn current_version(&self, (kind, namespace, name): &index::Source) -> Option<String> {
         match kind {
@@ -226,6 +282,16 @@ impl Context {
             .expect("lock is never poisoned")
             .remove(&ObjectRef::from_obj(app));
     }
+}
+
+/// The caches of the routing tier (see [`Context::with_routing_caches`]).
+pub struct RoutingCaches {
+    pub ingresses: Store<Ingress>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub roles: Store<Role>,
+    pub role_bindings: Store<RoleBinding>,
+    pub http_routes: Optional<HTTPRoute>,
+    pub certificates: Optional<Certificate>,
 }
 
 fn error_policy(app: Arc<ListedApp>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -369,11 +435,46 @@ pub mod trim {
         object.types = None;
     }
 
+    /// Keeps the load balancer's address (`status.routing.address`).
     pub fn service(service: &mut Service) {
         drift::condense(&mut service.metadata);
         identity(&mut service.metadata);
         service.spec = None;
-        service.status = None;
+        service.status = service
+            .status
+            .take()
+            .and_then(|s| s.load_balancer)
+            .filter(|lb| lb.ingress.as_ref().is_some_and(|i| !i.is_empty()))
+            .map(|lb| k8s_openapi::api::core::v1::ServiceStatus {
+                load_balancer: Some(lb),
+                conditions: None,
+            });
+    }
+
+    /// Keeps the address the Ingress controller reports.
+    pub fn ingress(ingress: &mut Ingress) {
+        drift::condense(&mut ingress.metadata);
+        identity(&mut ingress.metadata);
+        ingress.spec = None;
+    }
+
+    /// Metadata only: the applier needs identity, hash and field ownership.
+    pub fn metadata_only<K: Resource>(object: &mut K) {
+        drift::condense(object.meta_mut());
+        identity(object.meta_mut());
+    }
+
+    /// Keeps the spec (small; `sessionPersistence` is checked) and the Gateways' answers.
+    pub fn http_route(route: &mut HTTPRoute) {
+        drift::condense(&mut route.metadata);
+        identity(&mut route.metadata);
+    }
+
+    /// Keeps cert-manager's conditions.
+    pub fn certificate(certificate: &mut Certificate) {
+        drift::condense(&mut certificate.metadata);
+        identity(&mut certificate.metadata);
+        certificate.spec = Default::default();
     }
 
     pub fn disruption_budget(budget: &mut PodDisruptionBudget) {
@@ -501,6 +602,7 @@ struct Caches {
     expected: Arc<expected::Expected>,
     secret_versions: Store<PartialObjectMeta<Secret>>,
     config_map_versions: Store<PartialObjectMeta<ConfigMap>>,
+    routing: RoutingCaches,
     feeds: Feeds,
 }
 
@@ -514,6 +616,12 @@ struct Feeds {
     owned_secrets: Feed<PartialObjectMeta<Secret>>,
     secrets: Feed<PartialObjectMeta<Secret>>,
     config_maps: Feed<PartialObjectMeta<ConfigMap>>,
+    ingresses: Feed<Ingress>,
+    service_accounts: Feed<ServiceAccount>,
+    roles: Feed<Role>,
+    role_bindings: Feed<RoleBinding>,
+    http_routes: Feed<HTTPRoute>,
+    certificates: Feed<Certificate>,
 }
 
 impl Caches {
@@ -533,6 +641,36 @@ impl Caches {
             owned.cache::<NetworkPolicy>(trim::network_policy);
         let (owned_secrets, owned_secret_feed) =
             owned.cache::<PartialObjectMeta<Secret>>(trim::secret_metadata);
+        let (ingresses, ingress_feed) = owned.cache::<Ingress>(trim::ingress);
+        let (service_accounts, service_account_feed) = owned.cache::<ServiceAccount>(|account| {
+            trim::metadata_only(account);
+            account.secrets = None;
+            account.image_pull_secrets = None;
+        });
+        let (roles, role_feed) = owned.cache::<Role>(|role| {
+            trim::metadata_only(role);
+            role.rules = None;
+        });
+        let (role_bindings, role_binding_feed) = owned.cache::<RoleBinding>(|binding| {
+            trim::metadata_only(binding);
+            binding.subjects = None;
+        });
+        let (http_routes, http_route_feed) = optional::start::<HTTPRoute>(
+            client,
+            namespace,
+            "httproutes.gateway.networking.k8s.io",
+            MANAGED_SELECTOR,
+            trim::http_route,
+            &expected,
+        );
+        let (certificates, certificate_feed) = optional::start::<Certificate>(
+            client,
+            namespace,
+            "certificates.cert-manager.io",
+            MANAGED_SELECTOR,
+            trim::certificate,
+            &expected,
+        );
         // MeteorApps are cached without managedFields, which are often most of an object's bytes.
         let (apps, app_writer) = reflector::store();
         let index = index::SharedIndex::default();
@@ -557,6 +695,14 @@ impl Caches {
             expected,
             secret_versions,
             config_map_versions,
+            routing: RoutingCaches {
+                ingresses,
+                service_accounts,
+                roles,
+                role_bindings,
+                http_routes,
+                certificates,
+            },
             feeds: Feeds {
                 // The replica that starts to lead first gets every cached app: each is
                 // reconciled once at once, whatever happened while it stood by.
@@ -572,6 +718,13 @@ impl Caches {
                 // is held in memory).
                 secrets: secret_feed,
                 config_maps: config_map_feed,
+                // The routing tier: a proxy pod ready, an Ingress address, a route accepted.
+                ingresses: ingress_feed,
+                service_accounts: service_account_feed,
+                roles: role_feed,
+                role_bindings: role_binding_feed,
+                http_routes: http_route_feed,
+                certificates: certificate_feed,
             },
             apps,
         }
@@ -598,11 +751,14 @@ async fn run_reconciler(
         expected,
         secret_versions,
         config_map_versions,
+        routing,
         feeds,
     } = caches;
     let mut ctx = Context::new(client, deployments, services, budgets, metrics)
         .with_mongo_caches(statefulsets, network_policies, owned_secrets)
-        .with_references(app_index.clone(), secret_versions, config_map_versions);
+        .with_references(app_index.clone(), secret_versions, config_map_versions)
+        .with_routing_caches(routing);
+    ctx.routing_options.proxy_image = args.proxy_image.clone();
     ctx.slots = RolloutSlots::new(usize::from(args.max_upgrade_rollouts));
     ctx.applier = Applier::new(ctx.client.clone()).expecting(expected);
     // Only operator pods of the operator's own namespace pass managed-MongoDB NetworkPolicies.
@@ -621,6 +777,12 @@ async fn run_reconciler(
         .owns_stream(feeds.statefulsets.open())
         .owns_stream(feeds.network_policies.open())
         .owns_stream(feeds.owned_secrets.open())
+        .owns_stream(feeds.ingresses.open())
+        .owns_stream(feeds.service_accounts.open())
+        .owns_stream(feeds.roles.open())
+        .owns_stream(feeds.role_bindings.open())
+        .owns_stream(feeds.http_routes.open())
+        .owns_stream(feeds.certificates.open())
         .watches_stream(
             feeds.secrets.open(),
             referencing_apps(app_index.clone(), SourceKind::Secret),

@@ -15,7 +15,7 @@
 //! 5. The StatefulSet (observed in the cache), applied with the replicas the step allows.
 
 use super::Context;
-use super::apply::{Applied, Applier, Child};
+use super::apply::{Applier, Child};
 use crate::api::MeteorApp;
 use crate::mongo::build::{self, TierOptions};
 use crate::mongo::driver::DriverAdmin;
@@ -52,29 +52,13 @@ fn requested_storage(claim: &PersistentVolumeClaim) -> Option<&str> {
     requests.get("storage").map(|q| q.0.as_str())
 }
 
-/// Applies `desired` over the cached object of the same name.
+/// Applies `desired` over the cached object of the same name; 1 if a write was made.
 async fn apply_cached<K: Child>(
     applier: &Applier,
     store: &Store<K>,
-    namespace: &str,
     desired: K,
 ) -> Result<u64, kube::Error> {
-    let observed = applier
-        .expected()
-        .observed(store, namespace, &desired.name_any());
-    apply_over(applier, desired, observed.as_deref()).await
-}
-
-/// Applies `desired` over what was observed; 1 if a write was made.
-async fn apply_over<K: Child>(
-    applier: &Applier,
-    desired: K,
-    observed: Option<&K>,
-) -> Result<u64, kube::Error> {
-    Ok(match applier.apply(desired, observed).await? {
-        Applied::Written(_) => 1,
-        Applied::Unchanged => 0,
-    })
+    Ok(applier.apply_cached(store, desired).await?.writes())
 }
 
 /// The usable credentials, or why not.
@@ -206,15 +190,9 @@ pub async fn reconcile_with<A: MongoAdmin>(
     let mut writes = 0;
 
     let creds = credentials(&secrets_api, app, &tier.create_once, &mut writes).await?;
-    writes += apply_cached(applier, &ctx.services, &namespace, tier.service).await?;
-    writes += apply_cached(applier, &ctx.budgets, &namespace, tier.pdb).await?;
-    writes += apply_cached(
-        applier,
-        &ctx.network_policies,
-        &namespace,
-        tier.network_policy,
-    )
-    .await?;
+    writes += apply_cached(applier, &ctx.services, tier.service).await?;
+    writes += apply_cached(applier, &ctx.budgets, tier.pdb).await?;
+    writes += apply_cached(applier, &ctx.network_policies, tier.network_policy).await?;
     if let Ok((_, users)) = &creds {
         // Observed through the metadata-only cache of the operator's own Secrets: the hash and
         // field ownership are all the applier compares.
@@ -357,7 +335,7 @@ async fn finish(
     if let Some(spec) = statefulset.spec.as_mut() {
         spec.replicas = Some(replicas);
     }
-    writes += apply_over(applier, statefulset, existing).await?;
+    writes += applier.apply(statefulset, existing).await?.writes();
     Ok(Some(TierReport {
         readiness,
         storage: status::storage_readiness(&decision),

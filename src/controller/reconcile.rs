@@ -66,7 +66,13 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
         Err(error) => return Err(error),
     };
 
-    let mongo_requeue = outcome.written.mongo.as_ref().map(|m| m.requeue);
+    let tier_requeue = [
+        outcome.written.mongo.as_ref().map(|m| m.requeue),
+        outcome.written.requeue,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     let waiting = matches!(
         outcome.verdict,
         Verdict::Applied(RolloutState::WaitingForSlot { .. })
@@ -88,7 +94,7 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
     };
     // The replica set moves one step per reconcile; come back as soon as it asks.
     Ok(Action::requeue(
-        mongo_requeue.map_or(requeue, |m| m.min(requeue)),
+        tier_requeue.map_or(requeue, |m| m.min(requeue)),
     ))
 }
 
@@ -140,7 +146,7 @@ async fn pass(app: &MeteorApp, ctx: &Context, namespace: &str) -> Result<Outcome
         Ok(inputs) => inputs,
         Err(problem) => return Ok(Outcome::stopped(app, Verdict::Problem(problem))),
     };
-    let desired = build::desired(app, &inputs);
+    let desired = build::desired_with(app, &inputs, &ctx.routing_options);
     if let Some(problem) = namesake_conflict(app, ctx, namespace, &desired).await? {
         return Ok(Outcome::stopped(app, Verdict::Problem(problem)));
     }
@@ -315,6 +321,7 @@ fn status_for(app: &MeteorApp, ctx: &Context, outcome: Outcome) -> MeteorAppStat
         &now,
     );
     crate::mongo::tier::fold_status(&mut new_status, app, written.mongo.as_ref(), &now);
+    crate::routing_status::fold_status(&mut new_status, app, written.routing.as_ref(), &now);
     new_status
 }
 
@@ -344,6 +351,10 @@ struct Written {
     worker: Option<Deployment>,
     /// What the managed-MongoDB tier did, when the app has one.
     mongo: Option<crate::mongo::tier::TierReport>,
+    /// What the routing tier saw.
+    routing: Option<crate::routing_status::RoutingObservation>,
+    /// Come back this soon for the routing tier.
+    requeue: Option<Duration>,
 }
 
 /// A child we are about to create whose name is taken by an object this MeteorApp does not
@@ -431,10 +442,25 @@ async fn converge(
         }
     }
 
+    // The way in, before the front Service: that may only switch to proxy pods that serve.
+    // Boxed: its state machine is large, and every reconcile future lives on a task's stack.
+    let routing = Box::pin(super::routing::reconcile(
+        ctx,
+        app,
+        namespace,
+        desired.routing,
+    ))
+    .await?;
+    writes += routing.writes;
     let observed = ctx.observed(&ctx.services, namespace, &app_name);
-    if let Applied::Written(_) = applier.apply(desired.service, observed.as_deref()).await? {
-        writes += 1;
+    if !(routing.hold_front_service && observed.is_some()) {
+        writes += applier
+            .apply(desired.service, observed.as_deref())
+            .await?
+            .writes();
     }
+    written.routing = Some(routing.seen);
+    written.requeue = routing.requeue;
 
     let observed = ctx.observed(&ctx.budgets, namespace, &app_name);
     match desired.disruption_budget {
@@ -501,13 +527,8 @@ async fn rollback_template(
 }
 
 /// Keeps `observed` only if this MeteorApp controls it: never delete what we did not create.
-fn owned<K: Resource>(app: &MeteorApp, observed: Option<Arc<K>>) -> Option<Arc<K>> {
-    let uid = app.uid()?;
-    observed.filter(|o| {
-        o.owner_references()
-            .iter()
-            .any(|r| r.uid == uid && r.controller == Some(true))
-    })
+pub(super) fn owned<K: Resource>(app: &MeteorApp, observed: Option<Arc<K>>) -> Option<Arc<K>> {
+    apply::controlled_by(app.uid(), observed)
 }
 
 /// Patches the status when it differs from what is stored, and records transitions as events.
@@ -630,6 +651,24 @@ fn transition_events(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> Ve
             secondary: None,
         });
     }
+    // A routing problem the user must act on, which Degraded does not already announce.
+    let routed = status::find(Some(new), crate::routing_status::ROUTED);
+    if let Some(routed) = routed
+        && routed.status == "False"
+        && crate::routing_status::is_problem(&routed.reason)
+        && status::find(old, crate::routing_status::ROUTED).is_none_or(|o| {
+            o.status != "False" || o.reason != routed.reason || o.message != routed.message
+        })
+        && !events.iter().any(|e| e.reason == routed.reason)
+    {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: routed.reason.clone(),
+            note: Some(routed.message.clone()),
+            action: "Route".into(),
+            secondary: None,
+        });
+    }
     let was_ready = status::find(old, READY).is_some_and(|c| c.status == "True");
     // Only a return to Ready is news: a new app's first Ready shows in its status, and an event
     // for it would be one more write per app of a fleet.
@@ -676,6 +715,10 @@ impl Context {
             self.deployments.wait_until_ready().now_or_never(),
             self.services.wait_until_ready().now_or_never(),
             self.budgets.wait_until_ready().now_or_never(),
+            self.ingresses.wait_until_ready().now_or_never(),
+            self.service_accounts.wait_until_ready().now_or_never(),
+            self.roles.wait_until_ready().now_or_never(),
+            self.role_bindings.wait_until_ready().now_or_never(),
         ]
         .iter()
         .all(|ready| matches!(ready, Some(Ok(()))))
@@ -686,7 +729,7 @@ impl Context {
     }
 
     /// A child as last written by this operator when its cache lags behind, else as cached.
-    fn observed<K: super::Child>(
+    pub(super) fn observed<K: super::Child>(
         &self,
         cache: &kube::runtime::reflector::Store<K>,
         namespace: &str,

@@ -33,6 +33,8 @@ pub fn app_from_yaml(yaml: &str) -> MeteorApp {
     app
 }
 
+/// The core's fixture: the app tier alone, without the routing proxy (`tests/routing_api.rs`
+/// covers the proxy, which is on by default).
 pub fn minimal_app() -> MeteorApp {
     app_from_yaml(
         r#"
@@ -43,8 +45,16 @@ spec:
   image: ghcr.io/example/todos:1.0.0
   rootUrl: https://todos.example.com
   mongo: { external: { url: { name: todos-mongo, key: MONGO_URL } } }
+  routing: { proxy: { enabled: false } }
 "#,
     )
+}
+
+/// The minimal app as a user writes it: routing as defaulted (the proxy on).
+pub fn default_app() -> MeteorApp {
+    let mut app = minimal_app();
+    app.spec.routing = Default::default();
+    app
 }
 
 /// `deployment` as its controller reports it once `replicas` pods of generation 1 are available.
@@ -245,6 +255,7 @@ pub fn mock_client(script: Vec<Expect>) -> (Client, Transcript, tokio::task::Joi
                 query,
                 body: body.clone(),
             });
+            let permitted = permitted.and_then(|_| rbac::check_escalation(&method, &path, &body));
             if let Err(refusal) = permitted {
                 // Answered as the apiserver would; the script does not advance.
                 record.unexpected.lock().unwrap().push(refusal.clone());
@@ -442,14 +453,18 @@ pub fn settled_with(
     at: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> meteor_operator::api::MeteorAppStatus {
     use meteor_operator::status::{self, RolloutState, Verdict};
-    status::compute(
+    let mut settled = status::compute(
         app,
         &Verdict::Applied(RolloutState::AsSpecified),
         Some(deployment),
         None,
         Some(history),
         at,
-    )
+    );
+    // The way in as a proxy-less app's reconcile sees it: only the front Service.
+    let seen = meteor_operator::routing_status::RoutingObservation::default();
+    meteor_operator::routing_status::fold_status(&mut settled, app, Some(&seen), at);
+    settled
 }
 
 /// The status a previous reconcile wrote once `deployment` had rolled out: the conditions and the

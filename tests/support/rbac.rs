@@ -99,6 +99,74 @@ fn check_with(
 
 /// The permissions a request needs, or why the chart refuses it, without recording anything:
 /// for tests of this checker, whose requests are not the operator's.
+/// The verbs a Role may grant (the operator's own never use a wildcard).
+const VERBS: [&str; 8] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+
+/// Kubernetes' escalation check on a write of a Role: the writer must itself hold every
+/// permission the Role grants, in the Role's namespace (else it needs `escalate`, which the chart
+/// never grants). So the operator's ClusterRole must hold what the proxy's Role hands on; those
+/// permissions are recorded like any request's, from the Role the code really writes.
+pub fn check_escalation(method: &Method, path: &str, body: &Value) -> Result<(), String> {
+    if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        return Ok(());
+    }
+    let target = attributes(method, path, "")?;
+    if target.group != "rbac.authorization.k8s.io" || target.resource != "roles" {
+        return Ok(());
+    }
+    let rules: Vec<PolicyRule> = serde_json::from_value(body["rules"].clone()).unwrap_or_default();
+    let chart = chart();
+    let mut held = Vec::new();
+    for rule in &rules {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    let verb = VERBS
+                        .into_iter()
+                        .find(|v| v == verb)
+                        .ok_or_else(|| format!("RBAC: {path} grants verb {verb:?}"))?;
+                    let wanted = Attributes {
+                        verb,
+                        group: group.clone(),
+                        resource: resource.clone(),
+                        subresource: None,
+                        namespace: target.namespace.clone(),
+                        name: None,
+                    };
+                    match chart.grants(&wanted, verb) {
+                        Some(granter) => held.push(Permission {
+                            granter,
+                            verb,
+                            group: group.clone(),
+                            resource: resource.clone(),
+                            subresource: None,
+                        }),
+                        None => {
+                            return Err(format!(
+                                "RBAC: {method} {path} grants {verb} {}, which the operator does \
+                                 not hold itself (the apiserver refuses the escalation); {}",
+                                resource_name(group, resource, None),
+                                chart.refusal(&wanted, verb),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    record(&held);
+    Ok(())
+}
+
 pub fn needed_permissions(
     method: &Method,
     path: &str,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
     kind = "Certificate",
     plural = "certificates",
     namespaced,
+    status = "CertificateStatus",
     schema = "disabled",
     derive = "PartialEq"
 )]
@@ -28,6 +29,13 @@ pub struct CertificateSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_addresses: Vec<String>,
     pub issuer_ref: CertificateIssuerRef,
+}
+
+/// What cert-manager reports, as far as the operator reads it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct CertificateStatus {
+    #[serde(default)]
+    pub conditions: Vec<super::httproute::ForeignCondition>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
     kind = "HTTPRoute",
     plural = "httproutes",
     namespaced,
+    status = "RouteStatus",
     schema = "disabled",
     derive = "PartialEq"
 )]
@@ -31,6 +32,34 @@ pub struct HTTPRouteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hostnames: Vec<String>,
     pub rules: Vec<HTTPRouteRule>,
+}
+
+/// What the Gateways report (`status.parents`), as far as the operator reads it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteStatus {
+    #[serde(default)]
+    pub parents: Vec<RouteParentStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteParentStatus {
+    #[serde(default)]
+    pub conditions: Vec<ForeignCondition>,
+}
+
+/// A condition written by another controller, read leniently: only type and status are sure
+/// to be there.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ForeignCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -10,9 +10,15 @@ mod ingress;
 mod proxy;
 mod rbac;
 
-pub use certificate::{Certificate, CertificateSpec, certificate};
-pub use cookie::{COOKIE_KEY_BYTES, COOKIE_SECRET_KEY, cookie_key_text, cookie_secret};
-pub use httproute::{HTTPRoute, HTTPRouteSpec, gateway_duration, http_route};
+pub use certificate::{Certificate, CertificateSpec, CertificateStatus, certificate};
+pub use cookie::{
+    COOKIE_KEY_BYTES, COOKIE_SECRET_KEY, cookie_key_text, cookie_secret,
+    secret_name as cookie_secret_name,
+};
+pub use httproute::{
+    ForeignCondition, HTTPRoute, HTTPRouteSpec, RouteParentStatus, RouteStatus, gateway_duration,
+    http_route,
+};
 pub use ingress::{IngressClassFamily, STICKINESS_GAP, ingress, ingress_gaps, service_annotations};
 pub use proxy::{
     ADMIN_PORT, HTTP_PORT, HTTPS_PORT, PROXY_CONTAINER_NAME, default_proxy_resources,

@@ -1,0 +1,436 @@
+//! The routing tier's I/O within one reconcile (`spec.routing`): the only code that reads and
+//! writes the proxy, its RBAC and cookie Secret, the Ingress, HTTPRoute and Certificate. The
+//! builders are in `crate::build::routing`, the status they lead to in `crate::routing_status`.
+//!
+//! Per reconcile:
+//! 1. Names missing from the caches are looked up once: an object we do not control under one
+//!    of our names stops the tier (`NameTaken`) with nothing written.
+//! 2. With the proxy on: the cookie Secret is created once (never rewritten: a new key would
+//!    unpin every session), then ServiceAccount, Role, RoleBinding, the app-only Service, the
+//!    PodDisruptionBudget and the Deployment are applied when changed. With it off they are
+//!    deleted (the cookie Secret stays, so turning it back on keeps the sessions' key).
+//! 3. The TLS Secret is read for its type and keys, once per resource version.
+//! 4. Ingress, HTTPRoute and Certificate are applied, or deleted when no longer wanted; the
+//!    last two only on a cluster that has their CRDs, else the status says what is missing.
+
+use super::Context;
+use super::apply::{Child, foreign_namesake};
+use super::optional::Optional;
+use super::reconcile::owned;
+use crate::api::MeteorApp;
+use crate::build::meta::{app_name, app_only_service_name, proxy_name};
+use crate::build::routing::{
+    COOKIE_KEY_BYTES, ProxyTier, RoutingTier, cookie_key_text, cookie_secret, cookie_secret_name,
+    tls_secret_name,
+};
+use crate::references::SourceKind;
+use crate::routing_status::{
+    self, CertificateState, RouteState, RoutingObservation, TlsSecretState,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::Store;
+use std::time::Duration;
+
+/// How soon to look again while an optional kind's cache is still listing.
+const WHILE_LISTING: Duration = Duration::from_secs(2);
+
+/// What the routing tier did and saw.
+pub struct RoutingReport {
+    pub seen: RoutingObservation,
+    pub writes: u64,
+    /// Keep the front Service as it is this pass: the proxy is wanted but none of its pods is
+    /// ready, so a front Service that exists keeps selecting what serves now (the app pods,
+    /// when the proxy was just turned on) instead of switching to pods that cannot answer.
+    pub hold_front_service: bool,
+    /// Come back this soon (an optional kind's cache has not listed yet).
+    pub requeue: Option<Duration>,
+}
+
+/// Reconciles the way in of `app` from its built `tier`.
+pub async fn reconcile(
+    ctx: &Context,
+    app: &MeteorApp,
+    namespace: &str,
+    tier: RoutingTier,
+) -> Result<RoutingReport, kube::Error> {
+    let mut report = RoutingReport {
+        seen: RoutingObservation::default(),
+        writes: 0,
+        hold_front_service: false,
+        requeue: None,
+    };
+    let observed_proxy = ctx.observed(&ctx.deployments, namespace, &proxy_name(app));
+    report.seen.service_address = ctx
+        .observed(&ctx.services, namespace, &app_name(app))
+        .and_then(|s| service_address(&s));
+    if let Some(taken) = namesake(ctx, app, namespace, &tier).await? {
+        report.seen.name_taken = Some(taken);
+        report.seen.proxy_ready = ready_replicas(observed_proxy.as_deref());
+        report.hold_front_service = tier.proxy.is_some() && report.seen.proxy_ready == 0;
+        return Ok(report);
+    }
+
+    let applier = &ctx.applier;
+    match tier.proxy {
+        Some(proxy) => {
+            match create_cookie_secret(ctx, app, namespace).await? {
+                CookieSecret::Ours(writes) => report.writes += writes,
+                CookieSecret::Taken(message) => {
+                    report.seen.name_taken = Some(message);
+                    report.hold_front_service = ready_replicas(observed_proxy.as_deref()) == 0;
+                    return Ok(report);
+                }
+            }
+            let written = apply_proxy(ctx, app, namespace, proxy, &mut report.writes).await?;
+            report.seen.proxy_ready =
+                ready_replicas(written.as_ref().or(observed_proxy.as_deref()));
+            report.hold_front_service = report.seen.proxy_ready == 0;
+        }
+        None => report.writes += delete_proxy(ctx, app, namespace, observed_proxy).await?,
+    }
+
+    report.seen.tls_secret = tls_secret(ctx, app, namespace).await?;
+
+    let name = app_name(app);
+    match tier.ingress {
+        Some(ingress) => {
+            let applied = applier.apply_cached(&ctx.ingresses, ingress).await?;
+            report.writes += applied.writes();
+            let current = applied
+                .written()
+                .map(std::sync::Arc::new)
+                .or_else(|| ctx.observed(&ctx.ingresses, namespace, &name));
+            report.seen.edge_address = current.and_then(|i| ingress_address(&i));
+        }
+        None => {
+            let observed = ctx.observed(&ctx.ingresses, namespace, &name);
+            report.writes += u64::from(applier.delete(owned(app, observed)).await?);
+        }
+    }
+
+    let route = optional_child(ctx, app, namespace, &ctx.http_routes, tier.http_route).await?;
+    report.writes += route.writes;
+    report.seen.route = match route.state {
+        Optionally::NotWanted => None,
+        Optionally::NotInstalled => Some(RouteState::NoGatewayAPI),
+        Optionally::Listing => Some(RouteState::Pending),
+        Optionally::Seen(route) => Some(routing_status::route_state(&route)),
+    };
+    let certificate =
+        optional_child(ctx, app, namespace, &ctx.certificates, tier.certificate).await?;
+    report.writes += certificate.writes;
+    report.seen.certificate = match certificate.state {
+        Optionally::NotWanted => None,
+        Optionally::NotInstalled => Some(CertificateState::NoCertManager),
+        Optionally::Listing => Some(CertificateState::NotReady(
+            "the operator has not listed Certificates yet".into(),
+        )),
+        Optionally::Seen(certificate) => Some(routing_status::certificate_state(&certificate)),
+    };
+    if route.listing || certificate.listing {
+        report.requeue = Some(WHILE_LISTING);
+    }
+    Ok(report)
+}
+
+/// Applies the proxy's objects; the Deployment as the API answered, when written.
+async fn apply_proxy(
+    ctx: &Context,
+    app: &MeteorApp,
+    namespace: &str,
+    proxy: ProxyTier,
+    writes: &mut u64,
+) -> Result<Option<Deployment>, kube::Error> {
+    let applier = &ctx.applier;
+    // Its identity first: the pods start with the ServiceAccount and can watch at once.
+    *writes += applier
+        .apply_cached(&ctx.service_accounts, proxy.service_account)
+        .await?
+        .writes();
+    *writes += applier.apply_cached(&ctx.roles, proxy.role).await?.writes();
+    *writes += applier
+        .apply_cached(&ctx.role_bindings, proxy.role_binding)
+        .await?
+        .writes();
+    *writes += applier
+        .apply_cached(&ctx.services, proxy.app_service)
+        .await?
+        .writes();
+    match proxy.disruption_budget {
+        Some(budget) => *writes += applier.apply_cached(&ctx.budgets, budget).await?.writes(),
+        None => {
+            let observed = ctx.observed(&ctx.budgets, namespace, &proxy_name(app));
+            *writes += u64::from(applier.delete(owned(app, observed)).await?);
+        }
+    }
+    let applied = applier
+        .apply_cached(&ctx.deployments, proxy.deployment)
+        .await?;
+    *writes += applied.writes();
+    Ok(applied.written())
+}
+
+/// Deletes the proxy's objects (the Deployment first, so no pod outlives its permissions).
+async fn delete_proxy(
+    ctx: &Context,
+    app: &MeteorApp,
+    namespace: &str,
+    observed_proxy: Option<std::sync::Arc<Deployment>>,
+) -> Result<u64, kube::Error> {
+    let applier = &ctx.applier;
+    let name = proxy_name(app);
+    let mut deletes = u64::from(applier.delete(owned(app, observed_proxy)).await?);
+    let observed = ctx.observed(&ctx.budgets, namespace, &name);
+    deletes += u64::from(applier.delete(owned(app, observed)).await?);
+    let observed = ctx.observed(&ctx.services, namespace, &app_only_service_name(app));
+    deletes += u64::from(applier.delete(owned(app, observed)).await?);
+    let observed = ctx.observed(&ctx.role_bindings, namespace, &name);
+    deletes += u64::from(applier.delete(owned(app, observed)).await?);
+    let observed = ctx.observed(&ctx.roles, namespace, &name);
+    deletes += u64::from(applier.delete(owned(app, observed)).await?);
+    let observed = ctx.observed(&ctx.service_accounts, namespace, &name);
+    deletes += u64::from(applier.delete(owned(app, observed)).await?);
+    Ok(deletes)
+}
+
+enum CookieSecret {
+    /// Ours (requests made: 1 when created now).
+    Ours(u64),
+    /// Someone else's Secret holds the name.
+    Taken(String),
+}
+
+/// Creates the cookie Secret when the cache of the operator's Secrets lacks it. Create-only: a
+/// `409` means it exists, and it is ours only if this MeteorApp controls it.
+async fn create_cookie_secret(
+    ctx: &Context,
+    app: &MeteorApp,
+    namespace: &str,
+) -> Result<CookieSecret, kube::Error> {
+    let name = cookie_secret_name(app);
+    let expected = ctx.applier.expected();
+    if expected
+        .observed(&ctx.owned_secrets, namespace, &name)
+        .is_some()
+    {
+        return Ok(CookieSecret::Ours(0));
+    }
+    let mut random = [0u8; COOKIE_KEY_BYTES];
+    getrandom::fill(&mut random).expect("the OS random number generator works");
+    let secret = cookie_secret(app, &cookie_key_text(&random));
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = PostParams {
+        field_manager: Some(crate::build::meta::FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match api.create(&params, &secret).await {
+        Ok(created) => {
+            tracing::info!(app = %app.name_any(), secret = %name, "generated the proxy's cookie key");
+            // The cache of our Secrets holds metadata only; so does what stands in for it.
+            let mut seen = PartialObjectMeta::<Secret> {
+                metadata: created.metadata,
+                ..Default::default()
+            };
+            super::drift::condense(&mut seen.metadata);
+            expected.written(&seen);
+            Ok(CookieSecret::Ours(1))
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let uid = app.uid().unwrap_or_default();
+            Ok(
+                match foreign_namesake::<Secret>(&ctx.client, namespace, &name, &uid).await? {
+                    Some(message) => CookieSecret::Taken(message),
+                    None => CookieSecret::Ours(0),
+                },
+            )
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The TLS Secret's state, read again only when its resource version changed.
+async fn tls_secret(
+    ctx: &Context,
+    app: &MeteorApp,
+    namespace: &str,
+) -> Result<Option<TlsSecretState>, kube::Error> {
+    let Some(name) = tls_secret_name(app) else {
+        return Ok(None);
+    };
+    let source = (SourceKind::Secret, namespace.to_string(), name.clone());
+    let version = ctx.current_version(&source);
+    if let Some(state) = version.as_ref().and_then(|v| ctx.tls_checked(&source, v)) {
+        return Ok(Some(state));
+    }
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&name)
+        .await?;
+    let state = routing_status::tls_secret_state(secret.as_ref());
+    if let Some(version) = secret.as_ref().and_then(|s| s.resource_version()) {
+        ctx.remember_tls_check(source, version, state.clone());
+    }
+    Ok(Some(state))
+}
+
+/// An optional kind's child, as far as the cluster allows.
+enum Optionally<K> {
+    NotWanted,
+    NotInstalled,
+    /// Installed, but its cache has not listed yet.
+    Listing,
+    Seen(std::sync::Arc<K>),
+}
+
+struct OptionalOutcome<K> {
+    state: Optionally<K>,
+    writes: u64,
+    listing: bool,
+}
+
+/// Applies `desired` (or deletes ours when not wanted) where the cluster has the kind.
+async fn optional_child<K: Child>(
+    ctx: &Context,
+    app: &MeteorApp,
+    namespace: &str,
+    kind: &Optional<K>,
+    desired: Option<K>,
+) -> Result<OptionalOutcome<K>, kube::Error> {
+    let outcome = |state, writes| OptionalOutcome {
+        listing: matches!(state, Optionally::Listing),
+        state,
+        writes,
+    };
+    if !kind.installed() {
+        let state = if desired.is_some() {
+            Optionally::NotInstalled
+        } else {
+            Optionally::NotWanted
+        };
+        return Ok(outcome(state, 0));
+    }
+    if !kind.listed() {
+        let state = if desired.is_some() {
+            Optionally::Listing
+        } else {
+            Optionally::NotWanted
+        };
+        return Ok(outcome(state, 0));
+    }
+    let applier = &ctx.applier;
+    let name = app_name(app);
+    match desired {
+        Some(desired) => {
+            let applied = applier.apply_cached(&kind.store, desired).await?;
+            let writes = applied.writes();
+            let current = applied
+                .written()
+                .map(std::sync::Arc::new)
+                .or_else(|| ctx.observed(&kind.store, namespace, &name));
+            let state = current.map_or(Optionally::NotWanted, Optionally::Seen);
+            Ok(outcome(state, writes))
+        }
+        None => {
+            let observed = ctx.observed(&kind.store, namespace, &name);
+            let writes = u64::from(applier.delete(owned(app, observed)).await?);
+            Ok(outcome(Optionally::NotWanted, writes))
+        }
+    }
+}
+
+/// The first routing child whose name is held by an object this MeteorApp does not control.
+/// Only names missing from the caches are looked up, so a converged app costs nothing.
+async fn namesake(
+    ctx: &Context,
+    app: &MeteorApp,
+    namespace: &str,
+    tier: &RoutingTier,
+) -> Result<Option<String>, kube::Error> {
+    let mut check = Namesakes {
+        ctx,
+        namespace,
+        uid: app.uid().unwrap_or_default(),
+    };
+    if let Some(proxy) = &tier.proxy {
+        let found = [
+            check.of(&ctx.deployments, &proxy.deployment).await?,
+            check.of(&ctx.services, &proxy.app_service).await?,
+            check
+                .of(&ctx.service_accounts, &proxy.service_account)
+                .await?,
+            check.of(&ctx.roles, &proxy.role).await?,
+            check.of(&ctx.role_bindings, &proxy.role_binding).await?,
+        ];
+        if let Some(taken) = found.into_iter().flatten().next() {
+            return Ok(Some(taken));
+        }
+        if let Some(budget) = &proxy.disruption_budget
+            && let Some(taken) = check.of(&ctx.budgets, budget).await?
+        {
+            return Ok(Some(taken));
+        }
+    }
+    if let Some(ingress) = &tier.ingress
+        && let Some(taken) = check.of(&ctx.ingresses, ingress).await?
+    {
+        return Ok(Some(taken));
+    }
+    if let Some(route) = &tier.http_route
+        && ctx.http_routes.installed()
+        && let Some(taken) = check.of(&ctx.http_routes.store, route).await?
+    {
+        return Ok(Some(taken));
+    }
+    if let Some(certificate) = &tier.certificate
+        && ctx.certificates.installed()
+        && let Some(taken) = check.of(&ctx.certificates.store, certificate).await?
+    {
+        return Ok(Some(taken));
+    }
+    Ok(None)
+}
+
+struct Namesakes<'a> {
+    ctx: &'a Context,
+    namespace: &'a str,
+    uid: String,
+}
+
+impl Namesakes<'_> {
+    /// Whether `desired`'s name, missing from `cache`, is held by someone else's object.
+    async fn of<K: Child>(
+        &mut self,
+        cache: &Store<K>,
+        desired: &K,
+    ) -> Result<Option<String>, kube::Error> {
+        let name = desired.name_any();
+        if self.ctx.observed(cache, self.namespace, &name).is_some() {
+            return Ok(None);
+        }
+        foreign_namesake::<K>(&self.ctx.client, self.namespace, &name, &self.uid).await
+    }
+}
+
+fn ready_replicas(deployment: Option<&Deployment>) -> i32 {
+    deployment
+        .and_then(|d| d.status.as_ref()?.ready_replicas)
+        .unwrap_or(0)
+}
+
+/// The first address the Ingress controller reports.
+fn ingress_address(ingress: &Ingress) -> Option<String> {
+    let status = ingress.status.as_ref()?.load_balancer.as_ref()?;
+    let first = status.ingress.as_ref()?.first()?;
+    first.hostname.clone().or_else(|| first.ip.clone())
+}
+
+/// The first address the front Service's load balancer reports.
+fn service_address(service: &Service) -> Option<String> {
+    let status = service.status.as_ref()?.load_balancer.as_ref()?;
+    let first = status.ingress.as_ref()?.first()?;
+    first.hostname.clone().or_else(|| first.ip.clone())
+}
