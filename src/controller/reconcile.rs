@@ -52,7 +52,9 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
     }
     let namespace = app.namespace().ok_or(Error::MissingNamespace)?;
 
-    let outcome = match pass(&app, &ctx, &namespace).await {
+    // Boxed: the whole pass is a large state machine (every API call of every tier), and a
+    // task's stack is only a few MiB.
+    let outcome = match Box::pin(pass(&app, &ctx, &namespace)).await {
         Ok(outcome) => outcome,
         Err(Error::Kube(kube::Error::Api(refusal))) => {
             // Say why on the object (silence is the worst answer), then back off and retry.

@@ -422,6 +422,17 @@ pub fn mongo_secret() -> (StatusCode, serde_json::Value) {
 
 /// The children exactly as a previous reconcile applied them (hash annotations included).
 pub fn applied_children(app: &MeteorApp) -> (Deployment, Service, Option<PodDisruptionBudget>) {
+    let desired = desired_children(app);
+    use meteor_operator::controller::stamped;
+    (
+        stamped(desired.app),
+        stamped(desired.service),
+        desired.disruption_budget.map(stamped),
+    )
+}
+
+/// Every child a reconcile of `app` builds (its Mongo URL Secret as [`mongo_secret`]).
+pub fn desired_children(app: &MeteorApp) -> meteor_operator::build::Desired {
     use meteor_operator::build::{self, Inputs, MongoWiring};
     use meteor_operator::references::{self, Fetched, SourceKind};
     use std::collections::BTreeMap;
@@ -436,13 +447,7 @@ pub fn applied_children(app: &MeteorApp) -> (Deployment, Service, Option<PodDisr
         config_hash: references::resolve(app, &fetched).unwrap(),
         mongo: MongoWiring::for_app(app).unwrap(),
     };
-    let desired = build::desired(app, &inputs);
-    use meteor_operator::controller::stamped;
-    (
-        stamped(desired.app),
-        stamped(desired.service),
-        desired.disruption_budget.map(stamped),
-    )
+    build::desired(app, &inputs)
 }
 
 /// The status a reconcile wrote for `app` running `deployment`, with rollout `history`.

@@ -1,0 +1,619 @@
+//! The routing tier against a scripted API server: what one reconcile asks for on a first visit,
+//! at rest, when the proxy is turned off and on, when the Ingress gives way to an HTTPRoute, on
+//! a cluster without Gateway API, and when a name or the TLS Secret is not what it must be.
+//! Every request is checked against the chart's RBAC, and a Role write against what the operator
+//! itself holds (Kubernetes' escalation check).
+
+mod support;
+
+use http::{Method, StatusCode};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::PartialObjectMeta;
+use meteor_operator::api::{MeteorApp, MeteorAppStatus};
+use meteor_operator::build::routing::{Certificate, HTTPRoute};
+use meteor_operator::controller::{Context, Metrics, Optional, RoutingCaches, stamped};
+use meteor_operator::routing_status::{RouteState, RoutingObservation};
+use std::sync::Arc;
+use support::{
+    DEPLOYMENT, Expect, PDB, Reply, SECRET, SERVICE, STATUS, Transcript, app_from_yaml, condition,
+    default_app, desired_children, minimal_app, mock_client, mongo_secret, not_found,
+    reconcile_with, rolled_out, store_of,
+};
+
+const PROXY: &str = "/apis/apps/v1/namespaces/default/deployments/todos-proxy";
+const APP_SERVICE: &str = "/api/v1/namespaces/default/services/todos-app";
+const ACCOUNT: &str = "/api/v1/namespaces/default/serviceaccounts/todos-proxy";
+const ROLE: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles/todos-proxy";
+const BINDING: &str =
+    "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings/todos-proxy";
+const PROXY_PDB: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/todos-proxy";
+const SECRETS: &str = "/api/v1/namespaces/default/secrets";
+const COOKIE: &str = "/api/v1/namespaces/default/secrets/todos-proxy-cookie";
+const TLS: &str = "/api/v1/namespaces/default/secrets/todos-tls";
+const INGRESS: &str = "/apis/networking.k8s.io/v1/namespaces/default/ingresses/todos";
+const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/todos";
+const CERTIFICATE: &str = "/apis/cert-manager.io/v1/namespaces/default/certificates/todos";
+
+/// Every object a previous reconcile of `app` left, as the caches hold them.
+#[derive(Default)]
+struct Cluster {
+    deployments: Vec<Deployment>,
+    services: Vec<Service>,
+    budgets: Vec<PodDisruptionBudget>,
+    accounts: Vec<ServiceAccount>,
+    roles: Vec<Role>,
+    bindings: Vec<RoleBinding>,
+    ingresses: Vec<Ingress>,
+    routes: Vec<HTTPRoute>,
+    certificates: Vec<Certificate>,
+    /// The operator's Secrets (metadata only): the cookie Secret.
+    secrets: Vec<PartialObjectMeta<Secret>>,
+    /// Whether the cluster has Gateway API's and cert-manager's CRDs.
+    gateway_api: bool,
+    cert_manager: bool,
+}
+
+impl Cluster {
+    /// What a reconcile of `app` applied, its app pods rolled out and `proxy_ready` proxies ready.
+    fn applied(app: &MeteorApp, proxy_ready: i32) -> Self {
+        let desired = desired_children(app);
+        let mut cluster = Cluster {
+            deployments: vec![rolled_out(stamped(desired.app), app.spec.replicas)],
+            services: vec![stamped(desired.service)],
+            budgets: desired.disruption_budget.into_iter().map(stamped).collect(),
+            ..Cluster::default()
+        };
+        let routing = desired.routing;
+        if let Some(proxy) = routing.proxy {
+            let mut deployment = rolled_out(stamped(proxy.deployment), 2);
+            let status = deployment.status.as_mut().unwrap();
+            status.ready_replicas = Some(proxy_ready);
+            cluster.deployments.push(deployment);
+            cluster.services.push(stamped(proxy.app_service));
+            cluster.budgets.extend(proxy.disruption_budget.map(stamped));
+            cluster.accounts.push(stamped(proxy.service_account));
+            cluster.roles.push(stamped(proxy.role));
+            cluster.bindings.push(stamped(proxy.role_binding));
+            let cookie = meteor_operator::build::routing::cookie_secret(app, "00");
+            cluster.secrets.push(PartialObjectMeta {
+                metadata: cookie.metadata,
+                ..Default::default()
+            });
+        }
+        cluster.ingresses.extend(routing.ingress.map(stamped));
+        cluster.routes.extend(routing.http_route.map(stamped));
+        cluster
+            .certificates
+            .extend(routing.certificate.map(stamped));
+        cluster
+    }
+
+    fn context(self, client: kube::Client) -> Arc<Context> {
+        Arc::new(
+            Context::new(
+                client,
+                store_of(self.deployments),
+                store_of(self.services),
+                store_of(self.budgets),
+                Arc::new(Metrics::default()),
+            )
+            .with_mongo_caches(store_of(vec![]), store_of(vec![]), store_of(self.secrets))
+            .with_routing_caches(RoutingCaches {
+                ingresses: store_of(self.ingresses),
+                service_accounts: store_of(self.accounts),
+                roles: store_of(self.roles),
+                role_bindings: store_of(self.bindings),
+                http_routes: optional(self.gateway_api, self.routes),
+                certificates: optional(self.cert_manager, self.certificates),
+            }),
+        )
+    }
+}
+
+/// A cache of a kind whose CRD the cluster has, or lacks.
+fn optional<K: meteor_operator::controller::Child>(
+    installed: bool,
+    objects: Vec<K>,
+) -> Optional<K> {
+    if installed {
+        Optional::installed_with(store_of(objects))
+    } else {
+        Optional::absent()
+    }
+}
+
+fn earlier() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap())
+}
+
+/// The status a reconcile wrote for `app` once it saw `seen`.
+fn settled(app: &MeteorApp, seen: &RoutingObservation) -> MeteorAppStatus {
+    let deployment = rolled_out(stamped(desired_children(app).app), app.spec.replicas);
+    use meteor_operator::status::{self, RolloutState, Verdict};
+    let mut status = status::compute(
+        app,
+        &Verdict::Applied(RolloutState::AsSpecified),
+        Some(&deployment),
+        None,
+        Some(history(&deployment)),
+        &earlier(),
+    );
+    meteor_operator::routing_status::fold_status(&mut status, app, Some(seen), &earlier());
+    status
+}
+
+fn history(deployment: &Deployment) -> meteor_operator::api::RolloutStatus {
+    let facts = meteor_operator::plan::TierFacts::of(deployment);
+    meteor_operator::api::RolloutStatus {
+        available_template: facts.template,
+        available_image: facts.image,
+        ..Default::default()
+    }
+}
+
+fn serving() -> RoutingObservation {
+    RoutingObservation {
+        proxy_ready: 2,
+        ..RoutingObservation::default()
+    }
+}
+
+fn post(path: &str) -> Expect {
+    Expect {
+        method: Method::POST,
+        path: path.into(),
+        reply: Reply::Echo(|_| {}),
+    }
+}
+
+fn missing(path: &str) -> Expect {
+    Expect::get(path, not_found("object", path.rsplit('/').next().unwrap()))
+}
+
+async fn run(app: MeteorApp, cluster: Cluster, script: Vec<Expect>) -> Transcript {
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = cluster.context(client);
+    reconcile_with(app, ctx, &transcript, task, n)
+        .await
+        .expect("reconcile succeeds");
+    transcript
+}
+
+fn with_routing(yaml: &str) -> MeteorApp {
+    app_from_yaml(&format!(
+        r#"
+apiVersion: meteorfleet.dev/v1alpha1
+kind: MeteorApp
+metadata: {{ name: todos }}
+spec:
+  image: ghcr.io/example/todos:1.0.0
+  rootUrl: https://todos.example.com
+  mongo: {{ external: {{ url: {{ name: todos-mongo, key: MONGO_URL }} }} }}
+  routing: {yaml}
+"#
+    ))
+}
+
+/// The proxy's objects missing from the caches are looked up, then created; the cookie Secret
+/// with a fresh 256-bit key; `Ready` waits for a proxy pod.
+#[tokio::test]
+async fn a_first_visit_creates_the_proxy_tier_and_ready_waits_for_a_proxy() {
+    let app = default_app();
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        missing(DEPLOYMENT),
+        missing(SERVICE),
+        missing(PDB),
+        Expect::patch(DEPLOYMENT),
+        // The routing tier: are its names free?
+        missing(PROXY),
+        missing(APP_SERVICE),
+        missing(ACCOUNT),
+        missing(ROLE),
+        missing(BINDING),
+        missing(PROXY_PDB),
+        post(SECRETS),
+        Expect::patch(ACCOUNT),
+        Expect::patch(ROLE),
+        Expect::patch(BINDING),
+        Expect::patch(APP_SERVICE),
+        Expect::patch(PROXY_PDB),
+        Expect::patch(PROXY),
+        // A new front Service selects the proxy pods from the start: nothing served before.
+        Expect::patch(SERVICE),
+        Expect::patch(PDB),
+        Expect::status(&app),
+    ];
+    let transcript = run(app, Cluster::default(), script).await;
+
+    let cookie = transcript.body_of(Method::POST, SECRETS);
+    assert_eq!(cookie["metadata"]["name"], "todos-proxy-cookie");
+    assert_eq!(
+        cookie["metadata"]["ownerReferences"][0]["uid"],
+        support::UID
+    );
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(cookie["data"]["cookie-key"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(key.len(), 64, "32 random bytes, hex");
+    assert!(key.iter().all(u8::is_ascii_hexdigit));
+    assert_ne!(key, vec![b'0'; 64]);
+
+    let role = transcript.body_of(Method::PATCH, ROLE);
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        }])
+    );
+    let front = transcript.body_of(Method::PATCH, SERVICE);
+    assert_eq!(
+        front["spec"]["selector"]["app.kubernetes.io/component"],
+        "proxy"
+    );
+
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Routed")["status"], "False");
+    assert_eq!(condition(&status, "Routed")["reason"], "ProxyNotReady");
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(status["status"]["routing"]["proxyReplicas"], 2);
+    assert_eq!(status["status"]["routing"]["proxyReadyReplicas"], 0);
+}
+
+/// A routed app whose objects all match: no write, and the cookie Secret is not created again.
+#[tokio::test]
+async fn a_routed_app_at_rest_writes_nothing() {
+    let mut app = default_app();
+    app.status = Some(settled(&app, &serving()));
+    let transcript = run(
+        app.clone(),
+        Cluster::applied(&app, 2),
+        vec![Expect::get(SECRET, mongo_secret())],
+    )
+    .await;
+    assert_eq!(transcript.writes(), Vec::<String>::new());
+    let status = app.status.as_ref().unwrap();
+    let routed = status.conditions.iter().find(|c| c.type_ == "Routed");
+    assert_eq!(routed.map(|c| c.status.as_str()), Some("True"));
+}
+
+/// Off: the proxy's objects go (the Deployment first), the front Service selects the app pods
+/// and the app pods lose HTTP_FORWARDED_COUNT; the cookie Secret stays for a later turn on.
+#[tokio::test]
+async fn turning_the_proxy_off_deletes_its_tier_but_keeps_the_cookie_secret() {
+    let on = default_app();
+    let mut off = minimal_app();
+    off.status = Some(settled(&on, &serving()));
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::patch(DEPLOYMENT),
+        Expect::delete(PROXY),
+        Expect::delete(PROXY_PDB),
+        Expect::delete(APP_SERVICE),
+        Expect::delete(BINDING),
+        Expect::delete(ROLE),
+        Expect::delete(ACCOUNT),
+        Expect::patch(SERVICE),
+        Expect::status(&off),
+    ];
+    let transcript = run(off, Cluster::applied(&on, 2), script).await;
+    assert!(
+        !transcript.writes().iter().any(|w| w.contains("/secrets")),
+        "{:?}",
+        transcript.writes()
+    );
+    let front = transcript.body_of(Method::PATCH, SERVICE);
+    assert_eq!(
+        front["spec"]["selector"]["app.kubernetes.io/component"],
+        "app"
+    );
+    let app_pods = transcript.body_of(Method::PATCH, DEPLOYMENT);
+    let env = &app_pods["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        !env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "HTTP_FORWARDED_COUNT"),
+        "{env}"
+    );
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Routed")["status"], "True");
+    assert!(status["status"]["routing"].get("proxyReplicas").is_none());
+}
+
+/// On: the proxy tier is created, but the front Service keeps selecting the app pods until a
+/// proxy pod is ready; then it switches, with nothing else written.
+#[tokio::test]
+async fn turning_the_proxy_on_switches_the_front_service_once_a_proxy_is_ready() {
+    let off = minimal_app();
+    let mut on = default_app();
+    on.status = Some(settled(&off, &RoutingObservation::default()));
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::patch(DEPLOYMENT),
+        missing(PROXY),
+        missing(APP_SERVICE),
+        missing(ACCOUNT),
+        missing(ROLE),
+        missing(BINDING),
+        missing(PROXY_PDB),
+        post(SECRETS),
+        Expect::patch(ACCOUNT),
+        Expect::patch(ROLE),
+        Expect::patch(BINDING),
+        Expect::patch(APP_SERVICE),
+        Expect::patch(PROXY_PDB),
+        Expect::patch(PROXY),
+        // No PATCH of the front Service: no proxy pod is ready.
+        Expect::status(&on),
+    ];
+    let transcript = run(on.clone(), Cluster::applied(&off, 0), script).await;
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Routed")["reason"], "ProxyNotReady");
+
+    // A proxy pod is ready: the front Service switches to the proxy pods.
+    let mut cluster = Cluster::applied(&on, 1);
+    cluster.services[0] = support::applied_children(&off).1;
+    on.status = Some(settled(
+        &on,
+        &RoutingObservation {
+            proxy_ready: 1,
+            ..RoutingObservation::default()
+        },
+    ));
+    let script = vec![Expect::get(SECRET, mongo_secret()), Expect::patch(SERVICE)];
+    let transcript = run(on, cluster, script).await;
+    let front = transcript.body_of(Method::PATCH, SERVICE);
+    assert_eq!(
+        front["spec"]["selector"]["app.kubernetes.io/component"],
+        "proxy"
+    );
+}
+
+/// From an Ingress to an HTTPRoute: the route is created (its name checked first), the Ingress
+/// deleted, and `Routed` waits for the Gateway to accept the route.
+#[tokio::test]
+async fn an_ingress_gives_way_to_an_http_route() {
+    let ingress = with_routing("{ ingress: {} }");
+    let mut gateway =
+        with_routing("{ gateway: { parentRefs: [{ name: edge, namespace: infra }] } }");
+    gateway.status = Some(settled(&ingress, &serving()));
+    let mut cluster = Cluster::applied(&ingress, 2);
+    cluster.gateway_api = true;
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        missing(ROUTE),
+        Expect::delete(INGRESS),
+        Expect::patch(ROUTE),
+        Expect::status(&gateway),
+    ];
+    let transcript = run(gateway, cluster, script).await;
+    let route = transcript.body_of(Method::PATCH, ROUTE);
+    assert_eq!(route["spec"]["parentRefs"][0]["name"], "edge");
+    assert_eq!(route["spec"]["hostnames"][0], "todos.example.com");
+    assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["name"], "todos");
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Routed")["reason"], "RoutePending");
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+}
+
+/// Without Gateway API's CRDs no HTTPRoute is sent; `Routed` and a Warning event say why, and
+/// the proxy keeps serving (`Ready` stays True).
+#[tokio::test]
+async fn without_gateway_api_no_route_is_sent_and_the_status_says_why() {
+    let mut app = with_routing("{ gateway: { parentRefs: [{ name: edge }] } }");
+    app.status = Some(settled(&app, &serving()));
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::status(&app),
+        Expect::event(),
+    ];
+    let transcript = run(app.clone(), Cluster::applied(&app, 2), script).await;
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Routed")["status"], "False");
+    assert_eq!(condition(&status, "Routed")["reason"], "NoGatewayAPI");
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    let event = transcript.event();
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "NoGatewayAPI");
+    assert!(
+        !transcript
+            .seen()
+            .iter()
+            .any(|s| s.path.contains("httproutes"))
+    );
+}
+
+/// A Secret of someone else under the cookie Secret's name: the create is refused (409), the
+/// owner is checked, and nothing of the proxy is written: `NameTaken`, Degraded, one event.
+#[tokio::test]
+async fn a_foreign_secret_under_the_cookie_name_stops_the_proxy_tier() {
+    let mut app = default_app();
+    app.status = Some(settled(&app, &serving()));
+    let mut cluster = Cluster::applied(&app, 2);
+    cluster.secrets.clear();
+    let conflict = serde_json::json!({
+        "apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 409,
+        "reason": "AlreadyExists", "message": "secrets \"todos-proxy-cookie\" already exists",
+    });
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect {
+            method: Method::POST,
+            path: SECRETS.into(),
+            reply: Reply::Json(StatusCode::CONFLICT, conflict),
+        },
+        Expect::get(
+            COOKIE,
+            (
+                StatusCode::OK,
+                support::secret_json("todos-proxy-cookie", &[("cookie-key", "theirs")]),
+            ),
+        ),
+        Expect::status(&app),
+        Expect::event(),
+    ];
+    let transcript = run(app, cluster, script).await;
+    assert_eq!(
+        transcript.writes(),
+        vec![
+            format!("POST {SECRETS}"),
+            format!("PATCH {STATUS}"),
+            "POST /apis/events.k8s.io/v1/namespaces/default/events".to_string()
+        ]
+    );
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Routed")["reason"], "NameTaken");
+    assert_eq!(condition(&status, "Degraded")["status"], "True");
+    assert_eq!(transcript.event()["reason"], "NameTaken");
+}
+
+/// A TLS Secret that is not `kubernetes.io/tls`: `Routed` and `Degraded` name it, one Warning
+/// event (not two), and nothing is rewritten.
+#[tokio::test]
+async fn a_tls_secret_of_the_wrong_type_is_reported_once() {
+    let mut app = with_routing("{ tls: { secretName: todos-tls } }");
+    app.status = Some(settled(
+        &app,
+        &RoutingObservation {
+            tls_secret: Some(meteor_operator::routing_status::TlsSecretState::Valid),
+            ..serving()
+        },
+    ));
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::get(
+            TLS,
+            (
+                StatusCode::OK,
+                support::secret_json("todos-tls", &[("tls.crt", "x"), ("tls.key", "y")]),
+            ),
+        ),
+        Expect::status(&app),
+        Expect::event(),
+    ];
+    let transcript = run(app.clone(), Cluster::applied(&app, 2), script).await;
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Routed")["reason"], "TLSSecretInvalid");
+    assert_eq!(condition(&status, "Degraded")["reason"], "TLSSecretInvalid");
+    let message = condition(&status, "Routed")["message"].as_str().unwrap();
+    assert!(
+        message.contains("todos-tls") && message.contains("kubernetes.io/tls"),
+        "{message}"
+    );
+    assert_eq!(
+        transcript
+            .seen()
+            .iter()
+            .filter(|s| s.path.ends_with("/events"))
+            .count(),
+        1
+    );
+}
+
+/// A Gateway that accepted the route keeps `Routed` True; one that refuses it is a refusal.
+#[test]
+fn route_states_follow_the_gateways_conditions() {
+    let app = with_routing("{ gateway: { parentRefs: [{ name: edge }] } }");
+    let mut route = meteor_operator::build::routing::http_route(&app).unwrap();
+    use meteor_operator::routing_status::route_state;
+    assert_eq!(route_state(&route), RouteState::Pending);
+    route.status = serde_json::from_value(serde_json::json!({
+        "parents": [{ "conditions": [{ "type": "Accepted", "status": "True", "reason": "Accepted" }] }],
+    }))
+    .unwrap();
+    assert!(matches!(route_state(&route), RouteState::Accepted { .. }));
+    route.status = serde_json::from_value(serde_json::json!({
+        "parents": [{ "conditions": [{ "type": "Accepted", "status": "False",
+            "reason": "NotAllowedByListeners", "message": "no listener for todos.example.com" }] }],
+    }))
+    .unwrap();
+    assert_eq!(
+        route_state(&route),
+        RouteState::NotAccepted("NotAllowedByListeners: no listener for todos.example.com".into())
+    );
+}
+
+/// An Ingress class that terminates TLS with a certificate cert-manager issues: both created
+/// (their names checked first), the Ingress's address reported, `Routed` waiting for the
+/// certificate without holding `Ready`.
+#[tokio::test]
+async fn an_ingress_and_its_certificate_are_created_and_the_address_reported() {
+    let mut app = with_routing(
+        "{ ingress: { className: nginx }, tls: { issuerRef: { name: letsencrypt, kind: ClusterIssuer } } }",
+    );
+    app.status = Some(settled(&app, &serving()));
+    let mut cluster = Cluster::applied(&app, 2);
+    cluster.ingresses.clear();
+    cluster.certificates.clear();
+    cluster.cert_manager = true;
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        missing(INGRESS),
+        missing(CERTIFICATE),
+        // cert-manager has not filled it yet: not a refusal, since it is on its way.
+        missing(TLS),
+        Expect {
+            method: Method::PATCH,
+            path: INGRESS.into(),
+            reply: Reply::Echo(|ingress| {
+                ingress["status"] =
+                    serde_json::json!({ "loadBalancer": { "ingress": [{ "ip": "203.0.113.7" }] } });
+            }),
+        },
+        Expect::patch(CERTIFICATE),
+        Expect::status(&app),
+    ];
+    let transcript = run(app, cluster, script).await;
+    let ingress = transcript.body_of(Method::PATCH, INGRESS);
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    assert_eq!(ingress["spec"]["tls"][0]["secretName"], "todos-tls");
+    let certificate = transcript.body_of(Method::PATCH, CERTIFICATE);
+    assert_eq!(certificate["spec"]["secretName"], "todos-tls");
+    assert_eq!(certificate["spec"]["dnsNames"][0], "todos.example.com");
+    assert_eq!(certificate["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(
+        condition(&status, "Routed")["reason"],
+        "CertificateNotReady"
+    );
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(status["status"]["routing"]["address"], "203.0.113.7");
+}
+
+/// A route and a certificate the spec no longer asks for are deleted, and nothing else is.
+#[tokio::test]
+async fn a_route_and_a_certificate_no_longer_wanted_are_deleted() {
+    let mut app = default_app();
+    app.status = Some(settled(&app, &serving()));
+    let mut cluster = Cluster::applied(&app, 2);
+    let before = with_routing("{ gateway: { parentRefs: [{ name: edge }] } }");
+    let issued = with_routing("{ tls: { issuerRef: { name: letsencrypt } } }");
+    cluster
+        .routes
+        .extend(meteor_operator::build::routing::http_route(&before).map(stamped));
+    cluster
+        .certificates
+        .extend(meteor_operator::build::routing::certificate(&issued).map(stamped));
+    cluster.gateway_api = true;
+    cluster.cert_manager = true;
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::delete(ROUTE),
+        Expect::delete(CERTIFICATE),
+    ];
+    let transcript = run(app, cluster, script).await;
+    assert_eq!(
+        transcript.writes(),
+        vec![format!("DELETE {ROUTE}"), format!("DELETE {CERTIFICATE}")]
+    );
+}
