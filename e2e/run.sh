@@ -44,13 +44,21 @@ YAML
         --set image.pullPolicy=IfNotPresent --set logFormat=text \
         --wait --timeout "${E2E_TIMEOUT}s" || fail "helm upgrade --install failed"
       log "ok: helm release ${OPERATOR_RELEASE} installed in ${OPERATOR_NAMESPACE}"
+      # The chart hands its image to the operator as the proxy pods' default image.
+      assert_eq "$(operator_env METEOR_OPERATOR_PROXY_IMAGE)" "${E2E_IMAGE}" \
+        "operator env METEOR_OPERATOR_PROXY_IMAGE (the chart's image, for the proxy pods)"
       ;;
     manifest)
       kubectl apply --server-side --force-conflicts -f "${ROOT}/manifests/install.yaml" >/dev/null \
         || fail "kubectl apply manifests/install.yaml failed"
+      [[ -n "$(operator_env METEOR_OPERATOR_PROXY_IMAGE)" ]] \
+        || fail "manifests/install.yaml: the operator container has no env METEOR_OPERATOR_PROXY_IMAGE (the proxy pods' image)"
       kubectl -n "${OPERATOR_NAMESPACE}" set image "deployment/${OPERATOR_RELEASE}" "operator=${E2E_IMAGE}" >/dev/null \
         || fail "cannot set the operator image"
-      log "ok: manifests/install.yaml applied (image ${E2E_IMAGE})"
+      # Retagging the operator means retagging the proxy too: they are one image.
+      kubectl -n "${OPERATOR_NAMESPACE}" set env "deployment/${OPERATOR_RELEASE}" -c operator \
+        "METEOR_OPERATOR_PROXY_IMAGE=${E2E_IMAGE}" >/dev/null || fail "cannot set METEOR_OPERATOR_PROXY_IMAGE"
+      log "ok: manifests/install.yaml applied (image ${E2E_IMAGE}, also the proxy image)"
       ;;
     *) fail "E2E_INSTALL must be helm or manifest, not '${E2E_INSTALL}'" ;;
   esac
@@ -129,12 +137,14 @@ install_local() {
   stop_local_operator
   mkdir -p "${E2E_OUT}"
   # Same as `cargo run -- run --leader-elect=false`, without cargo in between (so the pid is the
-  # operator's own).
+  # operator's own). The proxy pods it creates run E2E_IMAGE, as the chart would tell it: load
+  # that image into the cluster (e2e/README.md).
   RUST_LOG="${RUST_LOG:-info,meteor_operator=debug}" POD_NAME="e2e-local" \
+    METEOR_OPERATOR_PROXY_IMAGE="${E2E_IMAGE}" \
     "${bin}" run --leader-elect=false --admin-addr="${E2E_ADMIN_ADDR}" --log-format=text \
     >"${E2E_OUT}/operator.log" 2>&1 &
   echo $! >"${E2E_OUT}/operator.pid"
-  log "operator started locally (pid $!, log e2e/_out/operator.log)"
+  log "operator started locally (pid $!, log e2e/_out/operator.log, proxy image ${E2E_IMAGE})"
   local deadline=$((SECONDS + 120))
   until python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
     "http://${E2E_ADMIN_ADDR}/readyz" >/dev/null 2>&1; do
@@ -143,6 +153,12 @@ install_local() {
     sleep 2
   done
   log "ok: local operator ready (http://${E2E_ADMIN_ADDR}/readyz)"
+}
+
+# operator_env NAME: the value of env NAME of the in-cluster operator's container ('' if unset).
+operator_env() {
+  kubectl -n "${OPERATOR_NAMESPACE}" get "deployment/${OPERATOR_RELEASE}" \
+    -o "jsonpath={.spec.template.spec.containers[?(@.name==\"operator\")].env[?(@.name==\"$1\")].value}" 2>/dev/null || true
 }
 
 # can_i WANT VERB RESOURCE NAMESPACE [SUBRESOURCE]: kubectl auth can-i as the operator's
@@ -174,11 +190,18 @@ scenario_basic() {
   apply_app
   wait_until 60 "Deployment ${APP} created" exists "deployment/${APP}"
   wait_until 60 "Service ${APP} created" exists "service/${APP}"
-  local uid selector
+  local uid selector proxy_selector
   uid="$(get "meteorapp/${APP}" '{.metadata.uid}')"
   selector="app.kubernetes.io/name=meteor,app.kubernetes.io/instance=${APP},app.kubernetes.io/component=app,app.kubernetes.io/managed-by=meteor-operator"
+  proxy_selector="${selector/component=app/component=proxy}"
+  # The proxy is on by default: the front door `e2e-app` selects the proxy pods, and `e2e-app-app`
+  # the app pods (the Service whose EndpointSlices the proxy follows).
+  wait_until 60 "Service ${APP}-app created" exists "service/${APP}-app"
   assert_eq "$(k get deployments -l "${selector}" -o name)" "deployment.apps/${APP}" "Deployments labelled ${selector}"
-  assert_eq "$(k get services -l "${selector}" -o name)" "service/${APP}" "Services labelled ${selector}"
+  assert_eq "$(k get services -l "${selector}" -o name)" "service/${APP}-app" "Services labelled ${selector}"
+  wait_until 60 "Deployment ${APP}-proxy created" exists "deployment/${APP}-proxy"
+  assert_eq "$(k get deployments -l "${proxy_selector}" -o name)" "deployment.apps/${APP}-proxy" "Deployments labelled ${proxy_selector}"
+  assert_eq "$(k get services -l "${proxy_selector}" -o name)" "service/${APP}" "Services labelled ${proxy_selector}"
   assert_owned "deployment/${APP}" "${uid}"
   assert_owned "service/${APP}" "${uid}"
 
@@ -194,29 +217,81 @@ scenario_basic() {
   json_check "service/${APP}" \
     "any(m.get('manager') == 'meteor-operator' and m.get('operation') == 'Apply' for m in o['metadata']['managedFields'])" \
     "service/${APP} managedFields has manager meteor-operator, operation Apply"
-  # The Service reaches exactly the 2 ready app pods, on the app port.
-  wait_until 60 "Service ${APP} has 2 ready endpoints on port 3000" service_endpoints_are 2 3000
+  # The app-only Service reaches exactly the 2 ready app pods, on the app port.
+  wait_until 60 "Service ${APP}-app has 2 ready endpoints on port 3000" endpoints_are "${APP}-app" 2 3000
   log "ok: app pods run under the namespace's restricted Pod Security Standard"
+  # The proxy tier with its defaults (2 replicas of the operator's image, in front of the app).
+  check_proxy_tier "${APP}" 2
 }
 
-# assert_owned RESOURCE UID: RESOURCE has a controller ownerReference to the MeteorApp.
+# assert_owned RESOURCE UID [APP]: RESOURCE has a controller ownerReference to the MeteorApp
+# (default ${APP}).
 assert_owned() {
+  local app="${3:-${APP}}"
   json_check "$1" \
-    "any(r['kind'] == 'MeteorApp' and r['apiVersion'] == 'meteorfleet.dev/v1alpha1' and r['name'] == '${APP}' and r['uid'] == '$2' and r.get('controller') for r in o['metadata'].get('ownerReferences', []))" \
-    "$1 is controlled by meteorapp/${APP}"
+    "any(r['kind'] == 'MeteorApp' and r['apiVersion'] == 'meteorfleet.dev/v1alpha1' and r['name'] == '${app}' and r['uid'] == '$2' and r.get('controller') for r in o['metadata'].get('ownerReferences', []))" \
+    "$1 is controlled by meteorapp/${app}"
 }
 
-# service_endpoints_are COUNT PORT: the app Service's EndpointSlices hold COUNT ready endpoints.
-service_endpoints_are() {
-  local json
-  json="$(k get endpointslices -l "kubernetes.io/service-name=${APP}" -o json)" || return 1
-  python3 -c '
-import json, sys
-items = json.loads(sys.stdin.read())["items"]
-ready = [e for s in items for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
-ports = {p.get("port") for s in items for p in s.get("ports") or []}
-sys.exit(0 if len(ready) == int(sys.argv[1]) and ports == {int(sys.argv[2])} else 1)
-' "$1" "$2" <<<"${json}"
+# check_proxy_tier NAME APP_PODS: meteorapp/NAME (routing.proxy on, default replicas 2) has its
+# proxy tier, owned by it: Deployment NAME-proxy (2 ready pods of the operator's image E2E_IMAGE
+# running `proxy`, readiness /-/healthz on the admin port 9090, HTTP on 8080), the front Service
+# NAME selecting the proxy pods (port 80 -> http only: the admin port is never exposed), the
+# app-only Service NAME-app (APP_PODS ready endpoints on the app port 3000) that the proxy
+# follows, PodDisruptionBudget, ServiceAccount, Role (get/list/watch EndpointSlices, nothing
+# else) and RoleBinding NAME-proxy, the cookie Secret NAME-proxy-cookie; Routed=True and
+# status.routing 2/2.
+check_proxy_tier() {
+  local name="$1" app_pods="$2" uid res
+  uid="$(get "meteorapp/${name}" '{.metadata.uid}')"
+  for res in $(proxy_objects "${name}") "secret/${name}-proxy-cookie"; do
+    wait_until 60 "${res} created" exists "${res}"
+    assert_owned "${res}" "${uid}" "${name}"
+  done
+  json_verify "deployment/${name}-proxy" "
+s = o['spec']
+t = s['template']
+c = t['spec']['containers'][0]
+ports = {p['name']: p['containerPort'] for p in c.get('ports') or []}
+probe = (c.get('readinessProbe') or {}).get('httpGet') or {}
+args = c.get('args') or []
+ok = (s['replicas'] == 2 and t['metadata']['labels'].get('app.kubernetes.io/component') == 'proxy'
+      and c['image'] == '${E2E_IMAGE}' and args[:1] == ['proxy'] and '--service' in args
+      and args[args.index('--service') + 1] == '${NS}/${name}-app'
+      and ports.get('http') == 8080 and ports.get('admin') == 9090
+      and probe.get('path') == '/-/healthz' and probe.get('port') in ('admin', 9090)
+      and t['spec'].get('serviceAccountName') == '${name}-proxy')" \
+    "deployment/${name}-proxy: 2 replicas of ${E2E_IMAGE} running 'proxy --service ${NS}/${name}-app', http 8080, admin 9090, readiness /-/healthz on admin, ServiceAccount ${name}-proxy"
+  json_verify "service/${name}" "
+s = o['spec']
+ok = (s['selector'] == {'app.kubernetes.io/name': 'meteor', 'app.kubernetes.io/instance': '${name}', 'app.kubernetes.io/component': 'proxy'}
+      and [(p.get('name'), p['port'], p.get('targetPort')) for p in s['ports']] == [('http', 80, 'http')])" \
+    "service/${name} (the front door) selects the proxy pods; its only port is http 80 -> http (no admin port)"
+  json_verify "service/${name}-app" "
+s = o['spec']
+ok = (s['selector'] == {'app.kubernetes.io/name': 'meteor', 'app.kubernetes.io/instance': '${name}', 'app.kubernetes.io/component': 'app'}
+      and [(p.get('name'), p.get('targetPort')) for p in s['ports']] == [('http', 'http')])" \
+    "service/${name}-app selects the app pods, port http"
+  json_verify "role/${name}-proxy" "
+rules = [(r.get('apiGroups'), r.get('resources'), sorted(r.get('verbs') or []), r.get('resourceNames')) for r in o.get('rules') or []]
+ok = rules == [(['discovery.k8s.io'], ['endpointslices'], ['get', 'list', 'watch'], None)]" \
+    "role/${name}-proxy grants get/list/watch on endpointslices and nothing else"
+  json_verify "rolebinding/${name}-proxy" "
+subjects = [(x['kind'], x['name'], x.get('namespace')) for x in o.get('subjects') or []]
+ok = (o['roleRef']['kind'] == 'Role' and o['roleRef']['name'] == '${name}-proxy'
+      and subjects == [('ServiceAccount', '${name}-proxy', '${NS}')])" \
+    "rolebinding/${name}-proxy binds the Role to ServiceAccount ${name}-proxy"
+  json_verify "poddisruptionbudget/${name}-proxy" \
+    "ok = o['spec']['selector']['matchLabels'].get('app.kubernetes.io/component') == 'proxy'" \
+    "poddisruptionbudget/${name}-proxy covers the proxy pods"
+  json_verify "secret/${name}-proxy-cookie" \
+    "ok = len(base64.b64decode((o.get('data') or {}).get('cookie-key', ''))) >= 16" \
+    "secret/${name}-proxy-cookie holds a cookie-key of at least 16 bytes"
+  wait_until 120 "Service ${name} (the front door) has 2 ready proxy endpoints on port 8080" endpoints_are "${name}" 2 8080
+  wait_until 120 "Service ${name}-app has ${app_pods} ready endpoints on port 3000" endpoints_are "${name}-app" "${app_pods}" 3000
+  wait_until 60 "meteorapp/${name} Routed=True" condition_is "meteorapp/${name}" Routed True
+  # Progress figures are written at most every 10 s.
+  wait_field 60 "meteorapp/${name}" '{.status.routing.proxyReplicas}/{.status.routing.proxyReadyReplicas}' 2/2
 }
 
 scenario_scale() {
@@ -232,6 +307,7 @@ scenario_scale() {
   wait_field 60 "deployment/${APP}" '{.spec.replicas}' 1
   wait_until 60 "PodDisruptionBudget ${APP} deleted at 1 replica" absent "poddisruptionbudget/${APP}"
   wait_ready "meteorapp/${APP}"
+  assert_exists "poddisruptionbudget/${APP}-proxy" # the proxy still runs 2 replicas
 
   k scale "meteorapp/${APP}" --replicas=0 >/dev/null || fail "kubectl scale --replicas=0 failed"
   wait_field 60 "deployment/${APP}" '{.spec.replicas}' 0
@@ -239,9 +315,23 @@ scenario_scale() {
   assert_exists "deployment/${APP}"
   assert_exists "service/${APP}"
   assert_eq "$(get "deployment/${APP}" '{.spec.replicas}')" 0 "parked deployment/${APP} spec.replicas"
+  # A parked app behind the proxy: a short 503 at once, not a hang.
+  assert_eq "$(get "deployment/${APP}-proxy" '{.spec.replicas}')" 2 "deployment/${APP}-proxy spec.replicas while parked"
+  trap stop_port_forwards EXIT
+  port_forward front "svc/${APP}" 80
+  wait_until 60 "the proxy answers 503 with a short body while ${APP} is parked" parked_answer "${PF_URL[front]}/"
+  stop_port_forward front
 
   apply_app # back to 2 replicas
   wait_ready "meteorapp/${APP}"
+}
+
+# parked_answer URL: GET URL answers 503 within 5 s, with a body under 1 KiB.
+parked_answer() {
+  http_get "$1" | python3 -c '
+import json, sys
+o = json.load(sys.stdin)
+sys.exit(0 if o["status"] == 503 and len(o["body"]) < 1024 else 1)'
 }
 
 scenario_workers() {
@@ -255,7 +345,7 @@ scenario_workers() {
   k rollout status "deployment/${worker}" --timeout="${E2E_TIMEOUT}s" >/dev/null || fail "deployment/${worker} did not roll out"
   log "ok: deployment/${worker} rolled out"
   no_service_selects "deployment/${worker}"
-  wait_until 60 "Service ${APP} still has exactly the 2 app endpoints" service_endpoints_are 2 3000
+  wait_until 60 "Service ${APP}-app still has exactly the 2 app endpoints" endpoints_are "${APP}-app" 2 3000
 
   patch_app '{"spec":{"workers":{"replicas":0}}}'
   wait_until 60 "Deployment ${worker} deleted at 0 workers" absent "deployment/${worker}"
@@ -449,7 +539,7 @@ scenario_rollback() {
   wait_until 60 "a Warning event RolledBack on meteorapp/${APP}" has_warning_event "${APP}" RolledBack
   wait_serving "${E2E_TIMEOUT}" "2 ready app pods run ${GOOD_IMAGE} (the failed pod is gone)" \
     app_pods_are 2 'p["spec"]["containers"][0]["image"] == arg' "${GOOD_IMAGE}"
-  wait_serving 60 "Service ${APP} has 2 ready endpoints on port 3000" service_endpoints_are 2 3000
+  wait_serving 60 "Service ${APP}-app has 2 ready endpoints on port 3000" endpoints_are "${APP}-app" 2 3000
 
   # It stays there: the spec still asks for the failed template, nothing is written.
   local deployment_generation
@@ -511,7 +601,7 @@ scenario_drift() {
   assert_operator_owns "deployment/${APP}" f:spec f:replicas
   wait_until 120 "deployment/${APP} settled at 2 replicas" app_settled
 
-  # 2. The Service selector.
+  # 2. The front Service's selector (the proxy pods, the proxy being on by default).
   local selector edited
   selector="$(get "service/${APP}" '{.spec.selector}')"
   edited="$(k patch "service/${APP}" --type=merge -p '{"spec":{"selector":{"app.kubernetes.io/component":"drifted"}}}' \
@@ -519,7 +609,7 @@ scenario_drift() {
   assert_eq "${edited}" drifted "service/${APP} selector component after kubectl patch"
   wait_field 30 "service/${APP}" '{.spec.selector}' "${selector}"
   assert_operator_owns "service/${APP}" f:spec f:selector f:app.kubernetes.io/component
-  wait_until 60 "Service ${APP} has 2 ready endpoints on port 3000 again" service_endpoints_are 2 3000
+  wait_until 60 "Service ${APP} has the 2 ready proxy endpoints on port 8080 again" endpoints_are "${APP}" 2 8080
 
   # 3. kubectl rollout undo, once the Deployment has a second template to go back to.
   local before
@@ -544,7 +634,8 @@ scenario_drift() {
   # 4. A steady app makes no write.
   wait_until 120 "deployment/${APP} settled" app_settled
   wait_app_settled
-  assert_no_writes 20 "deployment/${APP}" "service/${APP}" "meteorapp/${APP}"
+  assert_no_writes 20 "deployment/${APP}" "service/${APP}" "meteorapp/${APP}" \
+    "deployment/${APP}-proxy" "service/${APP}-app" "poddisruptionbudget/${APP}-proxy" "secret/${APP}-proxy-cookie"
 
   apply_app # takes back spec.env
   wait_rolled_out
@@ -612,7 +703,8 @@ scenario_delete() {
 
   k delete "meteorapp/${APP}" --timeout=120s >/dev/null || fail "kubectl delete meteorapp/${APP} failed"
   local res
-  for res in "deployment/${APP}" "deployment/${APP}-worker" "service/${APP}" "poddisruptionbudget/${APP}"; do
+  for res in "deployment/${APP}" "deployment/${APP}-worker" "service/${APP}" "poddisruptionbudget/${APP}" \
+    $(proxy_objects "${APP}") "secret/${APP}-proxy-cookie"; do
     wait_until 120 "${res} garbage-collected" absent "${res}"
   done
   assert_exists secret/e2e-mongo
@@ -755,6 +847,8 @@ PY
 }
 
 # fleet_manifests PREFIX N: N MeteorApps of one small whoami pod each, labelled e2e-fleet=PREFIX.
+# Without the proxy: two proxy pods per app would triple the pods, and the fleet measures the
+# operator, not the routing tier (the routing scenario does that).
 fleet_manifests() {
   # Small requests so that hundreds of whoami pods fit on kind nodes.
   python3 - "$1" "$2" <<'PY'
@@ -773,6 +867,7 @@ spec:
   env: [{{name: WHOAMI_PORT_NUMBER, value: "3000"}}]
   resources: {{requests: {{cpu: 5m, memory: 16Mi}}, limits: {{memory: 64Mi}}}}
   rollout: {{drainSeconds: 0, shutdownSeconds: 5}}
+  routing: {{proxy: {{enabled: false}}}}
   mongo: {{external: {{url: {{name: e2e-mongo, key: MONGO_URL}}}}}}""")
 PY
 }
