@@ -977,7 +977,7 @@ import signal, subprocess, sys, time
 ns, selector, path = sys.argv[1:4]
 watch = subprocess.Popen(
     ["kubectl", "-n", ns, "get", "pods", "-l", selector, "--watch",
-     "-o", 'jsonpath={.metadata.name}{" "}{.metadata.deletionTimestamp}{"\n"}'],
+     "-o", r'jsonpath={.metadata.name}{" "}{.metadata.deletionTimestamp}{"\n"}'],
     stdout=subprocess.PIPE, text=True)
 def stop(*_):
     watch.terminate()

@@ -51,6 +51,8 @@ def main():
     def verdict(s):
         """(outcome, detail): held, misrouted, dropped, unopened."""
         own = s.get("backend")
+        if not own:
+            return "unopened", s.get("error")
         left = terminating.get(own)
         for f in s.get("foreign") or []:
             if left is None or f["t"] < left + drain - SLACK:
@@ -58,8 +60,6 @@ def main():
                 return "misrouted", f"{s['kind']} via {s['via']}, session {s['session']} of {own}: {f['what']} while {own} was {state}"
         if s.get("outcome") == "held":
             return "held", None
-        if not own:
-            return "unopened", s.get("error")
         if s.get("foreign"):
             return "dropped", f"re-pinned after {own} left ({s['foreign'][0]['what']})"
         return "dropped", s.get("error")
