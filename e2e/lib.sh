@@ -14,6 +14,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 # E2E_TIMEOUT       seconds for an app to become Ready (default 300).
 # E2E_ADMIN_ADDR    admin address of a local operator (default 127.0.0.1:18080).
 # E2E_FAILOVER_SECONDS  bound of the failover scenario (default 60).
+# E2E_SOCKJS_IMAGE  app image of the routing scenario (default meteor-e2e-sockjs:e2e, built from
+#                   e2e/routing/Dockerfile and loaded into kind as e2e/README.md says).
+# The proxy pods run E2E_IMAGE in both modes: the chart hands it to the operator
+# (METEOR_OPERATOR_PROXY_IMAGE), and a local operator is given it the same way.
 E2E_OPERATOR="${E2E_OPERATOR:-incluster}"
 E2E_INSTALL="${E2E_INSTALL:-helm}"
 E2E_IMAGE="${E2E_IMAGE:-meteor-operator:e2e}"
@@ -21,6 +25,7 @@ E2E_NAMESPACE="${E2E_NAMESPACE:-meteor-e2e}"
 E2E_KEEP="${E2E_KEEP:-0}"
 E2E_TIMEOUT="${E2E_TIMEOUT:-300}"
 E2E_ADMIN_ADDR="${E2E_ADMIN_ADDR:-127.0.0.1:18080}"
+E2E_SOCKJS_IMAGE="${E2E_SOCKJS_IMAGE:-meteor-e2e-sockjs:e2e}"
 OPERATOR_NAMESPACE="meteor-system"
 OPERATOR_RELEASE="meteor-operator"
 OPERATOR_SA="system:serviceaccount:${OPERATOR_NAMESPACE}:${OPERATOR_RELEASE}"
@@ -28,7 +33,7 @@ E2E_DIR="${ROOT}/e2e"
 E2E_OUT="${E2E_DIR}/_out"
 APP="e2e-app"
 NS="${E2E_NAMESPACE}"
-export E2E_OPERATOR E2E_INSTALL E2E_IMAGE E2E_NAMESPACE E2E_KEEP E2E_TIMEOUT E2E_ADMIN_ADDR NS APP
+export E2E_OPERATOR E2E_INSTALL E2E_IMAGE E2E_NAMESPACE E2E_KEEP E2E_TIMEOUT E2E_ADMIN_ADDR E2E_SOCKJS_IMAGE NS APP
 
 # --- logging and assertions ------------------------------------------------------------------
 log() { printf '    %s\n' "$*"; }
@@ -232,6 +237,20 @@ sys.exit(0 if eval(sys.argv[1]) else 1)
   log "ok: $3"
 }
 
+# json_verify RESOURCE PYTHON_CODE MESSAGE: runs PYTHON_CODE (statements) with `o` bound to the
+# object's JSON (modules json and base64 at hand); it must set `ok` to a true value.
+json_verify() {
+  local json
+  json="$(k get "$1" -o json)" || fail "cannot get $1"
+  python3 -c '
+import base64, json, sys
+scope = {"o": json.loads(sys.stdin.read()), "json": json, "base64": base64}
+exec(sys.argv[1], scope)
+sys.exit(0 if scope.get("ok") else 1)
+' "$2" <<<"${json}" || fail "$3: not so; $1 is: $(k get "$1" -o json | head -c 1500)"
+  log "ok: $3"
+}
+
 # --- app helpers -----------------------------------------------------------------------------
 
 # apply_app: (re)applies e2e/testdata/app.yaml, taking back fields that scenarios changed.
@@ -292,9 +311,12 @@ sys.exit(0 if len(pods) == int(sys.argv[1]) and all(ready(p) and eval(sys.argv[2
 
 # app_settled: the app Deployment's controller saw its spec, every replica is updated, ready and
 # available, none is terminating, and no app pod is left terminating.
-app_settled() {
+app_settled() { deployment_settled "deployment/${APP}" "${APP_PODS}"; }
+
+# deployment_settled DEPLOYMENT SELECTOR: app_settled for any Deployment and its pods.
+deployment_settled() {
   local json stamps
-  json="$(k get "deployment/${APP}" -o json)" || return 1
+  json="$(k get "$1" -o json)" || return 1
   python3 -c '
 import json, sys
 d = json.loads(sys.stdin.read())
@@ -303,7 +325,7 @@ sys.exit(0 if s.get("observedGeneration") == d["metadata"]["generation"]
          and all(s.get(k, 0) == want for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas"))
          and not s.get("unavailableReplicas") and not s.get("terminatingReplicas") else 1)
 ' <<<"${json}" || return 1
-  stamps="$(k get pods -l "${APP_PODS}" -o 'jsonpath={.items[*].metadata.deletionTimestamp}')" || return 1
+  stamps="$(k get pods -l "$2" -o 'jsonpath={.items[*].metadata.deletionTimestamp}')" || return 1
   [[ -z "${stamps// /}" ]]
 }
 
@@ -312,6 +334,27 @@ wait_app_settled() {
   wait_until "${E2E_TIMEOUT}" "deployment/${APP} settled (rolled out, no pod terminating)" app_settled
   wait_ready "meteorapp/${APP}"
   wait_condition 60 "meteorapp/${APP}" Progressing False RolloutComplete
+}
+
+# endpoints_are SERVICE COUNT PORT: the Service's EndpointSlices hold COUNT ready endpoints, all
+# on PORT (the target container port).
+endpoints_are() {
+  local json
+  json="$(k get endpointslices -l "kubernetes.io/service-name=$1" -o json)" || return 1
+  python3 -c '
+import json, sys
+items = json.loads(sys.stdin.read())["items"]
+ready = [e for s in items for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
+ports = {p.get("port") for s in items for p in s.get("ports") or []}
+sys.exit(0 if len(ready) == int(sys.argv[1]) and ports == {int(sys.argv[2])} else 1)
+' "$2" "$3" <<<"${json}"
+}
+
+# The app's proxy tier (routing.proxy on, the default): Deployment, PDB, ServiceAccount, Role and
+# RoleBinding NAME-proxy; the app-only Service NAME-app; the cookie Secret NAME-proxy-cookie.
+proxy_objects() { # NAME
+  echo "deployment/$1-proxy" "poddisruptionbudget/$1-proxy" "serviceaccount/$1-proxy" "role/$1-proxy" \
+    "rolebinding/$1-proxy" "service/$1-app"
 }
 
 ensure_mongo_secret() {
@@ -323,9 +366,11 @@ ensure_mongo_secret() {
 # diagnostics: what a failing scenario leaves behind, for the log.
 diagnostics() {
   echo "    --- diagnostics (${NS}) ---"
-  k get meteorapps,deployments,services,poddisruptionbudgets,pods -o wide 2>&1 | sed 's/^/    /' || true
+  k get meteorapps,deployments,services,endpointslices,poddisruptionbudgets,pods -o wide 2>&1 | sed 's/^/    /' || true
   k get meteorapps -o yaml 2>/dev/null | sed -n '/^  status:/,/^- /p' | head -60 | sed 's/^/    /' || true
   k get events --sort-by=.lastTimestamp 2>/dev/null | tail -20 | sed 's/^/    /' || true
+  echo "    --- proxy pods' logs (last 10 lines each) ---"
+  k logs -l app.kubernetes.io/component=proxy --prefix --tail=10 --max-log-requests=20 2>&1 | sed 's/^/    /' || true
   echo "    --- operator log (last 40 lines) ---"
   operator_logs 2>&1 | tail -40 | sed 's/^/    /' || true
 }
@@ -336,4 +381,97 @@ operator_logs() {
   else
     kubectl -n "${OPERATOR_NAMESPACE}" logs "deployment/${OPERATOR_RELEASE}" --tail=200
   fi
+}
+
+# --- port-forwards and HTTP (routing) ---------------------------------------------------------
+
+# Background `kubectl port-forward`s of the current scenario, by name: local URL and pid.
+declare -A PF_URL=() PF_PID=()
+
+# port_forward NAME TARGET PORT: kubectl port-forward TARGET (pod/..., svc/...) :PORT on a free
+# local port of 127.0.0.1, in the background; PF_URL[NAME] is then http://127.0.0.1:LOCAL.
+# Bounded: fails when kubectl has not reported the forward within 30 s. stop_port_forward(s) end it.
+port_forward() {
+  local name="$1" target="$2" port="$3" log="${E2E_OUT}/port-forward-$1.log" local_port=""
+  stop_port_forward "${name}"
+  mkdir -p "${E2E_OUT}"
+  # kubectl itself, not the function k: $! must be the pid of kubectl, not of a subshell.
+  kubectl -n "${NS}" port-forward "${target}" ":${port}" --address=127.0.0.1 >"${log}" 2>&1 &
+  PF_PID["${name}"]=$!
+  local deadline=$((SECONDS + 30))
+  until [[ -n "${local_port}" ]]; do
+    kill -0 "${PF_PID["${name}"]}" 2>/dev/null || fail "kubectl port-forward ${target} :${port} exited: $(tail -3 "${log}")"
+    ((SECONDS < deadline)) || fail "kubectl port-forward ${target} :${port} reported no local port within 30s: $(tail -3 "${log}")"
+    sleep 0.5
+    local_port="$(sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9][0-9]*\) -> .*/\1/p' "${log}" | head -1)"
+  done
+  PF_URL["${name}"]="http://127.0.0.1:${local_port}"
+  log "port-forward ${name}: ${target} port ${port} on ${PF_URL["${name}"]}"
+}
+
+# port_forward_alive NAME: the port-forward still runs.
+port_forward_alive() { [[ -n "${PF_PID["$1"]:-}" ]] && kill -0 "${PF_PID["$1"]}" 2>/dev/null; }
+
+stop_port_forward() { # NAME
+  local pid="${PF_PID["$1"]:-}"
+  if [[ -n "${pid}" ]]; then
+    kill "${pid}" 2>/dev/null || true
+    wait "${pid}" 2>/dev/null || true
+  fi
+  unset "PF_PID[$1]" "PF_URL[$1]"
+}
+
+stop_port_forwards() {
+  local name
+  for name in "${!PF_PID[@]}"; do stop_port_forward "${name}"; done
+}
+
+# http_get URL [COOKIE]: one GET (5 s timeout); prints {"status", "headers" (lower-case names;
+# set-cookie a list), "body"} as JSON. A network error is status 0 and the error as body.
+http_get() {
+  python3 - "$1" "${2:-}" <<'PY'
+import http.client, json, sys, urllib.parse
+url, cookie = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2]
+try:
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+    conn.request("GET", url.path + ("?" + url.query if url.query else ""), headers={"Cookie": cookie} if cookie else {})
+    res = conn.getresponse()
+    headers = {}
+    for name, value in res.getheaders():
+        name = name.lower()
+        if name == "set-cookie":
+            headers.setdefault(name, []).append(value)
+        else:
+            headers[name] = value
+    print(json.dumps({"status": res.status, "headers": headers, "body": res.read().decode(errors="replace")}))
+except OSError as e:
+    print(json.dumps({"status": 0, "headers": {}, "body": str(e)}))
+PY
+}
+
+# py_check JSON PYTHON_EXPR MESSAGE [ARG...]: PYTHON_EXPR (may span lines) true with `o` bound
+# to the parsed JSON and `args` to ARG...; else fail with MESSAGE and the JSON.
+py_check() {
+  local json="$1" expr="$2" what="$3"
+  shift 3
+  python3 -c '
+import json, sys
+o = json.loads(sys.stdin.read())
+args = sys.argv[2:]
+sys.exit(0 if eval("(" + sys.argv[1].strip() + ")") else 1)
+' "${expr}" "$@" <<<"${json}" || fail "${what}: ${json:0:600}"
+  log "ok: ${what}"
+}
+
+# pull_problems SELECTOR: "pod: reason (image)" for each container of the selected pods that
+# cannot get its image; empty when none.
+pull_problems() {
+  k get pods -l "$1" -o json 2>/dev/null | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["items"]:
+    for c in (p.get("status") or {}).get("containerStatuses") or []:
+        w = (c.get("state") or {}).get("waiting") or {}
+        if w.get("reason") in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"):
+            print("%s: %s (%s)" % (p["metadata"]["name"], w["reason"], c.get("image")))
+' 2>/dev/null || true
 }

@@ -8,7 +8,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SCENARIOS=(install basic scale workers settings invalid rollback drift readiness-generation delete failover fleet)
+SCENARIOS=(install basic scale workers settings invalid rollback drift readiness-generation routing delete failover fleet)
 
 # === scenarios ===================================================================================
 # Each runs in its own subshell with set -e; `fail` ends it. Later scenarios (re)create what they
@@ -44,13 +44,21 @@ YAML
         --set image.pullPolicy=IfNotPresent --set logFormat=text \
         --wait --timeout "${E2E_TIMEOUT}s" || fail "helm upgrade --install failed"
       log "ok: helm release ${OPERATOR_RELEASE} installed in ${OPERATOR_NAMESPACE}"
+      # The chart hands its image to the operator as the proxy pods' default image.
+      assert_eq "$(operator_env METEOR_OPERATOR_PROXY_IMAGE)" "${E2E_IMAGE}" \
+        "operator env METEOR_OPERATOR_PROXY_IMAGE (the chart's image, for the proxy pods)"
       ;;
     manifest)
       kubectl apply --server-side --force-conflicts -f "${ROOT}/manifests/install.yaml" >/dev/null \
         || fail "kubectl apply manifests/install.yaml failed"
+      [[ -n "$(operator_env METEOR_OPERATOR_PROXY_IMAGE)" ]] \
+        || fail "manifests/install.yaml: the operator container has no env METEOR_OPERATOR_PROXY_IMAGE (the proxy pods' image)"
       kubectl -n "${OPERATOR_NAMESPACE}" set image "deployment/${OPERATOR_RELEASE}" "operator=${E2E_IMAGE}" >/dev/null \
         || fail "cannot set the operator image"
-      log "ok: manifests/install.yaml applied (image ${E2E_IMAGE})"
+      # Retagging the operator means retagging the proxy too: they are one image.
+      kubectl -n "${OPERATOR_NAMESPACE}" set env "deployment/${OPERATOR_RELEASE}" -c operator \
+        "METEOR_OPERATOR_PROXY_IMAGE=${E2E_IMAGE}" >/dev/null || fail "cannot set METEOR_OPERATOR_PROXY_IMAGE"
+      log "ok: manifests/install.yaml applied (image ${E2E_IMAGE}, also the proxy image)"
       ;;
     *) fail "E2E_INSTALL must be helm or manifest, not '${E2E_INSTALL}'" ;;
   esac
@@ -129,12 +137,14 @@ install_local() {
   stop_local_operator
   mkdir -p "${E2E_OUT}"
   # Same as `cargo run -- run --leader-elect=false`, without cargo in between (so the pid is the
-  # operator's own).
+  # operator's own). The proxy pods it creates run E2E_IMAGE, as the chart would tell it: load
+  # that image into the cluster (e2e/README.md).
   RUST_LOG="${RUST_LOG:-info,meteor_operator=debug}" POD_NAME="e2e-local" \
+    METEOR_OPERATOR_PROXY_IMAGE="${E2E_IMAGE}" \
     "${bin}" run --leader-elect=false --admin-addr="${E2E_ADMIN_ADDR}" --log-format=text \
     >"${E2E_OUT}/operator.log" 2>&1 &
   echo $! >"${E2E_OUT}/operator.pid"
-  log "operator started locally (pid $!, log e2e/_out/operator.log)"
+  log "operator started locally (pid $!, log e2e/_out/operator.log, proxy image ${E2E_IMAGE})"
   local deadline=$((SECONDS + 120))
   until python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
     "http://${E2E_ADMIN_ADDR}/readyz" >/dev/null 2>&1; do
@@ -143,6 +153,12 @@ install_local() {
     sleep 2
   done
   log "ok: local operator ready (http://${E2E_ADMIN_ADDR}/readyz)"
+}
+
+# operator_env NAME: the value of env NAME of the in-cluster operator's container ('' if unset).
+operator_env() {
+  kubectl -n "${OPERATOR_NAMESPACE}" get "deployment/${OPERATOR_RELEASE}" \
+    -o "jsonpath={.spec.template.spec.containers[?(@.name==\"operator\")].env[?(@.name==\"$1\")].value}" 2>/dev/null || true
 }
 
 # can_i WANT VERB RESOURCE NAMESPACE [SUBRESOURCE]: kubectl auth can-i as the operator's
@@ -174,11 +190,18 @@ scenario_basic() {
   apply_app
   wait_until 60 "Deployment ${APP} created" exists "deployment/${APP}"
   wait_until 60 "Service ${APP} created" exists "service/${APP}"
-  local uid selector
+  local uid selector proxy_selector
   uid="$(get "meteorapp/${APP}" '{.metadata.uid}')"
   selector="app.kubernetes.io/name=meteor,app.kubernetes.io/instance=${APP},app.kubernetes.io/component=app,app.kubernetes.io/managed-by=meteor-operator"
+  proxy_selector="${selector/component=app/component=proxy}"
+  # The proxy is on by default: the front door `e2e-app` selects the proxy pods, and `e2e-app-app`
+  # the app pods (the Service whose EndpointSlices the proxy follows).
+  wait_until 60 "Service ${APP}-app created" exists "service/${APP}-app"
   assert_eq "$(k get deployments -l "${selector}" -o name)" "deployment.apps/${APP}" "Deployments labelled ${selector}"
-  assert_eq "$(k get services -l "${selector}" -o name)" "service/${APP}" "Services labelled ${selector}"
+  assert_eq "$(k get services -l "${selector}" -o name)" "service/${APP}-app" "Services labelled ${selector}"
+  wait_until 60 "Deployment ${APP}-proxy created" exists "deployment/${APP}-proxy"
+  assert_eq "$(k get deployments -l "${proxy_selector}" -o name)" "deployment.apps/${APP}-proxy" "Deployments labelled ${proxy_selector}"
+  assert_eq "$(k get services -l "${proxy_selector}" -o name)" "service/${APP}" "Services labelled ${proxy_selector}"
   assert_owned "deployment/${APP}" "${uid}"
   assert_owned "service/${APP}" "${uid}"
 
@@ -194,29 +217,81 @@ scenario_basic() {
   json_check "service/${APP}" \
     "any(m.get('manager') == 'meteor-operator' and m.get('operation') == 'Apply' for m in o['metadata']['managedFields'])" \
     "service/${APP} managedFields has manager meteor-operator, operation Apply"
-  # The Service reaches exactly the 2 ready app pods, on the app port.
-  wait_until 60 "Service ${APP} has 2 ready endpoints on port 3000" service_endpoints_are 2 3000
+  # The app-only Service reaches exactly the 2 ready app pods, on the app port.
+  wait_until 60 "Service ${APP}-app has 2 ready endpoints on port 3000" endpoints_are "${APP}-app" 2 3000
   log "ok: app pods run under the namespace's restricted Pod Security Standard"
+  # The proxy tier with its defaults (2 replicas of the operator's image, in front of the app).
+  check_proxy_tier "${APP}" 2
 }
 
-# assert_owned RESOURCE UID: RESOURCE has a controller ownerReference to the MeteorApp.
+# assert_owned RESOURCE UID [APP]: RESOURCE has a controller ownerReference to the MeteorApp
+# (default ${APP}).
 assert_owned() {
+  local app="${3:-${APP}}"
   json_check "$1" \
-    "any(r['kind'] == 'MeteorApp' and r['apiVersion'] == 'meteorfleet.dev/v1alpha1' and r['name'] == '${APP}' and r['uid'] == '$2' and r.get('controller') for r in o['metadata'].get('ownerReferences', []))" \
-    "$1 is controlled by meteorapp/${APP}"
+    "any(r['kind'] == 'MeteorApp' and r['apiVersion'] == 'meteorfleet.dev/v1alpha1' and r['name'] == '${app}' and r['uid'] == '$2' and r.get('controller') for r in o['metadata'].get('ownerReferences', []))" \
+    "$1 is controlled by meteorapp/${app}"
 }
 
-# service_endpoints_are COUNT PORT: the app Service's EndpointSlices hold COUNT ready endpoints.
-service_endpoints_are() {
-  local json
-  json="$(k get endpointslices -l "kubernetes.io/service-name=${APP}" -o json)" || return 1
-  python3 -c '
-import json, sys
-items = json.loads(sys.stdin.read())["items"]
-ready = [e for s in items for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
-ports = {p.get("port") for s in items for p in s.get("ports") or []}
-sys.exit(0 if len(ready) == int(sys.argv[1]) and ports == {int(sys.argv[2])} else 1)
-' "$1" "$2" <<<"${json}"
+# check_proxy_tier NAME APP_PODS: meteorapp/NAME (routing.proxy on, default replicas 2) has its
+# proxy tier, owned by it: Deployment NAME-proxy (2 ready pods of the operator's image E2E_IMAGE
+# running `proxy`, readiness /-/healthz on the admin port 9090, HTTP on 8080), the front Service
+# NAME selecting the proxy pods (port 80 -> http only: the admin port is never exposed), the
+# app-only Service NAME-app (APP_PODS ready endpoints on the app port 3000) that the proxy
+# follows, PodDisruptionBudget, ServiceAccount, Role (get/list/watch EndpointSlices, nothing
+# else) and RoleBinding NAME-proxy, the cookie Secret NAME-proxy-cookie; Routed=True and
+# status.routing 2/2.
+check_proxy_tier() {
+  local name="$1" app_pods="$2" uid res
+  uid="$(get "meteorapp/${name}" '{.metadata.uid}')"
+  for res in $(proxy_objects "${name}") "secret/${name}-proxy-cookie"; do
+    wait_until 60 "${res} created" exists "${res}"
+    assert_owned "${res}" "${uid}" "${name}"
+  done
+  json_verify "deployment/${name}-proxy" "
+s = o['spec']
+t = s['template']
+c = t['spec']['containers'][0]
+ports = {p['name']: p['containerPort'] for p in c.get('ports') or []}
+probe = (c.get('readinessProbe') or {}).get('httpGet') or {}
+args = c.get('args') or []
+ok = (s['replicas'] == 2 and t['metadata']['labels'].get('app.kubernetes.io/component') == 'proxy'
+      and c['image'] == '${E2E_IMAGE}' and args[:1] == ['proxy'] and '--service' in args
+      and args[args.index('--service') + 1] == '${NS}/${name}-app'
+      and ports.get('http') == 8080 and ports.get('admin') == 9090
+      and probe.get('path') == '/-/healthz' and probe.get('port') in ('admin', 9090)
+      and t['spec'].get('serviceAccountName') == '${name}-proxy')" \
+    "deployment/${name}-proxy: 2 replicas of ${E2E_IMAGE} running 'proxy --service ${NS}/${name}-app', http 8080, admin 9090, readiness /-/healthz on admin, ServiceAccount ${name}-proxy"
+  json_verify "service/${name}" "
+s = o['spec']
+ok = (s['selector'] == {'app.kubernetes.io/name': 'meteor', 'app.kubernetes.io/instance': '${name}', 'app.kubernetes.io/component': 'proxy'}
+      and [(p.get('name'), p['port'], p.get('targetPort')) for p in s['ports']] == [('http', 80, 'http')])" \
+    "service/${name} (the front door) selects the proxy pods; its only port is http 80 -> http (no admin port)"
+  json_verify "service/${name}-app" "
+s = o['spec']
+ok = (s['selector'] == {'app.kubernetes.io/name': 'meteor', 'app.kubernetes.io/instance': '${name}', 'app.kubernetes.io/component': 'app'}
+      and [(p.get('name'), p.get('targetPort')) for p in s['ports']] == [('http', 'http')])" \
+    "service/${name}-app selects the app pods, port http"
+  json_verify "role/${name}-proxy" "
+rules = [(r.get('apiGroups'), r.get('resources'), sorted(r.get('verbs') or []), r.get('resourceNames')) for r in o.get('rules') or []]
+ok = rules == [(['discovery.k8s.io'], ['endpointslices'], ['get', 'list', 'watch'], None)]" \
+    "role/${name}-proxy grants get/list/watch on endpointslices and nothing else"
+  json_verify "rolebinding/${name}-proxy" "
+subjects = [(x['kind'], x['name'], x.get('namespace')) for x in o.get('subjects') or []]
+ok = (o['roleRef']['kind'] == 'Role' and o['roleRef']['name'] == '${name}-proxy'
+      and subjects == [('ServiceAccount', '${name}-proxy', '${NS}')])" \
+    "rolebinding/${name}-proxy binds the Role to ServiceAccount ${name}-proxy"
+  json_verify "poddisruptionbudget/${name}-proxy" \
+    "ok = o['spec']['selector']['matchLabels'].get('app.kubernetes.io/component') == 'proxy'" \
+    "poddisruptionbudget/${name}-proxy covers the proxy pods"
+  json_verify "secret/${name}-proxy-cookie" \
+    "ok = len(base64.b64decode((o.get('data') or {}).get('cookie-key', ''))) >= 16" \
+    "secret/${name}-proxy-cookie holds a cookie-key of at least 16 bytes"
+  wait_until 120 "Service ${name} (the front door) has 2 ready proxy endpoints on port 8080" endpoints_are "${name}" 2 8080
+  wait_until 120 "Service ${name}-app has ${app_pods} ready endpoints on port 3000" endpoints_are "${name}-app" "${app_pods}" 3000
+  wait_until 60 "meteorapp/${name} Routed=True" condition_is "meteorapp/${name}" Routed True
+  # Progress figures are written at most every 10 s.
+  wait_field 60 "meteorapp/${name}" '{.status.routing.proxyReplicas}/{.status.routing.proxyReadyReplicas}' 2/2
 }
 
 scenario_scale() {
@@ -232,6 +307,7 @@ scenario_scale() {
   wait_field 60 "deployment/${APP}" '{.spec.replicas}' 1
   wait_until 60 "PodDisruptionBudget ${APP} deleted at 1 replica" absent "poddisruptionbudget/${APP}"
   wait_ready "meteorapp/${APP}"
+  assert_exists "poddisruptionbudget/${APP}-proxy" # the proxy still runs 2 replicas
 
   k scale "meteorapp/${APP}" --replicas=0 >/dev/null || fail "kubectl scale --replicas=0 failed"
   wait_field 60 "deployment/${APP}" '{.spec.replicas}' 0
@@ -239,9 +315,23 @@ scenario_scale() {
   assert_exists "deployment/${APP}"
   assert_exists "service/${APP}"
   assert_eq "$(get "deployment/${APP}" '{.spec.replicas}')" 0 "parked deployment/${APP} spec.replicas"
+  # A parked app behind the proxy: a short 503 at once, not a hang.
+  assert_eq "$(get "deployment/${APP}-proxy" '{.spec.replicas}')" 2 "deployment/${APP}-proxy spec.replicas while parked"
+  trap stop_port_forwards EXIT
+  port_forward front "svc/${APP}" 80
+  wait_until 60 "the proxy answers 503 with a short body while ${APP} is parked" parked_answer "${PF_URL[front]}/"
+  stop_port_forward front
 
   apply_app # back to 2 replicas
   wait_ready "meteorapp/${APP}"
+}
+
+# parked_answer URL: GET URL answers 503 within 5 s, with a body under 1 KiB.
+parked_answer() {
+  http_get "$1" | python3 -c '
+import json, sys
+o = json.load(sys.stdin)
+sys.exit(0 if o["status"] == 503 and len(o["body"]) < 1024 else 1)'
 }
 
 scenario_workers() {
@@ -255,7 +345,7 @@ scenario_workers() {
   k rollout status "deployment/${worker}" --timeout="${E2E_TIMEOUT}s" >/dev/null || fail "deployment/${worker} did not roll out"
   log "ok: deployment/${worker} rolled out"
   no_service_selects "deployment/${worker}"
-  wait_until 60 "Service ${APP} still has exactly the 2 app endpoints" service_endpoints_are 2 3000
+  wait_until 60 "Service ${APP}-app still has exactly the 2 app endpoints" endpoints_are "${APP}-app" 2 3000
 
   patch_app '{"spec":{"workers":{"replicas":0}}}'
   wait_until 60 "Deployment ${worker} deleted at 0 workers" absent "deployment/${worker}"
@@ -449,7 +539,7 @@ scenario_rollback() {
   wait_until 60 "a Warning event RolledBack on meteorapp/${APP}" has_warning_event "${APP}" RolledBack
   wait_serving "${E2E_TIMEOUT}" "2 ready app pods run ${GOOD_IMAGE} (the failed pod is gone)" \
     app_pods_are 2 'p["spec"]["containers"][0]["image"] == arg' "${GOOD_IMAGE}"
-  wait_serving 60 "Service ${APP} has 2 ready endpoints on port 3000" service_endpoints_are 2 3000
+  wait_serving 60 "Service ${APP}-app has 2 ready endpoints on port 3000" endpoints_are "${APP}-app" 2 3000
 
   # It stays there: the spec still asks for the failed template, nothing is written.
   local deployment_generation
@@ -511,7 +601,7 @@ scenario_drift() {
   assert_operator_owns "deployment/${APP}" f:spec f:replicas
   wait_until 120 "deployment/${APP} settled at 2 replicas" app_settled
 
-  # 2. The Service selector.
+  # 2. The front Service's selector (the proxy pods, the proxy being on by default).
   local selector edited
   selector="$(get "service/${APP}" '{.spec.selector}')"
   edited="$(k patch "service/${APP}" --type=merge -p '{"spec":{"selector":{"app.kubernetes.io/component":"drifted"}}}' \
@@ -519,7 +609,7 @@ scenario_drift() {
   assert_eq "${edited}" drifted "service/${APP} selector component after kubectl patch"
   wait_field 30 "service/${APP}" '{.spec.selector}' "${selector}"
   assert_operator_owns "service/${APP}" f:spec f:selector f:app.kubernetes.io/component
-  wait_until 60 "Service ${APP} has 2 ready endpoints on port 3000 again" service_endpoints_are 2 3000
+  wait_until 60 "Service ${APP} has the 2 ready proxy endpoints on port 8080 again" endpoints_are "${APP}" 2 8080
 
   # 3. kubectl rollout undo, once the Deployment has a second template to go back to.
   local before
@@ -544,7 +634,8 @@ scenario_drift() {
   # 4. A steady app makes no write.
   wait_until 120 "deployment/${APP} settled" app_settled
   wait_app_settled
-  assert_no_writes 20 "deployment/${APP}" "service/${APP}" "meteorapp/${APP}"
+  assert_no_writes 20 "deployment/${APP}" "service/${APP}" "meteorapp/${APP}" \
+    "deployment/${APP}-proxy" "service/${APP}-app" "poddisruptionbudget/${APP}-proxy" "secret/${APP}-proxy-cookie"
 
   apply_app # takes back spec.env
   wait_rolled_out
@@ -603,6 +694,423 @@ scenario_readiness_generation() {
   wait_rolled_out
 }
 
+# === routing =====================================================================================
+# routing: a MeteorApp whose pods run a real SockJS server (e2e/routing/backend.js), behind the
+# operator's proxy (2 replicas). Real SockJS sessions from this host (Node: proxy/tests/peers and
+# e2e/routing/client.js) through `kubectl port-forward` to each proxy pod and to the front
+# Service: every request of a session reaches one app pod, also when its requests alternate
+# between the two proxy replicas (the cookie one replica set is honoured by the other). Then the
+# app is scaled 2 -> 4 and rolled while sessions run: misrouted sessions must be 0, dropped ones
+# are counted; a table is printed. Then the proxy is turned off and on again: the proxy objects
+# go and come back, the front Service selects the app pods meanwhile, the cookie Secret (its key)
+# stays the same. A first small app checks that Ready is False while no proxy pod can be ready.
+ROUTE="e2e-route"
+ROUTE_PODS="app.kubernetes.io/instance=${ROUTE},app.kubernetes.io/component=app"
+ROUTE_PROXY_PODS="app.kubernetes.io/instance=${ROUTE},app.kubernetes.io/component=proxy"
+ROUTE_DRAIN=10 # spec.rollout.drainSeconds of e2e/testdata/routing.yaml
+ROUTE_HOLD_MS=6000 # how long a soak session lives before it closes itself and a new one opens
+ROUTE_OUT="${E2E_OUT}/routing"
+PEERS_DIR="${ROOT}/proxy/tests/peers"
+
+scenario_routing() {
+  routing_preflight
+  trap routing_cleanup EXIT
+  ensure_mongo_secret
+  routing_without_ready_proxy
+
+  log "--- ${ROUTE}: a SockJS app behind 2 proxy replicas"
+  sed "s|image: meteor-e2e-sockjs:e2e|image: ${E2E_SOCKJS_IMAGE}|" "${E2E_DIR}/testdata/routing.yaml" \
+    | k apply --server-side --force-conflicts --field-manager=e2e -f - >/dev/null \
+    || fail "kubectl apply e2e/testdata/routing.yaml failed"
+  wait_routed "meteorapp/${ROUTE}"
+  check_proxy_tier "${ROUTE}" 2
+  assert_eq "$(get "deployment/${ROUTE}" '{.spec.template.spec.containers[0].env[?(@.name=="HTTP_FORWARDED_COUNT")].value}')" 1 \
+    "app pods' HTTP_FORWARDED_COUNT (one proxy in front)"
+  routing_forwards
+  routing_front_door
+  routing_steady_sessions
+
+  log "--- sessions while ${ROUTE} scales 2 -> 4 and rolls"
+  routing_soak
+
+  log "--- the proxy off and on again"
+  routing_toggle
+
+  log "--- delete"
+  stop_port_forwards
+  k delete "meteorapp/${ROUTE}" --timeout=120s >/dev/null || fail "kubectl delete meteorapp/${ROUTE} failed"
+  local res
+  for res in "deployment/${ROUTE}" "service/${ROUTE}" "poddisruptionbudget/${ROUTE}" $(proxy_objects "${ROUTE}") \
+    "secret/${ROUTE}-proxy-cookie"; do
+    wait_until 120 "${res} garbage-collected" absent "${res}"
+  done
+}
+
+# routing_preflight: node on this host and the Node peers' packages (npm ci in proxy/tests/peers,
+# as the proxy's own tests do).
+routing_preflight() {
+  command -v node >/dev/null 2>&1 \
+    || fail "node not found on PATH: the routing scenario runs its SockJS clients on this host (Node 18 or later; see e2e/README.md)"
+  local major
+  major="$(node -p 'process.versions.node.split(".")[0]')"
+  ((major >= 18)) || fail "node ${major} on PATH: the routing scenario needs Node 18 or later"
+  rm -rf "${ROUTE_OUT}"
+  mkdir -p "${ROUTE_OUT}"
+  if [[ ! -f "${PEERS_DIR}/node_modules/sockjs-client/package.json" ]]; then
+    command -v npm >/dev/null 2>&1 || fail "npm not found on PATH: needed once to install proxy/tests/peers (npm ci)"
+    log "installing the Node peers (npm ci in proxy/tests/peers)"
+    npm ci --prefix "${PEERS_DIR}" --no-audit --no-fund >"${ROUTE_OUT}/npm-ci.log" 2>&1 \
+      || fail "npm ci in proxy/tests/peers failed: $(tail -5 "${ROUTE_OUT}/npm-ci.log")"
+  fi
+  log "ok: node $(node --version), SockJS peers in proxy/tests/peers"
+}
+
+# routing_cleanup: EXIT trap of the scenario (its subshell): stops what it started, prints what
+# a failure needs, and deletes its apps (unless E2E_KEEP=1).
+routing_cleanup() {
+  local rc=$?
+  [[ -z "${SOAK_PID:-}" ]] || { kill "${SOAK_PID}" 2>/dev/null || true; }
+  [[ -z "${WATCH_PID:-}" ]] || { kill "${WATCH_PID}" 2>/dev/null || true; }
+  stop_port_forwards || true
+  if ((rc != 0)); then
+    echo "    --- routing: proxy and app pods' logs (last 15 lines each), client errors ---"
+    k logs -l "app.kubernetes.io/instance=${ROUTE}" --prefix --tail=15 --max-log-requests=20 2>&1 | sed 's/^/    /' || true
+    tail -5 "${ROUTE_OUT}"/*.err 2>/dev/null | sed 's/^/    /' || true
+    echo "    (client output and port-forward logs: ${ROUTE_OUT#"${ROOT}/"}, ${E2E_OUT#"${ROOT}/"})"
+  fi
+  if [[ "${E2E_KEEP}" != 1 ]]; then
+    k delete meteorapp "${ROUTE}" e2e-noproxy --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  fi
+}
+
+# routing_without_ready_proxy: an app whose proxy image does not exist. Its app pod gets ready,
+# but nothing reaches it: Routed=False ProxyNotReady, Ready=False throughout.
+routing_without_ready_proxy() {
+  log "--- Ready waits for the proxy (e2e-noproxy: its proxy image does not exist)"
+  local res=meteorapp/e2e-noproxy reason
+  k apply --server-side --force-conflicts --field-manager=e2e -f "${E2E_DIR}/testdata/routing-no-proxy-ready.yaml" >/dev/null \
+    || fail "kubectl apply e2e/testdata/routing-no-proxy-ready.yaml failed"
+  wait_until 60 "Deployment e2e-noproxy-proxy created" exists deployment/e2e-noproxy-proxy
+  wait_field "${E2E_TIMEOUT}" deployment/e2e-noproxy '{.status.readyReplicas}' 1
+  wait_condition 120 "${res}" Routed False ProxyNotReady
+  wait_field 60 "${res}" '{.status.routing.proxyReplicas}/{.status.routing.proxyReadyReplicas}' 1/0
+  local start=${SECONDS}
+  while ((SECONDS - start < 15)); do
+    [[ "$(cond "${res}" Ready status)" == False ]] \
+      || fail "${res}: Ready=$(cond "${res}" Ready status) ($(cond "${res}" Ready reason)) with its app pod ready and no proxy pod ready; want False"
+    sleep 3
+  done
+  reason="$(cond "${res}" Ready reason)"
+  log "ok: ${res} Ready=False (${reason}: $(cond "${res}" Ready message)) for 15 s, its app pod ready, no proxy pod ready"
+  k delete "${res}" --timeout=120s >/dev/null || fail "cannot delete ${res}"
+}
+
+# wait_routed RESOURCE: polls until the status speaks for the current generation with Routed=True
+# and Ready=True, then `kubectl wait --for=condition=Routed`. At every poll: no pod of the app
+# fails to pull its image (the message says how to provide it), and Ready is not True while
+# Routed says no proxy pod is ready.
+wait_routed() {
+  local res="$1" name="${1#*/}" deadline=$((SECONDS + E2E_TIMEOUT)) problems generation
+  while :; do
+    generation="$(get "${res}" '{.metadata.generation}')"
+    if observed_current "${res}" && condition_is "${res}" Routed True "" "${generation}" \
+      && condition_is "${res}" Ready True; then
+      break
+    fi
+    problems="$(pull_problems "app.kubernetes.io/instance=${name}")"
+    [[ -z "${problems}" ]] || fail "pods of ${name} cannot get their image: ${problems//$'\n'/; }. The app pods run E2E_SOCKJS_IMAGE=${E2E_SOCKJS_IMAGE} (docker build -f e2e/routing/Dockerfile -t ${E2E_SOCKJS_IMAGE} . && kind load docker-image ${E2E_SOCKJS_IMAGE} --name meteor-e2e), the proxy pods E2E_IMAGE=${E2E_IMAGE} (e2e/README.md)"
+    ready_without_proxy "${res}" \
+      && fail "${res}: Ready=True while Routed=False ProxyNotReady (one status): Ready must wait for a ready proxy; status: $(get "${res}" '{.status}')"
+    ((SECONDS < deadline)) || fail "timed out after ${E2E_TIMEOUT}s waiting for ${res} Routed=True and Ready=True; Routed: $(cond "${res}" Routed status) $(cond "${res}" Routed reason): $(cond "${res}" Routed message); Ready: $(cond "${res}" Ready status) $(cond "${res}" Ready reason): $(cond "${res}" Ready message)"
+    sleep 2
+  done
+  k wait --for=condition=Routed "${res}" --timeout=30s >/dev/null \
+    || fail "kubectl wait --for=condition=Routed ${res} failed although the condition is True (observedGeneration $(cond "${res}" Routed observedGeneration), generation ${generation})"
+  log "ok: ${res} Routed=True ($(cond "${res}" Routed message)), Ready=True; kubectl wait --for=condition=Routed passes"
+}
+
+# ready_without_proxy RESOURCE: one read of its status has Ready=True and Routed=False with
+# reason ProxyNotReady (a contradiction: Ready needs a ready proxy).
+ready_without_proxy() {
+  k get "$1" -o json 2>/dev/null | python3 -c '
+import json, sys
+conds = {c["type"]: c for c in (json.load(sys.stdin).get("status") or {}).get("conditions") or []}
+routed, ready = conds.get("Routed") or {}, conds.get("Ready") or {}
+sys.exit(0 if routed.get("status") == "False" and routed.get("reason") == "ProxyNotReady" and ready.get("status") == "True" else 1)'
+}
+
+# ready_pods SELECTOR: "name ip" of each ready pod that is not terminating, sorted by name.
+ready_pods() {
+  k get pods -l "$1" -o json | python3 -c '
+import json, sys
+for p in sorted(json.load(sys.stdin)["items"], key=lambda p: p["metadata"]["name"]):
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+    if ready and not p["metadata"].get("deletionTimestamp"):
+        print(p["metadata"]["name"], p["status"].get("podIP", ""))'
+}
+route_app_pods() { ready_pods "${ROUTE_PODS}" | awk '{print $1}'; }
+
+# routing_forwards: port-forwards to each proxy pod (client port 8080 as A and B, admin port 9090
+# as admin-A and admin-B) and to the front Service (port 80 as front).
+routing_forwards() {
+  local -a proxies
+  mapfile -t proxies < <(ready_pods "${ROUTE_PROXY_PODS}" | awk '{print $1}')
+  ((${#proxies[@]} == 2)) || fail "want 2 ready proxy pods of ${ROUTE}, found ${#proxies[@]}: ${proxies[*]}"
+  PROXY_A="${proxies[0]}"
+  PROXY_B="${proxies[1]}"
+  port_forward A "pod/${PROXY_A}" 8080
+  port_forward B "pod/${PROXY_B}" 8080
+  port_forward admin-A "pod/${PROXY_A}" 9090
+  port_forward admin-B "pod/${PROXY_B}" 9090
+  port_forward front "svc/${ROUTE}" 80
+  log "proxy replica A: ${PROXY_A}, B: ${PROXY_B}"
+}
+
+# routing_front_door: the front Service leads to the proxy (which leads to an app pod); the
+# proxy's admin port is not behind it; the proxies route to exactly the ready app pods.
+routing_front_door() {
+  local pods
+  pods="$(route_app_pods | paste -sd, -)"
+  py_check "$(http_get "${PF_URL[front]}/peer/whoami")" '
+o["status"] == 200 and o["headers"].get("x-backend") in args[0].split(",")
+and any(c.startswith("meteor-sticky=") for c in o["headers"].get("set-cookie", []))
+and "x-forwarded-for" in json.loads(o["body"])["headers"]' \
+    "GET /peer/whoami through svc/${ROUTE}: an app pod answers, through the proxy (cookie meteor-sticky set, X-Forwarded-For added)" "${pods}"
+  py_check "$(http_get "${PF_URL[front]}/-/status")" 'o["status"] == 404 and o["headers"].get("x-backend")' \
+    "GET /-/status through svc/${ROUTE} reaches an app pod (its 404), not the proxy's admin port"
+  py_check "$(http_get "${PF_URL[admin-A]}/-/healthz")" 'o["status"] == 200' "proxy ${PROXY_A}: admin /-/healthz 200 on port 9090"
+  wait_until 60 "both proxy replicas route to exactly the ready app pods (/-/status)" proxies_follow
+}
+
+# proxies_follow: the /-/status of both proxy replicas lists exactly the ready app pods (IP:3000,
+# the port of Service ROUTE-app) as ready, up and not terminating.
+proxies_follow() {
+  local want got name
+  want="$(ready_pods "${ROUTE_PODS}" | awk '{print $2 ":3000"}' | sort | paste -sd, -)"
+  [[ -n "${want}" ]] || return 1
+  for name in admin-A admin-B; do
+    got="$(http_get "${PF_URL[${name}]}/-/status" | python3 -c '
+import json, sys
+o = json.load(sys.stdin)
+rows = json.loads(o["body"])["backends"] if o["status"] == 200 else []
+print(",".join(sorted(b["id"] for b in rows if b.get("ready") and b.get("up") and not b.get("terminating") and not b.get("removed"))))')" \
+      || return 1
+    [[ "${got}" == "${want}" ]] || return 1
+  done
+}
+
+# run_node SECONDS SCRIPT ARGS...: node SCRIPT ARGS..., killed after SECONDS; prints its stdout.
+run_node() {
+  local seconds="$1"
+  shift
+  node "$@" &
+  local pid=$! deadline=$((SECONDS + seconds))
+  while kill -0 "${pid}" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then
+      kill "${pid}" 2>/dev/null || true
+      wait "${pid}" 2>/dev/null || true
+      echo "node $* ran longer than ${seconds}s" >&2
+      return 124
+    fi
+    sleep 0.2
+  done
+  wait "${pid}"
+}
+
+# routing_steady_sessions: with 2 app pods and nothing moving.
+routing_steady_sessions() {
+  local pods out via
+  pods="$(route_app_pods | paste -sd, -)"
+  # 1. Real SockJS sessions (the peer client, sockjs-client) through each replica, both transports.
+  for via in A B; do
+    out="$(run_node 60 "${PEERS_DIR}/client.js" sessions \
+      "{\"url\":\"${PF_URL[${via}]}/sockjs\",\"transports\":[\"xhr-polling\",\"websocket\"],\"perTransport\":5,\"messages\":5}")" \
+      || fail "proxy/tests/peers/client.js sessions through replica ${via} failed: ${out:0:400}"
+    printf '%s\n' "${out}" >>"${ROUTE_OUT}/steady-sessions.jsonl"
+    py_check "[${out//$'\n'/,}]" '
+len(o) == 10 and {r["transport"] for r in o} == {"xhr-polling", "websocket"}
+and all(not r["error"] and r["replies"] == 6 and len(r["backends"]) == 1 and r["backends"][0] in args[0].split(",") for r in o)' \
+      "10 SockJS sessions (xhr-polling, websocket) through proxy replica ${via}: each got its 6 replies from one app pod" "${pods}"
+  done
+  py_check "$(python3 -c 'import json, sys; print(json.dumps(sorted({b for l in open(sys.argv[1]) for b in json.loads(l)["backends"]})))' "${ROUTE_OUT}/steady-sessions.jsonl")" \
+    'len(o) == 2' "new sessions were spread over both app pods"
+
+  # 2. Raw xhr-polling sessions whose requests alternate between the replicas: with the cookie
+  #    (as a browser) and without (the SockJS session id, hashed the same way by every replica).
+  local cookie what
+  for cookie in true false; do
+    if [[ "${cookie}" == true ]]; then what="keeping the cookie"; else what="without a cookie"; fi
+    out="$(run_node 60 "${E2E_DIR}/routing/client.js" sticky \
+      "{\"urls\":[\"${PF_URL[A]}\",\"${PF_URL[B]}\"],\"sessions\":10,\"messages\":6,\"cookie\":${cookie}}")" \
+      || fail "e2e/routing/client.js sticky failed: ${out:0:400}"
+    py_check "[${out//$'\n'/,}]" '
+len(o) == 10 and all(not r["error"] and not r["foreign"] and r["replies"] == 6 and len(r["backends"]) == 1
+                     and r["backends"][0] in args[0].split(",") and r["byReplica"].get("A") and r["byReplica"].get("B") for r in o)' \
+      "10 xhr-polling sessions alternating replicas A and B ${what}: every request of each on one app pod" "${pods}"
+  done
+
+  # 3. The cookie one replica sets is honoured by the other (plain GETs: no SockJS session id).
+  out="$(run_node 60 "${E2E_DIR}/routing/client.js" pin "{\"urls\":[\"${PF_URL[A]}\",\"${PF_URL[B]}\"],\"requests\":10}")" \
+    || fail "e2e/routing/client.js pin failed: ${out:0:400}"
+  py_check "${out}" '
+any(c.startswith("meteor-sticky=") for c in o["cookie"]) and o["withCookie"] == [o["first"]] * 10' \
+    "the meteor-sticky cookie replica A set pins GETs to one app pod on both replicas"
+  py_check "${out}" 'len(set(o["withoutCookie"])) > 1' \
+    "without the cookie the same GETs spread over the app pods (so the cookie is what pins them)"
+}
+
+# routing_soak: sessions run while the app scales 2 -> 4 and then rolls (an env change: every
+# pod replaced, surge-first, each leaving pod drained for rollout.drainSeconds). e2e/routing/
+# report.py prints the figures and fails on a misrouted session. The proxy pods are untouched.
+routing_soak() {
+  local proxy_uids proxy_generation before scaled rolled started took_scale took_roll template rc=0
+  proxy_uids="$(k get pods -l "${ROUTE_PROXY_PODS}" -o 'jsonpath={.items[*].metadata.uid}')"
+  proxy_generation="$(get "deployment/${ROUTE}-proxy" '{.metadata.generation}')"
+  before="$(route_app_pods | sort)"
+  : >"${ROUTE_OUT}/terminating.txt"
+  : >"${ROUTE_OUT}/marks.txt"
+  rm -f "${ROUTE_OUT}/stop"
+
+  # When this host first sees each app pod terminating (for report.py; same clock as the client).
+  python3 - "${NS}" "${ROUTE_PODS}" "${ROUTE_OUT}/terminating.txt" 2>"${ROUTE_OUT}/watch.err" <<'PY' &
+import signal, subprocess, sys, time
+ns, selector, path = sys.argv[1:4]
+watch = subprocess.Popen(
+    ["kubectl", "-n", ns, "get", "pods", "-l", selector, "--watch",
+     "-o", r'jsonpath={.metadata.name}{" "}{.metadata.deletionTimestamp}{"\n"}'],
+    stdout=subprocess.PIPE, text=True)
+def stop(*_):
+    watch.terminate()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+with open(path, "a") as out:
+    for line in watch.stdout:
+        parts = line.split()
+        if len(parts) == 2:
+            out.write("%.3f %s\n" % (time.time(), parts[0]))
+            out.flush()
+PY
+  WATCH_PID=$!
+
+  # 2 x (3 xhr-polling + 3 websocket) sockjs-client sessions, one replica each, and 4 raw
+  # xhr-polling sessions alternating the replicas with the cookie: 16 at any time.
+  node "${E2E_DIR}/routing/client.js" soak "{\"replicas\":{\"A\":\"${PF_URL[A]}\",\"B\":\"${PF_URL[B]}\"},
+    \"transports\":{\"xhr-polling\":3,\"websocket\":3},\"cross\":4,\"holdMs\":${ROUTE_HOLD_MS},\"intervalMs\":300,
+    \"stopFile\":\"${ROUTE_OUT}/stop\",\"maxSeconds\":$((E2E_TIMEOUT * 3))}" \
+    >"${ROUTE_OUT}/soak.jsonl" 2>"${ROUTE_OUT}/soak.err" &
+  SOAK_PID=$!
+  mark steady
+  sleep 10
+
+  mark "scale 2->4"
+  started=${SECONDS}
+  k scale "meteorapp/${ROUTE}" --replicas=4 >/dev/null || fail "kubectl scale meteorapp/${ROUTE} --replicas=4 failed"
+  wait_field 60 "deployment/${ROUTE}" '{.spec.replicas}' 4
+  wait_until "${E2E_TIMEOUT}" "deployment/${ROUTE} settled at 4 ready pods" deployment_settled "deployment/${ROUTE}" "${ROUTE_PODS}"
+  wait_until 60 "both proxy replicas route to the 4 app pods" proxies_follow
+  took_scale=$((SECONDS - started))
+  scaled="$(comm -13 <(echo "${before}") <(route_app_pods | sort) | paste -sd, -)"
+  mark "4 pods"
+  sleep 10
+
+  mark roll
+  started=${SECONDS}
+  template="$(get "deployment/${ROUTE}" "${TEMPLATE_PATH}")"
+  k patch "meteorapp/${ROUTE}" --type=merge -p '{"spec":{"env":[{"name":"E2E_ROLL","value":"1"}]}}' >/dev/null \
+    || fail "cannot patch meteorapp/${ROUTE} spec.env"
+  wait_until 60 "deployment/${ROUTE} has a new pod template" field_is_not "deployment/${ROUTE}" "${TEMPLATE_PATH}" "${template}"
+  wait_until "${E2E_TIMEOUT}" "deployment/${ROUTE} rolled out (4 new pods, none terminating)" \
+    deployment_settled "deployment/${ROUTE}" "${ROUTE_PODS}"
+  wait_until 60 "both proxy replicas route to the 4 new app pods" proxies_follow
+  took_roll=$((SECONDS - started))
+  rolled="$(route_app_pods | paste -sd, -)"
+  mark "rolled"
+  sleep 10
+
+  touch "${ROUTE_OUT}/stop"
+  local deadline=$((SECONDS + ROUTE_HOLD_MS / 1000 + 30))
+  while kill -0 "${SOAK_PID}" 2>/dev/null; do
+    ((SECONDS < deadline)) || fail "the soak client did not stop within $((ROUTE_HOLD_MS / 1000 + 30))s of being asked"
+    sleep 0.5
+  done
+  wait "${SOAK_PID}" || fail "the soak client failed: $(tail -5 "${ROUTE_OUT}/soak.err")"
+  SOAK_PID=""
+  kill "${WATCH_PID}" 2>/dev/null || true
+  wait "${WATCH_PID}" 2>/dev/null || true
+  WATCH_PID=""
+  local via
+  for via in A B; do
+    port_forward_alive "${via}" \
+      || fail "the port-forward to proxy replica ${via} died during the soak, so its drops say nothing about the proxy: $(tail -3 "${E2E_OUT}/port-forward-${via}.log")"
+  done
+  [[ -s "${ROUTE_OUT}/terminating.txt" ]] \
+    || fail "the pod watch saw no app pod terminating during the roll ($(tail -3 "${ROUTE_OUT}/watch.err")); cannot tell misrouted from re-pinned sessions"
+
+  log "scale 2 -> 4 settled (and followed by both proxies) in ${took_scale}s; the roll in ${took_roll}s; drainSeconds ${ROUTE_DRAIN}"
+  python3 "${E2E_DIR}/routing/report.py" "${ROUTE_OUT}/soak.jsonl" "${ROUTE_OUT}/terminating.txt" \
+    "${ROUTE_OUT}/marks.txt" "${ROUTE_DRAIN}" "${scaled}" "${rolled}" >"${ROUTE_OUT}/report.txt" 2>&1 || rc=$?
+  sed 's/^/    /' "${ROUTE_OUT}/report.txt"
+  ((rc == 0)) || fail "the sessions during the scale and the roll missed the bar (table above; sessions in ${ROUTE_OUT#"${ROOT}/"}/soak.jsonl)"
+  log "ok: no session misrouted while ${ROUTE} scaled and rolled"
+
+  assert_eq "$(k get pods -l "${ROUTE_PROXY_PODS}" -o 'jsonpath={.items[*].metadata.uid}')" "${proxy_uids}" \
+    "proxy pods (uids) after scaling and rolling the app (changing the app never restarts the proxy)"
+  assert_eq "$(get "deployment/${ROUTE}-proxy" '{.metadata.generation}')" "${proxy_generation}" "deployment/${ROUTE}-proxy generation (untouched)"
+}
+
+# mark PHASE: the soak's phase boundaries, for report.py.
+mark() { printf '%s %s\n' "${EPOCHREALTIME}" "$1" >>"${ROUTE_OUT}/marks.txt"; }
+
+# routing_toggle: proxy off (routing.proxy.enabled: false; replicas must go too, the CRD allows
+# no other proxy field while off), then on again.
+routing_toggle() {
+  stop_port_forwards # their proxy pods are about to go
+  local secret="secret/${ROUTE}-proxy-cookie" key uid version res pods
+  key="$(get "${secret}" '{.data.cookie-key}')"
+  uid="$(get "${secret}" '{.metadata.uid}')"
+  version="$(get "${secret}" '{.metadata.resourceVersion}')"
+  [[ -n "${key}" ]] || fail "${secret} has no cookie-key"
+
+  k patch "meteorapp/${ROUTE}" --type=merge -p '{"spec":{"routing":{"proxy":{"enabled":false,"replicas":null}}}}' >/dev/null \
+    || fail "cannot turn the proxy off (routing.proxy.enabled: false)"
+  for res in $(proxy_objects "${ROUTE}"); do
+    wait_until 120 "${res} deleted with the proxy off" absent "${res}"
+  done
+  wait_field 60 "service/${ROUTE}" '{.spec.selector.app\.kubernetes\.io/component}' app
+  # HTTP_FORWARDED_COUNT goes (no proxy in front any more), which rolls the app pods.
+  wait_until 60 "app pods' HTTP_FORWARDED_COUNT removed" field_is "deployment/${ROUTE}" \
+    '{.spec.template.spec.containers[0].env[?(@.name=="HTTP_FORWARDED_COUNT")].name}' ""
+  wait_until "${E2E_TIMEOUT}" "deployment/${ROUTE} settled" deployment_settled "deployment/${ROUTE}" "${ROUTE_PODS}"
+  wait_until 120 "Service ${ROUTE} has the 4 app pods as endpoints, on port 3000" endpoints_are "${ROUTE}" 4 3000
+  wait_routed "meteorapp/${ROUTE}"
+  assert_eq "$(get "meteorapp/${ROUTE}" '{.status.routing.proxyReplicas}')" "" "status.routing.proxyReplicas with the proxy off"
+  assert_exists "${secret}"
+  assert_eq "$(get "${secret}" '{.metadata.uid}')/$(get "${secret}" '{.data.cookie-key}')" "${uid}/${key}" \
+    "${secret} uid/cookie-key with the proxy off (kept)"
+  pods="$(route_app_pods | paste -sd, -)"
+  port_forward front "svc/${ROUTE}" 80
+  py_check "$(http_get "${PF_URL[front]}/peer/whoami")" '
+o["status"] == 200 and o["headers"].get("x-backend") in args[0].split(",")
+and not any(c.startswith("meteor-sticky=") for c in o["headers"].get("set-cookie", []))
+and "x-forwarded-for" not in json.loads(o["body"])["headers"]' \
+    "GET /peer/whoami through svc/${ROUTE} with the proxy off: an app pod answers directly (no cookie, no X-Forwarded-For)" "${pods}"
+  stop_port_forward front
+
+  k patch "meteorapp/${ROUTE}" --type=merge -p '{"spec":{"routing":{"proxy":{"enabled":true,"replicas":2}}}}' >/dev/null \
+    || fail "cannot turn the proxy on again"
+  wait_until 60 "deployment/${ROUTE}-proxy created again" exists "deployment/${ROUTE}-proxy"
+  wait_routed "meteorapp/${ROUTE}"
+  check_proxy_tier "${ROUTE}" 4
+  assert_eq "$(get "${secret}" '{.metadata.uid}')/$(get "${secret}" '{.data.cookie-key}')" "${uid}/${key}" \
+    "${secret} uid/cookie-key with the proxy on again (the same key: cookies issued before still verify)"
+  log "${secret} resourceVersion ${version} -> $(get "${secret}" '{.metadata.resourceVersion}')"
+  port_forward front "svc/${ROUTE}" 80
+  py_check "$(http_get "${PF_URL[front]}/peer/whoami")" '
+o["status"] == 200 and any(c.startswith("meteor-sticky=") for c in o["headers"].get("set-cookie", []))' \
+    "GET /peer/whoami through svc/${ROUTE} goes through the proxy again (cookie meteor-sticky set)"
+  stop_port_forward front
+}
+
 scenario_delete() {
   ensure_app_ready
   settings_configmap e2e-settings '{"public":{"e2e":3}}'
@@ -612,7 +1120,8 @@ scenario_delete() {
 
   k delete "meteorapp/${APP}" --timeout=120s >/dev/null || fail "kubectl delete meteorapp/${APP} failed"
   local res
-  for res in "deployment/${APP}" "deployment/${APP}-worker" "service/${APP}" "poddisruptionbudget/${APP}"; do
+  for res in "deployment/${APP}" "deployment/${APP}-worker" "service/${APP}" "poddisruptionbudget/${APP}" \
+    $(proxy_objects "${APP}") "secret/${APP}-proxy-cookie"; do
     wait_until 120 "${res} garbage-collected" absent "${res}"
   done
   assert_exists secret/e2e-mongo
@@ -755,6 +1264,8 @@ PY
 }
 
 # fleet_manifests PREFIX N: N MeteorApps of one small whoami pod each, labelled e2e-fleet=PREFIX.
+# Without the proxy: two proxy pods per app would triple the pods, and the fleet measures the
+# operator, not the routing tier (the routing scenario does that).
 fleet_manifests() {
   # Small requests so that hundreds of whoami pods fit on kind nodes.
   python3 - "$1" "$2" <<'PY'
@@ -773,6 +1284,7 @@ spec:
   env: [{{name: WHOAMI_PORT_NUMBER, value: "3000"}}]
   resources: {{requests: {{cpu: 5m, memory: 16Mi}}, limits: {{memory: 64Mi}}}}
   rollout: {{drainSeconds: 0, shutdownSeconds: 5}}
+  routing: {{proxy: {{enabled: false}}}}
   mongo: {{external: {{url: {{name: e2e-mongo, key: MONGO_URL}}}}}}""")
 PY
 }
