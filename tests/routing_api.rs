@@ -171,6 +171,20 @@ fn post(path: &str) -> Expect {
     }
 }
 
+/// A new proxy tier: each name looked up, the cookie Secret created, the objects applied with
+/// the identity first and the Deployment last.
+fn proxy_tier_created() -> Vec<Expect> {
+    let mut script: Vec<Expect> = [PROXY, APP_SERVICE, ACCOUNT, ROLE, BINDING, PROXY_PDB]
+        .into_iter()
+        .map(missing)
+        .collect();
+    script.push(post(SECRETS));
+    for path in [ACCOUNT, ROLE, BINDING, APP_SERVICE, PROXY_PDB, PROXY] {
+        script.push(Expect::patch(path));
+    }
+    script
+}
+
 fn missing(path: &str) -> Expect {
     Expect::get(path, not_found("object", path.rsplit('/').next().unwrap()))
 }
@@ -205,31 +219,21 @@ spec:
 #[tokio::test]
 async fn a_first_visit_creates_the_proxy_tier_and_ready_waits_for_a_proxy() {
     let app = default_app();
-    let script = vec![
+    let mut script = vec![
         Expect::get(SECRET, mongo_secret()),
         missing(DEPLOYMENT),
         missing(SERVICE),
         missing(PDB),
         Expect::patch(DEPLOYMENT),
-        // The routing tier: are its names free?
-        missing(PROXY),
-        missing(APP_SERVICE),
-        missing(ACCOUNT),
-        missing(ROLE),
-        missing(BINDING),
-        missing(PROXY_PDB),
-        post(SECRETS),
-        Expect::patch(ACCOUNT),
-        Expect::patch(ROLE),
-        Expect::patch(BINDING),
-        Expect::patch(APP_SERVICE),
-        Expect::patch(PROXY_PDB),
-        Expect::patch(PROXY),
+        // The routing tier: are its names free? Then the proxy and its cookie key.
+    ];
+    script.extend(proxy_tier_created());
+    script.extend([
         // A new front Service selects the proxy pods from the start: nothing served before.
         Expect::patch(SERVICE),
         Expect::patch(PDB),
         Expect::status(&app),
-    ];
+    ]);
     let transcript = run(app, Cluster::default(), script).await;
 
     let cookie = transcript.body_of(Method::POST, SECRETS);
@@ -337,25 +341,15 @@ async fn turning_the_proxy_on_switches_the_front_service_once_a_proxy_is_ready()
     let off = minimal_app();
     let mut on = default_app();
     on.status = Some(settled(&off, &RoutingObservation::default()));
-    let script = vec![
+    let mut script = vec![
         Expect::get(SECRET, mongo_secret()),
         Expect::patch(DEPLOYMENT),
-        missing(PROXY),
-        missing(APP_SERVICE),
-        missing(ACCOUNT),
-        missing(ROLE),
-        missing(BINDING),
-        missing(PROXY_PDB),
-        post(SECRETS),
-        Expect::patch(ACCOUNT),
-        Expect::patch(ROLE),
-        Expect::patch(BINDING),
-        Expect::patch(APP_SERVICE),
-        Expect::patch(PROXY_PDB),
-        Expect::patch(PROXY),
+    ];
+    script.extend(proxy_tier_created());
+    script.extend([
         // No PATCH of the front Service: no proxy pod is ready.
         Expect::status(&on),
-    ];
+    ]);
     let transcript = run(on.clone(), Cluster::applied(&off, 0), script).await;
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Routed")["reason"], "ProxyNotReady");

@@ -151,14 +151,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Deployment-level knobs of managed MongoDB (the operator's namespace for NetworkPolicies).
     pub mongo_options: crate::mongo::build::TierOptions,
-    /// The routing tier's caches: Ingresses and the proxy's RBAC (metadata kept; Ingress status).
-    pub ingresses: Store<Ingress>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub roles: Store<Role>,
-    pub role_bindings: Store<RoleBinding>,
-    /// HTTPRoutes and Certificates, where the cluster has their CRDs.
-    pub http_routes: Optional<HTTPRoute>,
-    pub certificates: Optional<Certificate>,
+    /// The routing tier's caches.
+    pub routing: RoutingCaches,
     /// Deployment-level knobs of routing (the default proxy image).
     pub routing_options: RoutingOptions,
     /// Each TLS Secret's state at the resource version it was read at.
@@ -194,12 +188,7 @@ impl Context {
             recorder,
             metrics,
             mongo_options: crate::mongo::build::TierOptions::default(),
-            ingresses: empty_store(),
-            service_accounts: empty_store(),
-            roles: empty_store(),
-            role_bindings: empty_store(),
-            http_routes: Optional::absent(),
-            certificates: Optional::absent(),
+            routing: RoutingCaches::empty(),
             routing_options: RoutingOptions::default(),
             tls_checks: Mutex::default(),
             failures: Mutex::default(),
@@ -237,12 +226,7 @@ impl Context {
     /// With the routing tier's caches of the running controller (default: empty, listed ones,
     /// and no HTTPRoute or Certificate CRD).
     pub fn with_routing_caches(mut self, caches: RoutingCaches) -> Self {
-        self.ingresses = caches.ingresses;
-        self.service_accounts = caches.service_accounts;
-        self.roles = caches.roles;
-        self.role_bindings = caches.role_bindings;
-        self.http_routes = caches.http_routes;
-        self.certificates = caches.certificates;
+        self.routing = caches;
         self
     }
 
@@ -284,7 +268,8 @@ impl Context {
     }
 }
 
-/// The caches of the routing tier (see [`Context::with_routing_caches`]).
+/// The caches of the routing tier: Ingresses and the proxy's RBAC (metadata, and the Ingress's
+/// status), HTTPRoutes and Certificates where the cluster has their CRDs.
 pub struct RoutingCaches {
     pub ingresses: Store<Ingress>,
     pub service_accounts: Store<ServiceAccount>,
@@ -292,6 +277,20 @@ pub struct RoutingCaches {
     pub role_bindings: Store<RoleBinding>,
     pub http_routes: Optional<HTTPRoute>,
     pub certificates: Optional<Certificate>,
+}
+
+impl RoutingCaches {
+    /// Listed and empty, on a cluster without Gateway API or cert-manager.
+    pub fn empty() -> Self {
+        Self {
+            ingresses: empty_store(),
+            service_accounts: empty_store(),
+            roles: empty_store(),
+            role_bindings: empty_store(),
+            http_routes: Optional::absent(),
+            certificates: Optional::absent(),
+        }
+    }
 }
 
 fn error_policy(app: Arc<ListedApp>, error: &Error, ctx: Arc<Context>) -> Action {

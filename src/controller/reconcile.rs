@@ -717,10 +717,13 @@ impl Context {
             self.deployments.wait_until_ready().now_or_never(),
             self.services.wait_until_ready().now_or_never(),
             self.budgets.wait_until_ready().now_or_never(),
-            self.ingresses.wait_until_ready().now_or_never(),
-            self.service_accounts.wait_until_ready().now_or_never(),
-            self.roles.wait_until_ready().now_or_never(),
-            self.role_bindings.wait_until_ready().now_or_never(),
+            self.routing.ingresses.wait_until_ready().now_or_never(),
+            self.routing
+                .service_accounts
+                .wait_until_ready()
+                .now_or_never(),
+            self.routing.roles.wait_until_ready().now_or_never(),
+            self.routing.role_bindings.wait_until_ready().now_or_never(),
         ]
         .iter()
         .all(|ready| matches!(ready, Some(Ok(()))))

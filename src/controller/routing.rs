@@ -99,21 +99,30 @@ pub async fn reconcile(
     let name = app_name(app);
     match tier.ingress {
         Some(ingress) => {
-            let applied = applier.apply_cached(&ctx.ingresses, ingress).await?;
+            let applied = applier
+                .apply_cached(&ctx.routing.ingresses, ingress)
+                .await?;
             report.writes += applied.writes();
             let current = applied
                 .written()
                 .map(std::sync::Arc::new)
-                .or_else(|| ctx.observed(&ctx.ingresses, namespace, &name));
+                .or_else(|| ctx.observed(&ctx.routing.ingresses, namespace, &name));
             report.seen.edge_address = current.and_then(|i| ingress_address(&i));
         }
         None => {
-            let observed = ctx.observed(&ctx.ingresses, namespace, &name);
+            let observed = ctx.observed(&ctx.routing.ingresses, namespace, &name);
             report.writes += u64::from(applier.delete(owned(app, observed)).await?);
         }
     }
 
-    let route = optional_child(ctx, app, namespace, &ctx.http_routes, tier.http_route).await?;
+    let route = optional_child(
+        ctx,
+        app,
+        namespace,
+        &ctx.routing.http_routes,
+        tier.http_route,
+    )
+    .await?;
     report.writes += route.writes;
     report.seen.route = match route.state {
         Optionally::NotWanted => None,
@@ -121,8 +130,14 @@ pub async fn reconcile(
         Optionally::Listing => Some(RouteState::Pending),
         Optionally::Seen(route) => Some(routing_status::route_state(&route)),
     };
-    let certificate =
-        optional_child(ctx, app, namespace, &ctx.certificates, tier.certificate).await?;
+    let certificate = optional_child(
+        ctx,
+        app,
+        namespace,
+        &ctx.routing.certificates,
+        tier.certificate,
+    )
+    .await?;
     report.writes += certificate.writes;
     report.seen.certificate = match certificate.state {
         Optionally::NotWanted => None,
@@ -149,12 +164,15 @@ async fn apply_proxy(
     let applier = &ctx.applier;
     // Its identity first: the pods start with the ServiceAccount and can watch at once.
     *writes += applier
-        .apply_cached(&ctx.service_accounts, proxy.service_account)
+        .apply_cached(&ctx.routing.service_accounts, proxy.service_account)
         .await?
         .writes();
-    *writes += applier.apply_cached(&ctx.roles, proxy.role).await?.writes();
     *writes += applier
-        .apply_cached(&ctx.role_bindings, proxy.role_binding)
+        .apply_cached(&ctx.routing.roles, proxy.role)
+        .await?
+        .writes();
+    *writes += applier
+        .apply_cached(&ctx.routing.role_bindings, proxy.role_binding)
         .await?
         .writes();
     *writes += applier
@@ -189,11 +207,11 @@ async fn delete_proxy(
     deletes += u64::from(applier.delete(owned(app, observed)).await?);
     let observed = ctx.observed(&ctx.services, namespace, &app_only_service_name(app));
     deletes += u64::from(applier.delete(owned(app, observed)).await?);
-    let observed = ctx.observed(&ctx.role_bindings, namespace, &name);
+    let observed = ctx.observed(&ctx.routing.role_bindings, namespace, &name);
     deletes += u64::from(applier.delete(owned(app, observed)).await?);
-    let observed = ctx.observed(&ctx.roles, namespace, &name);
+    let observed = ctx.observed(&ctx.routing.roles, namespace, &name);
     deletes += u64::from(applier.delete(owned(app, observed)).await?);
-    let observed = ctx.observed(&ctx.service_accounts, namespace, &name);
+    let observed = ctx.observed(&ctx.routing.service_accounts, namespace, &name);
     deletes += u64::from(applier.delete(owned(app, observed)).await?);
     Ok(deletes)
 }
@@ -360,10 +378,12 @@ async fn namesake(
             check.of(&ctx.deployments, &proxy.deployment).await?,
             check.of(&ctx.services, &proxy.app_service).await?,
             check
-                .of(&ctx.service_accounts, &proxy.service_account)
+                .of(&ctx.routing.service_accounts, &proxy.service_account)
                 .await?,
-            check.of(&ctx.roles, &proxy.role).await?,
-            check.of(&ctx.role_bindings, &proxy.role_binding).await?,
+            check.of(&ctx.routing.roles, &proxy.role).await?,
+            check
+                .of(&ctx.routing.role_bindings, &proxy.role_binding)
+                .await?,
         ];
         if let Some(taken) = found.into_iter().flatten().next() {
             return Ok(Some(taken));
@@ -375,19 +395,21 @@ async fn namesake(
         }
     }
     if let Some(ingress) = &tier.ingress
-        && let Some(taken) = check.of(&ctx.ingresses, ingress).await?
+        && let Some(taken) = check.of(&ctx.routing.ingresses, ingress).await?
     {
         return Ok(Some(taken));
     }
     if let Some(route) = &tier.http_route
-        && ctx.http_routes.installed()
-        && let Some(taken) = check.of(&ctx.http_routes.store, route).await?
+        && ctx.routing.http_routes.installed()
+        && let Some(taken) = check.of(&ctx.routing.http_routes.store, route).await?
     {
         return Ok(Some(taken));
     }
     if let Some(certificate) = &tier.certificate
-        && ctx.certificates.installed()
-        && let Some(taken) = check.of(&ctx.certificates.store, certificate).await?
+        && ctx.routing.certificates.installed()
+        && let Some(taken) = check
+            .of(&ctx.routing.certificates.store, certificate)
+            .await?
     {
         return Ok(Some(taken));
     }
