@@ -1,6 +1,7 @@
 //! meteor-operator: runs fleets of Meteor.js apps on Kubernetes.
 
 pub mod api;
+pub mod autoscaling_status;
 pub mod build;
 pub mod controller;
 pub mod mongo;

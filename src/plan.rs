@@ -377,3 +377,53 @@ mod tests {
         assert_eq!(decide(&f), RolloutPlan::Apply);
     }
 }
+
+/// The annotation the ReplicaSet controller reads to pick which pods a scale-down removes:
+/// the lowest cost goes first.
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+/// An app pod, as a scale-down looks at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodFacts {
+    pub name: String,
+    pub ip: Option<std::net::IpAddr>,
+    /// Its `pod-deletion-cost` now.
+    pub cost: Option<String>,
+    /// Already terminating: it holds no session worth keeping.
+    pub terminating: bool,
+}
+
+/// One backend as one proxy reports it (`/-/status`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct BackendSessions {
+    /// `ip:port`.
+    pub id: String,
+    /// Open connections (WebSockets, streams, requests in flight) to it through this proxy.
+    pub active: i64,
+    #[serde(default)]
+    pub terminating: bool,
+}
+
+/// The deletion cost each app pod must carry before a scale-down: its open sessions summed over
+/// every proxy (a draining backend counts as empty). Only pods whose annotation differs are
+/// returned, so a second look at the same sessions writes nothing.
+pub fn deletion_costs(pods: &[PodFacts], proxies: &[Vec<BackendSessions>]) -> Vec<(String, i64)> {
+    let mut sessions: std::collections::HashMap<std::net::IpAddr, i64> = Default::default();
+    for backend in proxies.iter().flatten() {
+        let Ok(addr) = backend.id.parse::<std::net::SocketAddr>() else {
+            continue;
+        };
+        let open = if backend.terminating { 0 } else { backend.active.max(0) };
+        *sessions.entry(addr.ip()).or_default() += open;
+    }
+    pods.iter()
+        .filter_map(|pod| {
+            let cost = match (pod.terminating, pod.ip) {
+                (false, Some(ip)) => sessions.get(&ip).copied().unwrap_or(0),
+                _ => 0,
+            };
+            (pod.cost.as_deref() != Some(cost.to_string().as_str()))
+                .then(|| (pod.name.clone(), cost))
+        })
+        .collect()
+}

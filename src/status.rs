@@ -206,8 +206,10 @@ pub fn compute(
         // Filled in by `crate::mongo::tier::fold_status` for managed MongoDB.
         mongo: None,
         rollout: history,
-        // Filled in by `crate::build::routing::fold_status`.
+        // Filled in by `crate::routing_status::fold_status`.
         routing: None,
+        // Filled in by `crate::autoscaling_status::fold_status`.
+        autoscaling: None,
     }
 }
 

@@ -6,8 +6,10 @@
 //! and `render`/reconcile evaluate the very same rules client-side (see `crate::validate`).
 
 mod mongo;
+mod autoscaling;
 mod routing;
 
+pub use autoscaling::*;
 pub use mongo::*;
 pub use routing::*;
 
@@ -141,6 +143,11 @@ pub struct MeteorAppSpec {
     /// The way in: sticky proxy (on by default), TLS, Ingress or Gateway API HTTPRoute.
     #[serde(default)]
     pub routing: Routing,
+
+    /// CPU-driven autoscaling: a HorizontalPodAutoscaler writes `replicas` through the scale
+    /// subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
 
     /// Node selector for app and worker pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -455,6 +462,9 @@ pub struct MeteorAppStatus {
     /// The proxy's replicas and the address clients use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingStatus>,
+    /// The autoscaler's replicas and CPU figure, with `spec.autoscaling`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
 }
 
 /// What the operator remembers of the app tier's rollouts (kept in status so it survives an

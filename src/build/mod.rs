@@ -2,6 +2,7 @@
 //! the operator wants to exist. No API access here; `crate::controller` applies what these return
 //! and `crate::render` prints it.
 
+mod autoscaling;
 pub mod meta;
 mod pdb;
 mod pod;
@@ -10,6 +11,7 @@ pub mod routing;
 mod service;
 mod workloads;
 
+pub use autoscaling::{SESSIONS_METRIC, default_behavior, horizontal_pod_autoscaler};
 pub use pdb::{app_disruption_budget, proxy_disruption_budget};
 pub use pod::{CONTAINER_NAME, default_resources, pod_template};
 pub use routing::{RoutingOptions, RoutingTier};
@@ -64,6 +66,8 @@ pub struct Desired {
     pub disruption_budget: Option<PodDisruptionBudget>,
     /// The proxy, Ingress, HTTPRoute and Certificate (`spec.routing`).
     pub routing: RoutingTier,
+    /// HorizontalPodAutoscaler `<name>`, with `spec.autoscaling`.
+    pub autoscaler: Option<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
 }
 
 /// Builds every child of `app`, with the default [`RoutingOptions`].
@@ -79,5 +83,6 @@ pub fn desired_with(app: &MeteorApp, inputs: &Inputs, routing: &RoutingOptions) 
         worker: worker_deployment(app, inputs),
         disruption_budget: app_disruption_budget(app),
         routing: routing::tier(app, routing),
+        autoscaler: horizontal_pod_autoscaler(app),
     }
 }

@@ -8,9 +8,16 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-/// The app tier's budget.
+/// The app tier's budget. An autoscaled app keeps it whatever the autoscaler does, so it does not
+/// appear and disappear as the replicas cross 1 and 2 (maxUnavailable 1 never blocks the drain
+/// of a single pod).
 pub fn app_disruption_budget(app: &MeteorApp) -> Option<PodDisruptionBudget> {
-    budget(app, app_name(app), Component::App, app.spec.replicas)
+    let replicas = app
+        .spec
+        .autoscaling
+        .as_ref()
+        .map_or(app.spec.replicas, |a| a.max_replicas);
+    budget(app, app_name(app), Component::App, replicas)
 }
 
 /// The proxy's budget (with the proxy on).

@@ -16,6 +16,7 @@ mod optional;
 mod reconcile;
 mod referenced;
 mod routing;
+mod scale_down;
 mod slots;
 
 pub use apply::{APPLIED_HASH_ANNOTATION, Applier, Child, desired_hash, stamped};
@@ -34,6 +35,7 @@ use crate::routing_status::TlsSecretState;
 use feed::Feed;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -153,6 +155,10 @@ pub struct Context {
     pub mongo_options: crate::mongo::build::TierOptions,
     /// The routing tier's caches.
     pub routing: RoutingCaches,
+    /// HorizontalPodAutoscalers (metadata and status kept).
+    pub autoscalers: Store<HorizontalPodAutoscaler>,
+    /// Port of the proxies' admin endpoint, read for open sessions before a scale-down.
+    pub proxy_admin_port: u16,
     /// Deployment-level knobs of routing (the default proxy image).
     pub routing_options: RoutingOptions,
     /// Each TLS Secret's state at the resource version it was read at.
@@ -189,6 +195,8 @@ impl Context {
             metrics,
             mongo_options: crate::mongo::build::TierOptions::default(),
             routing: RoutingCaches::empty(),
+            autoscalers: empty_store(),
+            proxy_admin_port: crate::build::routing::ADMIN_PORT as u16,
             routing_options: RoutingOptions::default(),
             tls_checks: Mutex::default(),
             failures: Mutex::default(),
@@ -227,6 +235,12 @@ impl Context {
     /// and no HTTPRoute or Certificate CRD).
     pub fn with_routing_caches(mut self, caches: RoutingCaches) -> Self {
         self.routing = caches;
+        self
+    }
+
+    /// With the cache of HorizontalPodAutoscalers (default: empty, listed).
+    pub fn with_autoscalers(mut self, autoscalers: Store<HorizontalPodAutoscaler>) -> Self {
+        self.autoscalers = autoscalers;
         self
     }
 
@@ -469,6 +483,13 @@ pub mod trim {
         identity(&mut route.metadata);
     }
 
+    /// Keeps the autoscaler's status (`Autoscaled`, `status.autoscaling`).
+    pub fn autoscaler(autoscaler: &mut HorizontalPodAutoscaler) {
+        drift::condense(&mut autoscaler.metadata);
+        identity(&mut autoscaler.metadata);
+        autoscaler.spec = None;
+    }
+
     /// Keeps cert-manager's conditions.
     pub fn certificate(certificate: &mut Certificate) {
         drift::condense(&mut certificate.metadata);
@@ -602,6 +623,7 @@ struct Caches {
     secret_versions: Store<PartialObjectMeta<Secret>>,
     config_map_versions: Store<PartialObjectMeta<ConfigMap>>,
     routing: RoutingCaches,
+    autoscalers: Store<HorizontalPodAutoscaler>,
     feeds: Feeds,
 }
 
@@ -621,6 +643,7 @@ struct Feeds {
     role_bindings: Feed<RoleBinding>,
     http_routes: Feed<HTTPRoute>,
     certificates: Feed<Certificate>,
+    autoscalers: Feed<HorizontalPodAutoscaler>,
 }
 
 impl Caches {
@@ -641,6 +664,8 @@ impl Caches {
         let (owned_secrets, owned_secret_feed) =
             owned.cache::<PartialObjectMeta<Secret>>(trim::secret_metadata);
         let (ingresses, ingress_feed) = owned.cache::<Ingress>(trim::ingress);
+        let (autoscalers, autoscaler_feed) =
+            owned.cache::<HorizontalPodAutoscaler>(trim::autoscaler);
         let (service_accounts, service_account_feed) = owned.cache::<ServiceAccount>(|account| {
             trim::metadata_only(account);
             account.secrets = None;
@@ -702,6 +727,7 @@ impl Caches {
                 http_routes,
                 certificates,
             },
+            autoscalers,
             feeds: Feeds {
                 // The replica that starts to lead first gets every cached app: each is
                 // reconciled once at once, whatever happened while it stood by.
@@ -724,6 +750,8 @@ impl Caches {
                 role_bindings: role_binding_feed,
                 http_routes: http_route_feed,
                 certificates: certificate_feed,
+                // The autoscaler's status: Autoscaled follows it.
+                autoscalers: autoscaler_feed,
             },
             apps,
         }
@@ -751,12 +779,14 @@ async fn run_reconciler(
         secret_versions,
         config_map_versions,
         routing,
+        autoscalers,
         feeds,
     } = caches;
     let mut ctx = Context::new(client, deployments, services, budgets, metrics)
         .with_mongo_caches(statefulsets, network_policies, owned_secrets)
         .with_references(app_index.clone(), secret_versions, config_map_versions)
-        .with_routing_caches(routing);
+        .with_routing_caches(routing)
+        .with_autoscalers(autoscalers);
     ctx.routing_options.proxy_image = args.proxy_image.clone();
     ctx.slots = RolloutSlots::new(usize::from(args.max_upgrade_rollouts));
     ctx.applier = Applier::new(ctx.client.clone()).expecting(expected);
@@ -782,6 +812,7 @@ async fn run_reconciler(
         .owns_stream(feeds.role_bindings.open())
         .owns_stream(feeds.http_routes.open())
         .owns_stream(feeds.certificates.open())
+        .owns_stream(feeds.autoscalers.open())
         .watches_stream(
             feeds.secrets.open(),
             referencing_apps(app_index.clone(), SourceKind::Secret),

@@ -15,6 +15,7 @@ use crate::status::{self, DEGRADED, READY, RolloutState, Verdict};
 use crate::validate::validate;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -324,6 +325,12 @@ fn status_for(app: &MeteorApp, ctx: &Context, outcome: Outcome) -> MeteorAppStat
     );
     crate::mongo::tier::fold_status(&mut new_status, app, written.mongo.as_ref(), &now);
     crate::routing_status::fold_status(&mut new_status, app, written.routing.as_ref(), &now);
+    crate::autoscaling_status::fold_status(
+        &mut new_status,
+        app,
+        written.autoscaler.as_ref().map(Option::as_deref),
+        &now,
+    );
     new_status
 }
 
@@ -355,6 +362,8 @@ struct Written {
     mongo: Option<crate::mongo::tier::TierReport>,
     /// What the routing tier saw.
     routing: Option<crate::routing_status::RoutingObservation>,
+    /// The autoscaler as written or cached, when the pass got that far.
+    autoscaler: Option<Option<Arc<HorizontalPodAutoscaler>>>,
     /// Come back this soon for the routing tier.
     requeue: Option<Duration>,
 }
@@ -388,6 +397,14 @@ async fn namesake_conflict(
     {
         return Ok(Some(Problem::NameConflict(message)));
     }
+    if desired.autoscaler.is_some()
+        && ctx.observed(&ctx.autoscalers, namespace, &name).is_none()
+        && let Some(message) =
+            apply::foreign_namesake::<HorizontalPodAutoscaler>(client, namespace, &name, &uid)
+                .await?
+    {
+        return Ok(Some(Problem::NameConflict(message)));
+    }
     if desired.disruption_budget.is_some()
         && ctx.observed(&ctx.budgets, namespace, &name).is_none()
         && let Some(message) =
@@ -415,6 +432,14 @@ async fn converge(
     let observed_app = ctx.observed_deployment(app, &app_name);
     let observed_worker = ctx.observed_deployment(app, &meta::worker_name(app));
 
+    // Fewer app pods than now: first mark which hold the fewest sessions.
+    let replicas = |d: Option<&Deployment>| d.and_then(|d| d.spec.as_ref()?.replicas);
+    if !matches!(app_write, AppWrite::Keep)
+        && replicas(Some(&desired.app)) < replicas(observed_app.as_deref())
+    {
+        writes +=
+            Box::pin(super::scale_down::set_deletion_costs(ctx, app, namespace)).await?;
+    }
     written.app = match app_write {
         AppWrite::Desired => match applier.apply(desired.app, observed_app.as_deref()).await? {
             Applied::Written(deployment) => Some(deployment),
@@ -473,6 +498,19 @@ async fn converge(
         }
         None => writes += u64::from(applier.delete(owned(app, observed)).await?),
     }
+
+    let observed = ctx.observed(&ctx.autoscalers, namespace, &app_name);
+    written.autoscaler = Some(match desired.autoscaler {
+        Some(autoscaler) => {
+            let applied = applier.apply(autoscaler, observed.as_deref()).await?;
+            writes += applied.writes();
+            applied.written().map(Arc::new).or(observed)
+        }
+        None => {
+            writes += u64::from(applier.delete(owned(app, observed)).await?);
+            None
+        }
+    });
 
     // Managed MongoDB, after the app tier: the app Deployment exists regardless, and its pods
     // start as soon as the URLs Secret and a primary are there.
@@ -618,14 +656,7 @@ async fn write_status(
     .await?;
     ctx.metrics.wrote(1);
 
-    let reference = ObjectReference {
-        api_version: Some(MeteorApp::api_version(&()).into()),
-        kind: Some(MeteorApp::kind(&()).into()),
-        name: metadata.name.clone(),
-        namespace: Some(namespace.to_string()),
-        uid: metadata.uid.clone(),
-        ..ObjectReference::default()
-    };
+    let reference = reference(metadata, namespace);
     for event in events {
         // An event that cannot be recorded must not fail the reconcile.
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
@@ -633,6 +664,18 @@ async fn write_status(
         }
     }
     Ok(())
+}
+
+/// The MeteorApp as events refer to it.
+pub(super) fn reference(metadata: &ObjectMeta, namespace: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(MeteorApp::api_version(&()).into()),
+        kind: Some(MeteorApp::kind(&()).into()),
+        name: metadata.name.clone(),
+        namespace: Some(namespace.to_string()),
+        uid: metadata.uid.clone(),
+        ..ObjectReference::default()
+    }
 }
 
 /// A Warning when a problem appears or changes; a Normal event when the app is Ready again.
@@ -724,6 +767,7 @@ impl Context {
                 .now_or_never(),
             self.routing.roles.wait_until_ready().now_or_never(),
             self.routing.role_bindings.wait_until_ready().now_or_never(),
+            self.autoscalers.wait_until_ready().now_or_never(),
         ]
         .iter()
         .all(|ready| matches!(ready, Some(Ok(()))))

@@ -1,0 +1,148 @@
+//! Before the app Deployment loses replicas (whatever lowered `spec.replicas`: the autoscaler,
+//! `kubectl scale`, an edit), each app pod is given a `pod-deletion-cost` equal to its open
+//! sessions, summed over every proxy replica's `/-/status`, so the ReplicaSet controller removes
+//! the pods that hold the fewest users. Done once per scale-down; every proxy is asked at once,
+//! each within [`ASK_LIMIT`]; when the proxies cannot all be read the scale-down goes ahead with
+//! the costs unchanged, and a Warning event says so.
+
+use super::Context;
+use crate::api::MeteorApp;
+use crate::build::meta::{Component, selector_string};
+use crate::plan::{self, BackendSessions, POD_DELETION_COST, PodFacts};
+use http_body_util::{BodyExt, Empty};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Longest one proxy's status may take.
+const ASK_LIMIT: Duration = Duration::from_secs(2);
+
+/// Sets the deletion costs of `app`'s pods; the number of pods patched.
+pub async fn set_deletion_costs(
+    ctx: &Context,
+    app: &MeteorApp,
+    namespace: &str,
+) -> Result<u64, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let list = |component: Component| {
+        ListParams::default().labels(&selector_string(app, component.as_str()))
+    };
+    let app_pods = pods.list(&list(Component::App)).await?.items;
+    let proxies: Vec<SocketAddr> = if app.spec.routing.proxy_enabled() {
+        pods.list(&list(Component::Proxy))
+            .await?
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(pod_ip)
+            .map(|ip| SocketAddr::new(ip, ctx.proxy_admin_port))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let answers = futures::future::join_all(proxies.iter().map(|addr| ask(*addr))).await;
+    let failed: Vec<String> = proxies
+        .iter()
+        .zip(&answers)
+        .filter_map(|(addr, answer)| answer.as_ref().err().map(|e| format!("{addr}: {e}")))
+        .collect();
+    if proxies.is_empty() || !failed.is_empty() {
+        let why = if proxies.is_empty() {
+            "no proxy runs in front of the app pods".to_string()
+        } else {
+            format!("proxies did not answer ({})", failed.join("; "))
+        };
+        warn(ctx, app, namespace, &why).await;
+        return Ok(0);
+    }
+    let reports: Vec<Vec<BackendSessions>> = answers.into_iter().flatten().collect();
+    let facts: Vec<PodFacts> = app_pods
+        .iter()
+        .map(|pod| PodFacts {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            ip: pod_ip(pod),
+            cost: pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(POD_DELETION_COST).cloned()),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+        })
+        .collect();
+    let mut patched = 0;
+    for (name, cost) in plan::deletion_costs(&facts, &reports) {
+        let patch = serde_json::json!({
+            "metadata": { "annotations": { POD_DELETION_COST: cost.to_string() } }
+        });
+        match pods
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => patched += 1,
+            // Gone meanwhile: nothing to keep.
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(patched)
+}
+
+fn pod_ip(pod: &Pod) -> Option<IpAddr> {
+    pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()
+}
+
+/// One proxy's backends, from `GET /-/status` on its admin port.
+async fn ask(addr: SocketAddr) -> Result<Vec<BackendSessions>, String> {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        backends: Vec<BackendSessions>,
+    }
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = http::Request::get("/-/status")
+            .header(http::header::HOST, addr.to_string())
+            .body(Empty::<hyper::body::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("status {}", response.status()));
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        serde_json::from_slice::<Status>(&body)
+            .map(|s| s.backends)
+            .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(ASK_LIMIT, exchange)
+        .await
+        .map_err(|_| format!("no answer within {} s", ASK_LIMIT.as_secs()))?
+}
+
+async fn warn(ctx: &Context, app: &MeteorApp, namespace: &str, why: &str) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "SessionsUnknown".into(),
+        note: Some(format!(
+            "scaling down without knowing which pods hold the fewest sessions: {why}"
+        )),
+        action: "ScaleDown".into(),
+        secondary: None,
+    };
+    let reference = super::reconcile::reference(&app.metadata, namespace);
+    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+        tracing::warn!(%error, "could not record an event");
+    }
+}
