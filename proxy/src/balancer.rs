@@ -10,6 +10,8 @@
 //!   its id over the live backends, so replicas with the same backend list agree with no shared
 //!   state; the choice is then remembered locally, so adding a backend never moves it.
 //! - `update` merges a new backend list: known ids keep their state and counters.
+//! - Each backend counts its open tunnels and announces its drain window to them
+//!   ([`super::closing`]), so they close one by one rather than all at its deadline.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::closing::Closer;
 use super::health::HealthState;
 use super::metrics::{BackendMetrics, Metrics};
 
@@ -58,6 +61,10 @@ pub struct Backend {
     health: Mutex<HealthState>,
     /// Cancelled when the drain deadline passes: open tunnels to this backend close.
     pub drained: CancellationToken,
+    /// The drain window its tunnels follow, to close one by one before `drained`.
+    pub closing: Closer,
+    /// Open tunnels: the slots of a drain window.
+    tunnels: AtomicUsize,
     pub metrics: BackendMetrics,
     /// Idle keep-alive connections to this backend.
     pub pool: super::upstream::Pool,
@@ -82,6 +89,8 @@ impl Backend {
             up: AtomicBool::new(health.is_up()),
             health: Mutex::new(health),
             drained: CancellationToken::new(),
+            closing: Closer::default(),
+            tunnels: AtomicUsize::new(0),
             metrics: metrics.backend(&spec.id),
             pool: Default::default(),
             cookie_cache: Mutex::new(None),
@@ -103,6 +112,9 @@ impl Backend {
     }
     pub fn is_removed(&self) -> bool {
         self.removed.load(Ordering::Relaxed)
+    }
+    pub fn tunnels(&self) -> usize {
+        self.tunnels.load(Ordering::Relaxed)
     }
 
     /// Takes new sessions.
@@ -146,6 +158,22 @@ impl Backend {
         self.metrics.active.inc();
         self.metrics.requests.inc();
         ActiveGuard(self.clone())
+    }
+}
+
+/// Counts one open tunnel to `backend` until dropped.
+pub struct TunnelGuard<'a>(&'a Backend);
+
+impl<'a> TunnelGuard<'a> {
+    pub fn new(backend: &'a Backend) -> Self {
+        backend.tunnels.fetch_add(1, Ordering::Relaxed);
+        Self(backend)
+    }
+}
+
+impl Drop for TunnelGuard<'_> {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

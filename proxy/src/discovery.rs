@@ -142,6 +142,18 @@ pub async fn watch_service(
     apply: impl Fn(Vec<BackendSpec>),
 ) -> Result<(), DiscoveryError> {
     let client = kube::Client::try_default().await?;
+    watch_service_with(client, service, port, apply).await;
+    Ok(())
+}
+
+/// [`watch_service`] through `client` (a test's mock API server); `name` alone is in the
+/// client's default namespace.
+pub async fn watch_service_with(
+    client: kube::Client,
+    service: &str,
+    port: Option<&str>,
+    apply: impl Fn(Vec<BackendSpec>),
+) {
     let (namespace, name) = match service.split_once('/') {
         Some((ns, name)) => (ns.to_owned(), name),
         None => (client.default_namespace().to_owned(), service),
@@ -155,7 +167,7 @@ pub async fn watch_service(
     loop {
         let event = match events.try_next().await {
             Ok(Some(event)) => event,
-            Ok(None) => return Ok(()),
+            Ok(None) => return,
             Err(error) => {
                 tracing::warn!(%error, "EndpointSlice watch error; retrying");
                 continue;
@@ -186,7 +198,14 @@ pub async fn watch_service(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
+
+    use http::{Request, Response};
+    use http_body_util::StreamBody;
+    use hyper::body::{Bytes, Frame};
     use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use serde_json::{Value, json};
 
     fn endpoint(ip: &str, ready: Option<bool>, terminating: Option<bool>) -> Endpoint {
         Endpoint {
@@ -244,6 +263,198 @@ mod tests {
         assert_eq!(by_number[0].id, "10.0.0.1:9100");
         assert_eq!(specs_from_slices([&a], None)[0].id, "10.0.0.1:9100");
         assert!(specs_from_slices([&a], Some("nope")).is_empty());
+    }
+
+    /// A named slice of the Service `todos` at `resource_version`, its pods `10.0.0.<n>`
+    /// given as (n, ready, terminating), as the API server serializes it.
+    fn slice_json(name: &str, resource_version: &str, pods: &[(u8, bool, bool)]) -> Value {
+        let endpoints = pods
+            .iter()
+            .map(|&(n, ready, terminating)| {
+                endpoint(&format!("10.0.0.{n}"), Some(ready), Some(terminating))
+            })
+            .collect();
+        let mut s = slice(endpoints);
+        s.metadata = ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("shop".into()),
+            resource_version: Some(resource_version.into()),
+            labels: Some([("kubernetes.io/service-name".into(), "todos".into())].into()),
+            ..Default::default()
+        };
+        serde_json::to_value(s).unwrap()
+    }
+
+    /// A response body the test writes as it goes: a watch stays open until the sender drops.
+    type Chunks = futures::channel::mpsc::UnboundedReceiver<Result<Frame<Bytes>, Infallible>>;
+    type Server =
+        tower_test::mock::Handle<Request<kube::client::Body>, Response<StreamBody<Chunks>>>;
+    type Stream = futures::channel::mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>;
+
+    /// Takes the next request, asserts it lists (`watch_from` None) or watches from that
+    /// resourceVersion the slices of Service `todos` in namespace `shop`, and answers it with
+    /// a stream.
+    async fn answer(server: &mut Server, watch_from: Option<&str>) -> Stream {
+        let (request, respond) = server.next_request().await.expect("a request");
+        let uri = request.uri().clone();
+        assert_eq!(request.method(), http::Method::GET, "{uri}");
+        assert_eq!(
+            uri.path(),
+            "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices"
+        );
+        let query = uri.query().unwrap_or_default();
+        let params: Vec<&str> = query.split('&').collect();
+        assert!(
+            params.contains(&"labelSelector=kubernetes.io%2Fservice-name%3Dtodos"),
+            "{uri}"
+        );
+        match watch_from {
+            None => assert!(!params.contains(&"watch=true"), "a list: {uri}"),
+            Some(version) => assert!(
+                params.contains(&"watch=true")
+                    && params.contains(&format!("resourceVersion={version}").as_str()),
+                "a watch from {version}: {uri}"
+            ),
+        }
+        let (stream, chunks) = futures::channel::mpsc::unbounded();
+        respond.send_response(Response::new(StreamBody::new(chunks)));
+        stream
+    }
+
+    fn send(stream: &Stream, value: Value) {
+        let mut line = serde_json::to_vec(&value).unwrap();
+        line.push(b'\n');
+        stream.unbounded_send(Ok(Frame::data(line.into()))).unwrap();
+    }
+
+    fn list(resource_version: &str, items: Vec<Value>) -> Value {
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
+            "metadata": {"resourceVersion": resource_version}, "items": items,
+        })
+    }
+
+    /// The next list handed to the balancer, as (id, ready, terminating).
+    async fn next_backends(
+        lists: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<BackendSpec>>,
+    ) -> Vec<(String, bool, bool)> {
+        let specs = lists.recv().await.expect("the watch is running");
+        specs
+            .into_iter()
+            .map(|s| (s.id, s.ready, s.terminating))
+            .collect()
+    }
+
+    fn pod(n: u8, ready: bool, terminating: bool) -> (String, bool, bool) {
+        (format!("10.0.0.{n}:3000"), ready, terminating)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_endpointslice_watch_follows_changes_and_resumes_after_a_relist() {
+        let (service, mut server) = tower_test::mock::pair();
+        let client = kube::Client::new(service, "default");
+        let (found, mut lists) = tokio::sync::mpsc::unbounded_channel();
+        let watch = tokio::spawn(async move {
+            watch_service_with(client, "shop/todos", Some("http"), move |specs| {
+                let _ = found.send(specs);
+            })
+            .await
+        });
+        let scenario = async {
+            let body = answer(&mut server, None).await;
+            let two = slice_json("todos-a", "10", &[(1, true, false), (2, true, false)]);
+            send(&body, list("10", vec![two]));
+            drop(body);
+            assert_eq!(
+                next_backends(&mut lists).await,
+                [pod(1, true, false), pod(2, true, false)]
+            );
+
+            let events = answer(&mut server, Some("10")).await;
+            let three = [(1, true, false), (2, true, false), (3, true, false)];
+            send(
+                &events,
+                json!({"type": "MODIFIED", "object": slice_json("todos-a", "11", &three)}),
+            );
+            assert_eq!(
+                next_backends(&mut lists).await,
+                [
+                    pod(1, true, false),
+                    pod(2, true, false),
+                    pod(3, true, false)
+                ]
+            );
+            let leaving = [(1, true, false), (2, false, true), (3, true, false)];
+            send(
+                &events,
+                json!({"type": "MODIFIED", "object": slice_json("todos-a", "12", &leaving)}),
+            );
+            assert_eq!(
+                next_backends(&mut lists).await,
+                [
+                    pod(1, true, false),
+                    pod(2, false, true),
+                    pod(3, true, false)
+                ],
+                "pod 2 is reported terminating (draining)"
+            );
+            let gone = [(1, true, false), (3, true, false)];
+            send(
+                &events,
+                json!({"type": "MODIFIED", "object": slice_json("todos-a", "13", &gone)}),
+            );
+            assert_eq!(
+                next_backends(&mut lists).await,
+                [pod(1, true, false), pod(3, true, false)]
+            );
+
+            // The watch ends (the API server's timeout): it resumes from the last version seen.
+            drop(events);
+            let events = answer(&mut server, Some("13")).await;
+            // That version is too old by now: 410 Gone, so the watcher lists again.
+            send(
+                &events,
+                json!({"type": "ERROR", "object": {
+                    "apiVersion": "v1", "kind": "Status", "status": "Failure",
+                    "reason": "Expired", "message": "too old resource version", "code": 410,
+                }}),
+            );
+            // What changed meanwhile: slice todos-a was replaced by todos-b, pod 3 left, pod 4
+            // joined, and a slice todos-c holds pod 5. Nothing of the old state may survive.
+            let body = answer(&mut server, None).await;
+            send(
+                &body,
+                list(
+                    "20",
+                    vec![
+                        slice_json("todos-b", "19", &[(1, true, false), (4, true, false)]),
+                        slice_json("todos-c", "20", &[(5, true, false)]),
+                    ],
+                ),
+            );
+            drop(body);
+            // No list in between: the old one is served until the new one is complete.
+            let relisted = [
+                pod(1, true, false),
+                pod(4, true, false),
+                pod(5, true, false),
+            ];
+            assert_eq!(next_backends(&mut lists).await, relisted);
+
+            // And it watches again from the new list's version.
+            let events = answer(&mut server, Some("20")).await;
+            send(
+                &events,
+                json!({"type": "DELETED", "object": slice_json("todos-c", "21", &[(5, true, false)])}),
+            );
+            assert_eq!(next_backends(&mut lists).await, relisted[..2]);
+            events
+        };
+        let _open = tokio::time::timeout(Duration::from_secs(60), scenario)
+            .await
+            .expect("the scenario finished within 60 s");
+        assert!(lists.try_recv().is_err(), "no further lists");
+        watch.abort();
     }
 
     #[test]

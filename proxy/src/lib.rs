@@ -7,6 +7,7 @@
 //! - [`health`]: rise/fall state and the active checker. [`discovery`]: where backends come from.
 //! - [`server`]: the traffic path. [`deadline`]: the client write deadline. [`upstream`]:
 //!   pooled backend connections. [`tunnel`]: WebSocket byte tunnels. [`tls`]: TLS termination.
+//! - [`closing`]: WebSocket closes spread over drain and shutdown windows.
 //! - [`ratelimit`]: per-IP 429s. [`bounded`]: size caps of the pin and rate-limit maps.
 //! - [`admin`] and [`metrics`]: status page and Prometheus metrics.
 //! - [`replay`]: one client connection from bytes in memory (the fuzz target's harness).
@@ -17,6 +18,7 @@
 pub mod admin;
 pub mod balancer;
 pub mod bounded;
+pub mod closing;
 pub mod config;
 pub mod cookie;
 pub mod deadline;
@@ -197,7 +199,7 @@ async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
 
     terminated().await?;
     tracing::info!(deadline = ?args.shutdown_timeout, "shutting down: no new connections");
-    proxy.shutdown.cancel();
+    proxy.begin_shutdown(args.shutdown_timeout);
     let _ = accept.await;
     proxy.tracker.close();
     if tokio::time::timeout(args.shutdown_timeout, proxy.tracker.wait())
@@ -234,15 +236,17 @@ fn apply_backends(
 /// backend has no live sessions left; a short gap between two polls must not end the drain.
 const DRAIN_QUIET: Duration = Duration::from_secs(5);
 
-/// Lets a leaving backend keep its sessions until they end or `deadline` passes.
+/// Lets a leaving backend keep its sessions until they end or `deadline` passes, its open
+/// tunnels closing one by one until then.
 async fn drain_backend(balancer: Arc<Balancer>, backend: Arc<Backend>, deadline: Duration) {
-    let until = Instant::now() + deadline;
-    let mut quiet_since = Instant::now();
+    let until = backend.closing.open(deadline, backend.tunnels());
+    let mut quiet_since = tokio::time::Instant::now();
     loop {
         if !backend.is_removed() && !backend.is_terminating() {
-            return; // it came back
+            backend.closing.withdraw(); // it came back: its tunnels stay
+            return;
         }
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         if backend.active() > 0 {
             quiet_since = now;
         }

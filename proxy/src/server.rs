@@ -9,8 +9,9 @@
 //!   closes).
 //! - An upgrade request with a body gets 400 (the body would be read as tunnel bytes).
 //! - WebSocket upgrades get their own upstream connection and become a byte tunnel that closes
-//!   after `idle_timeout` without traffic, when its backend's drain deadline passes, or when the
-//!   shutdown deadline passes. Tunnels hold no buffer while idle ([`super::tunnel`]).
+//!   after `idle_timeout` without traffic, or at its slot in its backend's drain window or the
+//!   proxy's shutdown window ([`super::closing`]: spread over the window, all gone by its
+//!   deadline). Tunnels hold no buffer while idle ([`super::tunnel`]).
 //! - A failed upstream connect takes the backend down (passive check) and a request without a
 //!   body is retried once on a freshly routed backend. An idempotent request without a body
 //!   whose pooled connection closes under it is retried once on a new connection.
@@ -36,7 +37,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::balancer::{ActiveGuard, Backend, Balancer};
+use super::balancer::{ActiveGuard, Backend, Balancer, TunnelGuard};
+use super::closing::{self, Closer};
 use super::cookie::{self, CookieSigner};
 use super::deadline::WriteDeadline;
 use super::metrics::{Metrics, Reason};
@@ -77,7 +79,9 @@ pub struct Proxy {
     proto: HeaderValue,
     /// Cancelled on SIGTERM: connections finish their current request and close.
     pub shutdown: CancellationToken,
-    /// Cancelled at the shutdown deadline: tunnels close.
+    /// The shutdown window: tunnels close one by one in it.
+    closing: Closer,
+    /// Cancelled at the shutdown deadline: tunnels left close.
     pub hard_stop: CancellationToken,
     pub tracker: TaskTracker,
 }
@@ -109,9 +113,18 @@ impl Proxy {
             metrics,
             proto,
             shutdown: CancellationToken::new(),
+            closing: Closer::default(),
             hard_stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }
+    }
+
+    /// Starts the shutdown: connections stop being accepted and finish their current request,
+    /// and the open tunnels close one by one over `window`.
+    pub fn begin_shutdown(&self, window: Duration) {
+        let open = self.balancer.backends().iter().map(|b| b.tunnels()).sum();
+        self.closing.open(window, open);
+        self.shutdown.cancel();
     }
 
     /// Forgets rate-limit buckets of clients gone quiet.
@@ -458,14 +471,23 @@ impl Proxy {
         let from_backend = hyper::upgrade::on(&mut response);
         let idle = self.settings.idle_timeout;
         let hard_stop = self.hard_stop.clone();
+        let windows = [backend.closing.follow(), self.closing.follow()];
         self.tracker.spawn(async move {
             let (Ok(client), Ok(upstream)) = tokio::join!(from_client, from_backend) else {
                 return;
             };
+            let _open = TunnelGuard::new(&backend);
+            let closed = async {
+                tokio::select! {
+                    () = closing::slot(windows) => {}
+                    // Whatever is left at a deadline (slots end by it; these are the backstop).
+                    () = backend.drained.cancelled() => {}
+                    () = hard_stop.cancelled() => {}
+                }
+            };
             tokio::select! {
                 _ = tunnel(client, upstream, idle) => {}
-                _ = backend.drained.cancelled() => {}
-                _ = hard_stop.cancelled() => {}
+                () = closing::PolledOnWake::new(closed) => {}
             }
             drop(guard);
         });

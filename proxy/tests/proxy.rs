@@ -984,3 +984,122 @@ fn an_upgrade_request_with_a_body_is_refused() {
     c.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 400", "{}", String::from_utf8_lossy(&head));
 }
+
+/// `n` raw WebSockets through `proxy`, each on a thread reading until the proxy closes it.
+/// Returns once all are open, with the instants they close (one per socket, bounded by `WAIT`).
+fn open_websockets(proxy: SocketAddr, n: usize) -> Receiver<Instant> {
+    let (opened_tx, opened) = channel();
+    let (closed_tx, closed) = channel();
+    for _ in 0..n {
+        let (opened_tx, closed_tx) = (opened_tx.clone(), closed_tx.clone());
+        std::thread::spawn(move || {
+            let mut ws = TcpStream::connect_timeout(&proxy, Duration::from_secs(5)).unwrap();
+            ws.set_read_timeout(Some(WAIT)).unwrap();
+            ws.write_all(
+                format!(
+                    "GET /sockjs/websocket HTTP/1.1\r\nHost: {proxy}\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            let head = read_head(&mut ws).unwrap_or_default();
+            let _ = opened_tx.send(head);
+            // Frames (the backend's hello) until the proxy closes it, or `WAIT` runs out.
+            let _ = ws.read_to_end(&mut Vec::new());
+            let _ = closed_tx.send(Instant::now());
+        });
+    }
+    for _ in 0..n {
+        let head = opened.recv_timeout(WAIT).expect("a WebSocket answers");
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    }
+    closed
+}
+
+/// Collects `n` close instants and asserts they are spread over the window that began at
+/// `from` (give or take `lag`, the proxy noticing): the last within its deadline, first to last
+/// at least half the window, and no tenth of the window holding more than a quarter of them.
+fn assert_spread(
+    closed: &Receiver<Instant>,
+    n: usize,
+    from: Instant,
+    window: Duration,
+    lag: Duration,
+) {
+    let mut at: Vec<Instant> = (0..n)
+        .map(|_| closed.recv_timeout(WAIT).expect("every WebSocket closes"))
+        .collect();
+    at.sort();
+    let offsets: Vec<u128> = at.iter().map(|t| (*t - from).as_millis()).collect();
+    let span = at[n - 1] - at[0];
+    let tenth = window / 10;
+    let busiest = (0..n)
+        .map(|i| at[i..].iter().take_while(|t| **t - at[i] <= tenth).count())
+        .max()
+        .unwrap();
+    eprintln!("closes (ms after the trigger): {offsets:?}; span {span:?}; busiest tenth {busiest}");
+    assert!(
+        at[n - 1] <= from + lag + window + Duration::from_millis(500),
+        "closed after the deadline: {offsets:?}"
+    );
+    assert!(
+        span >= window / 2,
+        "closes bunched within {span:?}: {offsets:?}"
+    );
+    assert!(
+        busiest <= n / 4,
+        "{busiest} closes within {tenth:?}: {offsets:?}"
+    );
+}
+
+#[test]
+fn a_draining_backends_websockets_close_one_by_one_over_the_drain_window() {
+    let b1 = backend("b1");
+    let file = temp_file("drain", &format!("{}\n", b1.addr));
+    let proxy = proxy_with(&[
+        "--backends-file".into(),
+        file.to_str().unwrap().into(),
+        "--drain-timeout".into(),
+        "2s".into(),
+    ]);
+    eventually("the proxy read the file", || {
+        status(&proxy)["backends"].as_array().unwrap().len() == 1
+    });
+    let closed = open_websockets(proxy.addr, 20);
+    // b1 leaves; the proxy reads the file within 500 ms.
+    let from = Instant::now();
+    std::fs::write(&file, "").unwrap();
+    let drain = Duration::from_secs(2);
+    assert_spread(&closed, 20, from, drain, Duration::from_millis(600));
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn websockets_close_one_by_one_over_the_shutdown_window() {
+    let backends = [backend("b1"), backend("b2")];
+    let mut proxy = start_proxy(
+        &backends.iter().collect::<Vec<_>>(),
+        &["--shutdown-timeout", "2s"],
+    );
+    let closed = open_websockets(proxy.addr, 20);
+    let from = Instant::now();
+    let term = Command::new("kill")
+        .args(["-TERM", &proxy.proc.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert_spread(
+        &closed,
+        20,
+        from,
+        Duration::from_secs(2),
+        Duration::from_millis(100),
+    );
+    eventually("the proxy exits once its tunnels closed", || {
+        proxy.proc.child.try_wait().unwrap().is_some()
+    });
+    let exit = proxy.proc.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
