@@ -21,7 +21,9 @@ pub fn readiness(hpa: Option<&HorizontalPodAutoscaler>) -> Readiness {
         .unwrap_or_default();
     let find = |type_: &str| conditions.iter().find(|c| c.type_ == type_);
     let text = |c: &k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerCondition| {
-        c.message.clone().unwrap_or_else(|| format!("{} is {}", c.type_, c.status))
+        c.message
+            .clone()
+            .unwrap_or_else(|| format!("{} is {}", c.type_, c.status))
     };
     // The HPA's own reason goes into the message: its reasons are open-ended strings.
     let refused = |c: &k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerCondition,
@@ -38,8 +40,18 @@ pub fn readiness(hpa: Option<&HorizontalPodAutoscaler>) -> Readiness {
         return refused(c, "UnableToScale");
     }
     if let Some(c) = find("ScalingActive").filter(|c| c.status == "False") {
-        let metrics = c.reason.as_deref().is_some_and(|r| r.starts_with("FailedGet"));
-        return refused(c, if metrics { "MetricsUnavailable" } else { "ScalingNotActive" });
+        let metrics = c
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("FailedGet"));
+        return refused(
+            c,
+            if metrics {
+                "MetricsUnavailable"
+            } else {
+                "ScalingNotActive"
+            },
+        );
     }
     match (find("ScalingActive"), find("ScalingLimited")) {
         (None, _) => Readiness {

@@ -413,7 +413,11 @@ pub fn deletion_costs(pods: &[PodFacts], proxies: &[Vec<BackendSessions>]) -> Ve
         let Ok(addr) = backend.id.parse::<std::net::SocketAddr>() else {
             continue;
         };
-        let open = if backend.terminating { 0 } else { backend.active.max(0) };
+        let open = if backend.terminating {
+            0
+        } else {
+            backend.active.max(0)
+        };
         *sessions.entry(addr.ip()).or_default() += open;
     }
     pods.iter()

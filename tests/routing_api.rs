@@ -7,22 +7,13 @@
 mod support;
 
 use http::{Method, StatusCode};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::core::PartialObjectMeta;
-use meteor_operator::api::{MeteorApp, MeteorAppStatus};
-use meteor_operator::build::routing::{Certificate, HTTPRoute};
-use meteor_operator::controller::{Context, Metrics, Optional, RoutingCaches, stamped};
+use meteor_operator::api::MeteorApp;
+use meteor_operator::controller::stamped;
 use meteor_operator::routing_status::{RouteState, RoutingObservation};
-use std::sync::Arc;
+use support::cluster::{Cluster, settled};
 use support::{
     DEPLOYMENT, Expect, PDB, Reply, SECRET, SERVICE, STATUS, Transcript, app_from_yaml, condition,
-    default_app, desired_children, minimal_app, mock_client, mongo_secret, not_found,
-    reconcile_with, rolled_out, store_of,
+    default_app, minimal_app, mock_client, mongo_secret, not_found, reconcile_with,
 };
 
 const PROXY: &str = "/apis/apps/v1/namespaces/default/deployments/todos-proxy";
@@ -38,123 +29,6 @@ const TLS: &str = "/api/v1/namespaces/default/secrets/todos-tls";
 const INGRESS: &str = "/apis/networking.k8s.io/v1/namespaces/default/ingresses/todos";
 const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/todos";
 const CERTIFICATE: &str = "/apis/cert-manager.io/v1/namespaces/default/certificates/todos";
-
-/// Every object a previous reconcile of `app` left, as the caches hold them.
-#[derive(Default)]
-struct Cluster {
-    deployments: Vec<Deployment>,
-    services: Vec<Service>,
-    budgets: Vec<PodDisruptionBudget>,
-    accounts: Vec<ServiceAccount>,
-    roles: Vec<Role>,
-    bindings: Vec<RoleBinding>,
-    ingresses: Vec<Ingress>,
-    routes: Vec<HTTPRoute>,
-    certificates: Vec<Certificate>,
-    /// The operator's Secrets (metadata only): the cookie Secret.
-    secrets: Vec<PartialObjectMeta<Secret>>,
-    /// Whether the cluster has Gateway API's and cert-manager's CRDs.
-    gateway_api: bool,
-    cert_manager: bool,
-}
-
-impl Cluster {
-    /// What a reconcile of `app` applied, its app pods rolled out and `proxy_ready` proxies ready.
-    fn applied(app: &MeteorApp, proxy_ready: i32) -> Self {
-        let desired = desired_children(app);
-        let mut cluster = Cluster {
-            deployments: vec![rolled_out(stamped(desired.app), app.spec.replicas)],
-            services: vec![stamped(desired.service)],
-            budgets: desired.disruption_budget.into_iter().map(stamped).collect(),
-            ..Cluster::default()
-        };
-        let routing = desired.routing;
-        if let Some(proxy) = routing.proxy {
-            let mut deployment = rolled_out(stamped(proxy.deployment), 2);
-            let status = deployment.status.as_mut().unwrap();
-            status.ready_replicas = Some(proxy_ready);
-            cluster.deployments.push(deployment);
-            cluster.services.push(stamped(proxy.app_service));
-            cluster.budgets.extend(proxy.disruption_budget.map(stamped));
-            cluster.accounts.push(stamped(proxy.service_account));
-            cluster.roles.push(stamped(proxy.role));
-            cluster.bindings.push(stamped(proxy.role_binding));
-            let cookie = meteor_operator::build::routing::cookie_secret(app, "00");
-            cluster.secrets.push(PartialObjectMeta {
-                metadata: cookie.metadata,
-                ..Default::default()
-            });
-        }
-        cluster.ingresses.extend(routing.ingress.map(stamped));
-        cluster.routes.extend(routing.http_route.map(stamped));
-        cluster
-            .certificates
-            .extend(routing.certificate.map(stamped));
-        cluster
-    }
-
-    fn context(self, client: kube::Client) -> Arc<Context> {
-        Arc::new(
-            Context::new(
-                client,
-                store_of(self.deployments),
-                store_of(self.services),
-                store_of(self.budgets),
-                Arc::new(Metrics::default()),
-            )
-            .with_mongo_caches(store_of(vec![]), store_of(vec![]), store_of(self.secrets))
-            .with_routing_caches(RoutingCaches {
-                ingresses: store_of(self.ingresses),
-                service_accounts: store_of(self.accounts),
-                roles: store_of(self.roles),
-                role_bindings: store_of(self.bindings),
-                http_routes: optional(self.gateway_api, self.routes),
-                certificates: optional(self.cert_manager, self.certificates),
-            }),
-        )
-    }
-}
-
-/// A cache of a kind whose CRD the cluster has, or lacks.
-fn optional<K: meteor_operator::controller::Child>(
-    installed: bool,
-    objects: Vec<K>,
-) -> Optional<K> {
-    if installed {
-        Optional::installed_with(store_of(objects))
-    } else {
-        Optional::absent()
-    }
-}
-
-fn earlier() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap())
-}
-
-/// The status a reconcile wrote for `app` once it saw `seen`.
-fn settled(app: &MeteorApp, seen: &RoutingObservation) -> MeteorAppStatus {
-    let deployment = rolled_out(stamped(desired_children(app).app), app.spec.replicas);
-    use meteor_operator::status::{self, RolloutState, Verdict};
-    let mut status = status::compute(
-        app,
-        &Verdict::Applied(RolloutState::AsSpecified),
-        Some(&deployment),
-        None,
-        Some(history(&deployment)),
-        &earlier(),
-    );
-    meteor_operator::routing_status::fold_status(&mut status, app, Some(seen), &earlier());
-    status
-}
-
-fn history(deployment: &Deployment) -> meteor_operator::api::RolloutStatus {
-    let facts = meteor_operator::plan::TierFacts::of(deployment);
-    meteor_operator::api::RolloutStatus {
-        available_template: facts.template,
-        available_image: facts.image,
-        ..Default::default()
-    }
-}
 
 fn serving() -> RoutingObservation {
     RoutingObservation {

@@ -36,6 +36,7 @@ fn the_examples_and_the_minimal_app_are_valid() {
         include_str!("../examples/routing-proxy.yaml"),
         include_str!("../examples/routing-ingress.yaml"),
         include_str!("../examples/routing-gateway.yaml"),
+        include_str!("../examples/autoscaling.yaml"),
     ] {
         validate(&app_from_yaml(yaml)).expect("valid");
     }
@@ -342,4 +343,37 @@ fn every_routing_mode_is_accepted() {
     }
     // An IP host is fine without an Ingress: the proxy or a Gateway does not route by host.
     routing_verdict(json!({}), "http://192.0.2.10:8080").expect("IP rootUrl with the proxy");
+}
+
+#[test]
+fn each_autoscaling_mistake_is_rejected_naming_its_field() {
+    use serde_json::json;
+    let cases = [
+        (
+            json!({"maxReplicas": 4, "minReplicas": 0}),
+            "spec.autoscaling.minReplicas",
+        ),
+        (
+            json!({"maxReplicas": 2, "minReplicas": 3}),
+            "autoscaling.minReplicas: must not exceed maxReplicas",
+        ),
+        (json!({"maxReplicas": 0}), "spec.autoscaling.maxReplicas"),
+        (json!({"maxReplicas": 5000}), "spec.autoscaling.maxReplicas"),
+        (
+            json!({"maxReplicas": 4, "targetCPUUtilizationPercentage": 101}),
+            "spec.autoscaling.targetCPUUtilizationPercentage",
+        ),
+        (
+            json!({"maxReplicas": 4, "targetMemoryUtilizationPercentage": 0}),
+            "spec.autoscaling.targetMemoryUtilizationPercentage",
+        ),
+        (
+            json!({"maxReplicas": 4, "sessionsPerReplica": 0}),
+            "spec.autoscaling.sessionsPerReplica",
+        ),
+    ];
+    for (autoscaling, field) in cases {
+        let message = error_with(|v| v["spec"]["autoscaling"] = autoscaling.clone());
+        assert!(message.contains(field), "{autoscaling}: {message}");
+    }
 }

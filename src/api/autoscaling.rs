@@ -27,7 +27,11 @@ pub struct Autoscaling {
     #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("must be between 1 and 1000"))]
     pub max_replicas: i32,
     /// Average CPU use, as a percentage of the requested CPU, the autoscaler aims for. Default 70.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "targetCPUUtilizationPercentage",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("must be between 1 and 100"))]
     pub target_cpu_utilization_percentage: Option<i32>,
     /// Average memory use, as a percentage of the requested memory. Default: not a target.
@@ -56,6 +60,10 @@ pub struct AutoscalingStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_replicas: Option<i32>,
     /// Average CPU use, percent of the request, as the autoscaler last measured it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "currentCPUUtilizationPercentage",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub current_cpu_utilization_percentage: Option<i32>,
 }

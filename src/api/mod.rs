@@ -5,8 +5,8 @@
 //! (`x-kubernetes-validations`) with a message naming the field, so the apiserver rejects bad input
 //! and `render`/reconcile evaluate the very same rules client-side (see `crate::validate`).
 
-mod mongo;
 mod autoscaling;
+mod mongo;
 mod routing;
 
 pub use autoscaling::*;

@@ -4,9 +4,7 @@
 //! `crate::controller`).
 
 use super::meta::{Component, app_name, child_meta};
-use crate::api::{
-    Autoscaling, DEFAULT_MIN_REPLICAS, DEFAULT_TARGET_CPU_PERCENT, MeteorApp,
-};
+use crate::api::{Autoscaling, DEFAULT_MIN_REPLICAS, DEFAULT_TARGET_CPU_PERCENT, MeteorApp};
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscaler,
     HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec,

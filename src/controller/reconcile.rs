@@ -437,8 +437,7 @@ async fn converge(
     if !matches!(app_write, AppWrite::Keep)
         && replicas(Some(&desired.app)) < replicas(observed_app.as_deref())
     {
-        writes +=
-            Box::pin(super::scale_down::set_deletion_costs(ctx, app, namespace)).await?;
+        writes += Box::pin(super::scale_down::set_deletion_costs(ctx, app, namespace)).await?;
     }
     written.app = match app_write {
         AppWrite::Desired => match applier.apply(desired.app, observed_app.as_deref()).await? {

@@ -112,7 +112,10 @@ async fn ask(addr: SocketAddr) -> Result<Vec<BackendSessions>, String> {
             .header(http::header::HOST, addr.to_string())
             .body(Empty::<hyper::body::Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("status {}", response.status()));
         }

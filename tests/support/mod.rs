@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod rbac;
 
 use http::{Method, Request, Response, StatusCode};

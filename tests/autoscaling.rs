@@ -1,0 +1,380 @@
+//! Autoscaling: the HorizontalPodAutoscaler built for each field, the `Autoscaled` condition
+//! from the HPA's own conditions, and against a scripted API server: the HPA created and
+//! deleted, and before a scale-down each app pod's `pod-deletion-cost` set from the sessions the
+//! proxies (real HTTP servers on loopback) report, before the Deployment is written, and a
+//! scale-down that goes ahead, with a Warning event, when the proxies do not answer.
+
+mod support;
+
+use http::{Method, StatusCode};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use meteor_operator::api::MeteorApp;
+use meteor_operator::autoscaling_status::readiness;
+use meteor_operator::build::{self, horizontal_pod_autoscaler};
+use support::cluster::{Cluster, settled};
+use support::{
+    DEPLOYMENT, Expect, PDB, SECRET, SERVICE, STATUS, Transcript, app_from_yaml, condition,
+    mock_client, mongo_secret, not_found, reconcile_with,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const HPA: &str = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/todos";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+fn app(extra: &str) -> MeteorApp {
+    app_from_yaml(&format!(
+        r#"
+apiVersion: meteorfleet.dev/v1alpha1
+kind: MeteorApp
+metadata: {{ name: todos }}
+spec:
+  image: ghcr.io/example/todos:1.0.0
+  rootUrl: https://todos.example.com
+  mongo: {{ external: {{ url: {{ name: todos-mongo, key: MONGO_URL }} }} }}
+{extra}
+"#
+    ))
+}
+
+fn autoscaled(extra: &str) -> MeteorApp {
+    app(&format!(
+        "  routing: {{ proxy: {{ enabled: false }} }}\n  autoscaling: {{ maxReplicas: 10{extra} }}"
+    ))
+}
+
+#[test]
+fn the_hpa_scales_the_meteor_app_with_meteor_suited_defaults() {
+    let hpa = horizontal_pod_autoscaler(&autoscaled("")).expect("an HPA");
+    let spec = hpa.spec.unwrap();
+    assert_eq!(spec.scale_target_ref.kind, "MeteorApp");
+    assert_eq!(
+        spec.scale_target_ref.api_version.as_deref(),
+        Some("meteorfleet.dev/v1alpha1")
+    );
+    assert_eq!(spec.scale_target_ref.name, "todos");
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 10));
+    let metrics = spec.metrics.unwrap();
+    assert_eq!(metrics.len(), 1);
+    let cpu = metrics[0].resource.as_ref().unwrap();
+    assert_eq!(cpu.name, "cpu");
+    assert_eq!(cpu.target.average_utilization, Some(70));
+    let behavior = spec.behavior.unwrap();
+    let down = behavior.scale_down.unwrap();
+    assert_eq!(down.stabilization_window_seconds, Some(600));
+    let policy = &down.policies.unwrap()[0];
+    assert_eq!(
+        (policy.type_.as_str(), policy.value, policy.period_seconds),
+        ("Pods", 1, 120)
+    );
+    assert_eq!(
+        behavior.scale_up.unwrap().stabilization_window_seconds,
+        Some(0)
+    );
+    assert!(hpa.metadata.owner_references.is_some());
+
+    let hpa = horizontal_pod_autoscaler(&autoscaled(
+        ", minReplicas: 3, targetCPUUtilizationPercentage: 50, targetMemoryUtilizationPercentage: 80, sessionsPerReplica: 500, behavior: { scaleDown: { stabilizationWindowSeconds: 60 } }",
+    ))
+    .unwrap();
+    let spec = hpa.spec.unwrap();
+    assert_eq!(spec.min_replicas, Some(3));
+    let metrics = spec.metrics.unwrap();
+    assert_eq!(
+        metrics[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .target
+            .average_utilization,
+        Some(50)
+    );
+    let memory = metrics[1].resource.as_ref().unwrap();
+    assert_eq!(
+        (memory.name.as_str(), memory.target.average_utilization),
+        ("memory", Some(80))
+    );
+    let sessions = metrics[2].pods.as_ref().unwrap();
+    assert_eq!(sessions.metric.name, build::SESSIONS_METRIC);
+    assert_eq!(sessions.target.average_value.as_ref().unwrap().0, "500");
+    let down = spec.behavior.unwrap().scale_down.unwrap();
+    assert_eq!(
+        down.stabilization_window_seconds,
+        Some(60),
+        "the user's behavior wins"
+    );
+
+    assert!(horizontal_pod_autoscaler(&app("")).is_none());
+}
+
+/// The budget does not come and go as the autoscaler crosses 1 and 2 replicas.
+#[test]
+fn an_autoscaled_app_keeps_its_disruption_budget_at_one_replica() {
+    let mut one = autoscaled(", minReplicas: 1");
+    one.spec.replicas = 1;
+    assert!(build::app_disruption_budget(&one).is_some());
+    let mut plain = app("");
+    plain.spec.replicas = 1;
+    assert!(build::app_disruption_budget(&plain).is_none());
+}
+
+fn hpa_with(status: serde_json::Value) -> HorizontalPodAutoscaler {
+    let mut hpa = horizontal_pod_autoscaler(&autoscaled("")).unwrap();
+    hpa.status = Some(serde_json::from_value(status).unwrap());
+    hpa
+}
+
+#[test]
+fn autoscaled_carries_the_hpas_own_conditions() {
+    let pending = readiness(None);
+    assert_eq!((pending.ready, pending.reason), (false, "Pending"));
+
+    let no_metrics = hpa_with(serde_json::json!({
+        "desiredReplicas": 2,
+        "conditions": [
+            { "type": "AbleToScale", "status": "True", "reason": "SucceededGetScale" },
+            { "type": "ScalingActive", "status": "False", "reason": "FailedGetResourceMetric",
+              "message": "the HPA was unable to compute the replica count: failed to get cpu utilization: unable to get metrics for resource cpu: unable to fetch metrics from resource metrics API: the server could not find the requested resource (get pods.metrics.k8s.io)" },
+        ],
+    }));
+    let verdict = readiness(Some(&no_metrics));
+    assert_eq!(
+        (verdict.ready, verdict.reason),
+        (false, "MetricsUnavailable")
+    );
+    assert!(
+        verdict.message.contains("FailedGetResourceMetric"),
+        "{}",
+        verdict.message
+    );
+    assert!(
+        verdict.message.contains("pods.metrics.k8s.io"),
+        "{}",
+        verdict.message
+    );
+
+    let limited = hpa_with(serde_json::json!({
+        "desiredReplicas": 10, "currentReplicas": 10,
+        "currentMetrics": [{ "type": "Resource", "resource": { "name": "cpu", "current": { "averageUtilization": 96 } } }],
+        "conditions": [
+            { "type": "AbleToScale", "status": "True" },
+            { "type": "ScalingActive", "status": "True", "reason": "ValidMetricFound" },
+            { "type": "ScalingLimited", "status": "True", "reason": "TooManyReplicas",
+              "message": "the desired replica count is more than the maximum replica count" },
+        ],
+    }));
+    let verdict = readiness(Some(&limited));
+    assert_eq!((verdict.ready, verdict.reason), (true, "ScalingLimited"));
+    let status = meteor_operator::autoscaling_status::autoscaling_status(Some(&limited));
+    assert_eq!(status.current_cpu_utilization_percentage, Some(96));
+    assert_eq!(
+        (status.current_replicas, status.desired_replicas),
+        (Some(10), Some(10))
+    );
+}
+
+async fn run(app: MeteorApp, cluster: Cluster, script: Vec<Expect>) -> Transcript {
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = cluster.context(client);
+    reconcile_with(app, ctx, &transcript, task, n)
+        .await
+        .expect("reconcile succeeds");
+    transcript
+}
+
+fn missing(path: &str) -> Expect {
+    Expect::get(path, not_found("object", path.rsplit('/').next().unwrap()))
+}
+
+#[tokio::test]
+async fn a_first_visit_creates_the_hpa_and_autoscaled_waits_for_it() {
+    let app = autoscaled("");
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        missing(DEPLOYMENT),
+        missing(SERVICE),
+        missing(HPA),
+        missing(PDB),
+        Expect::patch(DEPLOYMENT),
+        Expect::patch(SERVICE),
+        Expect::patch(PDB),
+        Expect::patch(HPA),
+        Expect::status(&app),
+    ];
+    let transcript = run(app, Cluster::default(), script).await;
+    let hpa = transcript.body_of(Method::PATCH, HPA);
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "MeteorApp");
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(condition(&status, "Autoscaled")["status"], "False");
+    assert_eq!(condition(&status, "Autoscaled")["reason"], "Pending");
+}
+
+/// Off: the HPA goes and nothing else is written; `replicas` stays where the autoscaler left it.
+#[tokio::test]
+async fn turning_autoscaling_off_deletes_the_hpa_and_keeps_the_replicas() {
+    let on = autoscaled("");
+    let mut off = app("  routing: { proxy: { enabled: false } }");
+    off.status = Some(settled(&off, &Default::default()));
+    let transcript = run(
+        off,
+        Cluster::applied(&on, 0),
+        vec![Expect::get(SECRET, mongo_secret()), Expect::delete(HPA)],
+    )
+    .await;
+    assert_eq!(transcript.writes(), vec![format!("DELETE {HPA}")]);
+}
+
+/// A proxy's `/-/status` on loopback address `ip` (port shared by the caller's proxies).
+async fn proxy_status(
+    ip: &str,
+    port: u16,
+    backends: serde_json::Value,
+) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
+    let body = serde_json::json!({ "backends": backends }).to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = vec![0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+        }
+    })
+}
+
+fn pod(name: &str, ip: &str, component: &str, cost: Option<&str>) -> serde_json::Value {
+    let mut pod = serde_json::json!({
+        "metadata": { "name": name, "namespace": "default",
+            "labels": { "app.kubernetes.io/component": component } },
+        "status": { "podIP": ip },
+    });
+    if let Some(cost) = cost {
+        pod["metadata"]["annotations"] =
+            serde_json::json!({ "controller.kubernetes.io/pod-deletion-cost": cost });
+    }
+    pod
+}
+
+fn pod_list(pods: Vec<serde_json::Value>) -> (StatusCode, serde_json::Value) {
+    (
+        StatusCode::OK,
+        serde_json::json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods }),
+    )
+}
+
+fn app_pods() -> (StatusCode, serde_json::Value) {
+    pod_list(vec![
+        pod("todos-a", "10.0.0.1", "app", None),
+        pod("todos-b", "10.0.0.2", "app", Some("0")),
+        pod("todos-c", "10.0.0.3", "app", Some("9")),
+        pod("todos-d", "10.0.0.4", "app", None),
+    ])
+}
+
+/// A routed app going from 4 to 2 replicas (the autoscaler, or `kubectl scale`).
+fn scaling_down() -> (MeteorApp, Cluster) {
+    let mut four = app("  replicas: 4");
+    four.spec.replicas = 4;
+    let mut two = app("  replicas: 2");
+    two.status = Some(settled(
+        &four,
+        &meteor_operator::routing_status::RoutingObservation {
+            proxy_ready: 2,
+            ..Default::default()
+        },
+    ));
+    (two, Cluster::applied(&four, 2))
+}
+
+#[tokio::test]
+async fn before_a_scale_down_each_pod_costs_its_sessions_over_every_proxy() {
+    let (two, mut cluster) = scaling_down();
+    // Two proxies, each on its own loopback address, on one port.
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let first = proxy_status(
+        "127.0.0.1",
+        port,
+        serde_json::json!([
+            { "id": "10.0.0.1:3000", "active": 5 },
+            { "id": "10.0.0.2:3000", "active": 0 },
+            { "id": "10.0.0.3:3000", "active": 2, "terminating": false },
+        ]),
+    )
+    .await;
+    let second = proxy_status(
+        "127.0.0.2",
+        port,
+        serde_json::json!([
+            { "id": "10.0.0.1:3000", "active": 3 },
+            { "id": "10.0.0.4:3000", "active": 7 },
+            // Draining: whatever it holds is leaving anyway.
+            { "id": "10.0.0.2:3000", "active": 40, "terminating": true },
+        ]),
+    )
+    .await;
+    cluster.admin_port = Some(port);
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::get(PODS, app_pods()),
+        Expect::get(
+            PODS,
+            pod_list(vec![
+                pod("todos-proxy-1", "127.0.0.1", "proxy", None),
+                pod("todos-proxy-2", "127.0.0.2", "proxy", None),
+            ]),
+        ),
+        Expect::patch(&format!("{PODS}/todos-a")),
+        Expect::patch(&format!("{PODS}/todos-c")),
+        Expect::patch(&format!("{PODS}/todos-d")),
+        Expect::patch(DEPLOYMENT),
+        Expect::status(&two),
+    ];
+    let transcript = run(two, cluster, script).await;
+    first.abort();
+    second.abort();
+    let cost = |name: &str| {
+        transcript.body_of(Method::PATCH, &format!("{PODS}/{name}"))["metadata"]["annotations"]
+            ["controller.kubernetes.io/pod-deletion-cost"]
+            .clone()
+    };
+    assert_eq!(cost("todos-a"), "8", "5 + 3 over both proxies");
+    assert_eq!(cost("todos-c"), "2");
+    assert_eq!(cost("todos-d"), "7");
+    let query = transcript.query_of(PODS);
+    assert!(query.contains("component%3Dapp"), "{query}");
+    let deployment = transcript.body_of(Method::PATCH, DEPLOYMENT);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+}
+
+#[tokio::test]
+async fn a_scale_down_goes_ahead_with_a_warning_when_the_proxies_do_not_answer() {
+    let (two, mut cluster) = scaling_down();
+    // Nothing listens there.
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    cluster.admin_port = Some(probe.local_addr().unwrap().port());
+    drop(probe);
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::get(PODS, app_pods()),
+        Expect::get(
+            PODS,
+            pod_list(vec![pod("todos-proxy-1", "127.0.0.1", "proxy", None)]),
+        ),
+        Expect::event(),
+        Expect::patch(DEPLOYMENT),
+        Expect::status(&two),
+    ];
+    let transcript = run(two, cluster, script).await;
+    let event = transcript.event();
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "SessionsUnknown");
+    assert!(
+        event["note"].as_str().unwrap().contains("did not answer"),
+        "{event}"
+    );
+}
