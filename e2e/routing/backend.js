@@ -8,7 +8,9 @@
 //   - every SockJS message is JSON {backend, instance, hello|echo} (hello on connection, then
 //     one echo per message received).
 // HTTP: /peer/health and / (200 "ok": the MeteorApp's healthCheck.path and the proxy's active
-// check), /peer/whoami ({backend, instance, headers}), /peer/sessions (SockJS session ids seen).
+// check), /peer/whoami ({backend, instance, headers}), /peer/sessions (SockJS session ids seen),
+// /peer/burn?ms=N (busy-loops the event loop for N ms, at most 1000, then answers {backend,
+// instance, burnedMs}: CPU on demand for the `autoscaling` scenario, as a Meteor method would).
 'use strict';
 const crypto = require('crypto');
 const http = require('http');
@@ -41,6 +43,15 @@ const server = http.createServer((req, res) => {
   } else if (path === '/peer/sessions') {
     res.setHeader('Content-Type', 'application/json');
     res.end(JSON.stringify({ backend: id, instance, sessions: [...sessions] }));
+  } else if (path === '/peer/burn') {
+    const asked = Number(new URLSearchParams(req.url.split('?')[1] || '').get('ms'));
+    const ms = Number.isFinite(asked) ? Math.min(Math.max(asked, 0), 1000) : 0;
+    const until = process.hrtime.bigint() + BigInt(Math.round(ms * 1e6));
+    while (process.hrtime.bigint() < until) {
+      // Busy: one core, like a Meteor process computing.
+    }
+    res.setHeader('Content-Type', 'application/json');
+    res.end(JSON.stringify({ backend: id, instance, burnedMs: ms }));
   } else if (path === '/peer/health' || path === '/') {
     res.end('ok');
   } else {
