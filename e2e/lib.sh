@@ -16,6 +16,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 # E2E_FAILOVER_SECONDS  bound of the failover scenario (default 60).
 # E2E_SOCKJS_IMAGE  app image of the routing scenario (default meteor-e2e-sockjs:e2e, built from
 #                   e2e/routing/Dockerfile and loaded into kind as e2e/README.md says).
+# E2E_AUTOSCALING_LOAD  concurrent request loops of the autoscaling scenario's load pod (default
+#                   2, about 1/3 core each; see e2e/README.md, The autoscaling scenario).
 # The proxy pods run E2E_IMAGE in both modes: the chart hands it to the operator
 # (METEOR_OPERATOR_PROXY_IMAGE), and a local operator is given it the same way.
 E2E_OPERATOR="${E2E_OPERATOR:-incluster}"
@@ -26,6 +28,7 @@ E2E_KEEP="${E2E_KEEP:-0}"
 E2E_TIMEOUT="${E2E_TIMEOUT:-300}"
 E2E_ADMIN_ADDR="${E2E_ADMIN_ADDR:-127.0.0.1:18080}"
 E2E_SOCKJS_IMAGE="${E2E_SOCKJS_IMAGE:-meteor-e2e-sockjs:e2e}"
+E2E_AUTOSCALING_LOAD="${E2E_AUTOSCALING_LOAD:-2}"
 OPERATOR_NAMESPACE="meteor-system"
 OPERATOR_RELEASE="meteor-operator"
 OPERATOR_SA="system:serviceaccount:${OPERATOR_NAMESPACE}:${OPERATOR_RELEASE}"

@@ -7,8 +7,10 @@
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=autoscaling/scenario.sh
+source "${E2E_DIR}/autoscaling/scenario.sh"
 
-SCENARIOS=(install basic scale workers settings invalid rollback drift readiness-generation routing delete failover fleet)
+SCENARIOS=(install basic scale workers settings invalid rollback drift readiness-generation routing autoscaling delete failover fleet)
 
 # === scenarios ===================================================================================
 # Each runs in its own subshell with set -e; `fail` ends it. Later scenarios (re)create what they
@@ -882,11 +884,12 @@ and "x-forwarded-for" in json.loads(o["body"])["headers"]' \
   wait_until 60 "both proxy replicas route to exactly the ready app pods (/-/status)" proxies_follow
 }
 
-# proxies_follow: the /-/status of both proxy replicas lists exactly the ready app pods (IP:3000,
-# the port of Service ROUTE-app) as ready, up and not terminating.
+# proxies_follow [SELECTOR]: the /-/status of both proxy replicas (port-forwards admin-A and
+# admin-B) lists exactly the ready app pods (IP:3000, the port of Service NAME-app; SELECTOR
+# selects them, default ROUTE_PODS) as ready, up and not terminating.
 proxies_follow() {
   local want got name
-  want="$(ready_pods "${ROUTE_PODS}" | awk '{print $2 ":3000"}' | sort | paste -sd, -)"
+  want="$(ready_pods "${1:-${ROUTE_PODS}}" | awk '{print $2 ":3000"}' | sort | paste -sd, -)"
   [[ -n "${want}" ]] || return 1
   for name in admin-A admin-B; do
     got="$(http_get "${PF_URL[${name}]}/-/status" | python3 -c '
