@@ -100,14 +100,15 @@ autoscaling_preflight() {
     log "ok: the operator's ServiceAccount may manage HorizontalPodAutoscalers and patch pods (pod-deletion-cost) in ${NS}"
   fi
 }
-# autoscaling_cleanup: EXIT trap of the scenario (its subshell).
+
+# autoscaling_cleanup: EXIT trap of the scenario (its subshell): stops what it started, prints
+# what a failure needs, and deletes its apps and the load pod (the apps stay with E2E_KEEP=1).
 autoscaling_cleanup() {
   local rc=$? pid
   touch "${AS_OUT}/stop" 2>/dev/null || true
   [[ -z "${AS_SESSIONS_PID}" ]] || { kill "${AS_SESSIONS_PID}" 2>/dev/null || true; }
   for pid in "${AS_WATCH_PIDS[@]}"; do kill "${pid}" 2>/dev/null || true; done
   stop_port_forwards || true
-  k delete pod "${AS_LOAD_POD}" --ignore-not-found --wait=false --grace-period=1 >/dev/null 2>&1 || true
   if ((rc != 0)); then
     echo "    --- autoscaling: HPAs, the load pod's log, the app and proxy pods' logs (last 10 lines each) ---"
     k describe horizontalpodautoscalers 2>&1 | tail -40 | sed 's/^/    /' || true
@@ -117,6 +118,7 @@ autoscaling_cleanup() {
     k logs -l "app.kubernetes.io/instance=${AS}" --prefix --tail=10 --max-log-requests=20 2>&1 | sed 's/^/    /' || true
     echo "    (sessions, watches and the report: ${AS_OUT#"${ROOT}/"})"
   fi
+  k delete pod "${AS_LOAD_POD}" --ignore-not-found --wait=false --grace-period=1 >/dev/null 2>&1 || true
   if [[ "${E2E_KEEP}" != 1 ]]; then
     k delete meteorapp "${AS}" "${AS_NOCPU}" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   fi
@@ -303,9 +305,10 @@ for e in json.load(sys.stdin)["metadata"].get("managedFields") or []:
   log "ok: deployment/${AS} written by meteor-operator only (besides its status): $(writers "deployment/${AS}")"
   assert_operator_owns "deployment/${AS}" f:spec f:replicas
   assert_eq "$(get "poddisruptionbudget/${AS}" '{.metadata.uid}')" "${AS_PDB_UID}" "poddisruptionbudget/${AS} uid at ${AS_PEAK} replicas (kept)"
-  if k get pods -l "${AS_PODS}" -o 'jsonpath={.items[*].metadata.annotations}' | grep -q pod-deletion-cost; then
-    fail "app pods carry a pod-deletion-cost after a scale-up (the operator sets it before a scale-down only)"
-  fi
+  local annotations
+  annotations="$(k get pods -l "${AS_PODS}" -o 'jsonpath={.items[*].metadata.annotations}')" || fail "cannot list the app pods"
+  [[ "${annotations}" != *pod-deletion-cost* ]] \
+    || fail "app pods carry a pod-deletion-cost after a scale-up (the operator sets it before a scale-down only): ${annotations}"
   log "ok: no app pod has a pod-deletion-cost yet"
 }
 
