@@ -112,7 +112,9 @@ autoscaling_cleanup() {
   if ((rc != 0)); then
     echo "    --- autoscaling: HPAs, the load pod's log, the app and proxy pods' logs (last 10 lines each) ---"
     k describe horizontalpodautoscalers 2>&1 | tail -40 | sed 's/^/    /' || true
-    k get pods -l "app.kubernetes.io/instance=${AS}" -o 'custom-columns=NAME:.metadata.name,CREATED:.metadata.creationTimestamp,COST:.metadata.annotations.controller\.kubernetes\.io/pod-deletion-cost,DELETING:.metadata.deletionTimestamp' 2>&1 | sed 's/^/    /' || true
+    k get pods -l "app.kubernetes.io/instance=${AS}" \
+      -o 'jsonpath={range .items[*]}{.metadata.name} created {.metadata.creationTimestamp} cost={.metadata.annotations.controller\.kubernetes\.io/pod-deletion-cost} deleting={.metadata.deletionTimestamp}{"\n"}{end}' \
+      2>&1 | sed 's/^/    /' || true
     k top pods 2>&1 | sed 's/^/    /' || true
     k logs "${AS_LOAD_POD}" --tail=5 2>&1 | sed 's/^/    /' || true
     k logs -l "app.kubernetes.io/instance=${AS}" --prefix --tail=10 --max-log-requests=20 2>&1 | sed 's/^/    /' || true
