@@ -394,6 +394,7 @@ autoscaling_watch() {
 # AS_OUT/stop exists; returns once all are open (bounded).
 autoscaling_sessions() {
   rm -f "${AS_OUT}/stop"
+  : >"${AS_OUT}/sessions.jsonl"
   python3 "${E2E_DIR}/autoscaling/sessions.py" "{\"proxies\":{\"A\":\"${PF_URL[A]}\",\"B\":\"${PF_URL[B]}\"},
     \"plan\":${AS_PLAN},\"stopFile\":\"${AS_OUT}/stop\",\"maxSeconds\":$((E2E_TIMEOUT + 900)),\"pingSeconds\":15,\"reconnect\":true}" \
     >"${AS_OUT}/sessions.jsonl" 2>"${AS_OUT}/sessions.err" &

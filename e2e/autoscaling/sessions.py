@@ -279,8 +279,9 @@ def main():
         time.sleep(0.5)
     counts = open_counts(sessions)
     _stop.set()
+    deadline = time.time() + 10
     for s in sessions:
-        s.join(5)
+        s.join(max(0.0, deadline - time.time()))
     out(event="end", t=time.time(), open=counts)
 
 
