@@ -83,6 +83,9 @@ pub fn render_app(mut app: MeteorApp) -> anyhow::Result<String> {
     if let Some(worker) = desired.worker {
         push_yaml(&mut out, &stamped(worker))?;
     }
+    if let Some(autoscaler) = desired.autoscaler {
+        push_yaml(&mut out, &stamped(autoscaler))?;
+    }
     if let Some(budget) = desired.disruption_budget {
         push_yaml(&mut out, &stamped(budget))?;
     }

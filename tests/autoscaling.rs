@@ -378,3 +378,38 @@ async fn a_scale_down_goes_ahead_with_a_warning_when_the_proxies_do_not_answer()
         "{event}"
     );
 }
+
+/// An HPA that cannot read metrics: `Autoscaled=False` with its message, and a Warning event.
+#[tokio::test]
+async fn missing_metrics_are_reported_with_the_hpas_message_and_an_event() {
+    let mut app = autoscaled("");
+    app.status = Some(settled(&app, &Default::default()));
+    let mut cluster = Cluster::applied(&app, 0);
+    cluster.autoscalers[0].status = hpa_with(serde_json::json!({
+        "desiredReplicas": 2,
+        "conditions": [{ "type": "ScalingActive", "status": "False",
+            "reason": "FailedGetResourceMetric", "message": "no metrics returned from resource metrics API" }],
+    }))
+    .status;
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::status(&app),
+        Expect::event(),
+    ];
+    let transcript = run(app, cluster, script).await;
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    assert_eq!(
+        condition(&status, "Autoscaled")["reason"],
+        "MetricsUnavailable"
+    );
+    assert_eq!(status["status"]["autoscaling"]["desiredReplicas"], 2);
+    let event = transcript.event();
+    assert_eq!(event["reason"], "MetricsUnavailable");
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap()
+            .contains("no metrics returned"),
+        "{event}"
+    );
+}

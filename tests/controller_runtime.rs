@@ -222,6 +222,7 @@ impl FakeApi {
             "rolebindings" => ("rbac.authorization.k8s.io/v1", "RoleBindingList"),
             "httproutes" => ("gateway.networking.k8s.io/v1", "HTTPRouteList"),
             "certificates" => ("cert-manager.io/v1", "CertificateList"),
+            "horizontalpodautoscalers" => ("autoscaling/v2", "HorizontalPodAutoscalerList"),
             other => panic!("the fake API server cannot list {other}"),
         };
         let items = match resource {
@@ -732,7 +733,7 @@ fn todos() -> Value {
 /// metadata only: every Secret for references, the operator's own for managed MongoDB and the
 /// proxy's cookie; CRDs twice, by name: Gateway API's and cert-manager's, whose kinds are
 /// watched once they exist).
-const WATCHED: [&str; 15] = [
+const WATCHED: [&str; 16] = [
     "/apis/meteorfleet.dev/v1alpha1/meteorapps",
     "/apis/apps/v1/deployments",
     "/api/v1/services",
@@ -748,6 +749,7 @@ const WATCHED: [&str; 15] = [
     "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
     "/apis/gateway.networking.k8s.io/v1/httproutes",
     "/apis/cert-manager.io/v1/certificates",
+    "/apis/autoscaling/v2/horizontalpodautoscalers",
 ];
 
 fn is_watch(seen: &Seen) -> bool {

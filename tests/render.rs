@@ -189,3 +189,18 @@ fn rejects_an_ingress_for_an_ip_root_url() {
     assert!(!ok && out.is_empty());
     assert!(err.contains("routing.ingress"), "{err}");
 }
+
+#[test]
+fn renders_the_autoscaling_example_with_its_hpa() {
+    let (ok, out, err) = render(&["-f", "examples/autoscaling.yaml"], None);
+    assert!(ok, "{err}");
+    let objects = kinds_and_names(&out);
+    assert!(
+        objects.contains(&("HorizontalPodAutoscaler".to_string(), "chat".to_string())),
+        "{objects:?}"
+    );
+    assert!(
+        out.contains("kind: MeteorApp"),
+        "the HPA scales the MeteorApp"
+    );
+}

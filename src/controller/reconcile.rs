@@ -695,23 +695,33 @@ fn transition_events(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> Ve
             secondary: None,
         });
     }
-    // A routing problem the user must act on, which Degraded does not already announce.
-    let routed = status::find(Some(new), crate::routing_status::ROUTED);
-    if let Some(routed) = routed
-        && routed.status == "False"
-        && crate::routing_status::is_problem(&routed.reason)
-        && status::find(old, crate::routing_status::ROUTED).is_none_or(|o| {
-            o.status != "False" || o.reason != routed.reason || o.message != routed.message
-        })
-        && !events.iter().any(|e| e.reason == routed.reason)
-    {
-        events.push(Event {
-            type_: EventType::Warning,
-            reason: routed.reason.clone(),
-            note: Some(routed.message.clone()),
-            action: "Route".into(),
-            secondary: None,
-        });
+    // A routing or autoscaling problem the user must act on, unless Degraded announced it.
+    let problems: [(&str, fn(&str) -> bool); 2] = [
+        (
+            crate::routing_status::ROUTED,
+            crate::routing_status::is_problem,
+        ),
+        (crate::autoscaling_status::AUTOSCALED, |reason| {
+            reason != crate::autoscaling_status::PENDING
+        }),
+    ];
+    for (type_, is_problem) in problems {
+        if let Some(now) = status::find(Some(new), type_)
+            && now.status == "False"
+            && is_problem(&now.reason)
+            && status::find(old, type_).is_none_or(|o| {
+                o.status != "False" || o.reason != now.reason || o.message != now.message
+            })
+            && !events.iter().any(|e| e.reason == now.reason)
+        {
+            events.push(Event {
+                type_: EventType::Warning,
+                reason: now.reason.clone(),
+                note: Some(now.message.clone()),
+                action: "Reconcile".into(),
+                secondary: None,
+            });
+        }
     }
     let was_ready = status::find(old, READY).is_some_and(|c| c.status == "True");
     // Only a return to Ready is news: a new app's first Ready shows in its status, and an event

@@ -3,7 +3,8 @@
 //! sessions, summed over every proxy replica's `/-/status`, so the ReplicaSet controller removes
 //! the pods that hold the fewest users. Done once per scale-down; every proxy is asked at once,
 //! each within [`ASK_LIMIT`]; when the proxies cannot all be read the scale-down goes ahead with
-//! the costs unchanged, and a Warning event says so.
+//! the costs unchanged, and a Warning event says so. With the proxy off nothing counts sessions,
+//! and the ReplicaSet controller chooses as it always does.
 
 use super::Context;
 use crate::api::MeteorApp;
@@ -25,23 +26,24 @@ pub async fn set_deletion_costs(
     app: &MeteorApp,
     namespace: &str,
 ) -> Result<u64, kube::Error> {
+    // Without the proxy nobody counts sessions: the ReplicaSet controller chooses as usual.
+    if !app.spec.routing.proxy_enabled() {
+        return Ok(0);
+    }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let list = |component: Component| {
         ListParams::default().labels(&selector_string(app, component.as_str()))
     };
     let app_pods = pods.list(&list(Component::App)).await?.items;
-    let proxies: Vec<SocketAddr> = if app.spec.routing.proxy_enabled() {
-        pods.list(&list(Component::Proxy))
-            .await?
-            .items
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter_map(pod_ip)
-            .map(|ip| SocketAddr::new(ip, ctx.proxy_admin_port))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let proxies: Vec<SocketAddr> = pods
+        .list(&list(Component::Proxy))
+        .await?
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(pod_ip)
+        .map(|ip| SocketAddr::new(ip, ctx.proxy_admin_port))
+        .collect();
     let answers = futures::future::join_all(proxies.iter().map(|addr| ask(*addr))).await;
     let failed: Vec<String> = proxies
         .iter()
@@ -50,7 +52,7 @@ pub async fn set_deletion_costs(
         .collect();
     if proxies.is_empty() || !failed.is_empty() {
         let why = if proxies.is_empty() {
-            "no proxy runs in front of the app pods".to_string()
+            "no proxy pod is running".to_string()
         } else {
             format!("proxies did not answer ({})", failed.join("; "))
         };
