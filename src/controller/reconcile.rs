@@ -665,6 +665,9 @@ async fn write_status(
     Ok(())
 }
 
+/// Whether a condition's False reason is one the user must act on.
+type ProblemReason = fn(&str) -> bool;
+
 /// The MeteorApp as events refer to it.
 pub(super) fn reference(metadata: &ObjectMeta, namespace: &str) -> ObjectReference {
     ObjectReference {
@@ -696,7 +699,7 @@ fn transition_events(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> Ve
         });
     }
     // A routing or autoscaling problem the user must act on, unless Degraded announced it.
-    let problems: [(&str, fn(&str) -> bool); 2] = [
+    let problems: [(&str, ProblemReason); 2] = [
         (
             crate::routing_status::ROUTED,
             crate::routing_status::is_problem,
