@@ -316,13 +316,21 @@ mod tests {
         );
     }
 
-    /// A named slice of the Service `todos` at `resource_version`, its pods `10.0.0.<n>`
+    /// A named slice of the Service `todos` at `resource_version`, its pods `todos-<n>` at `10.0.0.<n>`
     /// given as (n, ready, terminating), as the API server serializes it.
     fn slice_json(name: &str, resource_version: &str, pods: &[(u8, bool, bool)]) -> Value {
         let endpoints = pods
             .iter()
             .map(|&(n, ready, terminating)| {
-                endpoint(&format!("10.0.0.{n}"), Some(ready), Some(terminating))
+                let mut e = endpoint(&format!("10.0.0.{n}"), Some(ready), Some(terminating));
+                // As the EndpointSlice controller writes it (the namespace is the slice's).
+                e.target_ref = Some(k8s_openapi::api::core::v1::ObjectReference {
+                    kind: Some("Pod".into()),
+                    name: Some(format!("todos-{n}")),
+                    namespace: Some("shop".into()),
+                    ..Default::default()
+                });
+                e
             })
             .collect();
         let mut s = slice(endpoints);
@@ -390,6 +398,21 @@ mod tests {
         lists: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<BackendSpec>>,
     ) -> Vec<(String, bool, bool)> {
         let specs = lists.recv().await.expect("the watch is running");
+        for s in &specs {
+            let n = s
+                .addr
+                .ip()
+                .to_string()
+                .rsplit('.')
+                .next()
+                .unwrap()
+                .to_owned();
+            let name = format!("todos-{n}");
+            assert_eq!(
+                s.pod.as_ref().map(|p| (&*p.namespace, &*p.name)),
+                Some(("shop", &*name))
+            );
+        }
         specs
             .into_iter()
             .map(|s| (s.id, s.ready, s.terminating))
