@@ -7,14 +7,19 @@
 //! - counts the open WebSockets of every backend that takes new sessions; the busiest is *over*
 //!   when it holds more than the [`limit`], max(mean × (1 + tolerance), ⌈mean⌉) (the ceiling
 //!   because n sockets on k backends cannot be spread finer, so the rebalancer never churns);
-//! - while one is over, closes one WebSocket on it every 1 / `rate` seconds (the oldest, never one
-//!   younger than [`MIN_AGE`]), so at most `rate` in any second, and stops as soon as none is;
+//! - while one is over, closes one WebSocket on it every [`period`] (1 / `rate` seconds and 2 %;
+//!   the oldest, never one younger than [`MIN_AGE`]), so at most `rate` in any second, and stops
+//!   as soon as none is;
 //! - sends a WebSocket upgrade that its cookie pins to a backend which one more WebSocket would
 //!   put over the limit by least connections instead ([`steer`]), so the closed clients'
 //!   reconnects land on the emptier backends, through whichever replica they come back. Only
 //!   upgrades: a WebSocket is a session of its own (SockJS' websocket transport, Meteor's raw
 //!   `/websocket`: one request), so no live session changes backend. It keeps its cookie, which
 //!   other tabs' polling sessions of the same browser may still follow.
+//!
+//! Whether rebalancing is on or off, a WebSocket upgrade whose cookie names a draining backend
+//! (terminating or removed) goes by least connections too: on the draining backend it would
+//! only be closed again by the drain, each of its clients reconnecting twice.
 //!
 //! SockJS polling and streaming requests are never cut: only upgraded tunnels close. A tunnel
 //! closes as the drain windows close it: both TCP connections are shut, no close frame is sent.
@@ -102,10 +107,16 @@ pub fn step(balancer: &Balancer, tolerance: f64, now: Instant) -> Step {
     }
 }
 
-/// Rebalances for as long as the proxy runs: one [`step`] every 1 / `rate` seconds, never two
-/// closer together (a late tick delays the next rather than bursting).
+/// The time between two steps: 1 / `rate`, plus 2 % so that clients, which see the closes a
+/// few milliseconds off the proxy's clock, never count more than `rate` in a second either.
+pub fn period(rate: f64) -> Duration {
+    Duration::from_secs_f64(1.02 / rate)
+}
+
+/// Rebalances for as long as the proxy runs: one [`step`] every [`period`], never two closer
+/// together (a late tick delays the next rather than bursting).
 pub async fn run(balancer: Arc<Balancer>, settings: Settings) {
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / settings.rate));
+    let mut ticker = tokio::time::interval(period(settings.rate));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut balanced = true;
     loop {
@@ -128,28 +139,32 @@ pub async fn run(balancer: Arc<Balancer>, settings: Settings) {
 }
 
 /// For a WebSocket upgrade routed to `routed` (by its cookie when `from_cookie`): the
-/// least-connections choice instead when rebalancing is on and one more WebSocket would put
-/// `routed` over the limit. A SockJS session in `path` is pinned to the choice.
+/// least-connections choice instead when `routed` takes no new sessions (draining: the socket
+/// would only be closed again at the drain deadline), or when rebalancing is on and one more
+/// WebSocket would put `routed` over the limit. A SockJS session in `path` is pinned to the
+/// choice.
 pub fn steer(
     balancer: &Balancer,
     routed: Arc<Backend>,
     from_cookie: bool,
     path: &str,
 ) -> Arc<Backend> {
-    let Some(settings) = balancer.rebalance else {
-        return routed;
-    };
-    if !from_cookie || !routed.accepts_new() {
+    if !from_cookie {
         return routed;
     }
-    let (_, loads) = loads(balancer);
-    let limit = limit(
-        loads.iter().sum::<usize>() + 1,
-        loads.len(),
-        settings.tolerance,
-    );
-    if (routed.movable.count() + 1) as f64 <= limit {
-        return routed;
+    if routed.accepts_new() {
+        let Some(settings) = balancer.rebalance else {
+            return routed;
+        };
+        let (_, loads) = loads(balancer);
+        let limit = limit(
+            loads.iter().sum::<usize>() + 1,
+            loads.len(),
+            settings.tolerance,
+        );
+        if (routed.movable.count() + 1) as f64 <= limit {
+            return routed;
+        }
     }
     match balancer.pick() {
         Some(chosen) if !Arc::ptr_eq(&chosen, &routed) => {
@@ -329,11 +344,12 @@ mod tests {
                 .all(|(_, from, to)| !new.contains(&&**from) && new.contains(&&**to)),
             "{moves:?}"
         );
-        // One close per 200 ms tick, never two closer together.
+        // One close per tick of 204 ms (5 a second, 2 % margin), never two closer together.
         let first = moves[0].0;
         let offsets: Vec<Duration> = moves.iter().map(|(at, ..)| *at - first).collect();
-        let expected: Vec<Duration> = (0..16).map(|k| Duration::from_millis(200 * k)).collect();
+        let expected: Vec<Duration> = (0..16).map(|k| period(5.0) * k).collect();
         assert_eq!(offsets, expected);
+        assert_eq!(period(5.0), Duration::from_millis(204));
     }
 
     #[tokio::test(start_paused = true)]
@@ -401,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn a_websocket_leaves_its_cookie_only_for_a_backend_over_its_share() {
+    fn a_websocket_leaves_its_cookie_only_for_a_backend_over_its_share_or_draining() {
         let b = balancer(&[1, 2], 5.0);
         let (one, two) = (backend(&b, 1), backend(&b, 2));
         let mut sockets = open(&one, 5);
@@ -424,7 +440,7 @@ mod tests {
             &steer(&b, one.clone(), false, "/websocket"),
             &one
         ));
-        // Rebalancing off: the cookie always wins.
+        // Rebalancing off: the cookie wins, unless its backend is draining.
         let off = Balancer::new(2, 2, Arc::new(Metrics::default()));
         off.update(&[spec(1), spec(2)]);
         let off_one = backend(&off, 1);
@@ -433,5 +449,14 @@ mod tests {
             &steer(&off, off_one.clone(), true, "/websocket"),
             &off_one
         ));
+        let mut terminating = spec(1);
+        terminating.terminating = true;
+        off.update(&[terminating, spec(2)]);
+        assert!(
+            off.existing("127.0.0.1:1").is_some(),
+            "it keeps its sessions"
+        );
+        let routed = steer(&off, off_one.clone(), true, "/websocket");
+        assert_eq!(&*routed.id, "127.0.0.1:2");
     }
 }
