@@ -19,10 +19,12 @@ after a close through a random replica).
        chosen at random (BENCH_SEED), same load, same run; plus the expectation over all pairs.
 """
 
+import datetime
 import http.client
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -53,14 +55,28 @@ def http_get(port, path, headers=None):
 class Replica:
     """One proxy replica following the shared backends file."""
 
-    def __init__(self, backends_file, flags):
+    def __init__(self, backends_file, flags, log):
         self.port, self.admin = B.free_port(), B.free_port()
+        self.log = log
+        # Each rebalancing close is logged (debug), with the proxy's own timestamp.
         self.p = B.start(B.PROXY_CMD + [
             "--threads", "1", "--listen", f"127.0.0.1:{self.port}",
             "--admin-listen", f"127.0.0.1:{self.admin}", "--backends-file", backends_file,
             "--cookie-key-file", f"{WORK}/cookie.key", "--health-path", "/peer/health"] + flags,
-            env={**os.environ, "RUST_LOG": "warn"})
+            env={**os.environ, "RUST_LOG": "warn,meteor_proxy::rebalance=debug"},
+            stderr=open(log, "w"))
         B.wait_port(self.port)
+
+    def closes(self):
+        """The instants (epoch seconds, the proxy's clock) of its rebalancing closes."""
+        stamps = []
+        with open(self.log) as f:
+            for line in f:
+                if "WebSocket closed to rebalance" in line:
+                    stamp = re.sub(r"\x1b\[[0-9;]*m", "", line).split()[0]
+                    stamps.append(datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+                                  .timestamp())
+        return stamps
 
     def backends(self):
         return json.loads(http_get(self.admin, "/-/status")[1])["backends"]
@@ -82,7 +98,8 @@ class Fleet:
         self.nodes = [B.node_backend(n, p) for n, p in self.ports.items()]
         self.file = f"{WORK}/backends.txt"
         self.serve(NAMES[:2])
-        self.replicas = [Replica(self.file, flags) for _ in range(REPLICAS)]
+        self.replicas = [Replica(self.file, flags, f"{WORK}/replica-{i}.log")
+                         for i in range(REPLICAS)]
 
     def serve(self, names):
         with open(self.file + ".new", "w") as f:
@@ -168,14 +185,17 @@ def scale_up(results):
                 break
             time.sleep(0.1)
         after = stats(load)
-        times = [t / 1000 for t, _ in after["closes"]]
+        times = [t / 1000 for t, *_ in after["closes"]]
         results["up"] = dict(
             n=opened["opened"], failed=opened["failed"] + after["failed"], before=before,
             after=fleet.live(), within_s=within, stopped_s=stopped, closes=len(times),
             rebalanced=int(last or 0), peak_per_s=peak_per_second(times),
             steered=int(sum(r.metric("meteor_proxy_rebalance_steered_total")
                             for r in fleet.replicas)),
-            misrouted=after["misrouted"], open=after["open"])
+            misrouted=after["misrouted"], open=after["open"],
+            proxy_peak_per_s=peak_per_second([t for r in fleet.replicas for t in r.closes()]),
+            replica_peak_per_s=max(peak_per_second(r.closes()) for r in fleet.replicas),
+            logged=sum(len(r.closes()) for r in fleet.replicas))
         B.log(f"[scale-up] {results['up']}")
     finally:
         if load:
@@ -218,9 +238,13 @@ def scale_down(results):
                 time.sleep(DRAIN + 3)  # the drain closes them over DRAIN s; they reconnect
                 after = stats(load)
                 by = {}
-                for _, backend in after["closes"]:
+                for _, backend, _ in after["closes"]:
                     by[backend] = by.get(backend, 0) + 1
-                run = dict(removed=sorted(removed), costs=costs, disconnected=len(after["closes"]),
+                # A client closed twice (its reconnect reached a replica that had not yet read
+                # the new list, then drained there) is one session disconnected.
+                clients = len({client for *_, client in after["closes"]})
+                run = dict(removed=sorted(removed), costs=costs, disconnected=clients,
+                           closes=len(after["closes"]),
                            by_backend=by, reopened=after["open"], n=opened["opened"],
                            misrouted=after["misrouted"])
                 B.log(f"[scale-down] {label}: {run}")
@@ -257,7 +281,11 @@ def table(results):
             + (f"{up['stopped_s']:.1f} |" if up["stopped_s"] is not None else "– |"),
             f"| WebSockets closed to rebalance (clients saw / proxies counted) | "
             f"{up['closes']} / {up['rebalanced']} |",
-            f"| reconnects per second at the peak (any 1 s window) | {up['peak_per_s']} |",
+            f"| rebalancing closes per second at the peak, any 1 s window, proxies' clocks: "
+            f"both replicas / busiest replica (budget {RATE * REPLICAS} / {RATE}) | "
+            f"{up['proxy_peak_per_s']} / {up['replica_peak_per_s']} |",
+            f"| reconnects per second at the peak, any 1 s window, as the clients saw them "
+            f"(their event loop delays some) | {up['peak_per_s']} |",
             f"| reconnects steered off their cookie's backend | {up['steered']} |",
             f"| sessions misrouted | {up['misrouted']} |",
             f"| WebSockets open at the end / failed handshakes | {up['open']} / {up['failed']} |",
@@ -266,11 +294,12 @@ def table(results):
     if down:
         def cell(run):
             removed = ", ".join(f"{n} ({run['costs'][n]})" for n in run["removed"])
-            return f"{run['disconnected']} (removed {removed})"
+            return f"{run['disconnected']} in {run['closes']} closes (removed {removed})"
         shares = "/".join(f"{round(s * 100)}" for s in SHARES)
         rows += [
             f"| scale-down 4 → 2 backends, {down['ours']['n']} WebSockets at {shares} %: "
-            f"disconnected, removing the two emptiest (deletion cost) | {cell(down['ours'])} |",
+            f"sessions disconnected, removing the two emptiest (deletion cost) | "
+            f"{cell(down['ours'])} |",
             f"| the same, two chosen at random (BENCH_SEED={B.SEED}) | {cell(down['random'])} |",
             f"| the same, random: expectation over the 6 pairs | {down['random_expected']:.0f} |",
             f"| scale-down: sessions misrouted (both trials) | "

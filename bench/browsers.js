@@ -6,7 +6,8 @@
 //   cookie: "meteor-sticky=..." or null (the proxy then sets one).
 // Prints {"event":"opened", opened, failed} once every socket of every group is open. Then, per
 // line on stdin: "stats" prints {"event":"stats", open, byBackend, closes, misrouted, failed},
-// `closes` being [ms clock, backend] of every close since the previous "stats"; "quit" exits.
+// `closes` being [ms clock, backend, client] of every close since the previous "stats";
+// "quit" exits.
 // Every socket pings every pingMs; an echo from another backend than its greeting is misrouted.
 'use strict';
 const path = require('path');
@@ -23,7 +24,7 @@ let closes = [];
 const byBackend = {};
 
 // One browser: connects, and reconnects after every close. `opened` runs once, first open.
-function browser(cookie, opened) {
+function browser(id, cookie, opened) {
   let jar = cookie;
   const connect = () => {
     const url = config.urls[Math.floor(Math.random() * config.urls.length)];
@@ -55,7 +56,7 @@ function browser(cookie, opened) {
       } else {
         open -= 1;
         byBackend[backend] -= 1;
-        closes.push([Date.now(), backend]);
+        closes.push([Date.now(), backend, id]);
       }
       setTimeout(connect, 10);
     });
@@ -69,9 +70,9 @@ function browser(cookie, opened) {
   let next = 0;
   const worker = async () => {
     while (next < cookies.length) {
-      const cookie = cookies[next];
+      const id = next;
       next += 1;
-      await new Promise((resolve) => browser(cookie, resolve));
+      await new Promise((resolve) => browser(id, cookies[id], resolve));
     }
   };
   await Promise.all(Array.from({ length: config.concurrency || 100 }, worker));

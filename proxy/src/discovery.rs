@@ -316,8 +316,8 @@ mod tests {
         );
     }
 
-    /// A named slice of the Service `todos` at `resource_version`, its pods `todos-<n>` at `10.0.0.<n>`
-    /// given as (n, ready, terminating), as the API server serializes it.
+    /// A named slice of the Service `todos` at `resource_version`, its pods `todos-<n>` at
+    /// `10.0.0.<n>` given as (n, ready, terminating), as the API server serializes it.
     fn slice_json(name: &str, resource_version: &str, pods: &[(u8, bool, bool)]) -> Value {
         let endpoints = pods
             .iter()

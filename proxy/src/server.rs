@@ -13,7 +13,7 @@
 //!   proxy's shutdown window ([`super::closing`]: spread over the window, all gone by its
 //!   deadline). Tunnels hold no buffer while idle ([`super::tunnel`]). The rebalancer may close
 //!   single tunnels of a busy backend, and a WebSocket upgrade whose cookie names such a backend
-//!   goes by least connections instead ([`super::rebalance`]).
+//!   (or a draining one) goes by least connections instead ([`super::rebalance`]).
 //! - A failed upstream connect takes the backend down (passive check) and a request without a
 //!   body is retried once on a freshly routed backend. An idempotent request without a body
 //!   whose pooled connection closes under it is retried once on a new connection.
@@ -249,8 +249,8 @@ impl Proxy {
                 self.metrics.reject(Reason::NoBackend);
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
             };
-            // A new WebSocket need not follow its cookie to a backend holding more than its
-            // share (after a scale-up): it is a session of its own.
+            // A new WebSocket is a session of its own: it need not follow its cookie to a
+            // draining backend, or to one holding more than its share after a scale-up.
             let backend = rebalance::steer(&self.balancer, backend, !set_cookie, req.uri().path());
             let outcome = self.forward_upgrade(&mut req, backend.enter()).await;
             return self.finish(outcome.map_err(|f| (f, None)), &backend, set_cookie);
