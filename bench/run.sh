@@ -5,22 +5,29 @@
 #        bash bench/run.sh get msg ...     (some phases: get msg ws churn)
 #        BENCH_QUICK=1 bash bench/run.sh   (shorter phases, one round)
 #        BENCH_SEED=N bash bench/run.sh    (the same random order of proxies as a past run)
+#        bash bench/run.sh autoscaling [up down]   (the scale-up / scale-down scenario alone,
+#                                   bench/autoscaling.py: our proxy only, about 2 minutes;
+#                                   BENCH_N=1000 open WebSockets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+autoscaling=""
+[ "${1:-}" = autoscaling ] && autoscaling=1 && shift
 
 need_apt=()
-command -v haproxy >/dev/null || need_apt+=(haproxy)
-command -v nginx >/dev/null || need_apt+=(nginx-light)
-command -v wrk >/dev/null || need_apt+=(wrk)
-command -v perf >/dev/null || need_apt+=(linux-perf)
+if [ -z "$autoscaling" ]; then
+  command -v haproxy >/dev/null || need_apt+=(haproxy)
+  command -v nginx >/dev/null || need_apt+=(nginx-light)
+  command -v wrk >/dev/null || need_apt+=(wrk)
+  command -v perf >/dev/null || need_apt+=(linux-perf)
+fi
 command -v node >/dev/null || need_apt+=(nodejs npm)
 if ((${#need_apt[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 # A Debian-installed nginx/haproxy may have started system services; they are not used.
-systemctl stop nginx haproxy >/dev/null 2>&1 || true
-command -v oha >/dev/null || cargo install oha --locked
+[ -n "$autoscaling" ] || systemctl stop nginx haproxy >/dev/null 2>&1 || true
+[ -n "$autoscaling" ] || command -v oha >/dev/null || cargo install oha --locked
 [ -d proxy/tests/peers/node_modules/ws ] || (cd proxy/tests/peers && npm ci --no-audit --no-fund)
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -29,7 +36,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release --quiet -p meteor-proxy --bin meteor-proxy
 export PROXY_BIN="${PROXY_BIN:-$CARGO_TARGET_DIR/release/meteor-proxy}"
 
+ulimit -n "$(ulimit -Hn)"
+if [ -n "$autoscaling" ]; then
+  exec python3 bench/autoscaling.py "$@"
+fi
 haproxy -v | sed -n 1p
 nginx -v 2>&1
-ulimit -n "$(ulimit -Hn)"
 python3 bench/bench.py "$@"

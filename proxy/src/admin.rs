@@ -25,7 +25,14 @@ pub struct BackendStatus {
     pub removed: bool,
     pub up: bool,
     pub active: i64,
+    /// Open WebSockets (included in `active`).
+    pub websockets: usize,
     pub requests: u64,
+    /// The backend's pod, when discovery knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// The status page.
@@ -45,7 +52,10 @@ pub fn status(balancer: &Balancer) -> Status {
             removed: b.is_removed(),
             up: b.is_up(),
             active: b.active(),
+            websockets: b.tunnels(),
             requests: b.metrics.requests.get(),
+            pod: b.pod.as_ref().map(|p| p.name.clone()),
+            namespace: b.pod.as_ref().map(|p| p.namespace.clone()),
         })
         .collect();
     Status { backends }

@@ -12,6 +12,8 @@
 //! - `update` merges a new backend list: known ids keep their state and counters.
 //! - Each backend counts its open tunnels and announces its drain window to them
 //!   ([`super::closing`]), so they close one by one rather than all at its deadline.
+//! - Each backend keeps its open tunnels oldest first, so the rebalancer
+//!   ([`super::rebalance`]) can close single ones on a busy backend.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::closing::Closer;
 use super::health::HealthState;
 use super::metrics::{BackendMetrics, Metrics};
+use super::rebalance::{self, Movable};
 
 /// A backend as discovery reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,15 @@ pub struct BackendSpec {
     pub ready: bool,
     /// Shutting down (EndpointSlice `terminating`): keeps sessions until the drain deadline.
     pub terminating: bool,
+    /// The pod behind the endpoint (EndpointSlice `targetRef`), for per-pod metrics.
+    pub pod: Option<PodRef>,
+}
+
+/// A backend's pod: the `pod` and `namespace` labels of its session gauge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
 }
 
 impl BackendSpec {
@@ -44,6 +56,7 @@ impl BackendSpec {
             addr,
             ready: true,
             terminating: false,
+            pod: None,
         }
     }
 }
@@ -52,6 +65,8 @@ impl BackendSpec {
 pub struct Backend {
     pub id: Arc<str>,
     pub addr: SocketAddr,
+    /// Its pod, when discovery knows it.
+    pub pod: Option<PodRef>,
     /// `addr` as a URI authority, for upstream request URIs.
     pub authority: http::uri::Authority,
     ready: AtomicBool,
@@ -65,6 +80,8 @@ pub struct Backend {
     pub closing: Closer,
     /// Open tunnels: the slots of a drain window.
     tunnels: AtomicUsize,
+    /// The open tunnels, oldest first, each closable on its own.
+    pub movable: Movable,
     pub metrics: BackendMetrics,
     /// Idle keep-alive connections to this backend.
     pub pool: super::upstream::Pool,
@@ -78,6 +95,7 @@ impl Backend {
         Self {
             id: spec.id.as_str().into(),
             addr: spec.addr,
+            pod: spec.pod.clone(),
             authority: spec
                 .addr
                 .to_string()
@@ -91,6 +109,7 @@ impl Backend {
             drained: CancellationToken::new(),
             closing: Closer::default(),
             tunnels: AtomicUsize::new(0),
+            movable: Movable::default(),
             metrics: metrics.backend(&spec.id),
             pool: Default::default(),
             cookie_cache: Mutex::new(None),
@@ -118,7 +137,7 @@ impl Backend {
     }
 
     /// Takes new sessions.
-    fn accepts_new(&self) -> bool {
+    pub fn accepts_new(&self) -> bool {
         self.is_ready() && !self.is_terminating() && !self.is_removed() && self.is_up()
     }
 
@@ -161,19 +180,29 @@ impl Backend {
     }
 }
 
-/// Counts one open tunnel to `backend` until dropped.
-pub struct TunnelGuard<'a>(&'a Backend);
+/// Counts one open tunnel to `backend` until dropped, and lets the rebalancer close it.
+pub struct TunnelGuard<'a> {
+    backend: &'a Backend,
+    moved: rebalance::Moved,
+}
 
 impl<'a> TunnelGuard<'a> {
     pub fn new(backend: &'a Backend) -> Self {
         backend.tunnels.fetch_add(1, Ordering::Relaxed);
-        Self(backend)
+        let moved = backend.movable.register();
+        Self { backend, moved }
+    }
+
+    /// Resolves when the rebalancer chose this tunnel to close (never otherwise).
+    pub async fn moved(&mut self) {
+        self.moved.wait().await
     }
 }
 
 impl Drop for TunnelGuard<'_> {
     fn drop(&mut self) {
-        self.0.tunnels.fetch_sub(1, Ordering::Relaxed);
+        self.backend.tunnels.fetch_sub(1, Ordering::Relaxed);
+        self.backend.movable.unregister(&self.moved);
     }
 }
 
@@ -201,6 +230,8 @@ type Pin = (Arc<str>, Instant);
 /// The backend set plus the local SockJS pins.
 pub struct Balancer {
     backends: RwLock<Arc<[Arc<Backend>]>>,
+    /// Set with `--rebalance-rate` above 0: WebSocket upgrades may leave their cookie's backend.
+    pub rebalance: Option<rebalance::Settings>,
     pins: Mutex<HashMap<Box<str>, Pin>>,
     turn: AtomicUsize,
     rise: u32,
@@ -212,12 +243,23 @@ impl Balancer {
     pub fn new(rise: u32, fall: u32, metrics: Arc<Metrics>) -> Self {
         Self {
             backends: RwLock::new(Arc::from(Vec::new())),
+            rebalance: None,
             pins: Mutex::new(HashMap::new()),
             turn: AtomicUsize::new(0),
             rise,
             fall,
             metrics,
         }
+    }
+
+    /// This balancer with rebalancing after a scale-up ([`super::rebalance`]).
+    pub fn with_rebalancing(mut self, settings: rebalance::Settings) -> Self {
+        self.rebalance = Some(settings);
+        self
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// A snapshot of every known backend (including draining ones).
@@ -351,7 +393,8 @@ impl Balancer {
         Some(chosen)
     }
 
-    /// Remembers that `session` lives on `backend` (e.g. chosen by cookie).
+    /// Remembers that `session` lives on `backend` (e.g. chosen by cookie), replacing an
+    /// earlier pin.
     pub fn remember(&self, session: &str, backend: &Arc<str>, now: Instant) {
         let mut pins = self.pins.lock().expect("pins lock");
         match pins.get_mut(session) {

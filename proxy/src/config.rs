@@ -159,9 +159,27 @@ pub struct ProxyOptions {
     /// Burst size of the per-client-IP rate limit.
     #[arg(long, env = "METEOR_PROXY_RATE_BURST", default_value_t = 100)]
     pub rate_burst: u32,
+
+    /// WebSockets this replica closes per second at most to move sessions onto backends that
+    /// hold fewer (after a scale-up); 0 turns rebalancing off.
+    #[arg(long, env = "METEOR_PROXY_REBALANCE_RATE", default_value_t = 5.0, value_parser = parse_rate)]
+    pub rebalance_rate: f64,
+
+    /// How far above the mean, in percent, a backend's open WebSockets may be before some are
+    /// moved.
+    #[arg(long, env = "METEOR_PROXY_REBALANCE_TOLERANCE", default_value_t = 20)]
+    pub rebalance_tolerance: u32,
 }
 
 impl ProxyOptions {
+    /// Rebalancing settings, unless `--rebalance-rate` is 0.
+    pub fn rebalancing(&self) -> Option<crate::rebalance::Settings> {
+        (self.rebalance_rate > 0.0).then(|| crate::rebalance::Settings {
+            rate: self.rebalance_rate,
+            tolerance: f64::from(self.rebalance_tolerance) / 100.0,
+        })
+    }
+
     /// Whether the sticky cookie carries the `Secure` attribute.
     pub fn cookie_is_secure(&self) -> bool {
         self.cookie_secure || self.tls_cert.is_some()
@@ -187,6 +205,16 @@ impl ProxyOptions {
 
 /// Descriptors kept for listeners, health checks, discovery and logs.
 const RESERVED_FILES: usize = 100;
+
+/// A rate per second: 0 (off) up to 10,000.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if (0.0..=10_000.0).contains(&rate) => Ok(rate),
+        _ => Err(format!(
+            "not a rate between 0 and 10000 per second: {text:?}"
+        )),
+    }
+}
 
 /// Parses `750ms`, `2s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -243,5 +271,26 @@ mod tests {
         assert!(a.idle_timeout > Duration::from_secs(60));
         assert!(!a.cookie_is_secure());
         assert!(a.connection_limit() >= 1);
+        let rebalancing = a.rebalancing().unwrap();
+        assert_eq!((rebalancing.rate, rebalancing.tolerance), (5.0, 0.2));
+    }
+
+    #[test]
+    fn rebalancing_turns_off_at_rate_zero_and_refuses_nonsense() {
+        let parse = |rate: &str| {
+            Cli::try_parse_from([
+                "proxy",
+                "--backend",
+                "127.0.0.1:1",
+                "--rebalance-rate",
+                rate,
+            ])
+            .map(|cli| cli.args.rebalancing())
+        };
+        assert_eq!(parse("0").unwrap(), None);
+        assert_eq!(parse("0.5").unwrap().unwrap().rate, 0.5);
+        for bad in ["-1", "NaN", "inf", "fast"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
-use super::balancer::BackendSpec;
+use super::balancer::{BackendSpec, PodRef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -116,6 +116,7 @@ pub fn specs_from_slices<'a>(
             // A missing `ready` means "unknown", which Kubernetes says to treat as ready.
             let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
             let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+            let pod = pod_of(endpoint, slice.metadata.namespace.as_deref());
             for ip in &endpoint.addresses {
                 let Ok(ip) = ip.parse() else { continue };
                 let addr = SocketAddr::new(ip, number);
@@ -124,6 +125,7 @@ pub fn specs_from_slices<'a>(
                     addr,
                     ready,
                     terminating,
+                    pod: pod.clone(),
                 });
             }
         }
@@ -131,6 +133,22 @@ pub fn specs_from_slices<'a>(
     specs.sort_by(|a, b| a.id.cmp(&b.id));
     specs.dedup_by(|a, b| a.id == b.id);
     specs
+}
+
+/// The pod an endpoint points at (`targetRef` of kind Pod; its namespace defaults to the
+/// slice's, which is the Service's).
+fn pod_of(endpoint: &Endpoint, slice_namespace: Option<&str>) -> Option<PodRef> {
+    let target = endpoint.target_ref.as_ref()?;
+    if target.kind.as_deref() != Some("Pod") {
+        return None;
+    }
+    Some(PodRef {
+        name: target.name.clone()?,
+        namespace: target
+            .namespace
+            .clone()
+            .or_else(|| slice_namespace.map(str::to_owned))?,
+    })
 }
 
 /// Watches the EndpointSlices of `service` (`name` or `namespace/name`) and calls `apply` with
@@ -265,13 +283,54 @@ mod tests {
         assert!(specs_from_slices([&a], Some("nope")).is_empty());
     }
 
-    /// A named slice of the Service `todos` at `resource_version`, its pods `10.0.0.<n>`
-    /// given as (n, ready, terminating), as the API server serializes it.
+    #[test]
+    fn an_endpoints_pod_comes_from_its_target_ref() {
+        use k8s_openapi::api::core::v1::ObjectReference;
+        let target = |kind: &str, namespace: Option<&str>| ObjectReference {
+            kind: Some(kind.into()),
+            name: Some("todos-7d4b9c-x2k4q".into()),
+            namespace: namespace.map(Into::into),
+            ..Default::default()
+        };
+        let mut own = endpoint("10.0.0.1", Some(true), None);
+        own.target_ref = Some(target("Pod", Some("shop")));
+        let mut inherited = endpoint("10.0.0.2", Some(true), None);
+        inherited.target_ref = Some(target("Pod", None));
+        let mut not_a_pod = endpoint("10.0.0.3", Some(true), None);
+        not_a_pod.target_ref = Some(target("Node", Some("shop")));
+        let bare = endpoint("10.0.0.4", Some(true), None);
+        let mut s = slice(vec![own, inherited, not_a_pod, bare]);
+        s.metadata.namespace = Some("store".into());
+        let pods: Vec<_> = specs_from_slices([&s], Some("http"))
+            .into_iter()
+            .map(|spec| spec.pod.map(|p| format!("{}/{}", p.namespace, p.name)))
+            .collect();
+        assert_eq!(
+            pods,
+            [
+                Some("shop/todos-7d4b9c-x2k4q".into()),
+                Some("store/todos-7d4b9c-x2k4q".into()),
+                None,
+                None
+            ]
+        );
+    }
+
+    /// A named slice of the Service `todos` at `resource_version`, its pods `todos-<n>` at
+    /// `10.0.0.<n>` given as (n, ready, terminating), as the API server serializes it.
     fn slice_json(name: &str, resource_version: &str, pods: &[(u8, bool, bool)]) -> Value {
         let endpoints = pods
             .iter()
             .map(|&(n, ready, terminating)| {
-                endpoint(&format!("10.0.0.{n}"), Some(ready), Some(terminating))
+                let mut e = endpoint(&format!("10.0.0.{n}"), Some(ready), Some(terminating));
+                // As the EndpointSlice controller writes it (the namespace is the slice's).
+                e.target_ref = Some(k8s_openapi::api::core::v1::ObjectReference {
+                    kind: Some("Pod".into()),
+                    name: Some(format!("todos-{n}")),
+                    namespace: Some("shop".into()),
+                    ..Default::default()
+                });
+                e
             })
             .collect();
         let mut s = slice(endpoints);
@@ -339,6 +398,21 @@ mod tests {
         lists: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<BackendSpec>>,
     ) -> Vec<(String, bool, bool)> {
         let specs = lists.recv().await.expect("the watch is running");
+        for s in &specs {
+            let n = s
+                .addr
+                .ip()
+                .to_string()
+                .rsplit('.')
+                .next()
+                .unwrap()
+                .to_owned();
+            let name = format!("todos-{n}");
+            assert_eq!(
+                s.pod.as_ref().map(|p| (&*p.namespace, &*p.name)),
+                Some(("shop", &*name))
+            );
+        }
         specs
             .into_iter()
             .map(|s| (s.id, s.ready, s.terminating))

@@ -8,6 +8,7 @@
 //! - [`server`]: the traffic path. [`deadline`]: the client write deadline. [`upstream`]:
 //!   pooled backend connections. [`tunnel`]: WebSocket byte tunnels. [`tls`]: TLS termination.
 //! - [`closing`]: WebSocket closes spread over drain and shutdown windows.
+//! - [`rebalance`]: WebSockets moved onto new backends after a scale-up, at a bounded rate.
 //! - [`ratelimit`]: per-IP 429s. [`bounded`]: size caps of the pin and rate-limit maps.
 //! - [`admin`] and [`metrics`]: status page and Prometheus metrics.
 //! - [`replay`]: one client connection from bytes in memory (the fuzz target's harness).
@@ -26,6 +27,7 @@ pub mod discovery;
 pub mod health;
 pub mod metrics;
 pub mod ratelimit;
+pub mod rebalance;
 pub mod replay;
 pub mod server;
 pub mod sockjs;
@@ -92,11 +94,16 @@ async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         "give exactly one backend source: --backend, --backends-file or --service"
     );
     let metrics = Arc::new(metrics::Metrics::default());
-    let balancer = Arc::new(Balancer::new(
-        args.health_rise,
-        args.health_fall,
-        metrics.clone(),
-    ));
+    let mut balancer = Balancer::new(args.health_rise, args.health_fall, metrics.clone());
+    if let Some(settings) = args.rebalancing() {
+        balancer = balancer.with_rebalancing(settings);
+        tracing::info!(
+            rate = settings.rate,
+            tolerance = settings.tolerance,
+            "rebalancing on"
+        );
+    }
+    let balancer = Arc::new(balancer);
     let key = cookie_key(&args)?;
     let signer = cookie::CookieSigner::new(&key, args.cookie_max_age);
 
@@ -163,6 +170,9 @@ async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         metrics.clone(),
     ));
     tokio::spawn(housekeeping(balancer.clone(), proxy.clone()));
+    if let Some(settings) = balancer.rebalance {
+        tokio::spawn(rebalance::run(balancer.clone(), settings));
+    }
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -173,7 +183,7 @@ async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     let admin = Arc::new(admin::Admin {
         balancer: balancer.clone(),
-        registry: metrics.registry(),
+        registry: metrics.registry_with_sessions(balancer.clone()),
         shutdown: proxy.shutdown.clone(),
     });
     tokio::spawn(admin.serve(admin_listener));

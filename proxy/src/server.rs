@@ -11,7 +11,9 @@
 //! - WebSocket upgrades get their own upstream connection and become a byte tunnel that closes
 //!   after `idle_timeout` without traffic, or at its slot in its backend's drain window or the
 //!   proxy's shutdown window ([`super::closing`]: spread over the window, all gone by its
-//!   deadline). Tunnels hold no buffer while idle ([`super::tunnel`]).
+//!   deadline). Tunnels hold no buffer while idle ([`super::tunnel`]). The rebalancer may close
+//!   single tunnels of a busy backend, and a WebSocket upgrade whose cookie names such a backend
+//!   (or a draining one) goes by least connections instead ([`super::rebalance`]).
 //! - A failed upstream connect takes the backend down (passive check) and a request without a
 //!   body is retried once on a freshly routed backend. An idempotent request without a body
 //!   whose pooled connection closes under it is retried once on a new connection.
@@ -43,6 +45,7 @@ use super::cookie::{self, CookieSigner};
 use super::deadline::WriteDeadline;
 use super::metrics::{Metrics, Reason};
 use super::ratelimit::RateLimiter;
+use super::rebalance;
 use super::sockjs;
 use super::tls::ReloadingAcceptor;
 use super::upstream;
@@ -246,6 +249,9 @@ impl Proxy {
                 self.metrics.reject(Reason::NoBackend);
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
             };
+            // A new WebSocket is a session of its own: it need not follow its cookie to a
+            // draining backend, or to one holding more than its share after a scale-up.
+            let backend = rebalance::steer(&self.balancer, backend, !set_cookie, req.uri().path());
             let outcome = self.forward_upgrade(&mut req, backend.enter()).await;
             return self.finish(outcome.map_err(|f| (f, None)), &backend, set_cookie);
         }
@@ -476,13 +482,15 @@ impl Proxy {
             let (Ok(client), Ok(upstream)) = tokio::join!(from_client, from_backend) else {
                 return;
             };
-            let _open = TunnelGuard::new(&backend);
+            let mut open = TunnelGuard::new(&backend);
             let closed = async {
                 tokio::select! {
                     () = closing::slot(windows) => {}
                     // Whatever is left at a deadline (slots end by it; these are the backstop).
                     () = backend.drained.cancelled() => {}
                     () = hard_stop.cancelled() => {}
+                    // Chosen to move to an emptier backend (`rebalance`).
+                    () = open.moved() => {}
                 }
             };
             tokio::select! {

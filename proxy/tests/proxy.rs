@@ -569,7 +569,13 @@ fn a_new_backend_receives_new_sessions_and_old_ones_stay() {
     let b1 = backend("b1");
     let b2 = backend("b2");
     let file = temp_file("backends", &format!("# fleet\n{}\n", b1.addr));
-    let proxy = proxy_with(&["--backends-file".into(), file.to_str().unwrap().into()]);
+    // Without rebalancing: a new backend alone moves no open WebSocket.
+    let proxy = proxy_with(&[
+        "--backends-file".into(),
+        file.to_str().unwrap().into(),
+        "--rebalance-rate".into(),
+        "0".into(),
+    ]);
     let ws = format!("ws://{}/sockjs/websocket", proxy.addr);
     let old = node_client(
         "ws",
@@ -697,6 +703,13 @@ fn admin_reports_backends_health_and_metrics() {
     );
     assert!(
         metrics.contains("meteor_proxy_active_sessions{backend="),
+        "{metrics}"
+    );
+    // Static backends have no pod: the per-pod gauge carries their id only.
+    assert!(
+        metrics.contains(&format!(
+            "meteor_proxy_backend_sessions{{backend=\"{dead}\"}} 0"
+        )),
         "{metrics}"
     );
     assert_eq!(get(proxy.admin, "/-/healthz", None).status, 200);
@@ -1102,4 +1115,156 @@ fn websockets_close_one_by_one_over_the_shutdown_window() {
     });
     let exit = proxy.proc.child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+/// The value of the unlabelled series `name` on the proxy's `/metrics`.
+fn metric(proxy: &Proxy, name: &str) -> u64 {
+    let text = get(proxy.admin, "/metrics", None).body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Open WebSockets per backend that takes new sessions, from `/-/status`.
+fn websockets(proxy: &Proxy) -> Vec<u64> {
+    status(proxy)["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["ready"] == true && b["up"] == true && b["removed"] == false)
+        .map(|b| b["websockets"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn after_a_scale_up_websockets_move_to_the_new_backends_within_the_rate() {
+    let backends = [backend("b1"), backend("b2"), backend("b3"), backend("b4")];
+    let list = |n: usize| -> String {
+        backends[..n]
+            .iter()
+            .map(|b| format!("{}\n", b.addr))
+            .collect()
+    };
+    let file = temp_file("rebalance", &list(2));
+    let proxy = proxy_with(&[
+        "--backends-file".into(),
+        file.to_str().unwrap().into(),
+        "--rebalance-rate".into(),
+        "5".into(),
+        "--rebalance-tolerance".into(),
+        "20".into(),
+    ]);
+    eventually("the proxy read the file", || websockets(&proxy).len() == 2);
+    const SOCKETS: u64 = 40;
+    let duration = Duration::from_secs(16);
+    let clients = node_client(
+        "browsers",
+        serde_json::json!({
+            "ws": format!("ws://{}/sockjs/websocket", proxy.addr),
+            "count": SOCKETS,
+            "sockjs": format!("http://{}/sockjs", proxy.addr),
+            "polling": 4,
+            "interval": 100,
+            "duration": duration.as_millis() as u64,
+        }),
+    );
+    let started = Instant::now();
+    let mut events = Vec::new();
+    while events
+        .iter()
+        .filter(|e: &&Value| e["event"] == "connected")
+        .count()
+        < SOCKETS as usize
+    {
+        events.push(clients.next_json());
+    }
+    assert_eq!(
+        websockets(&proxy),
+        [20, 20],
+        "least connections spreads them"
+    );
+    // Two backends more (an HPA scale-up): 20, 20, 0, 0 must become at most 12 each (mean 10,
+    // tolerance 20 %), 16 moves at 5 per second.
+    std::fs::write(&file, list(4)).unwrap();
+    let scaled = Instant::now();
+    let balanced_at = loop {
+        let counts = websockets(&proxy);
+        if counts.len() == 4
+            && counts.iter().sum::<u64>() == SOCKETS
+            && counts.iter().all(|&n| n <= 12)
+        {
+            break scaled.elapsed();
+        }
+        assert!(
+            scaled.elapsed() < Duration::from_secs(10),
+            "still skewed: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let closes_when_balanced = metric(&proxy, "meteor_proxy_rebalanced_total");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        metric(&proxy, "meteor_proxy_rebalanced_total"),
+        closes_when_balanced,
+        "it stops within tolerance"
+    );
+    let spread = websockets(&proxy);
+    assert!(spread.iter().all(|&n| (8..=12).contains(&n)), "{spread:?}");
+    assert!(started.elapsed() < duration, "the clients ran out of time");
+    loop {
+        let event = clients.next_json();
+        if event["event"] == "done" {
+            break;
+        }
+        events.push(event);
+    }
+    let of = |kind: &'static str| events.iter().filter(move |e| e["event"] == kind);
+    assert_eq!(
+        of("misrouted").count(),
+        0,
+        "{:?}",
+        of("misrouted").collect::<Vec<_>>()
+    );
+    // Every polling session kept one backend and was never cut.
+    for session in of("polling") {
+        assert_eq!(
+            session["backends"].as_array().unwrap().len(),
+            1,
+            "{session}"
+        );
+        assert!(session["replies"].as_u64().unwrap() > 20, "{session}");
+        assert!(session["closed"].is_null(), "{session}");
+    }
+    assert_eq!(of("polling").count(), 4);
+    // Every close was the rebalancer's, and every reconnect went to a new backend even
+    // though its cookie named the old one.
+    let mut closes: Vec<u64> = of("closed").map(|e| e["t"].as_u64().unwrap()).collect();
+    let total = metric(&proxy, "meteor_proxy_rebalanced_total");
+    assert_eq!(closes.len() as u64, total);
+    assert!((16..=20).contains(&total), "{total} closes for 16 moves");
+    assert_eq!(
+        metric(&proxy, "meteor_proxy_rebalance_steered_total"),
+        total
+    );
+    let mut last: HashMap<u64, &str> = HashMap::new();
+    for e in &events {
+        let client = e["client"].as_u64().unwrap_or(u64::MAX);
+        match e["event"].as_str() {
+            Some("connected") => {
+                let to = e["backend"].as_str().unwrap();
+                if let Some(from) = last.insert(client, to) {
+                    assert!(["b3", "b4"].contains(&to) && from != to, "{from} -> {to}");
+                }
+            }
+            _ => continue,
+        }
+    }
+    // Never more than 5 closes in a second (100 ms of slack for the clients' clocks).
+    closes.sort();
+    for (i, t) in closes.iter().enumerate() {
+        let within = closes[i..].iter().take_while(|u| **u < t + 900).count();
+        assert!(within <= 5, "{within} closes within 900 ms: {closes:?}");
+    }
+    eprintln!("balanced {balanced_at:?} after the scale-up; {total} closes; spread {spread:?}");
+    let _ = std::fs::remove_file(file);
 }

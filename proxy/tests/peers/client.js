@@ -7,6 +7,13 @@
 //   ws {url, count, hold}: opens raw WebSockets, each sends "ping" and prints
 //            {event: "echo", backend}; keeps them `hold` ms, then prints {event: "done", open}.
 //   get {url}: one GET (https certificates not verified), prints {status, headers, body}.
+//   browsers {ws, count, sockjs, polling, interval, duration}: `count` raw WebSockets that keep
+//            the sticky cookie like a browser and reconnect 10 ms after a close (Meteor's first
+//            retry), plus `polling` cookie-less SockJS xhr-polling sessions; every `interval` ms
+//            each sends a message and checks the echo comes from its backend. Prints
+//            {event: "connected"|"closed", client, backend, t} (t: ms clock), "misrouted" on a
+//            wrong echo, and after `duration` ms one {event: "polling", backends, replies,
+//            closed} per polling session, then {event: "done"}.
 'use strict';
 const SockJS = require('sockjs-client');
 const WebSocket = require('ws');
@@ -112,5 +119,60 @@ async function get() {
   });
 }
 
-({ sessions, failover, ws, get }[mode] || (() => { throw new Error(`unknown mode ${mode}`); }))()
+function browser(i, jar = null) {
+  const headers = jar ? { Cookie: jar } : {};
+  const s = new WebSocket(config.ws, { headers, perMessageDeflate: false });
+  let backend = null;
+  let timer = null;
+  s.on('upgrade', (res) => {
+    const set = [].concat(res.headers['set-cookie'] || []).map((c) => c.split(';')[0]);
+    jar = set.find((c) => c.startsWith('meteor-sticky=')) || jar;
+  });
+  s.on('message', (data) => {
+    const msg = JSON.parse(String(data));
+    if (msg.hello) {
+      backend = msg.backend;
+      out({ event: 'connected', client: i, backend, t: Date.now() });
+      timer = setInterval(() => s.send('ping'), config.interval);
+    } else if (msg.backend !== backend) {
+      out({ event: 'misrouted', client: i, backend, echo: msg.backend });
+    }
+  });
+  s.on('close', () => {
+    clearInterval(timer);
+    out({ event: 'closed', client: i, backend, t: Date.now() });
+    if (!stopping) setTimeout(() => browser(i, jar), 10);
+  });
+  s.on('error', () => { /* close follows */ });
+  sockets.push(s);
+}
+
+let stopping = false;
+const sockets = [];
+
+function polling() {
+  const sock = new SockJS(config.sockjs, null, { transports: ['xhr-polling'], timeout: 5000 });
+  const result = { event: 'polling', backends: [], replies: 0, closed: null };
+  let timer = null;
+  sock.onmessage = (e) => {
+    const msg = JSON.parse(e.data);
+    if (!result.backends.includes(msg.backend)) result.backends.push(msg.backend);
+    result.replies += 1;
+    if (msg.hello) timer = setInterval(() => sock.send('ping'), config.interval);
+  };
+  sock.onclose = (e) => { clearInterval(timer); if (!stopping) result.closed = `${e.code} ${e.reason}`; };
+  return { result, close: () => { clearInterval(timer); sock.close(); } };
+}
+
+async function browsers() {
+  const sessions = Array.from({ length: config.polling || 0 }, polling);
+  for (let i = 0; i < config.count; i++) browser(i);
+  await sleep(config.duration);
+  stopping = true;
+  for (const s of sessions) { out(s.result); s.close(); }
+  for (const s of sockets) s.terminate();
+  out({ event: 'done' });
+}
+
+({ sessions, failover, ws, get, browsers }[mode] || (() => { throw new Error(`unknown mode ${mode}`); }))()
   .then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
