@@ -115,6 +115,10 @@ fn by_default_a_proxy_pair_fronts_the_app() {
         assert!(args.contains(expected), "{expected:?} not in {args}");
     }
     assert!(!args.contains("--rate-limit"), "no rate limit by default");
+    assert!(
+        !args.contains("--rebalance"),
+        "the proxy's own rebalancing defaults"
+    );
     assert!(!args.contains("--tls-cert"), "no TLS by default");
 
     // Restricted Pod Security, read-only root FS, readiness on the admin port.
@@ -609,4 +613,14 @@ fn gateway_durations_stay_within_five_digits_per_unit() {
     assert_eq!(routing::gateway_duration(5_445), "1h30m45s");
     assert_eq!(routing::gateway_duration(45), "45s");
     assert_eq!(routing::gateway_duration(i32::MAX), "99999h");
+}
+
+#[test]
+fn rebalancing_settings_reach_the_proxy_flags() {
+    let app = app_with(json!({
+        "routing": { "proxy": { "rebalance": { "closesPerSecond": 0, "tolerancePercent": 35 } } }
+    }));
+    let args = proxy_args(&desired(&app));
+    assert!(args.contains("--rebalance-rate 0"), "{args}");
+    assert!(args.contains("--rebalance-tolerance 35"), "{args}");
 }

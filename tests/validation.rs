@@ -377,3 +377,26 @@ fn each_autoscaling_mistake_is_rejected_naming_its_field() {
         assert!(message.contains(field), "{autoscaling}: {message}");
     }
 }
+
+#[test]
+fn rebalancing_is_bounded_and_refused_with_the_proxy_off() {
+    use serde_json::json;
+    let url = "https://todos.example.com";
+    let too_fast = routing_verdict(
+        json!({"proxy": {"rebalance": {"closesPerSecond": 5000}}}),
+        url,
+    );
+    assert!(
+        too_fast
+            .unwrap_err()
+            .contains("spec.routing.proxy.rebalance.closesPerSecond")
+    );
+    let off = routing_verdict(
+        json!({"proxy": {"enabled": false, "rebalance": {"tolerancePercent": 10}}}),
+        url,
+    );
+    assert!(
+        off.unwrap_err()
+            .contains("routing.proxy: only enabled may be set")
+    );
+}

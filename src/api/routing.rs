@@ -57,7 +57,7 @@ impl Routing {
 /// The sticky proxy in front of the app pods.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.enabled || !(has(self.replicas) || has(self.resources) || has(self.cookie) || has(self.rateLimit) || has(self.idleTimeoutSeconds) || has(self.image) || has(self.nodeSelector) || has(self.tolerations) || has(self.affinity) || has(self.podAnnotations) || has(self.service))")
+#[x_kube(validation = Rule::new("self.enabled || !(has(self.replicas) || has(self.resources) || has(self.cookie) || has(self.rateLimit) || has(self.idleTimeoutSeconds) || has(self.image) || has(self.nodeSelector) || has(self.tolerations) || has(self.affinity) || has(self.podAnnotations) || has(self.service) || has(self.rebalance))")
     .message("routing.proxy: only enabled may be set while the proxy is off (enabled: false)"))]
 pub struct ProxySpec {
     /// Run the proxy (default true). Off: the front Service selects the app pods and the
@@ -101,6 +101,26 @@ pub struct ProxySpec {
     /// The front Service `<name>` while the proxy is on. Unset fields take `spec.service`'s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ProxyServiceSpec>,
+    /// Moving WebSockets to new app pods after a scale-up. Default: on, 5 closes a second per
+    /// proxy replica, until every pod is within 20 % of the mean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceSpec>,
+}
+
+/// How the proxy spreads open WebSockets onto new app pods (`--rebalance-rate`,
+/// `--rebalance-tolerance`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSpec {
+    /// WebSockets each proxy replica may close per second on an over-full pod (their clients
+    /// reconnect to the emptiest). 0 turns rebalancing off. Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 1000").message("must be between 0 (off) and 1000"))]
+    pub closes_per_second: Option<i32>,
+    /// A pod is over-full above the mean by more than this percentage. Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("must be between 1 and 100"))]
+    pub tolerance_percent: Option<i32>,
 }
 
 impl Default for ProxySpec {
@@ -118,6 +138,7 @@ impl Default for ProxySpec {
             affinity: None,
             pod_annotations: None,
             service: None,
+            rebalance: None,
         }
     }
 }

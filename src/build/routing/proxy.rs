@@ -203,6 +203,14 @@ fn args(app: &MeteorApp) -> Vec<String> {
             limit.burst.unwrap_or(DEFAULT_RATE_BURST).to_string(),
         );
     }
+    if let Some(rebalance) = &proxy.rebalance {
+        if let Some(rate) = rebalance.closes_per_second {
+            flag("rebalance-rate", rate.to_string());
+        }
+        if let Some(tolerance) = rebalance.tolerance_percent {
+            flag("rebalance-tolerance", tolerance.to_string());
+        }
+    }
     if tls {
         flag("tls-cert", format!("{TLS_DIR}/tls.crt"));
         flag("tls-key", format!("{TLS_DIR}/tls.key"));
