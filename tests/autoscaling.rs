@@ -13,8 +13,7 @@ use meteor_operator::autoscaling_status::readiness;
 use meteor_operator::build::{self, horizontal_pod_autoscaler};
 use support::cluster::{Cluster, settled};
 use support::{
-    DEPLOYMENT, Expect, PDB, SECRET, SERVICE, STATUS, Transcript, app_from_yaml, condition,
-    mock_client, mongo_secret, not_found, reconcile_with,
+    DEPLOYMENT, Expect, PDB, SECRET, SERVICE, STATUS, app_from_yaml, condition, mongo_secret,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -172,36 +171,22 @@ fn autoscaled_carries_the_hpas_own_conditions() {
     );
 }
 
-async fn run(app: MeteorApp, cluster: Cluster, script: Vec<Expect>) -> Transcript {
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = cluster.context(client);
-    reconcile_with(app, ctx, &transcript, task, n)
-        .await
-        .expect("reconcile succeeds");
-    transcript
-}
-
-fn missing(path: &str) -> Expect {
-    Expect::get(path, not_found("object", path.rsplit('/').next().unwrap()))
-}
-
 #[tokio::test]
 async fn a_first_visit_creates_the_hpa_and_autoscaled_waits_for_it() {
     let app = autoscaled("");
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
-        missing(DEPLOYMENT),
-        missing(SERVICE),
-        missing(HPA),
-        missing(PDB),
+        Expect::missing(DEPLOYMENT),
+        Expect::missing(SERVICE),
+        Expect::missing(HPA),
+        Expect::missing(PDB),
         Expect::patch(DEPLOYMENT),
         Expect::patch(SERVICE),
         Expect::patch(PDB),
         Expect::patch(HPA),
         Expect::status(&app),
     ];
-    let transcript = run(app, Cluster::default(), script).await;
+    let transcript = Cluster::default().reconcile(app, script).await;
     let hpa = transcript.body_of(Method::PATCH, HPA);
     assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "MeteorApp");
     let status = transcript.body_of(Method::PATCH, STATUS);
@@ -215,12 +200,12 @@ async fn turning_autoscaling_off_deletes_the_hpa_and_keeps_the_replicas() {
     let on = autoscaled("");
     let mut off = app("  routing: { proxy: { enabled: false } }");
     off.status = Some(settled(&off, &Default::default()));
-    let transcript = run(
-        off,
-        Cluster::applied(&on, 0),
-        vec![Expect::get(SECRET, mongo_secret()), Expect::delete(HPA)],
-    )
-    .await;
+    let transcript = Cluster::applied(&on, 0)
+        .reconcile(
+            off,
+            vec![Expect::get(SECRET, mongo_secret()), Expect::delete(HPA)],
+        )
+        .await;
     assert_eq!(transcript.writes(), vec![format!("DELETE {HPA}")]);
 }
 
@@ -334,7 +319,7 @@ async fn before_a_scale_down_each_pod_costs_its_sessions_over_every_proxy() {
         Expect::patch(DEPLOYMENT),
         Expect::status(&two),
     ];
-    let transcript = run(two, cluster, script).await;
+    let transcript = cluster.reconcile(two, script).await;
     first.abort();
     second.abort();
     let cost = |name: &str| {
@@ -369,7 +354,7 @@ async fn a_scale_down_goes_ahead_with_a_warning_when_the_proxies_do_not_answer()
         Expect::patch(DEPLOYMENT),
         Expect::status(&two),
     ];
-    let transcript = run(two, cluster, script).await;
+    let transcript = cluster.reconcile(two, script).await;
     let event = transcript.event();
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["reason"], "SessionsUnknown");
@@ -396,7 +381,7 @@ async fn missing_metrics_are_reported_with_the_hpas_message_and_an_event() {
         Expect::status(&app),
         Expect::event(),
     ];
-    let transcript = run(app, cluster, script).await;
+    let transcript = cluster.reconcile(app, script).await;
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(
         condition(&status, "Autoscaled")["reason"],

@@ -12,8 +12,8 @@ use meteor_operator::controller::stamped;
 use meteor_operator::routing_status::{RouteState, RoutingObservation};
 use support::cluster::{Cluster, settled};
 use support::{
-    DEPLOYMENT, Expect, PDB, Reply, SECRET, SERVICE, STATUS, Transcript, app_from_yaml, condition,
-    default_app, minimal_app, mock_client, mongo_secret, not_found, reconcile_with,
+    DEPLOYMENT, Expect, PDB, Reply, SECRET, SERVICE, STATUS, app_from_yaml, condition, default_app,
+    minimal_app, mongo_secret,
 };
 
 const PROXY: &str = "/apis/apps/v1/namespaces/default/deployments/todos-proxy";
@@ -50,27 +50,13 @@ fn post(path: &str) -> Expect {
 fn proxy_tier_created() -> Vec<Expect> {
     let mut script: Vec<Expect> = [PROXY, APP_SERVICE, ACCOUNT, ROLE, BINDING, PROXY_PDB]
         .into_iter()
-        .map(missing)
+        .map(Expect::missing)
         .collect();
     script.push(post(SECRETS));
     for path in [ACCOUNT, ROLE, BINDING, APP_SERVICE, PROXY_PDB, PROXY] {
         script.push(Expect::patch(path));
     }
     script
-}
-
-fn missing(path: &str) -> Expect {
-    Expect::get(path, not_found("object", path.rsplit('/').next().unwrap()))
-}
-
-async fn run(app: MeteorApp, cluster: Cluster, script: Vec<Expect>) -> Transcript {
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = cluster.context(client);
-    reconcile_with(app, ctx, &transcript, task, n)
-        .await
-        .expect("reconcile succeeds");
-    transcript
 }
 
 fn with_routing(yaml: &str) -> MeteorApp {
@@ -95,9 +81,9 @@ async fn a_first_visit_creates_the_proxy_tier_and_ready_waits_for_a_proxy() {
     let app = default_app();
     let mut script = vec![
         Expect::get(SECRET, mongo_secret()),
-        missing(DEPLOYMENT),
-        missing(SERVICE),
-        missing(PDB),
+        Expect::missing(DEPLOYMENT),
+        Expect::missing(SERVICE),
+        Expect::missing(PDB),
         Expect::patch(DEPLOYMENT),
         // The routing tier: are its names free? Then the proxy and its cookie key.
     ];
@@ -108,7 +94,7 @@ async fn a_first_visit_creates_the_proxy_tier_and_ready_waits_for_a_proxy() {
         Expect::patch(PDB),
         Expect::status(&app),
     ]);
-    let transcript = run(app, Cluster::default(), script).await;
+    let transcript = Cluster::default().reconcile(app, script).await;
 
     let cookie = transcript.body_of(Method::POST, SECRETS);
     assert_eq!(cookie["metadata"]["name"], "todos-proxy-cookie");
@@ -152,12 +138,9 @@ async fn a_first_visit_creates_the_proxy_tier_and_ready_waits_for_a_proxy() {
 async fn a_routed_app_at_rest_writes_nothing() {
     let mut app = default_app();
     app.status = Some(settled(&app, &serving()));
-    let transcript = run(
-        app.clone(),
-        Cluster::applied(&app, 2),
-        vec![Expect::get(SECRET, mongo_secret())],
-    )
-    .await;
+    let transcript = Cluster::applied(&app, 2)
+        .reconcile(app.clone(), vec![Expect::get(SECRET, mongo_secret())])
+        .await;
     assert_eq!(transcript.writes(), Vec::<String>::new());
     let status = app.status.as_ref().unwrap();
     let routed = status.conditions.iter().find(|c| c.type_ == "Routed");
@@ -183,7 +166,7 @@ async fn turning_the_proxy_off_deletes_its_tier_but_keeps_the_cookie_secret() {
         Expect::patch(SERVICE),
         Expect::status(&off),
     ];
-    let transcript = run(off, Cluster::applied(&on, 2), script).await;
+    let transcript = Cluster::applied(&on, 2).reconcile(off, script).await;
     assert!(
         !transcript.writes().iter().any(|w| w.contains("/secrets")),
         "{:?}",
@@ -224,7 +207,9 @@ async fn turning_the_proxy_on_switches_the_front_service_once_a_proxy_is_ready()
         // No PATCH of the front Service: no proxy pod is ready.
         Expect::status(&on),
     ]);
-    let transcript = run(on.clone(), Cluster::applied(&off, 0), script).await;
+    let transcript = Cluster::applied(&off, 0)
+        .reconcile(on.clone(), script)
+        .await;
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Routed")["reason"], "ProxyNotReady");
 
@@ -239,7 +224,7 @@ async fn turning_the_proxy_on_switches_the_front_service_once_a_proxy_is_ready()
         },
     ));
     let script = vec![Expect::get(SECRET, mongo_secret()), Expect::patch(SERVICE)];
-    let transcript = run(on, cluster, script).await;
+    let transcript = cluster.reconcile(on, script).await;
     let front = transcript.body_of(Method::PATCH, SERVICE);
     assert_eq!(
         front["spec"]["selector"]["app.kubernetes.io/component"],
@@ -259,12 +244,12 @@ async fn an_ingress_gives_way_to_an_http_route() {
     cluster.gateway_api = true;
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
-        missing(ROUTE),
+        Expect::missing(ROUTE),
         Expect::delete(INGRESS),
         Expect::patch(ROUTE),
         Expect::status(&gateway),
     ];
-    let transcript = run(gateway, cluster, script).await;
+    let transcript = cluster.reconcile(gateway, script).await;
     let route = transcript.body_of(Method::PATCH, ROUTE);
     assert_eq!(route["spec"]["parentRefs"][0]["name"], "edge");
     assert_eq!(route["spec"]["hostnames"][0], "todos.example.com");
@@ -285,7 +270,9 @@ async fn without_gateway_api_no_route_is_sent_and_the_status_says_why() {
         Expect::status(&app),
         Expect::event(),
     ];
-    let transcript = run(app.clone(), Cluster::applied(&app, 2), script).await;
+    let transcript = Cluster::applied(&app, 2)
+        .reconcile(app.clone(), script)
+        .await;
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Routed")["status"], "False");
     assert_eq!(condition(&status, "Routed")["reason"], "NoGatewayAPI");
@@ -330,7 +317,7 @@ async fn a_foreign_secret_under_the_cookie_name_stops_the_proxy_tier() {
         Expect::status(&app),
         Expect::event(),
     ];
-    let transcript = run(app, cluster, script).await;
+    let transcript = cluster.reconcile(app, script).await;
     assert_eq!(
         transcript.writes(),
         vec![
@@ -369,7 +356,9 @@ async fn a_tls_secret_of_the_wrong_type_is_reported_once() {
         Expect::status(&app),
         Expect::event(),
     ];
-    let transcript = run(app.clone(), Cluster::applied(&app, 2), script).await;
+    let transcript = Cluster::applied(&app, 2)
+        .reconcile(app.clone(), script)
+        .await;
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Routed")["reason"], "TLSSecretInvalid");
     assert_eq!(condition(&status, "Degraded")["reason"], "TLSSecretInvalid");
@@ -426,10 +415,10 @@ async fn an_ingress_and_its_certificate_are_created_and_the_address_reported() {
     cluster.cert_manager = true;
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
-        missing(INGRESS),
-        missing(CERTIFICATE),
+        Expect::missing(INGRESS),
+        Expect::missing(CERTIFICATE),
         // cert-manager has not filled it yet: not a refusal, since it is on its way.
-        missing(TLS),
+        Expect::missing(TLS),
         Expect {
             method: Method::PATCH,
             path: INGRESS.into(),
@@ -441,7 +430,7 @@ async fn an_ingress_and_its_certificate_are_created_and_the_address_reported() {
         Expect::patch(CERTIFICATE),
         Expect::status(&app),
     ];
-    let transcript = run(app, cluster, script).await;
+    let transcript = cluster.reconcile(app, script).await;
     let ingress = transcript.body_of(Method::PATCH, INGRESS);
     assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
     assert_eq!(ingress["spec"]["tls"][0]["secretName"], "todos-tls");
@@ -479,7 +468,7 @@ async fn a_route_and_a_certificate_no_longer_wanted_are_deleted() {
         Expect::delete(ROUTE),
         Expect::delete(CERTIFICATE),
     ];
-    let transcript = run(app, cluster, script).await;
+    let transcript = cluster.reconcile(app, script).await;
     assert_eq!(
         transcript.writes(),
         vec![format!("DELETE {ROUTE}"), format!("DELETE {CERTIFICATE}")]

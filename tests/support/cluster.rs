@@ -74,6 +74,18 @@ impl Cluster {
         cluster
     }
 
+    /// One reconcile of `app` over this cluster against `script`, checked to have made exactly
+    /// those requests.
+    pub async fn reconcile(self, app: MeteorApp, script: Vec<super::Expect>) -> super::Transcript {
+        let n = script.len();
+        let (client, transcript, task) = super::mock_client(script);
+        let ctx = self.context(client);
+        super::reconcile_with(app, ctx, &transcript, task, n)
+            .await
+            .expect("reconcile succeeds");
+        transcript
+    }
+
     pub fn context(self, client: kube::Client) -> Arc<Context> {
         let mut ctx = Context::new(
             client,

@@ -141,6 +141,10 @@ impl Expect {
             reply: Reply::Json(reply.0, reply.1),
         }
     }
+    /// A GET answered 404: the object does not exist.
+    pub fn missing(path: &str) -> Self {
+        Self::get(path, not_found("object", path.rsplit('/').next().unwrap()))
+    }
     pub fn patch(path: &str) -> Self {
         Self {
             method: Method::PATCH,
