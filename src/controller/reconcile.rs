@@ -479,7 +479,7 @@ async fn converge(
     .await?;
     writes += routing.writes;
     let observed = ctx.observed(&ctx.services, namespace, &app_name);
-    if !(routing.hold_front_service && observed.is_some()) {
+    if !(routing.hold_front_service() && observed.is_some()) {
         writes += applier
             .apply(desired.service, observed.as_deref())
             .await?

@@ -43,12 +43,19 @@ const WHILE_LISTING: Duration = Duration::from_secs(2);
 pub struct RoutingReport {
     pub seen: RoutingObservation,
     pub writes: u64,
+    /// Whether the spec wants the proxy.
+    proxy_wanted: bool,
+    /// Come back this soon (an optional kind's cache has not listed yet).
+    pub requeue: Option<Duration>,
+}
+
+impl RoutingReport {
     /// Keep the front Service as it is this pass: the proxy is wanted but none of its pods is
     /// ready, so a front Service that exists keeps selecting what serves now (the app pods,
     /// when the proxy was just turned on) instead of switching to pods that cannot answer.
-    pub hold_front_service: bool,
-    /// Come back this soon (an optional kind's cache has not listed yet).
-    pub requeue: Option<Duration>,
+    pub fn hold_front_service(&self) -> bool {
+        self.proxy_wanted && self.seen.proxy_ready == 0
+    }
 }
 
 /// Reconciles the way in of `app` from its built `tier`.
@@ -61,17 +68,19 @@ pub async fn reconcile(
     let mut report = RoutingReport {
         seen: RoutingObservation::default(),
         writes: 0,
-        hold_front_service: false,
+        proxy_wanted: tier.proxy.is_some(),
         requeue: None,
     };
     let observed_proxy = ctx.observed(&ctx.deployments, namespace, &proxy_name(app));
+    // As observed; replaced by the API's answer when the proxy Deployment is written below.
+    if report.proxy_wanted {
+        report.seen.proxy_ready = ready_replicas(observed_proxy.as_deref());
+    }
     report.seen.service_address = ctx
         .observed(&ctx.services, namespace, &app_name(app))
         .and_then(|s| service_address(&s));
     if let Some(taken) = namesake(ctx, app, namespace, &tier).await? {
         report.seen.name_taken = Some(taken);
-        report.seen.proxy_ready = ready_replicas(observed_proxy.as_deref());
-        report.hold_front_service = tier.proxy.is_some() && report.seen.proxy_ready == 0;
         return Ok(report);
     }
 
@@ -82,14 +91,13 @@ pub async fn reconcile(
                 CookieSecret::Ours(writes) => report.writes += writes,
                 CookieSecret::Taken(message) => {
                     report.seen.name_taken = Some(message);
-                    report.hold_front_service = ready_replicas(observed_proxy.as_deref()) == 0;
                     return Ok(report);
                 }
             }
             let written = apply_proxy(ctx, app, namespace, proxy, &mut report.writes).await?;
-            report.seen.proxy_ready =
-                ready_replicas(written.as_ref().or(observed_proxy.as_deref()));
-            report.hold_front_service = report.seen.proxy_ready == 0;
+            if let Some(written) = &written {
+                report.seen.proxy_ready = ready_replicas(Some(written));
+            }
         }
         None => report.writes += delete_proxy(ctx, app, namespace, observed_proxy).await?,
     }
