@@ -563,13 +563,29 @@ fn prepare_headers(
     proto: &HeaderValue,
     upgrade: bool,
 ) {
-    if !upgrade {
-        strip_hop_headers(headers);
+    // One pass over the names finds what is there: a request rarely carries a hop-by-hop
+    // header, and a lookup or removal of an absent name costs a hash and a probe each.
+    let mut hop = Hop::scan(headers);
+    let mut host = None;
+    let mut earlier = false;
+    for (name, value) in headers.iter() {
+        if name == header::HOST {
+            host = Some(value.clone());
+        } else if name == X_FORWARDED_FOR {
+            earlier = true;
+        }
     }
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(KEEP_ALIVE);
-    headers.remove(header::TE);
-    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+    if upgrade {
+        // The upgrade pair is the point of the request; the other hop-by-hop headers go.
+        hop.connection = false;
+        hop.upgrade = false;
+        hop.trailer = false;
+    }
+    hop.strip(headers);
+    let forwarded_for = match earlier
+        .then(|| headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()))
+        .flatten()
+    {
         Some(earlier) => HeaderValue::try_from(format!(
             "{earlier}, {}",
             client.ip.to_str().unwrap_or_default()
@@ -579,26 +595,80 @@ fn prepare_headers(
     };
     headers.insert(X_FORWARDED_FOR, forwarded_for);
     headers.insert(X_FORWARDED_PROTO, proto.clone());
-    if let Some(host) = headers.get(header::HOST).cloned() {
+    if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host);
     }
 }
 
 fn strip_hop_headers(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.remove(header::CONNECTION) {
-        // Headers named in Connection are hop-by-hop too.
-        if let Ok(names) = connection.to_str() {
-            for name in names.split(',') {
-                if let Ok(name) = HeaderName::try_from(name.trim()) {
-                    headers.remove(name);
+    let mut hop = Hop::scan(headers);
+    hop.te = false; // a request header
+    hop.strip(headers);
+}
+
+/// Which hop-by-hop headers a message carries.
+#[derive(Default)]
+struct Hop {
+    connection: bool,
+    keep_alive: bool,
+    proxy_connection: bool,
+    upgrade: bool,
+    trailer: bool,
+    te: bool,
+}
+
+impl Hop {
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut hop = Hop::default();
+        for name in headers.keys() {
+            if name == header::CONNECTION {
+                hop.connection = true;
+            } else if name == KEEP_ALIVE {
+                hop.keep_alive = true;
+            } else if name == PROXY_CONNECTION {
+                hop.proxy_connection = true;
+            } else if name == header::UPGRADE {
+                hop.upgrade = true;
+            } else if name == header::TRAILER {
+                hop.trailer = true;
+            } else if name == header::TE {
+                hop.te = true;
+            }
+        }
+        hop
+    }
+
+    /// Removes the headers found (with `connection`, also those it names).
+    fn strip(&self, headers: &mut HeaderMap) {
+        if self.connection
+            && let Some(connection) = headers.remove(header::CONNECTION)
+        {
+            // Headers named in Connection are hop-by-hop too (looked up by `&str`: no
+            // allocation for the name).
+            if let Ok(names) = connection.to_str() {
+                for name in names.split(',') {
+                    let name = name.trim();
+                    if !(name.eq_ignore_ascii_case("keep-alive")
+                        || name.eq_ignore_ascii_case("close")
+                        || name.is_empty())
+                    {
+                        headers.remove(name);
+                    }
                 }
             }
         }
+        for (present, name) in [
+            (self.keep_alive, &KEEP_ALIVE),
+            (self.proxy_connection, &PROXY_CONNECTION),
+            (self.upgrade, &header::UPGRADE),
+            (self.trailer, &header::TRAILER),
+            (self.te, &header::TE),
+        ] {
+            if present {
+                headers.remove(name);
+            }
+        }
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(header::UPGRADE);
-    headers.remove(header::TRAILER);
 }
 
 fn unix_now() -> u64 {
@@ -768,6 +838,35 @@ mod tests {
         assert_eq!(h[X_FORWARDED_HOST], "app.example");
         assert!(!h.contains_key(header::CONNECTION));
         assert!(!h.contains_key("x-secret"));
+    }
+
+    #[test]
+    fn hop_headers_named_in_connection_go_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, X-Hop, close"),
+        );
+        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert(header::TRAILER, HeaderValue::from_static("x-t"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        strip_hop_headers(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_LENGTH));
+        // A request: TE and Proxy-Connection go too, without a Connection header.
+        let client = ClientInfo::new("127.0.0.1:1".parse().unwrap());
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(PROXY_CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        prepare_headers(&mut h, &client, &HeaderValue::from_static("http"), false);
+        assert_eq!(h.len(), 2, "{h:?}"); // X-Forwarded-For and -Proto
+        assert_eq!(h[X_FORWARDED_FOR], "127.0.0.1");
+        assert!(
+            !h.contains_key(X_FORWARDED_HOST),
+            "no Host, no X-Forwarded-Host"
+        );
     }
 
     #[test]
