@@ -229,7 +229,7 @@ impl Proxy {
         }
         prepare_headers(req.headers_mut(), client, &self.proto, upgrade);
         if upgrade {
-            let Some((backend, set_cookie)) = self.route(&req) else {
+            let Some((backend, set_cookie)) = self.route(&req, client) else {
                 self.metrics.reject(Reason::NoBackend);
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
             };
@@ -247,7 +247,7 @@ impl Proxy {
         let mut attempts = 2;
         loop {
             attempts -= 1;
-            let Some((backend, set_cookie)) = self.route(&request) else {
+            let Some((backend, set_cookie)) = self.route(&request, client) else {
                 self.metrics.reject(Reason::NoBackend);
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
             };
@@ -312,7 +312,7 @@ impl Proxy {
     }
 
     /// The backend for `req`, and whether the client needs a (new) sticky cookie.
-    fn route<B>(&self, req: &Request<B>) -> Option<(Arc<Backend>, bool)> {
+    fn route<B>(&self, req: &Request<B>, client: &ClientInfo) -> Option<(Arc<Backend>, bool)> {
         let session = sockjs::session_id(req.uri().path());
         let from_cookie = req
             .headers()
@@ -320,8 +320,12 @@ impl Proxy {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .find_map(|v| cookie::find(v, &self.settings.cookie_name))
-            .and_then(|v| self.signer.verify(v, unix_now()))
-            .and_then(|id| self.balancer.existing(&id));
+            .and_then(|v| {
+                self.signer
+                    .verify_cached(&client.cookie, v, unix_now(), |id| {
+                        self.balancer.existing(id)
+                    })
+            });
         if let Some(backend) = from_cookie {
             if let Some(session) = session {
                 self.balancer.remember(session, &backend.id, Instant::now());
@@ -533,16 +537,22 @@ enum Failure {
     Timeout,
 }
 
-/// Per client connection: the peer and its pre-rendered `X-Forwarded-For` element.
+/// Per client connection: the peer, its pre-rendered `X-Forwarded-For` element and the last
+/// sticky cookie it sent.
 pub struct ClientInfo {
     peer: SocketAddr,
     ip: HeaderValue,
+    cookie: cookie::LastCookie,
 }
 
 impl ClientInfo {
     pub fn new(peer: SocketAddr) -> Self {
         let ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a header value");
-        Self { peer, ip }
+        Self {
+            peer,
+            ip,
+            cookie: Default::default(),
+        }
     }
 }
 
