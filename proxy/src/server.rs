@@ -15,9 +15,11 @@
 //!   body is retried once on a freshly routed backend. An idempotent request without a body
 //!   whose pooled connection closes under it is retried once on a new connection.
 //! - At most `max_connections` client connections are served; more are closed unanswered.
-//! - Slow or oversized request heads are cut off by hyper (`header_timeout`, 431); a client
-//!   that leaves a response unread for `write_timeout` is disconnected ([`WriteDeadline`]), which
-//!   frees the upstream connection.
+//! - A client that does not send a whole request head within `header_timeout` (from the
+//!   connection's start or the end of the previous response) is disconnected ([`HeadWatch`]);
+//!   oversized heads get 431 from hyper; a client that leaves a response unread for
+//!   `write_timeout` is disconnected ([`WriteDeadline`]), which frees the upstream connection.
+//!   Each connection keeps its timers for its life: no timer is made per request.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -38,7 +40,7 @@ use tokio_util::task::TaskTracker;
 
 use super::balancer::{ActiveGuard, Backend, Balancer};
 use super::cookie::{self, CookieSigner};
-use super::deadline::WriteDeadline;
+use super::deadline::{HeadDeadline, HeadWatch, Timer, WhenWoken, WriteDeadline};
 use super::metrics::{Metrics, Reason};
 use super::ratelimit::RateLimiter;
 use super::sockjs;
@@ -175,33 +177,55 @@ impl Proxy {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let client = Arc::new(ClientInfo::new(peer));
+        let client = Arc::new(ClientInfo::new(peer, self.settings.header_timeout));
+        // The first head is due within the header timeout; each next one within it after the
+        // previous response ended (hyper's own header timer would be a new timer per request).
+        client.head.start();
+        let head_timeout = HeadWatch::new(client.head.clone());
         let proxy = self.clone();
+        let for_service = client.clone();
         let service = hyper::service::service_fn(move |req| {
             let proxy = proxy.clone();
-            let client = client.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
+            let client = for_service.clone();
+            async move {
+                client.head.stop();
+                let response = proxy.handle(req, &client).await;
+                Ok::<_, Infallible>(response.map(|body| NextHead { body, client }))
+            }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(self.settings.header_timeout)
+            .header_read_timeout(None)
             .max_buf_size(self.settings.max_header_bytes.max(8192));
         let stream = WriteDeadline::new(stream, self.settings.write_timeout);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let mut conn = std::pin::pin!(conn);
+        let mut head_timeout = std::pin::pin!(head_timeout);
+        let shutdown = std::pin::pin!(self.shutdown.cancelled());
+        let shutdown = WhenWoken::new(shutdown);
+        // Biased: the head watch is polled after the connection, which may have started a wait.
         tokio::select! {
+            biased;
             result = conn.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(%error, %peer, "client connection ended with an error");
                 }
                 return;
             }
-            _ = self.shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            _ = head_timeout.as_mut() => {
+                tracing::debug!(%peer, "request head timed out");
+                return;
+            }
+            _ = shutdown => conn.as_mut().graceful_shutdown(),
         }
-        let _ = conn.await;
+        tokio::select! {
+            biased;
+            _ = conn => {}
+            _ = head_timeout => {}
+        }
     }
 
     /// Routes and forwards one request; never fails (errors become 4xx/5xx answers).
@@ -251,7 +275,7 @@ impl Proxy {
                 self.metrics.reject(Reason::NoBackend);
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
             };
-            let outcome = self.forward(request, backend.enter()).await;
+            let outcome = self.forward(request, backend.enter(), client).await;
             match outcome {
                 Err((Failure::Connect, Some(unsent))) if attempts > 0 => {
                     backend.connect_failed();
@@ -345,6 +369,7 @@ impl Proxy {
         &self,
         mut request: Request<RequestBody>,
         guard: ActiveGuard,
+        client: &ClientInfo,
     ) -> Result<Response<ProxyBody>, (Failure, Option<Request<RequestBody>>)> {
         let backend = &guard.0;
         *request.version_mut() = http::Version::HTTP_11;
@@ -376,10 +401,12 @@ impl Proxy {
                 Some(idle) if idle >= upstream::RETRY_AFTER_IDLE => upstream::retry_copy(&request),
                 _ => None,
             };
-            let sent =
-                tokio::time::timeout(self.settings.idle_timeout, sender.try_send_request(request))
-                    .await
-                    .map_err(|_| (Failure::Timeout, None))?;
+            let due = tokio::time::Instant::now() + self.settings.idle_timeout;
+            let sent = client
+                .response_timer
+                .run(due, sender.try_send_request(request))
+                .await
+                .ok_or((Failure::Timeout, None))?;
             match sent {
                 Ok(response) => {
                     let (mut parts, body) = response.into_parts();
@@ -537,21 +564,27 @@ enum Failure {
     Timeout,
 }
 
-/// Per client connection: the peer, its pre-rendered `X-Forwarded-For` element and the last
-/// sticky cookie it sent.
+/// Per client connection: the peer, its pre-rendered `X-Forwarded-For` element, the last
+/// sticky cookie it sent and its deadlines.
 pub struct ClientInfo {
     peer: SocketAddr,
     ip: HeaderValue,
     cookie: cookie::LastCookie,
+    /// When the next request head is due.
+    head: Arc<HeadDeadline>,
+    /// The wait for each response head (`idle_timeout`).
+    response_timer: Timer,
 }
 
 impl ClientInfo {
-    pub fn new(peer: SocketAddr) -> Self {
+    pub fn new(peer: SocketAddr, header_timeout: Duration) -> Self {
         let ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a header value");
         Self {
             peer,
             ip,
             cookie: Default::default(),
+            head: Arc::new(HeadDeadline::new(header_timeout)),
+            response_timer: Timer::default(),
         }
     }
 }
@@ -827,13 +860,46 @@ impl Body for ProxyBody {
     }
 }
 
+/// A response body as hyper sends it: when hyper is done with it, the client connection's
+/// next request head is due within the header timeout.
+pub struct NextHead {
+    body: ProxyBody,
+    client: Arc<ClientInfo>,
+}
+
+impl Drop for NextHead {
+    fn drop(&mut self) {
+        self.client.head.start();
+    }
+}
+
+impl Body for NextHead {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn forwarded_headers_are_added_and_hop_headers_dropped() {
-        let client = ClientInfo::new("192.0.2.7:5555".parse().unwrap());
+        let client = ClientInfo::new("192.0.2.7:5555".parse().unwrap(), Duration::from_secs(10));
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("app.example"));
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.1"));
@@ -865,7 +931,7 @@ mod tests {
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::CONTENT_LENGTH));
         // A request: TE and Proxy-Connection go too, without a Connection header.
-        let client = ClientInfo::new("127.0.0.1:1".parse().unwrap());
+        let client = ClientInfo::new("127.0.0.1:1".parse().unwrap(), Duration::from_secs(10));
         let mut h = HeaderMap::new();
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(PROXY_CONNECTION, HeaderValue::from_static("keep-alive"));
@@ -877,6 +943,132 @@ mod tests {
             !h.contains_key(X_FORWARDED_HOST),
             "no Host, no X-Forwarded-Host"
         );
+    }
+
+    /// The header timeout counts from the connection's start and from the end of each response,
+    /// and only while a head is awaited.
+    #[tokio::test(start_paused = true)]
+    async fn heads_are_due_within_the_header_timeout_of_each_wait() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let proxy = super::super::replay::proxy(); // header timeout 10 s, no backend: 503
+        for (input, answers) in [
+            (&b""[..], 0),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n", 0),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n", 1),
+        ] {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let peer = SocketAddr::from(([192, 0, 2, 1], 40_000));
+            let serving = tokio::spawn(proxy.clone().serve_connection(server, peer));
+            let started = tokio::time::Instant::now();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            client.write_all(input).await.unwrap();
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(60), client.read_to_end(&mut answer))
+                .await
+                .expect("the proxy closes the connection")
+                .unwrap();
+            let waited = started.elapsed();
+            let text = String::from_utf8_lossy(&answer);
+            assert_eq!(text.matches("HTTP/1.1 503").count(), answers, "{text}");
+            // Unanswered: 10 s from the start; answered at 5 s: 10 s after that.
+            let due = Duration::from_secs(if answers == 0 { 10 } else { 15 });
+            assert!(
+                waited >= due && waited < due + Duration::from_millis(100),
+                "{input:?}: closed after {waited:?}"
+            );
+            serving.await.unwrap();
+        }
+    }
+
+    /// Each response head is awaited for `idle_timeout` (then 504), on one timer per connection
+    /// that serves one wait after another.
+    #[tokio::test]
+    async fn response_heads_are_awaited_for_the_idle_timeout() {
+        use super::super::balancer::BackendSpec;
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        // A backend that answers `/` at once and `/slow` never.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    let (mut line, mut slow) = (String::new(), false);
+                    while stream.read_line(&mut line).await.unwrap_or(0) > 0 {
+                        if line.starts_with("GET ") {
+                            slow = line.starts_with("GET /slow ");
+                        } else if line == "\r\n" && slow {
+                            std::future::pending::<()>().await;
+                        } else if line == "\r\n" {
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            stream.get_mut().write_all(ok).await.unwrap();
+                        }
+                        line.clear();
+                    }
+                });
+            }
+        });
+        let metrics = Arc::new(Metrics::default());
+        let balancer = Arc::new(Balancer::new(2, 2, metrics.clone()));
+        balancer.update(&[BackendSpec::ready(addr)]);
+        let settings = Settings {
+            cookie_name: "meteor-sticky".into(),
+            cookie_max_age: 86_400,
+            cookie_secure: false,
+            idle_timeout: Duration::from_millis(300),
+            connect_timeout: Duration::from_secs(2),
+            upstream_idle_timeout: Duration::from_secs(4),
+            header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(60),
+            max_header_bytes: 32 * 1024,
+            max_connections: 1,
+            tls: false,
+        };
+        let signer = CookieSigner::new(b"a key of sixteen bytes or more", 86_400);
+        let proxy = Arc::new(Proxy::new(balancer, signer, settings, None, metrics));
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let peer = SocketAddr::from(([192, 0, 2, 1], 40_000));
+        tokio::spawn(proxy.serve_connection(server, peer));
+        let mut client = BufReader::new(client);
+        for (path, status) in [
+            ("/slow", "504"),
+            ("/", "200"),
+            ("/slow", "504"),
+            ("/", "200"),
+        ] {
+            let started = Instant::now();
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            client
+                .get_mut()
+                .write_all(request.as_bytes())
+                .await
+                .unwrap();
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                client.read_line(&mut line).await.unwrap();
+                if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
+                    length = n.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            client.read_exact(&mut body).await.unwrap();
+            let took = started.elapsed();
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status}")),
+                "{path}: {head}"
+            );
+            if status == "504" {
+                assert!(took >= Duration::from_millis(300), "{path}: {took:?}");
+            }
+            assert!(took < Duration::from_secs(2), "{path}: {took:?}");
+        }
     }
 
     #[test]
@@ -900,7 +1092,7 @@ mod tests {
 
     #[test]
     fn upgrades_keep_their_headers() {
-        let client = ClientInfo::new("127.0.0.1:1".parse().unwrap());
+        let client = ClientInfo::new("127.0.0.1:1".parse().unwrap(), Duration::from_secs(10));
         let mut h = HeaderMap::new();
         h.insert(
             header::CONNECTION,
