@@ -372,7 +372,6 @@ impl Proxy {
         client: &ClientInfo,
     ) -> Result<Response<ProxyBody>, (Failure, Option<Request<RequestBody>>)> {
         let backend = &guard.0;
-        *request.version_mut() = http::Version::HTTP_11;
         // Set once a pooled connection closed under a sent request: retry on a new one.
         let mut fresh = false;
         loop {
@@ -381,59 +380,46 @@ impl Proxy {
             } else {
                 backend.pool.take(self.settings.upstream_idle_timeout)
             };
-            let (mut sender, idle) = match pooled {
-                Some((sender, idle)) => (sender, Some(idle)),
+            let (mut conn, idle) = match pooled {
+                Some((conn, idle)) => (conn, Some(idle)),
                 None => {
                     match upstream::connect(backend.addr, self.settings.connect_timeout).await {
-                        Ok(sender) => (sender, None),
+                        Ok(conn) => (conn, None),
                         Err(_) => return Err((Failure::Connect, Some(request))),
                     }
                 }
             };
             let reused = idle.is_some();
-            if sender.ready().await.is_err() {
-                if reused {
-                    continue;
-                }
-                return Err((Failure::Connect, Some(request)));
-            }
-            let copy = match idle {
-                Some(idle) if idle >= upstream::RETRY_AFTER_IDLE => upstream::retry_copy(&request),
-                _ => None,
-            };
+            let retry = idle.is_some_and(|idle| idle >= upstream::RETRY_AFTER_IDLE)
+                && upstream::retryable(&request);
+            // The exchange runs here, in the client's task: no task or channel per request.
             let due = tokio::time::Instant::now() + self.settings.idle_timeout;
-            let sent = client
+            let exchanged = client
                 .response_timer
-                .run(due, sender.try_send_request(request))
+                .run(due, conn.exchange(&mut request))
                 .await
                 .ok_or((Failure::Timeout, None))?;
-            match sent {
-                Ok(response) => {
-                    let (mut parts, body) = response.into_parts();
-                    strip_hop_headers(&mut parts.headers);
-                    let body = ProxyBody::Upstream(Upstream {
-                        body,
-                        sender: Some(sender),
-                        finished: false,
-                        guard,
-                    });
-                    return Ok(Response::from_parts(parts, body));
+            match exchanged {
+                Ok(head) => {
+                    let body = upstream::DirectBody::new(conn, &head);
+                    let mut response = Response::new(ProxyBody::Direct(Direct { body, guard }));
+                    *response.status_mut() = head.status;
+                    *response.version_mut() = head.version;
+                    *response.headers_mut() = head.headers; // hop-by-hop headers left out
+                    return Ok(response);
                 }
-                Err(mut error) => match (error.take_message(), copy) {
-                    // A pooled connection the backend had closed: try another one.
-                    (Some(unsent), _) if reused => request = unsent,
-                    (Some(unsent), _) => return Err((Failure::Connect, Some(unsent))),
-                    // Closed as the request went out (a backend's keep-alive timeout).
-                    (None, Some(copy)) => {
-                        tracing::debug!(error = %error.error(), backend = %backend.id, "pooled connection closed under a request; retrying");
-                        request = copy;
-                        fresh = true;
-                    }
-                    (None, None) => {
-                        tracing::debug!(error = %error.error(), backend = %backend.id, "upstream request failed");
-                        return Err((Failure::Upstream, None));
-                    }
-                },
+                // A pooled connection the backend had closed: try another one.
+                Err(upstream::Error::Unsent(_)) if reused => {}
+                Err(upstream::Error::Unsent(_)) => return Err((Failure::Connect, Some(request))),
+                // Closed as the request went out (a backend's keep-alive timeout).
+                Err(upstream::Error::Sent(error)) if retry => {
+                    tracing::debug!(%error, backend = %backend.id, "pooled connection closed under a request; retrying");
+                    fresh = true;
+                }
+                Err(upstream::Error::Sent(error) | upstream::Error::Invalid(error)) => {
+                    tracing::debug!(%error, backend = %backend.id, "upstream request failed");
+                    return Err((Failure::Upstream, None));
+                }
             }
         }
     }
@@ -800,44 +786,65 @@ impl Body for RequestBody {
 
 /// The body of a response to the client: streamed from a backend or made locally.
 pub enum ProxyBody {
+    /// Read from its connection in the client's task ([`upstream::DirectBody`]).
+    Direct(Direct),
+    /// Through hyper's client (the answer to an upgrade request that was not upgraded).
     Upstream(Upstream),
     Local(Full<Bytes>),
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A backend's response body in flight. Keeps the backend counted as busy until it ends, then
 /// returns its connection to the pool (a body abandoned half-way takes its connection along).
+pub struct Direct {
+    body: upstream::DirectBody,
+    guard: ActiveGuard,
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        if let Some(conn) = self.body.reusable() {
+            self.guard.0.pool.put(conn);
+        }
+    }
+}
+
+/// A response through hyper's client, on a connection of its own: closed with it. Keeps the
+/// backend counted as busy until it ends.
 pub struct Upstream {
     body: Incoming,
     sender: Option<upstream::Sender>,
     finished: bool,
+    #[allow(dead_code)] // held for its drop: the backend counts as busy until then
     guard: ActiveGuard,
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        if (self.finished || self.body.is_end_stream())
-            && let Some(sender) = self.sender.take()
-        {
-            self.guard.0.pool.put(sender);
-        }
+        // Dedicated to one exchange (an upgrade request): not pooled.
+        drop(self.sender.take());
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
+            ProxyBody::Direct(direct) => Pin::new(&mut direct.body)
+                .poll_frame(cx)
+                .map_err(Into::into),
             ProxyBody::Upstream(up) => {
                 let frame = Pin::new(&mut up.body).poll_frame(cx);
                 if let Poll::Ready(None) = frame {
                     up.finished = true;
                 }
-                frame
+                frame.map_err(Into::into)
             }
             ProxyBody::Local(full) => Pin::new(full)
                 .poll_frame(cx)
@@ -847,13 +854,15 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream(up) => up.body.is_end_stream(),
+            ProxyBody::Direct(direct) => direct.body.is_end_stream(),
+            ProxyBody::Upstream(up) => up.finished || up.body.is_end_stream(),
             ProxyBody::Local(full) => full.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
+            ProxyBody::Direct(direct) => direct.body.size_hint(),
             ProxyBody::Upstream(up) => up.body.size_hint(),
             ProxyBody::Local(full) => full.size_hint(),
         }
@@ -875,12 +884,12 @@ impl Drop for NextHead {
 
 impl Body for NextHead {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 
@@ -981,11 +990,121 @@ mod tests {
         }
     }
 
+    /// A proxy in front of the one backend at `addr`.
+    fn proxy_to(addr: SocketAddr, idle_timeout: Duration) -> Arc<Proxy> {
+        use super::super::balancer::BackendSpec;
+        let metrics = Arc::new(Metrics::default());
+        let balancer = Arc::new(Balancer::new(2, 2, metrics.clone()));
+        balancer.update(&[BackendSpec::ready(addr)]);
+        let settings = Settings {
+            cookie_name: "meteor-sticky".into(),
+            cookie_max_age: 86_400,
+            cookie_secure: false,
+            idle_timeout,
+            connect_timeout: Duration::from_secs(2),
+            upstream_idle_timeout: Duration::from_secs(4),
+            header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(60),
+            max_header_bytes: 32 * 1024,
+            max_connections: 1,
+            tls: false,
+        };
+        let signer = CookieSigner::new(b"a key of sixteen bytes or more", 86_400);
+        Arc::new(Proxy::new(balancer, signer, settings, None, metrics))
+    }
+
+    /// Request bodies reach the backend framed as the client framed them (chunked re-encoded
+    /// chunk by chunk), responses come back whole, on one pooled backend connection.
+    #[tokio::test]
+    async fn request_bodies_go_through_framed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A backend that echoes everything it read of a request (head and body) as the body of
+        // its answer, once the request ends ("\r\n\r\n" twice, or "0\r\n\r\n").
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut byte = [0; 1];
+                    while stream.read(&mut byte).await.unwrap_or(0) == 1 {
+                        seen.push(byte[0]);
+                        let text = String::from_utf8_lossy(&seen);
+                        let head_end = text.find("\r\n\r\n").map(|i| i + 4);
+                        let done = head_end.is_some_and(|end| {
+                            let body = &text[end..];
+                            if text.contains("content-length: 5") {
+                                body.len() == 5
+                            } else {
+                                body.ends_with("0\r\n\r\n")
+                            }
+                        });
+                        if done {
+                            let answer = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+                                seen.len()
+                            );
+                            stream.write_all(answer.as_bytes()).await.unwrap();
+                            seen.clear();
+                        }
+                    }
+                });
+            }
+        });
+        let proxy = proxy_to(addr, Duration::from_secs(5));
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let peer = SocketAddr::from(([192, 0, 2, 1], 40_000));
+        tokio::spawn(proxy.serve_connection(server, peer));
+        let (mut reader, mut writer) = tokio::io::split(client);
+        let requests: [&[u8]; 2] = [
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        ];
+        let mut answers = String::new();
+        for (request, tail) in requests.into_iter().zip(["hello", "0\r\n\r\n"]) {
+            writer.write_all(request).await.unwrap();
+            let mut answer = Vec::new();
+            while !answer.ends_with(tail.as_bytes()) {
+                let mut buf = vec![0; 4096];
+                let n = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
+                answer.extend_from_slice(&buf[..n]);
+            }
+            answers.push_str(&String::from_utf8_lossy(&answer));
+        }
+        assert!(answers.contains("POST /a HTTP/1.1\r\n"), "{answers}");
+        assert!(answers.contains("content-length: 5\r\n"), "{answers}");
+        assert!(answers.contains("\r\n\r\nhello"), "{answers}");
+        assert!(answers.contains("POST /b HTTP/1.1\r\n"), "{answers}");
+        assert!(
+            answers.contains("transfer-encoding: chunked\r\n"),
+            "{answers}"
+        );
+        assert!(
+            answers.contains("\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
+            "{answers}"
+        );
+        assert!(
+            answers.contains("x-forwarded-for: 192.0.2.1\r\n"),
+            "{answers}"
+        );
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "one pooled connection"
+        );
+    }
+
     /// Each response head is awaited for `idle_timeout` (then 504), on one timer per connection
     /// that serves one wait after another.
     #[tokio::test]
     async fn response_heads_are_awaited_for_the_idle_timeout() {
-        use super::super::balancer::BackendSpec;
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
         // A backend that answers `/` at once and `/slow` never.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1009,24 +1128,7 @@ mod tests {
                 });
             }
         });
-        let metrics = Arc::new(Metrics::default());
-        let balancer = Arc::new(Balancer::new(2, 2, metrics.clone()));
-        balancer.update(&[BackendSpec::ready(addr)]);
-        let settings = Settings {
-            cookie_name: "meteor-sticky".into(),
-            cookie_max_age: 86_400,
-            cookie_secure: false,
-            idle_timeout: Duration::from_millis(300),
-            connect_timeout: Duration::from_secs(2),
-            upstream_idle_timeout: Duration::from_secs(4),
-            header_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(60),
-            max_header_bytes: 32 * 1024,
-            max_connections: 1,
-            tls: false,
-        };
-        let signer = CookieSigner::new(b"a key of sixteen bytes or more", 86_400);
-        let proxy = Arc::new(Proxy::new(balancer, signer, settings, None, metrics));
+        let proxy = proxy_to(addr, Duration::from_millis(300));
         let (client, server) = tokio::io::duplex(64 * 1024);
         let peer = SocketAddr::from(([192, 0, 2, 1], 40_000));
         tokio::spawn(proxy.serve_connection(server, peer));
