@@ -1003,6 +1003,67 @@ mod tests {
         }
     }
 
+    /// Arbitrary bytes (from pieces that matter to the parsers) never panic them.
+    #[test]
+    fn parsers_take_any_bytes() {
+        const PIECES: &[&[u8]] = &[
+            b"HTTP/1.1 ",
+            b"HTTP/1.0 ",
+            b"200",
+            b"101",
+            b"204",
+            b" OK",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b":",
+            b" ",
+            b"\t",
+            b"a",
+            b"content-length",
+            b"transfer-encoding",
+            b"connection",
+            b"chunked",
+            b"close",
+            b",",
+            b"0",
+            b"5",
+            b"f",
+            b";",
+            b"\x00",
+            b"\xff",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            let mut input = Vec::new();
+            if next() % 2 == 0 {
+                input.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            }
+            for _ in 0..next() % 40 {
+                input.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            if next() % 2 == 0 {
+                input.extend_from_slice(b"\r\n\r\n");
+            }
+            if let Ok(Some(len)) = head_end(&input) {
+                let raw = Bytes::copy_from_slice(&input[..len]);
+                if let Ok((version, status)) = parse_status(&raw) {
+                    let head = parse_headers(raw, version, status, false, &mut HeaderMap::new());
+                    parsed += usize::from(head.is_ok());
+                }
+            }
+            let _ = decode_all(&input, 1 + (next() % 7) as usize);
+        }
+        assert!(parsed > 100, "{parsed} heads parsed");
+    }
+
     #[test]
     fn request_heads_go_in_origin_form() {
         let mut request = Request::new(RequestBody::Empty);
