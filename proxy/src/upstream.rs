@@ -63,7 +63,16 @@ pub struct Conn {
     buf: BytesMut,
     /// The request head being written (kept for the next one: no allocation per request).
     head: Vec<u8>,
+    /// The header names of the last response, by position, as sent and as parsed: a backend
+    /// sends the same names in the same order, and a comparison is cheaper than parsing one.
+    names: Names,
 }
+
+/// Header names seen, by position.
+type Names = Vec<(Box<[u8]>, HeaderName)>;
+
+/// Most header names remembered per connection.
+const MAX_NAMES: usize = 32;
 
 /// The idle connections of one backend, oldest first, each with the time it was returned.
 #[derive(Default)]
@@ -125,6 +134,7 @@ pub async fn connect(addr: std::net::SocketAddr, timeout: Duration) -> io::Resul
         io,
         buf: BytesMut::new(),
         head: Vec::new(),
+        names: Vec::new(),
     })
 }
 
@@ -218,8 +228,15 @@ impl Conn {
         let mut headers = std::mem::take(request.headers_mut());
         headers.clear();
         let head_request = request.method() == Method::HEAD;
-        let (framing, keep_alive) = parse_headers(raw, version, status, head_request, &mut headers)
-            .map_err(Error::Invalid)?;
+        let (framing, keep_alive) = parse_headers(
+            raw,
+            version,
+            status,
+            head_request,
+            &mut headers,
+            &mut self.names,
+        )
+        .map_err(Error::Invalid)?;
         Ok(Head {
             status,
             version,
@@ -424,7 +441,9 @@ fn parse_headers(
     status: StatusCode,
     head_request: bool,
     headers: &mut HeaderMap,
+    names: &mut Names,
 ) -> io::Result<(Framing, bool)> {
+    let mut index = 0;
     let mut at = find_newline(&raw).ok_or_else(|| invalid("no status line"))? + 1;
     let mut close = false;
     let mut keep_alive = false;
@@ -447,8 +466,21 @@ fn parse_headers(
             .iter()
             .position(|&b| b == b':')
             .ok_or_else(|| invalid("header line without a colon"))?;
-        let name =
-            HeaderName::from_bytes(&line[..colon]).map_err(|_| invalid("bad header name"))?;
+        let raw_name = &line[..colon];
+        let name = match names.get(index) {
+            Some((seen, name)) if **seen == *raw_name => name.clone(),
+            _ => {
+                let name =
+                    HeaderName::from_bytes(raw_name).map_err(|_| invalid("bad header name"))?;
+                if index < names.len() {
+                    names[index] = (raw_name.into(), name.clone());
+                } else if index < MAX_NAMES {
+                    names.push((raw_name.into(), name.clone()));
+                }
+                name
+            }
+        };
+        index += 1;
         let after = &line[colon + 1..];
         let lead = after.len() - after.trim_ascii_start().len();
         let value = after.trim_ascii();
@@ -740,8 +772,14 @@ mod tests {
         assert_eq!(head_end(&raw).unwrap(), Some(raw.len()), "complete");
         let (version, status) = parse_status(&raw)?;
         let mut headers = HeaderMap::new();
-        let (framing, keep_alive) =
-            parse_headers(raw, version, status, head_request, &mut headers)?;
+        let (framing, keep_alive) = parse_headers(
+            raw,
+            version,
+            status,
+            head_request,
+            &mut headers,
+            &mut Vec::new(),
+        )?;
         Ok(Head {
             status,
             version,
@@ -813,6 +851,43 @@ mod tests {
         names.sort();
         assert_eq!(names, ["content-length", "x-end"]);
         assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn remembered_names_follow_each_response() {
+        let mut names = Vec::new();
+        for (raw, expected) in [
+            (
+                "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+                ["x-a", "content-length"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+                ["x-a", "content-length"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nx-b: 1\r\nContent-Length: 0\r\n\r\n",
+                ["x-b", "content-length"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n",
+                ["content-length", "x-a"],
+            ),
+        ] {
+            let raw = Bytes::from_static(raw.as_bytes());
+            let mut headers = HeaderMap::new();
+            parse_headers(
+                raw,
+                Version::HTTP_11,
+                StatusCode::OK,
+                false,
+                &mut headers,
+                &mut names,
+            )
+            .unwrap();
+            let keys: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+            assert_eq!(keys, expected);
+        }
     }
 
     #[test]
@@ -1041,6 +1116,7 @@ mod tests {
             seed
         };
         let mut parsed = 0;
+        let mut names = Vec::new(); // shared by every input, like a connection's
         for _ in 0..20_000 {
             let mut input = Vec::new();
             if next() % 2 == 0 {
@@ -1055,7 +1131,14 @@ mod tests {
             if let Ok(Some(len)) = head_end(&input) {
                 let raw = Bytes::copy_from_slice(&input[..len]);
                 if let Ok((version, status)) = parse_status(&raw) {
-                    let head = parse_headers(raw, version, status, false, &mut HeaderMap::new());
+                    let head = parse_headers(
+                        raw,
+                        version,
+                        status,
+                        false,
+                        &mut HeaderMap::new(),
+                        &mut names,
+                    );
                     parsed += usize::from(head.is_ok());
                 }
             }
