@@ -254,8 +254,8 @@ impl Proxy {
             // WebSocket handshakes never have one.
             return local(StatusCode::BAD_REQUEST, "an upgrade request has no body\n");
         }
-        prepare_headers(req.headers_mut(), client, &self.proto, upgrade);
         if upgrade {
+            prepare_headers(req.headers_mut(), client, &self.proto, upgrade);
             let Some((backend, set_cookie)) = self.route(&req, client) else {
                 self.metrics.reject(Reason::NoBackend);
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
@@ -263,6 +263,8 @@ impl Proxy {
             let outcome = self.forward_upgrade(&mut req, backend.enter()).await;
             return self.finish(outcome.map_err(|f| (f, None)), &backend, set_cookie);
         }
+        // Written by the upstream client after the request's headers, not inserted in the map.
+        let added = forwarded(req.headers_mut(), client, &self.proto, false);
         let (parts, body) = req.into_parts();
         // An empty body is sent as such, so the request can be retried after a failed connect.
         let body = if body.is_end_stream() {
@@ -278,7 +280,7 @@ impl Proxy {
                 self.metrics.reject(Reason::NoBackend);
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
             };
-            let outcome = self.forward(request, backend.enter(), client).await;
+            let outcome = self.forward(request, &added, backend.enter(), client).await;
             match outcome {
                 Err((Failure::Connect, Some(unsent))) if attempts > 0 => {
                     backend.connect_failed();
@@ -371,10 +373,13 @@ impl Proxy {
     async fn forward(
         &self,
         mut request: Request<RequestBody>,
+        added: &Forwarded,
         guard: ActiveGuard,
         client: &ClientInfo,
     ) -> Result<Response<ProxyBody>, (Failure, Option<Request<RequestBody>>)> {
         let backend = &guard.0;
+        let (added, count) = added.headers();
+        let added = &added[..count];
         // Set once a pooled connection closed under a sent request: retry on a new one.
         let mut fresh = false;
         loop {
@@ -399,7 +404,7 @@ impl Proxy {
             let due = tokio::time::Instant::now() + self.settings.idle_timeout;
             let exchanged = client
                 .response_timer
-                .run(due, conn.exchange(&mut request))
+                .run(due, conn.exchange(&mut request, added))
                 .await
                 .ok_or((Failure::Timeout, None))?;
             match exchanged {
@@ -595,16 +600,61 @@ fn prepare_headers(
     proto: &HeaderValue,
     upgrade: bool,
 ) {
-    // One pass over the names finds what is there: a request rarely carries a hop-by-hop
-    // header, and a lookup or removal of an absent name costs a hash and a probe each.
-    let mut hop = Hop::scan(headers);
+    let added = forwarded(headers, client, proto, upgrade);
+    headers.insert(X_FORWARDED_FOR, added.for_);
+    headers.insert(X_FORWARDED_PROTO, added.proto);
+    if let Some(host) = added.host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+/// The X-Forwarded-* values the proxy sends with a request.
+struct Forwarded {
+    for_: HeaderValue,
+    proto: HeaderValue,
+    host: Option<HeaderValue>,
+}
+
+impl Forwarded {
+    /// As headers for the upstream client to write after the request's own.
+    fn headers(&self) -> ([(&'static HeaderName, &HeaderValue); 3], usize) {
+        static NAMES: [HeaderName; 3] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST];
+        let host = self.host.as_ref().unwrap_or(&self.proto);
+        let all = [
+            (&NAMES[0], &self.for_),
+            (&NAMES[1], &self.proto),
+            (&NAMES[2], host),
+        ];
+        (all, if self.host.is_some() { 3 } else { 2 })
+    }
+}
+
+/// Drops hop-by-hop headers (keeping the upgrade pair when upgrading) and any X-Forwarded-*
+/// the client sent, and returns the values to send instead: `X-Forwarded-For` with the
+/// client's address appended to its first earlier value, the protocol, the `Host`.
+fn forwarded(
+    headers: &mut HeaderMap,
+    client: &ClientInfo,
+    proto: &HeaderValue,
+    upgrade: bool,
+) -> Forwarded {
+    // One pass over the names finds what is there: a request rarely carries a hop-by-hop or
+    // X-Forwarded-* header, and a lookup or removal of an absent name costs a hash and a
+    // probe each.
+    let mut hop = Hop::default();
     let mut host = None;
-    let mut earlier = false;
+    let (mut earlier, mut old_proto, mut old_host) = (false, false, false);
     for (name, value) in headers.iter() {
         if name == header::HOST {
             host = Some(value.clone());
         } else if name == X_FORWARDED_FOR {
             earlier = true;
+        } else if name == X_FORWARDED_PROTO {
+            old_proto = true;
+        } else if name == X_FORWARDED_HOST {
+            old_host = true;
+        } else {
+            hop.see(name);
         }
     }
     if upgrade {
@@ -614,7 +664,7 @@ fn prepare_headers(
         hop.trailer = false;
     }
     hop.strip(headers);
-    let forwarded_for = match earlier
+    let for_ = match earlier
         .then(|| headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()))
         .flatten()
     {
@@ -625,10 +675,19 @@ fn prepare_headers(
         .unwrap_or_else(|_| client.ip.clone()),
         None => client.ip.clone(),
     };
-    headers.insert(X_FORWARDED_FOR, forwarded_for);
-    headers.insert(X_FORWARDED_PROTO, proto.clone());
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST, host);
+    for (present, name) in [
+        (earlier, &X_FORWARDED_FOR),
+        (old_proto, &X_FORWARDED_PROTO),
+        (old_host, &X_FORWARDED_HOST),
+    ] {
+        if present {
+            headers.remove(name);
+        }
+    }
+    Forwarded {
+        for_,
+        proto: proto.clone(),
+        host,
     }
 }
 
@@ -653,21 +712,25 @@ impl Hop {
     fn scan(headers: &HeaderMap) -> Self {
         let mut hop = Hop::default();
         for name in headers.keys() {
-            if name == header::CONNECTION {
-                hop.connection = true;
-            } else if name == KEEP_ALIVE {
-                hop.keep_alive = true;
-            } else if name == PROXY_CONNECTION {
-                hop.proxy_connection = true;
-            } else if name == header::UPGRADE {
-                hop.upgrade = true;
-            } else if name == header::TRAILER {
-                hop.trailer = true;
-            } else if name == header::TE {
-                hop.te = true;
-            }
+            hop.see(name);
         }
         hop
+    }
+
+    fn see(&mut self, name: &HeaderName) {
+        if name == header::CONNECTION {
+            self.connection = true;
+        } else if name == KEEP_ALIVE {
+            self.keep_alive = true;
+        } else if name == PROXY_CONNECTION {
+            self.proxy_connection = true;
+        } else if name == header::UPGRADE {
+            self.upgrade = true;
+        } else if name == header::TRAILER {
+            self.trailer = true;
+        } else if name == header::TE {
+            self.te = true;
+        }
     }
 
     /// Removes the headers found (with `connection`, also those it names).
@@ -926,6 +989,32 @@ mod tests {
         assert_eq!(h[X_FORWARDED_HOST], "app.example");
         assert!(!h.contains_key(header::CONNECTION));
         assert!(!h.contains_key("x-secret"));
+    }
+
+    #[test]
+    fn forwarded_values_replace_the_clients() {
+        let client = ClientInfo::new("192.0.2.7:5555".parse().unwrap(), Duration::from_secs(10));
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("app.example"));
+        h.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("198.51.100.1, 10.0.0.1"),
+        );
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("spoofed"));
+        h.insert(X_FORWARDED_HOST, HeaderValue::from_static("spoofed"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let added = forwarded(&mut h, &client, &HeaderValue::from_static("https"), false);
+        assert_eq!(h.len(), 1, "only Host is left: {h:?}");
+        assert_eq!(added.for_, "198.51.100.1, 10.0.0.1, 192.0.2.7");
+        assert_eq!(added.proto, "https");
+        assert_eq!(added.host.as_ref().unwrap(), "app.example");
+        let (headers, count) = added.headers();
+        let names: Vec<_> = headers[..count].iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]
+        );
     }
 
     #[test]

@@ -208,8 +208,12 @@ impl Conn {
     /// Once a head arrived, the request's header map holds the response's headers instead
     /// (one map per client connection goes round: hyper's server reuses a response's map for
     /// the next request); until then the request is intact.
-    pub async fn exchange(&mut self, request: &mut Request<RequestBody>) -> Result<Head, Error> {
-        encode_head(request, &mut self.head);
+    pub async fn exchange(
+        &mut self,
+        request: &mut Request<RequestBody>,
+        added: &[(&HeaderName, &HeaderValue)],
+    ) -> Result<Head, Error> {
+        encode_head(request, added, &mut self.head);
         // The first write tells whether the connection still takes bytes at all.
         let written = self.io.write(&self.head).await.map_err(Error::Unsent)?;
         if written == 0 {
@@ -313,8 +317,13 @@ impl Conn {
     }
 }
 
-/// The request head in origin form, as bytes to write, into `head`.
-fn encode_head(request: &Request<RequestBody>, head: &mut Vec<u8>) {
+/// The request head in origin form, with the `added` headers after its own, as bytes to write,
+/// into `head`.
+fn encode_head(
+    request: &Request<RequestBody>,
+    added: &[(&HeaderName, &HeaderValue)],
+    head: &mut Vec<u8>,
+) {
     let method = request.method().as_str();
     let target = match request.uri().path_and_query() {
         Some(pq) => pq.as_str(),
@@ -322,7 +331,7 @@ fn encode_head(request: &Request<RequestBody>, head: &mut Vec<u8>) {
         None => "/",
     };
     let mut size = method.len() + target.len() + 13;
-    for (name, value) in request.headers() {
+    for (name, value) in request.headers().iter().chain(added.iter().copied()) {
         size += name.as_str().len() + value.len() + 4;
     }
     let chunked = matches!(request.body(), RequestBody::Stream(_))
@@ -334,7 +343,7 @@ fn encode_head(request: &Request<RequestBody>, head: &mut Vec<u8>) {
     head.push(b' ');
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in request.headers() {
+    for (name, value) in request.headers().iter().chain(added.iter().copied()) {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
@@ -1020,7 +1029,7 @@ mod tests {
             request
                 .headers_mut()
                 .insert("x-n", HeaderValue::from_static("1"));
-            let head = conn.exchange(&mut request).await.unwrap();
+            let head = conn.exchange(&mut request, &[]).await.unwrap();
             let sent = format!("{method} {path} HTTP/1.1\r\nx-n: 1\r\n\r\n");
             assert_eq!(seen.recv().await.unwrap(), sent.as_bytes());
             assert!(request.headers().is_empty(), "the map went to the response");
@@ -1057,7 +1066,7 @@ mod tests {
             request
                 .headers_mut()
                 .insert("x-n", HeaderValue::from_static("1"));
-            let result = conn.exchange(&mut request).await;
+            let result = conn.exchange(&mut request, &[]).await;
             match (kind, result) {
                 ("body", Ok(head)) => {
                     let mut body = DirectBody::new(conn, &head);
@@ -1155,7 +1164,12 @@ mod tests {
             .headers_mut()
             .insert(header::HOST, HeaderValue::from_static("app.example"));
         let mut head = b"left from before".to_vec();
-        encode_head(&request, &mut head);
-        assert_eq!(head, b"GET /a/b?c=d HTTP/1.1\r\nhost: app.example\r\n\r\n");
+        let name = HeaderName::from_static("x-added");
+        let value = HeaderValue::from_static("1");
+        encode_head(&request, &[(&name, &value)], &mut head);
+        assert_eq!(
+            head,
+            b"GET /a/b?c=d HTTP/1.1\r\nhost: app.example\r\nx-added: 1\r\n\r\n"
+        );
     }
 }
