@@ -68,8 +68,39 @@ pub struct Conn {
     names: Names,
 }
 
-/// Header names seen, by position.
-type Names = Vec<(Box<[u8]>, HeaderName)>;
+/// Header names seen, by position, with what each is to the parser.
+type Names = Vec<(Box<[u8]>, HeaderName, Kind)>;
+
+/// What a response header is to the parser.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Connection,
+    /// Another hop-by-hop header: left out.
+    Hop,
+    ContentLength,
+    TransferEncoding,
+    Other,
+}
+
+impl Kind {
+    fn of(name: &HeaderName) -> Self {
+        if name == header::CONNECTION {
+            Kind::Connection
+        } else if name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+            || name == header::UPGRADE
+            || name == header::TRAILER
+        {
+            Kind::Hop
+        } else if name == header::CONTENT_LENGTH {
+            Kind::ContentLength
+        } else if name == header::TRANSFER_ENCODING {
+            Kind::TransferEncoding
+        } else {
+            Kind::Other
+        }
+    }
+}
 
 /// Most header names remembered per connection.
 const MAX_NAMES: usize = 32;
@@ -420,6 +451,18 @@ fn head_end(buf: &[u8]) -> io::Result<Option<usize>> {
     Ok(None)
 }
 
+/// A non-empty run of ASCII digits as a number, unless it overflows.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .flatten()
+    })
+}
+
 /// The version and status of a complete head.
 fn parse_status(raw: &[u8]) -> io::Result<(Version, StatusCode)> {
     let end = find_newline(raw).ok_or_else(|| invalid("no status line"))?;
@@ -476,17 +519,18 @@ fn parse_headers(
             .position(|&b| b == b':')
             .ok_or_else(|| invalid("header line without a colon"))?;
         let raw_name = &line[..colon];
-        let name = match names.get(index) {
-            Some((seen, name)) if **seen == *raw_name => name.clone(),
+        let (name, kind) = match names.get(index) {
+            Some((seen, name, kind)) if **seen == *raw_name => (name.clone(), *kind),
             _ => {
                 let name =
                     HeaderName::from_bytes(raw_name).map_err(|_| invalid("bad header name"))?;
+                let kind = Kind::of(&name);
                 if index < names.len() {
-                    names[index] = (raw_name.into(), name.clone());
+                    names[index] = (raw_name.into(), name.clone(), kind);
                 } else if index < MAX_NAMES {
-                    names.push((raw_name.into(), name.clone()));
+                    names.push((raw_name.into(), name.clone(), kind));
                 }
-                name
+                (name, kind)
             }
         };
         index += 1;
@@ -494,52 +538,46 @@ fn parse_headers(
         let lead = after.len() - after.trim_ascii_start().len();
         let value = after.trim_ascii();
         let from = start + colon + 1 + lead;
-        if name == header::CONNECTION {
-            for token in value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                } else if !token.is_empty() {
-                    let offset = token.as_ptr() as usize - raw.as_ptr() as usize;
-                    named.push((offset, offset + token.len()));
+        match kind {
+            Kind::Connection => {
+                for token in value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive = true;
+                    } else if !token.is_empty() {
+                        let offset = token.as_ptr() as usize - raw.as_ptr() as usize;
+                        named.push((offset, offset + token.len()));
+                    }
+                }
+                if !value
+                    .iter()
+                    .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+                {
+                    return Err(invalid("bad header value"));
+                }
+                continue;
+            }
+            Kind::Hop => continue,
+            Kind::ContentLength => {
+                for n in value.split(|&b| b == b',') {
+                    match (decimal(n.trim_ascii()), length) {
+                        (Some(n), None) => length = Some(n),
+                        (Some(n), Some(earlier)) if n == earlier => {}
+                        _ => bad_length = true,
+                    }
                 }
             }
-            if !value
-                .iter()
-                .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-            {
-                return Err(invalid("bad header value"));
+            Kind::TransferEncoding => {
+                transfer = Some(
+                    value
+                        .rsplit(|&b| b == b',')
+                        .next()
+                        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked")),
+                );
             }
-            continue;
-        }
-        if name == KEEP_ALIVE
-            || name == PROXY_CONNECTION
-            || name == header::UPGRADE
-            || name == header::TRAILER
-        {
-            continue;
-        }
-        if name == header::CONTENT_LENGTH {
-            for n in value.split(|&b| b == b',') {
-                let n = n.trim_ascii();
-                let parsed = (!n.is_empty() && n.len() <= 19 && n.iter().all(u8::is_ascii_digit))
-                    .then(|| std::str::from_utf8(n).ok()?.parse::<u64>().ok())
-                    .flatten();
-                match (parsed, length) {
-                    (Some(n), None) => length = Some(n),
-                    (Some(n), Some(earlier)) if n == earlier => {}
-                    _ => bad_length = true,
-                }
-            }
-        } else if name == header::TRANSFER_ENCODING {
-            transfer = Some(
-                value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked")),
-            );
+            Kind::Other => {}
         }
         let value = HeaderValue::from_maybe_shared(raw.slice(from..from + value.len()))
             .map_err(|_| invalid("bad header value"))?;
