@@ -117,23 +117,33 @@ impl Pool {
     pub fn take(&self, max_idle: Duration) -> Option<(Conn, Duration)> {
         let now = Instant::now();
         let fresh = |since: &Instant| now.saturating_duration_since(*since) < max_idle;
+        // Connections to close are closed after the lock is released (system calls).
+        let mut closing = Vec::new();
         let mut idle = self.idle.lock().expect("pool lock");
         while idle.front().is_some_and(|(_, since)| !fresh(since)) {
-            idle.pop_front();
+            closing.extend(idle.pop_front());
         }
+        let mut found = None;
         while let Some((mut conn, since)) = idle.pop_back() {
             if fresh(&since) && conn.looks_open() {
-                return Some((conn, now.saturating_duration_since(since)));
+                found = Some((conn, now.saturating_duration_since(since)));
+                break;
             }
+            closing.push((conn, since));
         }
-        None
+        drop(idle);
+        drop(closing);
+        found
     }
 
     /// Returns a connection whose last response was read completely.
     pub fn put(&self, conn: Conn) {
+        let now = Instant::now();
         let mut idle = self.idle.lock().expect("pool lock");
         if idle.len() < MAX_IDLE {
-            idle.push_back((conn, Instant::now()));
+            idle.push_back((conn, now));
+        } else {
+            drop(idle); // and then the connection
         }
     }
 
