@@ -1,14 +1,28 @@
-//! A write deadline on client connections: a client that stops reading is disconnected.
+//! Deadlines of client connections, with no timer made or dropped per request.
 //!
-//! Without it a response to a client that never reads would pin its upstream connection (and
-//! count as busy on its backend) forever. The timer is armed only while a write waits, so a
-//! client that keeps up costs no timer operations.
+//! - [`WriteDeadline`]: a client that stops reading is disconnected. Without it a response to a
+//!   client that never reads would pin its upstream connection (and count as busy on its
+//!   backend) forever. The timer is armed only while a write waits, so a client that keeps up
+//!   costs no timer operations.
+//! - [`HeadDeadline`] and [`HeadWatch`]: a client that does not send a whole request head within
+//!   the header timeout (from the connection's start or the end of the previous response) is
+//!   disconnected. One timer per connection, moved on for each head.
+//! - [`Timer`]: one timer per connection for the wait for each response head.
+//!
+//! Moving a tokio timer's deadline later is an atomic store; a new timer per request costs an
+//! allocation, an insertion into the runtime's timer wheel and a removal under its lock.
+//! [`WhenWoken`] keeps the shutdown signal, shared by every connection, from being polled (a
+//! lock on its waiter list) each time a connection's task wakes.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -108,5 +122,254 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
         let this = self.get_mut();
         let outcome = Pin::new(&mut this.inner).poll_shutdown(cx);
         this.watch(cx, outcome)
+    }
+}
+
+/// When a client connection's next request head is due, shared by the connection's request
+/// path (which starts and stops the wait) and its [`HeadWatch`].
+pub struct HeadDeadline {
+    base: Instant,
+    timeout: Duration,
+    /// Microseconds after `base` the head is due; 0 while none is awaited.
+    due: AtomicU64,
+}
+
+impl HeadDeadline {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            base: Instant::now(),
+            timeout,
+            due: AtomicU64::new(0),
+        }
+    }
+
+    /// A head is awaited from now on (the connection started or a response ended).
+    pub fn start(&self) {
+        let due = (self.base.elapsed() + self.timeout).as_micros();
+        self.due.store(
+            u64::try_from(due).unwrap_or(u64::MAX).max(1),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// A head arrived.
+    pub fn stop(&self) {
+        self.due.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Completes when a [`HeadDeadline`] passes while its head is still awaited. Poll it after the
+/// connection in the same task (`select!` with `biased;`): a wait started while the connection
+/// was polled is seen before the task sleeps again.
+///
+/// The timer is never moved earlier than needed, nor later per head: set for an earlier head, it
+/// fires before the current one is due and is moved on then (once per header timeout at most).
+/// Between firings a poll touches no timer: the task's waker is registered with it already (the
+/// same task polls it every time).
+pub struct HeadWatch {
+    deadline: Arc<HeadDeadline>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The timer is registered, with this task's waker, for a time at or before the head due.
+    registered: bool,
+}
+
+impl HeadWatch {
+    pub fn new(deadline: Arc<HeadDeadline>) -> Self {
+        Self {
+            deadline,
+            sleep: None,
+            registered: false,
+        }
+    }
+}
+
+impl Future for HeadWatch {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let due = this.deadline.due.load(Ordering::Relaxed);
+        if due == 0 {
+            // No head awaited: the timer may still fire once (a spurious wake-up), nothing
+            // more.
+            return Poll::Pending;
+        }
+        let at = this.deadline.base + Duration::from_micros(due);
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if sleep.deadline() > at {
+            sleep.as_mut().reset(at);
+            this.registered = false;
+        }
+        poll_lazily(sleep, &mut this.registered, at, cx)
+    }
+}
+
+/// Polls `sleep` for `at` (its deadline is at `at` or before it): ready once `at` passed.
+/// Skips the poll while `registered` (and the timer has not fired); moves the timer on to `at`
+/// when it fires early.
+fn poll_lazily(
+    sleep: &mut Pin<Box<Sleep>>,
+    registered: &mut bool,
+    at: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    if *registered && !sleep.is_elapsed() {
+        return Poll::Pending;
+    }
+    loop {
+        match sleep.as_mut().poll(cx) {
+            Poll::Pending => {
+                *registered = true;
+                return Poll::Pending;
+            }
+            Poll::Ready(()) => {
+                *registered = false;
+                if sleep.deadline() >= at || Instant::now() >= at {
+                    return Poll::Ready(());
+                }
+                sleep.as_mut().reset(at);
+            }
+        }
+    }
+}
+
+/// A timer kept for a connection's life, for one wait at a time, all in one task (see
+/// [`HeadWatch`] for how it is moved).
+#[derive(Default)]
+pub struct Timer {
+    sleep: Mutex<Option<(Pin<Box<Sleep>>, bool)>>,
+}
+
+impl Timer {
+    /// The output of `fut`, or `None` if `deadline` passes first.
+    pub async fn run<F: Future>(&self, deadline: Instant, fut: F) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            let mut slot = self.sleep.lock().expect("timer lock");
+            let (sleep, registered) =
+                slot.get_or_insert_with(|| (Box::pin(tokio::time::sleep_until(deadline)), false));
+            if sleep.deadline() > deadline {
+                sleep.as_mut().reset(deadline);
+                *registered = false;
+            }
+            poll_lazily(sleep, registered, deadline, cx).map(|()| None)
+        })
+        .await
+    }
+}
+
+/// `inner`, polled the first time and then only after it woke its task.
+pub struct WhenWoken<F> {
+    inner: F,
+    flag: Arc<WakeFlag>,
+    waker: Waker,
+    first: bool,
+}
+
+struct WakeFlag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future + Unpin> WhenWoken<F> {
+    pub fn new(inner: F) -> Self {
+        let flag = Arc::new(WakeFlag {
+            woken: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
+        Self {
+            inner,
+            waker: Waker::from(flag.clone()),
+            flag,
+            first: true,
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for WhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        // Registered before the flag is read: a wake-up in between is seen now or wakes us.
+        this.flag.task.register(cx.waker());
+        if !std::mem::take(&mut this.first) && !this.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll(&mut Context::from_waker(&this.waker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn head_watch_fires_only_while_a_head_is_awaited() {
+        let deadline = Arc::new(HeadDeadline::new(Duration::from_secs(10)));
+        let mut watch = std::pin::pin!(HeadWatch::new(deadline.clone()));
+        let pending =
+            |watch: Pin<&mut HeadWatch>| futures::FutureExt::now_or_never(watch).is_none();
+        deadline.start();
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert!(pending(watch.as_mut()));
+        deadline.stop(); // a head came; its response takes long
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(pending(watch.as_mut()));
+        deadline.start(); // the response ended
+        assert!(pending(watch.as_mut()));
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert!(pending(watch.as_mut()));
+        tokio::time::timeout(Duration::from_secs(2), watch.as_mut())
+            .await
+            .expect("fires 10 s after the wait started");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timer_serves_one_wait_after_another() {
+        let timer = Timer::default();
+        let soon = Instant::now() + Duration::from_secs(5);
+        assert_eq!(timer.run(soon, async { 1 }).await, Some(1));
+        let late = tokio::time::sleep(Duration::from_secs(6));
+        assert_eq!(timer.run(soon, late).await, None);
+        // Later deadlines, then an earlier one than the timer's.
+        let later = Instant::now() + Duration::from_secs(300);
+        let quick = tokio::time::sleep(Duration::from_secs(1));
+        assert_eq!(timer.run(later, quick).await, Some(()));
+        let earlier = Instant::now() + Duration::from_secs(1);
+        let slow = tokio::time::sleep(Duration::from_secs(2));
+        let started = Instant::now();
+        assert_eq!(timer.run(earlier, slow).await, None);
+        assert!(started.elapsed() < Duration::from_millis(1100));
+    }
+
+    #[tokio::test]
+    async fn when_woken_passes_wake_ups_on() {
+        let token = tokio_util::sync::CancellationToken::new();
+        let cancelled = std::pin::pin!(token.cancelled());
+        let mut watched = WhenWoken::new(cancelled);
+        assert!(futures::FutureExt::now_or_never(&mut watched).is_none());
+        assert!(futures::FutureExt::now_or_never(&mut watched).is_none());
+        let cancel = token.clone();
+        tokio::spawn(async move { cancel.cancel() });
+        tokio::time::timeout(Duration::from_secs(5), watched)
+            .await
+            .expect("woken by the cancellation");
     }
 }

@@ -18,9 +18,11 @@
 //!   body is retried once on a freshly routed backend. An idempotent request without a body
 //!   whose pooled connection closes under it is retried once on a new connection.
 //! - At most `max_connections` client connections are served; more are closed unanswered.
-//! - Slow or oversized request heads are cut off by hyper (`header_timeout`, 431); a client
-//!   that leaves a response unread for `write_timeout` is disconnected ([`WriteDeadline`]), which
-//!   frees the upstream connection.
+//! - A client that does not send a whole request head within `header_timeout` (from the
+//!   connection's start or the end of the previous response) is disconnected ([`HeadWatch`]);
+//!   oversized heads get 431 from hyper; a client that leaves a response unread for
+//!   `write_timeout` is disconnected ([`WriteDeadline`]), which frees the upstream connection.
+//!   Each connection keeps its timers for its life: no timer is made per request.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -42,7 +44,7 @@ use tokio_util::task::TaskTracker;
 use super::balancer::{ActiveGuard, Backend, Balancer, TunnelGuard};
 use super::closing::{self, Closer};
 use super::cookie::{self, CookieSigner};
-use super::deadline::WriteDeadline;
+use super::deadline::{HeadDeadline, HeadWatch, Timer, WhenWoken, WriteDeadline};
 use super::metrics::{Metrics, Reason};
 use super::ratelimit::RateLimiter;
 use super::rebalance;
@@ -191,33 +193,58 @@ impl Proxy {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let client = Arc::new(ClientInfo::new(peer));
+        let client = Arc::new(ClientInfo::new(peer, self.settings.header_timeout));
+        // The first head is due within the header timeout; each next one within it after the
+        // previous response ended (hyper's own header timer would be a new timer per request).
+        client.head.start();
+        let head_timeout = HeadWatch::new(client.head.clone());
         let proxy = self.clone();
+        let for_service = client.clone();
         let service = hyper::service::service_fn(move |req| {
             let proxy = proxy.clone();
-            let client = client.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
+            let client = for_service.clone();
+            async move {
+                client.head.stop();
+                let response = proxy.handle(req, &client).await;
+                Ok::<_, Infallible>(response.map(|body| NextHead { body, client }))
+            }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(self.settings.header_timeout)
-            .max_buf_size(self.settings.max_header_bytes.max(8192));
+            .header_read_timeout(None)
+            .max_buf_size(self.settings.max_header_bytes.max(8192))
+            // A response head and its (mostly small) body in one buffer: one plain send, as
+            // the upstream side does, instead of a writev of two pieces.
+            .writev(false);
         let stream = WriteDeadline::new(stream, self.settings.write_timeout);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let mut conn = std::pin::pin!(conn);
+        let mut head_timeout = std::pin::pin!(head_timeout);
+        let shutdown = std::pin::pin!(self.shutdown.cancelled());
+        let shutdown = WhenWoken::new(shutdown);
+        // Biased: the head watch is polled after the connection, which may have started a wait.
         tokio::select! {
+            biased;
             result = conn.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(%error, %peer, "client connection ended with an error");
                 }
                 return;
             }
-            _ = self.shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            _ = head_timeout.as_mut() => {
+                tracing::debug!(%peer, "request head timed out");
+                return;
+            }
+            _ = shutdown => conn.as_mut().graceful_shutdown(),
         }
-        let _ = conn.await;
+        tokio::select! {
+            biased;
+            _ = conn => {}
+            _ = head_timeout => {}
+        }
     }
 
     /// Routes and forwards one request; never fails (errors become 4xx/5xx answers).
@@ -243,9 +270,9 @@ impl Proxy {
             // WebSocket handshakes never have one.
             return local(StatusCode::BAD_REQUEST, "an upgrade request has no body\n");
         }
-        prepare_headers(req.headers_mut(), client, &self.proto, upgrade);
         if upgrade {
-            let Some((backend, set_cookie)) = self.route(&req) else {
+            prepare_headers(req.headers_mut(), client, &self.proto, upgrade);
+            let Some((backend, set_cookie)) = self.route(&req, client) else {
                 self.metrics.reject(Reason::NoBackend);
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
             };
@@ -255,6 +282,8 @@ impl Proxy {
             let outcome = self.forward_upgrade(&mut req, backend.enter()).await;
             return self.finish(outcome.map_err(|f| (f, None)), &backend, set_cookie);
         }
+        // Written by the upstream client after the request's headers, not inserted in the map.
+        let added = forwarded(req.headers_mut(), client, &self.proto, false);
         let (parts, body) = req.into_parts();
         // An empty body is sent as such, so the request can be retried after a failed connect.
         let body = if body.is_end_stream() {
@@ -266,11 +295,11 @@ impl Proxy {
         let mut attempts = 2;
         loop {
             attempts -= 1;
-            let Some((backend, set_cookie)) = self.route(&request) else {
+            let Some((backend, set_cookie)) = self.route(&request, client) else {
                 self.metrics.reject(Reason::NoBackend);
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
             };
-            let outcome = self.forward(request, backend.enter()).await;
+            let outcome = self.forward(request, &added, backend.enter(), client).await;
             match outcome {
                 Err((Failure::Connect, Some(unsent))) if attempts > 0 => {
                     backend.connect_failed();
@@ -331,7 +360,7 @@ impl Proxy {
     }
 
     /// The backend for `req`, and whether the client needs a (new) sticky cookie.
-    fn route<B>(&self, req: &Request<B>) -> Option<(Arc<Backend>, bool)> {
+    fn route<B>(&self, req: &Request<B>, client: &ClientInfo) -> Option<(Arc<Backend>, bool)> {
         let session = sockjs::session_id(req.uri().path());
         let from_cookie = req
             .headers()
@@ -339,8 +368,12 @@ impl Proxy {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .find_map(|v| cookie::find(v, &self.settings.cookie_name))
-            .and_then(|v| self.signer.verify(v, unix_now()))
-            .and_then(|id| self.balancer.existing(&id));
+            .and_then(|v| {
+                self.signer
+                    .verify_cached(&client.cookie, v, unix_now(), |id| {
+                        self.balancer.existing(id)
+                    })
+            });
         if let Some(backend) = from_cookie {
             if let Some(session) = session {
                 self.balancer.remember(session, &backend.id, Instant::now());
@@ -359,10 +392,13 @@ impl Proxy {
     async fn forward(
         &self,
         mut request: Request<RequestBody>,
+        added: &Forwarded,
         guard: ActiveGuard,
+        client: &ClientInfo,
     ) -> Result<Response<ProxyBody>, (Failure, Option<Request<RequestBody>>)> {
         let backend = &guard.0;
-        *request.version_mut() = http::Version::HTTP_11;
+        let (added, count) = added.headers();
+        let added = &added[..count];
         // Set once a pooled connection closed under a sent request: retry on a new one.
         let mut fresh = false;
         loop {
@@ -371,57 +407,46 @@ impl Proxy {
             } else {
                 backend.pool.take(self.settings.upstream_idle_timeout)
             };
-            let (mut sender, idle) = match pooled {
-                Some((sender, idle)) => (sender, Some(idle)),
+            let (mut conn, idle) = match pooled {
+                Some((conn, idle)) => (conn, Some(idle)),
                 None => {
                     match upstream::connect(backend.addr, self.settings.connect_timeout).await {
-                        Ok(sender) => (sender, None),
+                        Ok(conn) => (conn, None),
                         Err(_) => return Err((Failure::Connect, Some(request))),
                     }
                 }
             };
             let reused = idle.is_some();
-            if sender.ready().await.is_err() {
-                if reused {
-                    continue;
+            let retry = idle.is_some_and(|idle| idle >= upstream::RETRY_AFTER_IDLE)
+                && upstream::retryable(&request);
+            // The exchange runs here, in the client's task: no task or channel per request.
+            let due = tokio::time::Instant::now() + self.settings.idle_timeout;
+            let exchanged = client
+                .response_timer
+                .run(due, conn.exchange(&mut request, added))
+                .await
+                .ok_or((Failure::Timeout, None))?;
+            match exchanged {
+                Ok(head) => {
+                    let body = upstream::DirectBody::new(conn, &head);
+                    let mut response = Response::new(ProxyBody::Direct(Direct { body, guard }));
+                    *response.status_mut() = head.status;
+                    *response.version_mut() = head.version;
+                    *response.headers_mut() = head.headers; // hop-by-hop headers left out
+                    return Ok(response);
                 }
-                return Err((Failure::Connect, Some(request)));
-            }
-            let copy = match idle {
-                Some(idle) if idle >= upstream::RETRY_AFTER_IDLE => upstream::retry_copy(&request),
-                _ => None,
-            };
-            let sent =
-                tokio::time::timeout(self.settings.idle_timeout, sender.try_send_request(request))
-                    .await
-                    .map_err(|_| (Failure::Timeout, None))?;
-            match sent {
-                Ok(response) => {
-                    let (mut parts, body) = response.into_parts();
-                    strip_hop_headers(&mut parts.headers);
-                    let body = ProxyBody::Upstream(Upstream {
-                        body,
-                        sender: Some(sender),
-                        finished: false,
-                        guard,
-                    });
-                    return Ok(Response::from_parts(parts, body));
+                // A pooled connection the backend had closed: try another one.
+                Err(upstream::Error::Unsent(_)) if reused => {}
+                Err(upstream::Error::Unsent(_)) => return Err((Failure::Connect, Some(request))),
+                // Closed as the request went out (a backend's keep-alive timeout).
+                Err(upstream::Error::Sent(error)) if retry => {
+                    tracing::debug!(%error, backend = %backend.id, "pooled connection closed under a request; retrying");
+                    fresh = true;
                 }
-                Err(mut error) => match (error.take_message(), copy) {
-                    // A pooled connection the backend had closed: try another one.
-                    (Some(unsent), _) if reused => request = unsent,
-                    (Some(unsent), _) => return Err((Failure::Connect, Some(unsent))),
-                    // Closed as the request went out (a backend's keep-alive timeout).
-                    (None, Some(copy)) => {
-                        tracing::debug!(error = %error.error(), backend = %backend.id, "pooled connection closed under a request; retrying");
-                        request = copy;
-                        fresh = true;
-                    }
-                    (None, None) => {
-                        tracing::debug!(error = %error.error(), backend = %backend.id, "upstream request failed");
-                        return Err((Failure::Upstream, None));
-                    }
-                },
+                Err(upstream::Error::Sent(error) | upstream::Error::Invalid(error)) => {
+                    tracing::debug!(%error, backend = %backend.id, "upstream request failed");
+                    return Err((Failure::Upstream, None));
+                }
             }
         }
     }
@@ -563,16 +588,28 @@ enum Failure {
     Timeout,
 }
 
-/// Per client connection: the peer and its pre-rendered `X-Forwarded-For` element.
+/// Per client connection: the peer, its pre-rendered `X-Forwarded-For` element, the last
+/// sticky cookie it sent and its deadlines.
 pub struct ClientInfo {
     peer: SocketAddr,
     ip: HeaderValue,
+    cookie: cookie::LastCookie,
+    /// When the next request head is due.
+    head: Arc<HeadDeadline>,
+    /// The wait for each response head (`idle_timeout`).
+    response_timer: Timer,
 }
 
 impl ClientInfo {
-    pub fn new(peer: SocketAddr) -> Self {
+    pub fn new(peer: SocketAddr, header_timeout: Duration) -> Self {
         let ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a header value");
-        Self { peer, ip }
+        Self {
+            peer,
+            ip,
+            cookie: Default::default(),
+            head: Arc::new(HeadDeadline::new(header_timeout)),
+            response_timer: Timer::default(),
+        }
     }
 }
 
@@ -593,13 +630,74 @@ fn prepare_headers(
     proto: &HeaderValue,
     upgrade: bool,
 ) {
-    if !upgrade {
-        strip_hop_headers(headers);
+    let added = forwarded(headers, client, proto, upgrade);
+    headers.insert(X_FORWARDED_FOR, added.for_);
+    headers.insert(X_FORWARDED_PROTO, added.proto);
+    if let Some(host) = added.host {
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(KEEP_ALIVE);
-    headers.remove(header::TE);
-    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+}
+
+/// The X-Forwarded-* values the proxy sends with a request.
+struct Forwarded {
+    for_: HeaderValue,
+    proto: HeaderValue,
+    host: Option<HeaderValue>,
+}
+
+impl Forwarded {
+    /// As headers for the upstream client to write after the request's own.
+    fn headers(&self) -> ([(&'static HeaderName, &HeaderValue); 3], usize) {
+        static NAMES: [HeaderName; 3] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST];
+        let host = self.host.as_ref().unwrap_or(&self.proto);
+        let all = [
+            (&NAMES[0], &self.for_),
+            (&NAMES[1], &self.proto),
+            (&NAMES[2], host),
+        ];
+        (all, if self.host.is_some() { 3 } else { 2 })
+    }
+}
+
+/// Drops hop-by-hop headers (keeping the upgrade pair when upgrading) and any X-Forwarded-*
+/// the client sent, and returns the values to send instead: `X-Forwarded-For` with the
+/// client's address appended to its first earlier value, the protocol, the `Host`.
+fn forwarded(
+    headers: &mut HeaderMap,
+    client: &ClientInfo,
+    proto: &HeaderValue,
+    upgrade: bool,
+) -> Forwarded {
+    // One pass over the names finds what is there: a request rarely carries a hop-by-hop or
+    // X-Forwarded-* header, and a lookup or removal of an absent name costs a hash and a
+    // probe each.
+    let mut hop = Hop::default();
+    let mut host = None;
+    let (mut earlier, mut old_proto, mut old_host) = (false, false, false);
+    for (name, value) in headers.iter() {
+        if name == header::HOST {
+            host = Some(value.clone());
+        } else if name == X_FORWARDED_FOR {
+            earlier = true;
+        } else if name == X_FORWARDED_PROTO {
+            old_proto = true;
+        } else if name == X_FORWARDED_HOST {
+            old_host = true;
+        } else {
+            hop.see(name);
+        }
+    }
+    if upgrade {
+        // The upgrade pair is the point of the request; the other hop-by-hop headers go.
+        hop.connection = false;
+        hop.upgrade = false;
+        hop.trailer = false;
+    }
+    hop.strip(headers);
+    let for_ = match earlier
+        .then(|| headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()))
+        .flatten()
+    {
         Some(earlier) => HeaderValue::try_from(format!(
             "{earlier}, {}",
             client.ip.to_str().unwrap_or_default()
@@ -607,28 +705,95 @@ fn prepare_headers(
         .unwrap_or_else(|_| client.ip.clone()),
         None => client.ip.clone(),
     };
-    headers.insert(X_FORWARDED_FOR, forwarded_for);
-    headers.insert(X_FORWARDED_PROTO, proto.clone());
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
+    for (present, name) in [
+        (earlier, &X_FORWARDED_FOR),
+        (old_proto, &X_FORWARDED_PROTO),
+        (old_host, &X_FORWARDED_HOST),
+    ] {
+        if present {
+            headers.remove(name);
+        }
+    }
+    Forwarded {
+        for_,
+        proto: proto.clone(),
+        host,
     }
 }
 
 fn strip_hop_headers(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.remove(header::CONNECTION) {
-        // Headers named in Connection are hop-by-hop too.
-        if let Ok(names) = connection.to_str() {
-            for name in names.split(',') {
-                if let Ok(name) = HeaderName::try_from(name.trim()) {
-                    headers.remove(name);
+    let mut hop = Hop::scan(headers);
+    hop.te = false; // a request header
+    hop.strip(headers);
+}
+
+/// Which hop-by-hop headers a message carries.
+#[derive(Default)]
+struct Hop {
+    connection: bool,
+    keep_alive: bool,
+    proxy_connection: bool,
+    upgrade: bool,
+    trailer: bool,
+    te: bool,
+}
+
+impl Hop {
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut hop = Hop::default();
+        for name in headers.keys() {
+            hop.see(name);
+        }
+        hop
+    }
+
+    fn see(&mut self, name: &HeaderName) {
+        if name == header::CONNECTION {
+            self.connection = true;
+        } else if name == KEEP_ALIVE {
+            self.keep_alive = true;
+        } else if name == PROXY_CONNECTION {
+            self.proxy_connection = true;
+        } else if name == header::UPGRADE {
+            self.upgrade = true;
+        } else if name == header::TRAILER {
+            self.trailer = true;
+        } else if name == header::TE {
+            self.te = true;
+        }
+    }
+
+    /// Removes the headers found (with `connection`, also those it names).
+    fn strip(&self, headers: &mut HeaderMap) {
+        if self.connection
+            && let Some(connection) = headers.remove(header::CONNECTION)
+        {
+            // Headers named in Connection are hop-by-hop too (looked up by `&str`: no
+            // allocation for the name).
+            if let Ok(names) = connection.to_str() {
+                for name in names.split(',') {
+                    let name = name.trim();
+                    if !(name.eq_ignore_ascii_case("keep-alive")
+                        || name.eq_ignore_ascii_case("close")
+                        || name.is_empty())
+                    {
+                        headers.remove(name);
+                    }
                 }
             }
         }
+        for (present, name) in [
+            (self.keep_alive, &KEEP_ALIVE),
+            (self.proxy_connection, &PROXY_CONNECTION),
+            (self.upgrade, &header::UPGRADE),
+            (self.trailer, &header::TRAILER),
+            (self.te, &header::TE),
+        ] {
+            if present {
+                headers.remove(name);
+            }
+        }
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(header::UPGRADE);
-    headers.remove(header::TRAILER);
 }
 
 fn unix_now() -> u64 {
@@ -717,44 +882,65 @@ impl Body for RequestBody {
 
 /// The body of a response to the client: streamed from a backend or made locally.
 pub enum ProxyBody {
+    /// Read from its connection in the client's task ([`upstream::DirectBody`]).
+    Direct(Direct),
+    /// Through hyper's client (the answer to an upgrade request that was not upgraded).
     Upstream(Upstream),
     Local(Full<Bytes>),
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A backend's response body in flight. Keeps the backend counted as busy until it ends, then
 /// returns its connection to the pool (a body abandoned half-way takes its connection along).
+pub struct Direct {
+    body: upstream::DirectBody,
+    guard: ActiveGuard,
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        if let Some(conn) = self.body.reusable() {
+            self.guard.0.pool.put(conn);
+        }
+    }
+}
+
+/// A response through hyper's client, on a connection of its own: closed with it. Keeps the
+/// backend counted as busy until it ends.
 pub struct Upstream {
     body: Incoming,
     sender: Option<upstream::Sender>,
     finished: bool,
+    #[allow(dead_code)] // held for its drop: the backend counts as busy until then
     guard: ActiveGuard,
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        if (self.finished || self.body.is_end_stream())
-            && let Some(sender) = self.sender.take()
-        {
-            self.guard.0.pool.put(sender);
-        }
+        // Dedicated to one exchange (an upgrade request): not pooled.
+        drop(self.sender.take());
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
+            ProxyBody::Direct(direct) => Pin::new(&mut direct.body)
+                .poll_frame(cx)
+                .map_err(Into::into),
             ProxyBody::Upstream(up) => {
                 let frame = Pin::new(&mut up.body).poll_frame(cx);
                 if let Poll::Ready(None) = frame {
                     up.finished = true;
                 }
-                frame
+                frame.map_err(Into::into)
             }
             ProxyBody::Local(full) => Pin::new(full)
                 .poll_frame(cx)
@@ -764,16 +950,51 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream(up) => up.body.is_end_stream(),
+            ProxyBody::Direct(direct) => direct.body.is_end_stream(),
+            ProxyBody::Upstream(up) => up.finished || up.body.is_end_stream(),
             ProxyBody::Local(full) => full.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
+            ProxyBody::Direct(direct) => direct.body.size_hint(),
             ProxyBody::Upstream(up) => up.body.size_hint(),
             ProxyBody::Local(full) => full.size_hint(),
         }
+    }
+}
+
+/// A response body as hyper sends it: when hyper is done with it, the client connection's
+/// next request head is due within the header timeout.
+pub struct NextHead {
+    body: ProxyBody,
+    client: Arc<ClientInfo>,
+}
+
+impl Drop for NextHead {
+    fn drop(&mut self) {
+        self.client.head.start();
+    }
+}
+
+impl Body for NextHead {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -783,7 +1004,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers_are_added_and_hop_headers_dropped() {
-        let client = ClientInfo::new("192.0.2.7:5555".parse().unwrap());
+        let client = ClientInfo::new("192.0.2.7:5555".parse().unwrap(), Duration::from_secs(10));
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("app.example"));
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.1"));
@@ -798,6 +1019,280 @@ mod tests {
         assert_eq!(h[X_FORWARDED_HOST], "app.example");
         assert!(!h.contains_key(header::CONNECTION));
         assert!(!h.contains_key("x-secret"));
+    }
+
+    #[test]
+    fn forwarded_values_replace_the_clients() {
+        let client = ClientInfo::new("192.0.2.7:5555".parse().unwrap(), Duration::from_secs(10));
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("app.example"));
+        h.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("198.51.100.1, 10.0.0.1"),
+        );
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("spoofed"));
+        h.insert(X_FORWARDED_HOST, HeaderValue::from_static("spoofed"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let added = forwarded(&mut h, &client, &HeaderValue::from_static("https"), false);
+        assert_eq!(h.len(), 1, "only Host is left: {h:?}");
+        assert_eq!(added.for_, "198.51.100.1, 10.0.0.1, 192.0.2.7");
+        assert_eq!(added.proto, "https");
+        assert_eq!(added.host.as_ref().unwrap(), "app.example");
+        let (headers, count) = added.headers();
+        let names: Vec<_> = headers[..count].iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]
+        );
+    }
+
+    #[test]
+    fn hop_headers_named_in_connection_go_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, X-Hop, close"),
+        );
+        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert(header::TRAILER, HeaderValue::from_static("x-t"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        strip_hop_headers(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_LENGTH));
+        // A request: TE and Proxy-Connection go too, without a Connection header.
+        let client = ClientInfo::new("127.0.0.1:1".parse().unwrap(), Duration::from_secs(10));
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(PROXY_CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        prepare_headers(&mut h, &client, &HeaderValue::from_static("http"), false);
+        assert_eq!(h.len(), 2, "{h:?}"); // X-Forwarded-For and -Proto
+        assert_eq!(h[X_FORWARDED_FOR], "127.0.0.1");
+        assert!(
+            !h.contains_key(X_FORWARDED_HOST),
+            "no Host, no X-Forwarded-Host"
+        );
+    }
+
+    /// The header timeout counts from the connection's start and from the end of each response,
+    /// and only while a head is awaited.
+    #[tokio::test(start_paused = true)]
+    async fn heads_are_due_within_the_header_timeout_of_each_wait() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let proxy = super::super::replay::proxy(); // header timeout 10 s, no backend: 503
+        for (input, answers) in [
+            (&b""[..], 0),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n", 0),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n", 1),
+        ] {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let peer = SocketAddr::from(([192, 0, 2, 1], 40_000));
+            let serving = tokio::spawn(proxy.clone().serve_connection(server, peer));
+            let started = tokio::time::Instant::now();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            client.write_all(input).await.unwrap();
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(60), client.read_to_end(&mut answer))
+                .await
+                .expect("the proxy closes the connection")
+                .unwrap();
+            let waited = started.elapsed();
+            let text = String::from_utf8_lossy(&answer);
+            assert_eq!(text.matches("HTTP/1.1 503").count(), answers, "{text}");
+            // Unanswered: 10 s from the start; answered at 5 s: 10 s after that.
+            let due = Duration::from_secs(if answers == 0 { 10 } else { 15 });
+            assert!(
+                waited >= due && waited < due + Duration::from_millis(100),
+                "{input:?}: closed after {waited:?}"
+            );
+            serving.await.unwrap();
+        }
+    }
+
+    /// A proxy in front of the one backend at `addr`.
+    fn proxy_to(addr: SocketAddr, idle_timeout: Duration) -> Arc<Proxy> {
+        use super::super::balancer::BackendSpec;
+        let metrics = Arc::new(Metrics::default());
+        let balancer = Arc::new(Balancer::new(2, 2, metrics.clone()));
+        balancer.update(&[BackendSpec::ready(addr)]);
+        let settings = Settings {
+            cookie_name: "meteor-sticky".into(),
+            cookie_max_age: 86_400,
+            cookie_secure: false,
+            idle_timeout,
+            connect_timeout: Duration::from_secs(2),
+            upstream_idle_timeout: Duration::from_secs(4),
+            header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(60),
+            max_header_bytes: 32 * 1024,
+            max_connections: 1,
+            tls: false,
+        };
+        let signer = CookieSigner::new(b"a key of sixteen bytes or more", 86_400);
+        Arc::new(Proxy::new(balancer, signer, settings, None, metrics))
+    }
+
+    /// Request bodies reach the backend framed as the client framed them (chunked re-encoded
+    /// chunk by chunk), responses come back whole, on one pooled backend connection.
+    #[tokio::test]
+    async fn request_bodies_go_through_framed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A backend that echoes everything it read of a request (head and body) as the body of
+        // its answer, once the request ends ("\r\n\r\n" twice, or "0\r\n\r\n").
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut byte = [0; 1];
+                    while stream.read(&mut byte).await.unwrap_or(0) == 1 {
+                        seen.push(byte[0]);
+                        let text = String::from_utf8_lossy(&seen);
+                        let head_end = text.find("\r\n\r\n").map(|i| i + 4);
+                        let done = head_end.is_some_and(|end| {
+                            let body = &text[end..];
+                            if text.contains("content-length: 5") {
+                                body.len() == 5
+                            } else {
+                                body.ends_with("0\r\n\r\n")
+                            }
+                        });
+                        if done {
+                            let answer = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+                                seen.len()
+                            );
+                            stream.write_all(answer.as_bytes()).await.unwrap();
+                            seen.clear();
+                        }
+                    }
+                });
+            }
+        });
+        let proxy = proxy_to(addr, Duration::from_secs(5));
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let peer = SocketAddr::from(([192, 0, 2, 1], 40_000));
+        tokio::spawn(proxy.serve_connection(server, peer));
+        let (mut reader, mut writer) = tokio::io::split(client);
+        let requests: [&[u8]; 2] = [
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        ];
+        let mut answers = String::new();
+        for (request, tail) in requests.into_iter().zip(["hello", "0\r\n\r\n"]) {
+            writer.write_all(request).await.unwrap();
+            let mut answer = Vec::new();
+            while !answer.ends_with(tail.as_bytes()) {
+                let mut buf = vec![0; 4096];
+                let n = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
+                answer.extend_from_slice(&buf[..n]);
+            }
+            answers.push_str(&String::from_utf8_lossy(&answer));
+        }
+        assert!(answers.contains("POST /a HTTP/1.1\r\n"), "{answers}");
+        assert!(answers.contains("content-length: 5\r\n"), "{answers}");
+        assert!(answers.contains("\r\n\r\nhello"), "{answers}");
+        assert!(answers.contains("POST /b HTTP/1.1\r\n"), "{answers}");
+        assert!(
+            answers.contains("transfer-encoding: chunked\r\n"),
+            "{answers}"
+        );
+        assert!(
+            answers.contains("\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
+            "{answers}"
+        );
+        assert!(
+            answers.contains("x-forwarded-for: 192.0.2.1\r\n"),
+            "{answers}"
+        );
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "one pooled connection"
+        );
+    }
+
+    /// Each response head is awaited for `idle_timeout` (then 504), on one timer per connection
+    /// that serves one wait after another.
+    #[tokio::test]
+    async fn response_heads_are_awaited_for_the_idle_timeout() {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        // A backend that answers `/` at once and `/slow` never.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    let (mut line, mut slow) = (String::new(), false);
+                    while stream.read_line(&mut line).await.unwrap_or(0) > 0 {
+                        if line.starts_with("GET ") {
+                            slow = line.starts_with("GET /slow ");
+                        } else if line == "\r\n" && slow {
+                            std::future::pending::<()>().await;
+                        } else if line == "\r\n" {
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            stream.get_mut().write_all(ok).await.unwrap();
+                        }
+                        line.clear();
+                    }
+                });
+            }
+        });
+        let proxy = proxy_to(addr, Duration::from_millis(300));
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let peer = SocketAddr::from(([192, 0, 2, 1], 40_000));
+        tokio::spawn(proxy.serve_connection(server, peer));
+        let mut client = BufReader::new(client);
+        for (path, status) in [
+            ("/slow", "504"),
+            ("/", "200"),
+            ("/slow", "504"),
+            ("/", "200"),
+        ] {
+            let started = Instant::now();
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            client
+                .get_mut()
+                .write_all(request.as_bytes())
+                .await
+                .unwrap();
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                client.read_line(&mut line).await.unwrap();
+                if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
+                    length = n.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            client.read_exact(&mut body).await.unwrap();
+            let took = started.elapsed();
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status}")),
+                "{path}: {head}"
+            );
+            if status == "504" {
+                assert!(took >= Duration::from_millis(300), "{path}: {took:?}");
+            }
+            assert!(took < Duration::from_secs(2), "{path}: {took:?}");
+        }
     }
 
     #[test]
@@ -821,7 +1316,7 @@ mod tests {
 
     #[test]
     fn upgrades_keep_their_headers() {
-        let client = ClientInfo::new("127.0.0.1:1".parse().unwrap());
+        let client = ClientInfo::new("127.0.0.1:1".parse().unwrap(), Duration::from_secs(10));
         let mut h = HeaderMap::new();
         h.insert(
             header::CONNECTION,
