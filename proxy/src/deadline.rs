@@ -11,18 +11,15 @@
 //!
 //! Moving a tokio timer's deadline later is an atomic store; a new timer per request costs an
 //! allocation, an insertion into the runtime's timer wheel and a removal under its lock.
-//! [`WhenWoken`] keeps the shutdown signal, shared by every connection, from being polled (a
-//! lock on its waiter list) each time a connection's task wakes.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -263,59 +260,6 @@ impl Timer {
     }
 }
 
-/// `inner`, polled the first time and then only after it woke its task.
-pub struct WhenWoken<F> {
-    inner: F,
-    flag: Arc<WakeFlag>,
-    waker: Waker,
-    first: bool,
-}
-
-struct WakeFlag {
-    woken: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Wake for WakeFlag {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-impl<F: Future + Unpin> WhenWoken<F> {
-    pub fn new(inner: F) -> Self {
-        let flag = Arc::new(WakeFlag {
-            woken: AtomicBool::new(false),
-            task: AtomicWaker::new(),
-        });
-        Self {
-            inner,
-            waker: Waker::from(flag.clone()),
-            flag,
-            first: true,
-        }
-    }
-}
-
-impl<F: Future + Unpin> Future for WhenWoken<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.get_mut();
-        // Registered before the flag is read: a wake-up in between is seen now or wakes us.
-        this.flag.task.register(cx.waker());
-        if !std::mem::take(&mut this.first) && !this.flag.woken.swap(false, Ordering::AcqRel) {
-            return Poll::Pending;
-        }
-        Pin::new(&mut this.inner).poll(&mut Context::from_waker(&this.waker))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,19 +301,5 @@ mod tests {
         let started = Instant::now();
         assert_eq!(timer.run(earlier, slow).await, None);
         assert!(started.elapsed() < Duration::from_millis(1100));
-    }
-
-    #[tokio::test]
-    async fn when_woken_passes_wake_ups_on() {
-        let token = tokio_util::sync::CancellationToken::new();
-        let cancelled = std::pin::pin!(token.cancelled());
-        let mut watched = WhenWoken::new(cancelled);
-        assert!(futures::FutureExt::now_or_never(&mut watched).is_none());
-        assert!(futures::FutureExt::now_or_never(&mut watched).is_none());
-        let cancel = token.clone();
-        tokio::spawn(async move { cancel.cancel() });
-        tokio::time::timeout(Duration::from_secs(5), watched)
-            .await
-            .expect("woken by the cancellation");
     }
 }

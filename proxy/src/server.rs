@@ -44,7 +44,7 @@ use tokio_util::task::TaskTracker;
 use super::balancer::{ActiveGuard, Backend, Balancer, TunnelGuard};
 use super::closing::{self, Closer};
 use super::cookie::{self, CookieSigner};
-use super::deadline::{HeadDeadline, HeadWatch, Timer, WhenWoken, WriteDeadline};
+use super::deadline::{HeadDeadline, HeadWatch, Timer, WriteDeadline};
 use super::metrics::{Metrics, Reason};
 use super::ratelimit::RateLimiter;
 use super::rebalance;
@@ -223,8 +223,8 @@ impl Proxy {
             .with_upgrades();
         let mut conn = std::pin::pin!(conn);
         let mut head_timeout = std::pin::pin!(head_timeout);
-        let shutdown = std::pin::pin!(self.shutdown.cancelled());
-        let shutdown = WhenWoken::new(shutdown);
+        // Polled only when it fired: its waiter list's lock is shared by every connection.
+        let shutdown = closing::PolledOnWake::new(self.shutdown.cancelled());
         // Biased: the head watch is polled after the connection, which may have started a wait.
         tokio::select! {
             biased;
