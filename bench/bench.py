@@ -125,16 +125,17 @@ def process_tree(pid):
 
 
 def cpu_seconds(pid):
-    """User + system CPU time of the process tree (all threads), from /proc/PID/stat."""
-    ticks = 0
+    """(user, system) CPU seconds of the process tree (all threads), from /proc/PID/stat."""
+    user = system = 0
     for p in process_tree(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rpartition(")")[2].split()
         except OSError:
             continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
-    return ticks / CLK_TCK
+        user += int(fields[11])  # utime, stime: fields 14 and 15 of stat
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def rss_kib(pid):
@@ -179,7 +180,10 @@ class Window:
         """Per-unit figures: CPU µs (and PERF_EVENT count) per request or message."""
         if not self.proxy:
             return {}
-        out = dict(cpu_us=(self.proxy.cpu() - self.cpu0) * 1e6 / max(units, 1))
+        (user0, system0), (user1, system1) = self.cpu0, self.proxy.cpu()
+        per_unit = 1e6 / max(units, 1)
+        out = dict(cpu_us=(user1 - user0 + system1 - system0) * per_unit,
+                   user_us=(user1 - user0) * per_unit)
         if self.perf:
             self.perf.send_signal(signal.SIGINT)
             err = self.perf.communicate(timeout=10)[1]
@@ -775,9 +779,12 @@ def table(results, ws_n, versions):
     unit = f"{PERF_EVENT} per request"
     row(f"small GET: max req/s ({wrk_label})", ["get", "rps"])
     row("small GET: proxy CPU µs per request (same runs; lower is better)", ["get", "cpu_us"], "{:.2f}")
+    row("small GET: of which user space (the rest is the kernel's TCP work)", ["get", "user_us"], "{:.2f}")
     row(f"small GET: {unit} (perf stat)", ["get", "perf"], "{:.0f}")
     row(f"small GET with the sticky cookie: max req/s ({wrk_label})", ["cookie", "rps"], names=proxies)
     row("small GET with the sticky cookie: proxy CPU µs per request", ["cookie", "cpu_us"], "{:.2f}",
+        names=proxies)
+    row("small GET with the sticky cookie: of which user space", ["cookie", "user_us"], "{:.2f}",
         names=proxies)
     row(f"small GET with the sticky cookie: {unit} (perf stat)", ["cookie", "perf"], "{:.0f}")
     row("small GET: non-2xx answers and socket errors (wrk, all runs)",
@@ -802,6 +809,7 @@ def table(results, ws_n, versions):
     msg_label = f"{MSG_SOCKETS} WebSockets, DDP-sized echo ({MSG_SECONDS} s, median of {ROUNDS})"
     row(f"{msg_label}: messages/s", ["msg", "rate"])
     row("WebSocket messages: proxy CPU µs per echoed message (lower is better)", ["msg", "cpu_us"], "{:.2f}")
+    row("WebSocket messages: of which user space", ["msg", "user_us"], "{:.2f}")
     row(f"WebSocket messages: {PERF_EVENT} per echoed message (perf stat)", ["msg", "perf"], "{:.0f}")
     row("WebSocket messages: sockets failed to open (worst round)", ["msg", "failed"], ratios=False)
     for key, over, n in (("ws", "", ws_n), ("ws tls", " over TLS", min(ws_n, WS_TLS_COUNT))):
