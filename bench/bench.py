@@ -247,6 +247,11 @@ class Proxy:
     def close(self):
         stop(self.p)
 
+    def rebalanced(self, _backends):
+        """WebSockets the proxy closed on purpose to move them onto emptier backends, by backend
+        name (HAProxy and nginx do not rebalance)."""
+        return {}
+
 
 class Ours(Proxy):
     name = "meteor-proxy"
@@ -262,7 +267,9 @@ class Ours(Proxy):
             "--threads", "1", "--listen", f"127.0.0.1:{self.port}",
             "--admin-listen", f"127.0.0.1:{self.admin}", "--backends-file", self.file,
             "--cookie-key-file", f"{WORK}/cookie.key", "--health-path", health] + tls_flags,
-            env={**os.environ, "RUST_LOG": "warn"})
+            # Each rebalancing close is logged with its backend (debug): see `rebalanced`.
+            env={**os.environ, "RUST_LOG": "warn,meteor_proxy::rebalance=debug"},
+            stderr=open(f"{WORK}/ours.log", "w"))
         wait_port(self.port)
         time.sleep(0.7)  # the backends file is read at start-up
 
@@ -278,6 +285,16 @@ class Ours(Proxy):
     def remove(self, all_backends, name):
         self.live.remove(name)
         self.set_backends([b for b in all_backends if b[0] in self.live])
+
+    def rebalanced(self, backends):
+        ports = {str(p): name for name, p in backends}
+        closed = {}
+        with open(f"{WORK}/ours.log") as f:
+            for line in f:
+                if "WebSocket closed to rebalance" in line:
+                    port = re.search(r"backend\S*=\S*127\.0\.0\.1:(\d+)", line).group(1)
+                    closed[ports[port]] = closed.get(ports[port], 0) + 1
+        return closed
 
 
 class HAProxy(Proxy):
@@ -725,14 +742,22 @@ def phase_churn(results):
             state["stop"] = True
             for s in sessions:
                 s.join(15)
+            rebalanced = proxy.rebalanced(all_backends)
             tell(load)
             final = read_json(load, 30)
-            ws_dropped = sum(v for k, v in final["closedByBackend"].items() if k != "b1")
+            closed = final["closedByBackend"]
+            log(f"[churn] {cls.name}: WebSockets closed {closed}, rebalancing closes {rebalanced}")
+            # Closes the proxy did not make on purpose to rebalance: on b2 as it drained, on
+            # the backends that stayed (b3) as drops. b1 was killed.
+            unplanned = {k: n - rebalanced.get(k, 0) for k, n in closed.items()}
+            ws_drained = unplanned.get("b2", 0)
+            ws_dropped = sum(n for k, n in unplanned.items() if k not in ("b1", "b2"))
             failover = max(stats["failover"]) if stats["failover"] else None
             results.setdefault(cls.name, {})["churn"] = dict(
                 sessions=stats["sessions"], requests=stats["requests"],
                 violations=stats["violations"], errors=stats["errors"],
-                failover=failover, ws_dropped=ws_dropped)
+                failover=failover, ws_dropped=ws_dropped, ws_drained=ws_drained,
+                rebalanced=sum(rebalanced.values()) if cls is Ours else None)
             log(f"[churn] {cls.name}: {results[cls.name]['churn']}")
         finally:
             state["stop"] = True
@@ -818,7 +843,10 @@ def table(results, ws_n, versions):
         row(f"WebSockets{over} failed to open", [key, "failed"], ratios=False)
         row(f"WebSockets{over} dropped while idle {WS_IDLE_SECONDS} s", [key, "dropped"], ratios=False)
     for key, label in (("violations", "churn: sticky violations"), ("errors", "churn: errors on live backends"),
-                       ("ws_dropped", "churn: WebSockets dropped on live backends"),
+                       ("ws_dropped", "churn: WebSockets dropped on the backend that stayed (b3)"),
+                       ("ws_drained", "churn: WebSockets closed as b2 drained (after its removal)"),
+                       ("rebalanced", "churn: WebSockets closed to rebalance onto b3 (HAProxy and "
+                        "nginx have no rebalancing)"),
                        ("requests", "churn: session requests served")):
         row(label, ["churn", key], ratios=False)
     row("churn: failover time after a backend is killed (s)", ["churn", "failover"], "{:.2f}", ratios=False)
