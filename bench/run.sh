@@ -8,10 +8,13 @@
 #        bash bench/run.sh autoscaling [up down]   (the scale-up / scale-down scenario alone,
 #                                   bench/autoscaling.py: our proxy only, about 2 minutes;
 #                                   BENCH_N=1000 open WebSockets)
+#        bash bench/run.sh callgrind   (instructions per small GET, ours and HAProxy under
+#                                   valgrind: bench/callgrind.py, about a minute)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-autoscaling=""
+autoscaling="" callgrind=""
 [ "${1:-}" = autoscaling ] && autoscaling=1 && shift
+[ "${1:-}" = callgrind ] && callgrind=1 && shift
 
 need_apt=()
 if [ -z "$autoscaling" ]; then
@@ -20,6 +23,7 @@ if [ -z "$autoscaling" ]; then
   command -v wrk >/dev/null || need_apt+=(wrk)
   command -v perf >/dev/null || need_apt+=(linux-perf)
 fi
+[ -z "$callgrind" ] || command -v valgrind >/dev/null || need_apt+=(valgrind)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 if ((${#need_apt[@]})); then
   apt-get update -qq
@@ -39,6 +43,9 @@ export PROXY_BIN="${PROXY_BIN:-$CARGO_TARGET_DIR/release/meteor-proxy}"
 ulimit -n "$(ulimit -Hn)"
 if [ -n "$autoscaling" ]; then
   exec python3 bench/autoscaling.py "$@"
+fi
+if [ -n "$callgrind" ]; then
+  exec python3 bench/callgrind.py "$@"
 fi
 haproxy -v | sed -n 1p
 nginx -v 2>&1

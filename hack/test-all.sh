@@ -3,8 +3,8 @@
 #
 # Runs, in order, failing fast with a clear message:
 #   1. tools        hack/install-tools.sh (pinned helm, kubectl, kubernetes-validate in .tools/)
-#   2. scripts      shellcheck of hack/**/*.sh, e2e/**/*.sh and .ci/run; the Python helpers compile; hadolint
-#                   of the Dockerfile
+#   2. scripts      shellcheck of hack/, e2e/ and bench/ scripts and .ci/run; the Python helpers
+#                   and benchmarks compile; hadolint of the Dockerfile
 #   3. fmt          cargo fmt --all -- --check
 #   4. clippy       cargo clippy --workspace --all-targets -- -D warnings
 #   5. test         cargo test --workspace (the operator and the proxy crate), and the scale
@@ -78,12 +78,13 @@ step_tools() {
 
 # ------------------------------------------------------------------------------------------------
 step_scripts() {
-  step scripts "shellcheck of hack/, e2e/, .ci/run; Python helpers compile; hadolint Dockerfile"
+  step scripts "shellcheck of hack/, e2e/, bench/, .ci/run; Python compiles; hadolint Dockerfile"
   local -a scripts
-  mapfile -t scripts < <(find hack e2e -name '*.sh' -type f | sort)
+  mapfile -t scripts < <(find hack e2e bench -name '*.sh' -type f | sort)
   shellcheck -x "${scripts[@]}" .ci/run || fail "shellcheck found problems (above)"
   info "shellcheck: ${#scripts[@]} scripts and .ci/run"
-  "${TOOLS_DIR}/venv/bin/python" -m py_compile hack/*.py || fail "a Python helper does not compile"
+  "${TOOLS_DIR}/venv/bin/python" -m py_compile hack/*.py bench/*.py ||
+    fail "a Python helper or benchmark does not compile"
   hadolint Dockerfile || fail "hadolint found problems in the Dockerfile (above)"
   done_step
 }
