@@ -15,6 +15,23 @@ pub struct ProxyArgs {
     pub options: Box<ProxyOptions>,
 }
 
+impl ProxyArgs {
+    /// Every flag at its default (and no `METEOR_PROXY_*` variable read): the in-memory
+    /// harness (`replay`) and tests use the limits a deployed proxy has.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ProxyArgs,
+        }
+        let command = <Cli as clap::CommandFactory>::command().mut_args(|arg| arg.env(None));
+        let matches = command.get_matches_from(["meteor-proxy"]);
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+            .expect("every flag has a default")
+            .args
+    }
+}
+
 impl std::ops::Deref for ProxyArgs {
     type Target = ProxyOptions;
     fn deref(&self) -> &ProxyOptions {

@@ -149,19 +149,7 @@ async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
     };
     let limiter = (args.rate_limit > 0.0)
         .then(|| ratelimit::RateLimiter::new(args.rate_limit, args.rate_burst));
-    let settings = server::Settings {
-        cookie_name: args.cookie_name.clone(),
-        cookie_max_age: args.cookie_max_age,
-        cookie_secure: args.cookie_is_secure(),
-        idle_timeout: args.idle_timeout,
-        connect_timeout: args.connect_timeout,
-        upstream_idle_timeout: args.upstream_idle_timeout,
-        header_timeout: args.header_timeout,
-        write_timeout: args.write_timeout,
-        max_header_bytes: args.max_header_bytes,
-        max_connections: args.connection_limit(),
-        tls: tls.is_some(),
-    };
+    let settings = server::Settings::from_args(&args, tls.is_some());
     let proxy = Arc::new(server::Proxy::new(
         balancer.clone(),
         signer,

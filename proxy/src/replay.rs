@@ -10,27 +10,16 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::balancer::Balancer;
+use super::config::ProxyArgs;
 use super::cookie::CookieSigner;
 use super::metrics::Metrics;
 use super::ratelimit::RateLimiter;
 use super::server::{Proxy, Settings};
 
-/// A proxy with no backends (routing ends in 503) and the default limits.
+/// A proxy with no backends (routing ends in 503) and the flags' default limits.
 pub fn proxy() -> Arc<Proxy> {
     let metrics = Arc::new(Metrics::default());
-    let settings = Settings {
-        cookie_name: "meteor-sticky".into(),
-        cookie_max_age: 86_400,
-        cookie_secure: false,
-        idle_timeout: Duration::from_secs(300),
-        connect_timeout: Duration::from_secs(2),
-        upstream_idle_timeout: Duration::from_secs(4),
-        header_timeout: Duration::from_secs(10),
-        write_timeout: Duration::from_secs(60),
-        max_header_bytes: 32 * 1024,
-        max_connections: 1,
-        tls: false,
-    };
+    let settings = Settings::from_args(&ProxyArgs::defaults(), false);
     Arc::new(Proxy::new(
         Arc::new(Balancer::new(2, 2, metrics.clone())),
         CookieSigner::new(b"a key of sixteen bytes or more", 86_400),

@@ -43,6 +43,7 @@ use tokio_util::task::TaskTracker;
 
 use super::balancer::{ActiveGuard, Backend, Balancer, TunnelGuard};
 use super::closing::{self, Closer};
+use super::config::ProxyArgs;
 use super::cookie::{self, CookieSigner};
 use super::deadline::{HeadDeadline, HeadWatch, Timer, WriteDeadline};
 use super::metrics::{Metrics, Reason};
@@ -71,6 +72,25 @@ pub struct Settings {
     pub max_header_bytes: usize,
     pub max_connections: usize,
     pub tls: bool,
+}
+
+impl Settings {
+    /// The traffic path's settings from the proxy's flags (`tls`: whether it terminates TLS).
+    pub fn from_args(args: &ProxyArgs, tls: bool) -> Self {
+        Settings {
+            cookie_name: args.cookie_name.clone(),
+            cookie_max_age: args.cookie_max_age,
+            cookie_secure: args.cookie_is_secure(),
+            idle_timeout: args.idle_timeout,
+            connect_timeout: args.connect_timeout,
+            upstream_idle_timeout: args.upstream_idle_timeout,
+            header_timeout: args.header_timeout,
+            write_timeout: args.write_timeout,
+            max_header_bytes: args.max_header_bytes,
+            max_connections: args.connection_limit(),
+            tls,
+        }
+    }
 }
 
 /// Shared state of the traffic path.
@@ -1119,17 +1139,8 @@ mod tests {
         let balancer = Arc::new(Balancer::new(2, 2, metrics.clone()));
         balancer.update(&[BackendSpec::ready(addr)]);
         let settings = Settings {
-            cookie_name: "meteor-sticky".into(),
-            cookie_max_age: 86_400,
-            cookie_secure: false,
             idle_timeout,
-            connect_timeout: Duration::from_secs(2),
-            upstream_idle_timeout: Duration::from_secs(4),
-            header_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(60),
-            max_header_bytes: 32 * 1024,
-            max_connections: 1,
-            tls: false,
+            ..Settings::from_args(&ProxyArgs::defaults(), false)
         };
         let signer = CookieSigner::new(b"a key of sixteen bytes or more", 86_400);
         Arc::new(Proxy::new(balancer, signer, settings, None, metrics))

@@ -200,6 +200,28 @@ pub struct Head {
     keep_alive: bool,
 }
 
+impl Head {
+    /// The response head `raw`, its status line already parsed into `status_line`; its headers
+    /// go into `headers` (empty; a request's map is passed on for its allocation).
+    fn parse(
+        raw: Bytes,
+        (version, status): (Version, StatusCode),
+        head_request: bool,
+        mut headers: HeaderMap,
+        names: &mut Names,
+    ) -> io::Result<Head> {
+        let (framing, keep_alive) =
+            parse_headers(raw, version, status, head_request, &mut headers, names)?;
+        Ok(Head {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Framing {
     /// This many bytes left.
@@ -273,22 +295,14 @@ impl Conn {
         let mut headers = std::mem::take(request.headers_mut());
         headers.clear();
         let head_request = request.method() == Method::HEAD;
-        let (framing, keep_alive) = parse_headers(
+        Head::parse(
             raw,
-            version,
-            status,
+            (version, status),
             head_request,
-            &mut headers,
+            headers,
             &mut self.names,
         )
-        .map_err(Error::Invalid)?;
-        Ok(Head {
-            status,
-            version,
-            headers,
-            framing,
-            keep_alive,
-        })
+        .map_err(Error::Invalid)
     }
 
     async fn send_body(&mut self, mut body: RequestBody, chunked: bool) -> io::Result<()> {
@@ -827,23 +841,14 @@ mod tests {
     fn parse(raw: &str, head_request: bool) -> io::Result<Head> {
         let raw = Bytes::copy_from_slice(raw.as_bytes());
         assert_eq!(head_end(&raw).unwrap(), Some(raw.len()), "complete");
-        let (version, status) = parse_status(&raw)?;
-        let mut headers = HeaderMap::new();
-        let (framing, keep_alive) = parse_headers(
+        let status_line = parse_status(&raw)?;
+        Head::parse(
             raw,
-            version,
-            status,
+            status_line,
             head_request,
-            &mut headers,
+            HeaderMap::new(),
             &mut Vec::new(),
-        )?;
-        Ok(Head {
-            status,
-            version,
-            headers,
-            framing,
-            keep_alive,
-        })
+        )
     }
 
     fn head(raw: &str) -> io::Result<Head> {
