@@ -12,6 +12,9 @@
 //! bytes each cached object kind costs (trimmed exactly as the controller trims them).
 //!
 //! `cargo bench --bench scale` (N=1000), or `METEOR_BENCH_APPS=3000 cargo bench --bench scale`.
+//! The apps run with `routing.proxy.enabled: false`; `METEOR_BENCH_PROXY=1` turns the proxy on
+//! (the default of a MeteorApp): its tier's objects are then created, cached and counted too,
+//! and step 4 has the proxy pods ready with the app's.
 //! It measures the operator's own requests and memory; API-server latency and the kubelet's pace
 //! are not modelled, and step 3 assumes the pod turns ready within the 10 s progress pacing
 //! (a slower pod adds one status write).
@@ -22,8 +25,9 @@ mod support;
 use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::client::Body;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store, store::Writer};
@@ -31,7 +35,8 @@ use kube::runtime::watcher::Event;
 use kube::{Client, Resource, ResourceExt};
 use meteor_operator::api::MeteorApp;
 use meteor_operator::controller::{
-    Context, ListedApp, Metrics, SharedIndex, reconcile, request_kind, trim,
+    Context, ListedApp, Metrics, Optional, RoutingCaches, SharedIndex, reconcile, request_kind,
+    trim,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, HashMap};
@@ -95,6 +100,11 @@ struct Recorded {
     deployments: Mutex<Vec<Deployment>>,
     services: Mutex<Vec<Service>>,
     budgets: Mutex<Vec<PodDisruptionBudget>>,
+    accounts: Mutex<Vec<ServiceAccount>>,
+    roles: Mutex<Vec<Role>>,
+    bindings: Mutex<Vec<RoleBinding>>,
+    /// Secrets the operator created (the proxy's cookie Secret).
+    created_secrets: Mutex<Vec<Secret>>,
     statuses: Mutex<HashMap<String, serde_json::Value>>,
     counts: Mutex<BTreeMap<&'static str, u64>>,
     version: AtomicU64,
@@ -161,7 +171,7 @@ fn auto_client(recorded: Arc<Recorded>) -> Client {
                         .lock()
                         .unwrap()
                         .insert(name, body["status"].clone());
-                    let mut whole = serde_json::to_value(app(0)).unwrap();
+                    let mut whole = serde_json::to_value(app(0, false)).unwrap();
                     whole["status"] = body["status"].clone();
                     (StatusCode::OK, whole)
                 } else if path.contains("/deployments/") {
@@ -174,6 +184,18 @@ fn auto_client(recorded: Arc<Recorded>) -> Client {
                 } else if path.contains("/poddisruptionbudgets/") {
                     keep(&recorded.budgets, &body);
                     (StatusCode::OK, body)
+                } else if path.contains("/serviceaccounts/") {
+                    keep(&recorded.accounts, &body);
+                    (StatusCode::OK, body)
+                } else if path.contains("/roles/") {
+                    keep(&recorded.roles, &body);
+                    (StatusCode::OK, body)
+                } else if path.contains("/rolebindings/") {
+                    keep(&recorded.bindings, &body);
+                    (StatusCode::OK, body)
+                } else if method == Method::POST && path.ends_with("/secrets") {
+                    keep(&recorded.created_secrets, &body);
+                    (StatusCode::CREATED, body)
                 } else {
                     (StatusCode::OK, body)
                 };
@@ -189,8 +211,8 @@ fn auto_client(recorded: Arc<Recorded>) -> Client {
     Client::new(service, "default")
 }
 
-/// App `i`: one replica, its own MongoDB Secret.
-fn app(i: usize) -> MeteorApp {
+/// App `i`: one replica, its own MongoDB Secret, the proxy on or off.
+fn app(i: usize, proxy: bool) -> MeteorApp {
     let mut app = support::app_from_yaml(&format!(
         r#"
 apiVersion: meteorfleet.dev/v1alpha1
@@ -201,7 +223,7 @@ spec:
   rootUrl: https://app-{i:04}.example.com
   replicas: 1
   mongo: {{ external: {{ url: {{ name: app-{i:04}-mongo, key: MONGO_URL }} }} }}
-  routing: {{ proxy: {{ enabled: false }} }}
+  routing: {{ proxy: {{ enabled: {proxy} }} }}
 "#
     ));
     app.metadata.uid = Some(format!("00000000-0000-4000-8000-{i:012}"));
@@ -273,9 +295,9 @@ fn with_statuses(apps: &[Arc<MeteorApp>], recorded: &Recorded) -> Vec<Arc<Meteor
         .collect()
 }
 
-/// Bytes a store holds per object: each is deserialized from its JSON, trimmed and stored inside
-/// the measured region, so only what the store keeps counts.
-fn bytes_per_object<K>(objects: Vec<serde_json::Value>, trim: fn(&mut K)) -> f64
+/// How many objects, and the bytes a store holds per object: each is deserialized from its JSON,
+/// trimmed and stored inside the measured region, so only what the store keeps counts.
+fn bytes_per_object<K>(objects: Vec<serde_json::Value>, trim: fn(&mut K)) -> (usize, f64)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
 {
@@ -289,7 +311,7 @@ where
     }
     let bytes = live_bytes().saturating_sub(before);
     drop((reader, writer));
-    bytes as f64 / n as f64
+    (objects.len(), bytes as f64 / n as f64)
 }
 
 fn json_of<T: serde::Serialize>(objects: impl IntoIterator<Item = T>) -> Vec<serde_json::Value> {
@@ -305,12 +327,17 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    let proxy = std::env::var("METEOR_BENCH_PROXY").is_ok_and(|v| v == "1");
     let rss_start = rss_kib("VmRSS:");
 
     let recorded = Arc::new(Recorded::default());
     let (deployments, mut deployment_writer) = store::<Deployment>();
     let (services, mut service_writer) = store::<Service>();
-    let (budgets, _budget_writer) = store::<PodDisruptionBudget>();
+    let (budgets, mut budget_writer) = store::<PodDisruptionBudget>();
+    let (accounts, mut account_writer) = store::<ServiceAccount>();
+    let (roles, mut role_writer) = store::<Role>();
+    let (bindings, mut binding_writer) = store::<RoleBinding>();
+    let (owned_secrets, mut owned_secret_writer) = store::<PartialObjectMeta<Secret>>();
     let (secret_versions, mut secret_writer) = store::<PartialObjectMeta<Secret>>();
     let (config_map_versions, _config_map_writer) = store::<PartialObjectMeta<ConfigMap>>();
     deliver(
@@ -320,7 +347,7 @@ async fn main() {
     );
     let index = SharedIndex::default();
     let mut observe = index.observer();
-    let apps: Vec<Arc<MeteorApp>> = (0..n).map(|i| Arc::new(app(i))).collect();
+    let apps: Vec<Arc<MeteorApp>> = (0..n).map(|i| Arc::new(app(i, proxy))).collect();
     for app in &apps {
         observe(&Ok(Event::Apply(ListedApp::from_value(
             serde_json::to_value(&**app).unwrap(),
@@ -334,7 +361,16 @@ async fn main() {
             budgets,
             Arc::new(Metrics::default()),
         )
-        .with_references(index, secret_versions, config_map_versions),
+        .with_references(index, secret_versions, config_map_versions)
+        .with_mongo_caches(store().0, store().0, owned_secrets)
+        .with_routing_caches(RoutingCaches {
+            ingresses: store().0,
+            service_accounts: accounts,
+            roles,
+            role_bindings: bindings,
+            http_routes: Optional::absent(),
+            certificates: Optional::absent(),
+        }),
     );
 
     let mut steps: Vec<(&str, BTreeMap<&'static str, u64>, f64)> = Vec::new();
@@ -343,21 +379,56 @@ async fn main() {
     let secs = reconcile_all(&apps, ctx.clone()).await;
     steps.push(("1. created", recorded.take_counts(), secs));
     let apps = with_statuses(&apps, &recorded);
-    // 2. the Deployments' watch events are in, the Services' not yet
+    // 2. the watch events of everything but the Services are in
     let applied: Vec<Deployment> = std::mem::take(&mut *recorded.deployments.lock().unwrap());
     deliver(&mut deployment_writer, applied.clone(), trim::deployment);
+    let applied_budgets = std::mem::take(&mut *recorded.budgets.lock().unwrap());
+    deliver(
+        &mut budget_writer,
+        applied_budgets.clone(),
+        trim::disruption_budget,
+    );
+    let applied_accounts = std::mem::take(&mut *recorded.accounts.lock().unwrap());
+    deliver(
+        &mut account_writer,
+        applied_accounts.clone(),
+        trim::service_account,
+    );
+    let applied_roles = std::mem::take(&mut *recorded.roles.lock().unwrap());
+    deliver(&mut role_writer, applied_roles.clone(), trim::role);
+    let applied_bindings = std::mem::take(&mut *recorded.bindings.lock().unwrap());
+    deliver(
+        &mut binding_writer,
+        applied_bindings.clone(),
+        trim::role_binding,
+    );
+    let created_secrets: Vec<PartialObjectMeta<Secret>> =
+        std::mem::take(&mut *recorded.created_secrets.lock().unwrap())
+            .into_iter()
+            .map(|secret| PartialObjectMeta {
+                metadata: secret.metadata,
+                ..Default::default()
+            })
+            .collect();
+    deliver(
+        &mut owned_secret_writer,
+        created_secrets.clone(),
+        trim::secret_metadata,
+    );
     let secs = reconcile_all(&apps, ctx.clone()).await;
     steps.push(("2. Deployment seen", recorded.take_counts(), secs));
     let apps = with_statuses(&apps, &recorded);
     // 3. the Services are in; each Deployment's pod exists, not ready
     let applied_services: Vec<Service> = std::mem::take(&mut *recorded.services.lock().unwrap());
     deliver(&mut service_writer, applied_services.clone(), trim::service);
+    let replicas = |d: &Deployment| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let started = applied.iter().cloned().map(|mut d| {
+        let n = replicas(&d);
         d.status = Some(DeploymentStatus {
             observed_generation: Some(1),
-            replicas: Some(1),
-            updated_replicas: Some(1),
-            unavailable_replicas: Some(1),
+            replicas: Some(n),
+            updated_replicas: Some(n),
+            unavailable_replicas: Some(n),
             ..DeploymentStatus::default()
         });
         d
@@ -371,7 +442,10 @@ async fn main() {
     let ready: Vec<Deployment> = applied
         .iter()
         .cloned()
-        .map(|d| support::rolled_out(d, 1))
+        .map(|d| {
+            let n = replicas(&d);
+            support::rolled_out(d, n)
+        })
         .collect();
     deliver(&mut deployment_writer, ready.clone(), trim::deployment);
     let secs = reconcile_all(&apps, ctx.clone()).await;
@@ -389,8 +463,9 @@ async fn main() {
     let resync = recorded.take_counts();
     steps.push(("5. resync", resync.clone(), secs));
 
+    let routing = if proxy { "proxy on" } else { "proxy off" };
     println!(
-        "meteor-operator scale benchmark: {n} MeteorApps (1 replica, external MongoDB), concurrency {CONCURRENCY}, instant mock API server"
+        "meteor-operator scale benchmark: {n} MeteorApps (1 replica, external MongoDB, {routing}), concurrency {CONCURRENCY}, instant mock API server"
     );
     println!();
     println!("Requests per app, by step and kind:");
@@ -442,25 +517,70 @@ async fn main() {
     );
 
     // Memory each cached kind costs, as the controller trims it.
-    let app_bytes = bytes_per_object::<ListedApp>(json_of(apps.iter().map(|a| &**a)), trim::app);
-    let deployment_bytes = bytes_per_object::<Deployment>(json_of(ready), trim::deployment);
-    let service_bytes = bytes_per_object::<Service>(json_of(applied_services), trim::service);
-    let secret_bytes = bytes_per_object::<PartialObjectMeta<Secret>>(
-        json_of((0..n).map(secret_version)),
-        trim::version_only,
-    );
-    let total = app_bytes + deployment_bytes + service_bytes + secret_bytes;
+    let rows = [
+        (
+            "MeteorApp (spec + status)",
+            bytes_per_object::<ListedApp>(json_of(apps.iter().map(|a| &**a)), trim::app),
+        ),
+        (
+            "Deployments (the app's, the proxy's)",
+            bytes_per_object::<Deployment>(json_of(ready), trim::deployment),
+        ),
+        (
+            "Services (the app's, the proxy's `NAME-app`)",
+            bytes_per_object::<Service>(json_of(applied_services), trim::service),
+        ),
+        (
+            "PodDisruptionBudget (the proxy's)",
+            bytes_per_object::<PodDisruptionBudget>(
+                json_of(applied_budgets),
+                trim::disruption_budget,
+            ),
+        ),
+        (
+            "ServiceAccount (the proxy's)",
+            bytes_per_object::<ServiceAccount>(json_of(applied_accounts), trim::service_account),
+        ),
+        (
+            "Role (the proxy's)",
+            bytes_per_object::<Role>(json_of(applied_roles), trim::role),
+        ),
+        (
+            "RoleBinding (the proxy's)",
+            bytes_per_object::<RoleBinding>(json_of(applied_bindings), trim::role_binding),
+        ),
+        (
+            "cookie Secret (metadata)",
+            bytes_per_object::<PartialObjectMeta<Secret>>(
+                json_of(created_secrets),
+                trim::secret_metadata,
+            ),
+        ),
+        (
+            "referenced Secret (name and version)",
+            bytes_per_object::<PartialObjectMeta<Secret>>(
+                json_of((0..n).map(secret_version)),
+                trim::version_only,
+            ),
+        ),
+    ];
     println!();
-    println!("Cache memory per object (heap bytes, trimmed as the controller trims):");
+    println!("Cache memory (heap bytes, trimmed as the controller trims):");
     println!();
-    println!("| cached kind | bytes per object |");
-    println!("|---|---:|");
-    println!("| MeteorApp (spec + status) | {app_bytes:.0} |");
-    println!("| app Deployment | {deployment_bytes:.0} |");
-    println!("| app Service | {service_bytes:.0} |");
-    println!("| referenced Secret (name and version) | {secret_bytes:.0} |");
+    println!("| cached kind | objects per app | bytes per object | bytes per app |");
+    println!("|---|---:|---:|---:|");
+    let mut total = 0.0;
+    for (kind, (objects, bytes)) in rows {
+        if objects == 0 {
+            continue;
+        }
+        let per_app = bytes * objects as f64 / n as f64;
+        total += per_app;
+        let objects_per_app = objects as f64 / n as f64;
+        println!("| {kind} | {objects_per_app:.0} | {bytes:.0} | {per_app:.0} |");
+    }
     println!(
-        "| **one app (these four)** | **{total:.0}** ({:.1} KiB; {:.1} MiB for {n} apps) |",
+        "| **one app** | | | **{total:.0}** ({:.1} KiB; {:.1} MiB for {n} apps) |",
         total / 1024.0,
         total * n as f64 / 1024.0 / 1024.0
     );

@@ -497,6 +497,24 @@ pub mod trim {
         certificate.spec = Default::default();
     }
 
+    /// The proxy's ServiceAccount, Role and RoleBinding: their hash and drift annotations
+    /// say whether they changed.
+    pub fn service_account(account: &mut ServiceAccount) {
+        metadata_only(account);
+        account.secrets = None;
+        account.image_pull_secrets = None;
+    }
+
+    pub fn role(role: &mut Role) {
+        metadata_only(role);
+        role.rules = None;
+    }
+
+    pub fn role_binding(binding: &mut RoleBinding) {
+        metadata_only(binding);
+        binding.subjects = None;
+    }
+
     pub fn disruption_budget(budget: &mut PodDisruptionBudget) {
         drift::condense(&mut budget.metadata);
         identity(&mut budget.metadata);
@@ -666,19 +684,10 @@ impl Caches {
         let (ingresses, ingress_feed) = owned.cache::<Ingress>(trim::ingress);
         let (autoscalers, autoscaler_feed) =
             owned.cache::<HorizontalPodAutoscaler>(trim::autoscaler);
-        let (service_accounts, service_account_feed) = owned.cache::<ServiceAccount>(|account| {
-            trim::metadata_only(account);
-            account.secrets = None;
-            account.image_pull_secrets = None;
-        });
-        let (roles, role_feed) = owned.cache::<Role>(|role| {
-            trim::metadata_only(role);
-            role.rules = None;
-        });
-        let (role_bindings, role_binding_feed) = owned.cache::<RoleBinding>(|binding| {
-            trim::metadata_only(binding);
-            binding.subjects = None;
-        });
+        let (service_accounts, service_account_feed) =
+            owned.cache::<ServiceAccount>(trim::service_account);
+        let (roles, role_feed) = owned.cache::<Role>(trim::role);
+        let (role_bindings, role_binding_feed) = owned.cache::<RoleBinding>(trim::role_binding);
         let (http_routes, http_route_feed) = optional::start::<HTTPRoute>(
             client,
             namespace,
