@@ -51,7 +51,8 @@ case "${1:-}" in
     log="$(mktemp)"
     trap 'rm -f "${log}"' EXIT
     # The same runs as hack/test-all.sh's test step, so both record the same permissions.
-    if ! { cargo test --workspace && METEOR_BENCH_APPS=100 cargo test --bench scale; } >"${log}" 2>&1; then
+    if ! { cargo test --workspace && METEOR_BENCH_APPS=100 cargo test --bench scale &&
+      METEOR_BENCH_PROXY=1 METEOR_BENCH_APPS=100 cargo test --bench scale; } >"${log}" 2>&1; then
       tail -40 "${log}" >&2
       die "the tests failed (above); hack/rbac-used.txt not written"
     fi

@@ -8,8 +8,8 @@
 #   3. fmt          cargo fmt --all -- --check
 #   4. clippy       cargo clippy --workspace --all-targets -- -D warnings
 #   5. test         cargo test --workspace (the operator and the proxy crate), and the scale
-#                   benchmark at 100 apps (no write on a steady resync); the permissions their
-#                   requests needed equal hack/rbac-used.txt
+#                   benchmark at 100 apps, proxy off and on (no write on a steady resync);
+#                   the permissions their requests needed equal hack/rbac-used.txt
 #   6. crd          `meteor-operator crd` == crds/meteorapps.yaml == the chart's copy
 #   7. render       `meteor-operator render` of every examples/*.yaml and e2e/testdata/*.yaml
 #                   validates strictly; every e2e/invalid/*.yaml is refused
@@ -121,10 +121,12 @@ step_test() {
        END { printf "    cargo test: %d tests passed, %d failed, %d ignored in %d runs\n", p, f, g, n
            if (p == 0) exit 1 }' \
     "${WORK}/cargo-test.log" || fail "cargo test ran no test"
-  # The scale benchmark at a small size (debug build): it fails if a steady resync writes, and
-  # running it keeps it from rotting.
+  # The scale benchmark at a small size (debug build), with the proxy off and on: it fails if a
+  # steady resync writes, and running it keeps it from rotting.
   METEOR_BENCH_APPS=100 cargo test --bench scale 2>&1 | tail -12 \
     || fail "the scale benchmark failed (cargo test --bench scale)"
+  METEOR_BENCH_PROXY=1 METEOR_BENCH_APPS=100 cargo test --bench scale 2>&1 | tail -12 \
+    || fail "the scale benchmark with the proxy on failed (METEOR_BENCH_PROXY=1)"
   bash hack/sync-rbac.sh --collect "${WORK}/rbac-used.txt"
   if ! diff -u hack/rbac-used.txt "${WORK}/rbac-used.txt" >"${WORK}/rbac.diff"; then
     cat "${WORK}/rbac.diff"
