@@ -120,7 +120,8 @@ pub struct ProxyOptions {
     #[arg(long, env = "METEOR_PROXY_HEALTH_FALL", default_value_t = 2)]
     pub health_fall: u32,
 
-    /// Idle timeout of a proxied connection (WebSocket or streaming response).
+    /// Idle timeout: of a silent WebSocket tunnel, of the wait for a response head (from the
+    /// request's start, its upload included) and of a backend's silence inside a response body.
     /// Must stay well above Meteor's 60 s SockJS disconnect delay.
     #[arg(long, env = "METEOR_PROXY_IDLE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
     pub idle_timeout: Duration,

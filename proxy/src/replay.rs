@@ -71,6 +71,23 @@ mod tests {
         std::str::from_utf8(answer.get(9..12).unwrap_or_default()).unwrap_or("")
     }
 
+    /// CONNECT is refused before routing: a 2xx to it would make the backend connection a
+    /// tunnel.
+    #[tokio::test(start_paused = true)]
+    async fn connect_is_refused() {
+        let answer = replay(
+            &proxy(),
+            b"CONNECT app.example:443 HTTP/1.1\r\nHost: app.example:443\r\n\r\n",
+        )
+        .await;
+        assert_eq!(
+            status(&answer),
+            "405",
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+
     /// Every seed of the fuzz corpus, and what the proxy must answer to some of them (by the
     /// file name's prefix).
     #[tokio::test(start_paused = true)]

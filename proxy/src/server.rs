@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -283,6 +283,11 @@ impl Proxy {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return response;
         }
+        if req.method() == Method::CONNECT {
+            // A 2xx answer would turn the backend connection into a tunnel; Meteor has no use
+            // for one, and a proxy in front of an app is no forward proxy.
+            return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served\n");
+        }
         let upgrade = is_upgrade(req.headers());
         if upgrade && !req.body().is_end_stream() {
             // The tunnel starts right after the head: a body would reach the backend as the
@@ -448,8 +453,14 @@ impl Proxy {
                 .ok_or((Failure::Timeout, None))?;
             match exchanged {
                 Ok(head) => {
-                    let body = upstream::DirectBody::new(conn, &head);
-                    let mut response = Response::new(ProxyBody::Direct(Direct { body, guard }));
+                    let body = upstream::DirectBody::new(conn, &head, self.settings.idle_timeout);
+                    let max_idle = self.settings.upstream_idle_timeout;
+                    let direct = Direct {
+                        body,
+                        guard,
+                        max_idle,
+                    };
+                    let mut response = Response::new(ProxyBody::Direct(direct));
                     *response.status_mut() = head.status;
                     *response.version_mut() = head.version;
                     *response.headers_mut() = head.headers; // hop-by-hop headers left out
@@ -756,6 +767,9 @@ struct Hop {
     upgrade: bool,
     trailer: bool,
     te: bool,
+    /// Proxy-Authorization or Proxy-Authenticate: meant for a proxy, and this one asks for
+    /// none (a backend is not to see a client's proxy credentials).
+    proxy_auth: bool,
 }
 
 impl Hop {
@@ -780,26 +794,32 @@ impl Hop {
             self.trailer = true;
         } else if name == header::TE {
             self.te = true;
+        } else if name == header::PROXY_AUTHORIZATION || name == header::PROXY_AUTHENTICATE {
+            self.proxy_auth = true;
         }
     }
 
     /// Removes the headers found (with `connection`, also those it names).
     fn strip(&self, headers: &mut HeaderMap) {
-        if self.connection
-            && let Some(connection) = headers.remove(header::CONNECTION)
-        {
-            // Headers named in Connection are hop-by-hop too (looked up by `&str`: no
-            // allocation for the name).
-            if let Ok(names) = connection.to_str() {
-                for name in names.split(',') {
-                    let name = name.trim();
-                    if !(name.eq_ignore_ascii_case("keep-alive")
-                        || name.eq_ignore_ascii_case("close")
+        if self.connection {
+            // Headers named on any Connection line are hop-by-hop too (each looked up by
+            // `&str`: no allocation for the name; a name that is no header name matches none).
+            let mut named = Vec::new();
+            for line in headers.get_all(header::CONNECTION) {
+                for name in line.as_bytes().split(|&b| b == b',') {
+                    let name = name.trim_ascii();
+                    if !(name.eq_ignore_ascii_case(b"keep-alive")
+                        || name.eq_ignore_ascii_case(b"close")
                         || name.is_empty())
+                        && let Ok(name) = std::str::from_utf8(name)
                     {
-                        headers.remove(name);
+                        named.push(name.to_owned());
                     }
                 }
+            }
+            headers.remove(header::CONNECTION);
+            for name in named {
+                headers.remove(name.as_str());
             }
         }
         for (present, name) in [
@@ -808,6 +828,8 @@ impl Hop {
             (self.upgrade, &header::UPGRADE),
             (self.trailer, &header::TRAILER),
             (self.te, &header::TE),
+            (self.proxy_auth, &header::PROXY_AUTHORIZATION),
+            (self.proxy_auth, &header::PROXY_AUTHENTICATE),
         ] {
             if present {
                 headers.remove(name);
@@ -916,12 +938,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Direct {
     body: upstream::DirectBody,
     guard: ActiveGuard,
+    /// `--upstream-idle-timeout`: the pool closes connections idle this long.
+    max_idle: Duration,
 }
 
 impl Drop for Direct {
     fn drop(&mut self) {
         if let Some(conn) = self.body.reusable() {
-            self.guard.0.pool.put(conn);
+            self.guard.0.pool.put(conn, self.max_idle);
         }
     }
 }
@@ -1087,6 +1111,14 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(PROXY_CONNECTION, HeaderValue::from_static("keep-alive"));
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic cHJveHk6c2VjcmV0"),
+        );
+        // Names listed on a second Connection line go too.
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("X-Second"));
+        h.insert("x-second", HeaderValue::from_static("1"));
         prepare_headers(&mut h, &client, &HeaderValue::from_static("http"), false);
         assert_eq!(h.len(), 2, "{h:?}"); // X-Forwarded-For and -Proto
         assert_eq!(h[X_FORWARDED_FOR], "127.0.0.1");
@@ -1303,6 +1335,69 @@ mod tests {
                 assert!(took >= Duration::from_millis(300), "{path}: {took:?}");
             }
             assert!(took < Duration::from_secs(2), "{path}: {took:?}");
+        }
+    }
+
+    /// A backend that goes silent inside a response body is given up after `idle_timeout` of
+    /// silence: the client's connection closes (its body cut short), nothing hangs. A body that
+    /// keeps coming, however slowly, is not cut.
+    #[tokio::test]
+    async fn a_backend_silent_inside_a_body_is_given_up() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0; 1024];
+                    let n = stream.read(&mut request).await.unwrap();
+                    let slow = request[..n].starts_with(b"GET /trickle ");
+                    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nab";
+                    stream.write_all(head).await.unwrap();
+                    if slow {
+                        // 200 ms between pieces: each wait under the 300 ms idle timeout,
+                        // the whole body over it.
+                        for piece in [b"cd", b"ef"] {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            stream.write_all(piece).await.unwrap();
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                });
+            }
+        });
+        let proxy = proxy_to(addr, Duration::from_millis(300));
+        for (path, whole) in [("/stall", false), ("/trickle", true)] {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let peer = SocketAddr::from(([192, 0, 2, 1], 40_000));
+            tokio::spawn(proxy.clone().serve_connection(server, peer));
+            let started = Instant::now();
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            client.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let mut piece = [0; 1024];
+            let read = async {
+                loop {
+                    match client.read(&mut piece).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => answer.extend_from_slice(&piece[..n]),
+                    }
+                    if answer.ends_with(b"abcdef") {
+                        break;
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .expect("the answer ends");
+            let took = started.elapsed();
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            assert!(text.starts_with("HTTP/1.1 200"), "{path}: {text}");
+            assert_eq!(text.ends_with("abcdef"), whole, "{path}: {text}");
+            if !whole {
+                assert!(text.ends_with("ab"), "{path}: {text}");
+                assert!(took >= Duration::from_millis(300), "{path}: {took:?}");
+            }
         }
     }
 

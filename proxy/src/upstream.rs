@@ -90,6 +90,7 @@ impl Kind {
             || name == PROXY_CONNECTION
             || name == header::UPGRADE
             || name == header::TRAILER
+            || name == header::PROXY_AUTHENTICATE
         {
             Kind::Hop
         } else if name == header::CONTENT_LENGTH {
@@ -136,15 +137,21 @@ impl Pool {
         found
     }
 
-    /// Returns a connection whose last response was read completely.
-    pub fn put(&self, conn: Conn) {
+    /// Returns a connection whose last response was read completely. Connections idle for
+    /// `max_idle` or more are closed now rather than at the next `take`; in a full pool the
+    /// oldest makes room.
+    pub fn put(&self, conn: Conn, max_idle: Duration) {
         let now = Instant::now();
+        let mut closing = Vec::new();
         let mut idle = self.idle.lock().expect("pool lock");
-        if idle.len() < MAX_IDLE {
-            idle.push_back((conn, now));
-        } else {
-            drop(idle); // and then the connection
+        while idle.front().is_some_and(|(_, since)| {
+            now.saturating_duration_since(*since) >= max_idle || idle.len() >= MAX_IDLE
+        }) {
+            closing.extend(idle.pop_front());
         }
+        idle.push_back((conn, now));
+        drop(idle);
+        drop(closing); // closed after the lock is released (system calls)
     }
 
     pub fn idle(&self) -> usize {
@@ -380,12 +387,21 @@ fn encode_head(
     head: &mut Vec<u8>,
 ) {
     let method = request.method().as_str();
-    let target = match request.uri().path_and_query() {
-        Some(pq) => pq.as_str(),
-        None if request.method() == Method::OPTIONS => "*",
-        None => "/",
+    let uri = request.uri();
+    let whole = uri.path_and_query().map_or("", |pq| pq.as_str());
+    // `OPTIONS *` asks about the server as a whole (RFC 9112 section 3.2.4; an absolute-form
+    // `OPTIONS http://host` parses as `http://host/`, so it asks about `/`). Otherwise the path
+    // is at least `/` (an absolute form like `http://host?q` has none) and the query follows.
+    let (path, query) = if request.method() == Method::OPTIONS && (whole.is_empty() || whole == "*")
+    {
+        ("*", None)
+    } else {
+        (
+            Some(uri.path()).filter(|p| !p.is_empty()).unwrap_or("/"),
+            uri.query(),
+        )
     };
-    let mut size = method.len() + target.len() + 13;
+    let mut size = method.len() + path.len() + query.map_or(0, |q| q.len() + 1) + 13;
     for (name, value) in request.headers().iter().chain(added.iter().copied()) {
         size += name.as_str().len() + value.len() + 4;
     }
@@ -396,7 +412,11 @@ fn encode_head(
     head.reserve(size + 2 + if chunked { 28 } else { 0 });
     head.extend_from_slice(method.as_bytes());
     head.push(b' ');
-    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(path.as_bytes());
+    if let Some(query) = query {
+        head.push(b'?');
+        head.extend_from_slice(query.as_bytes());
+    }
     head.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in request.headers().iter().chain(added.iter().copied()) {
         head.extend_from_slice(name.as_str().as_bytes());
@@ -628,33 +648,60 @@ fn parse_headers(
         None if bad_length => return Err(invalid("bad Content-Length")),
         None => length.map_or(Framing::Close, Framing::Length),
     };
+    // Transfer-Encoding beside a length, or in HTTP/1.0, is faulty framing: the message is
+    // read as Transfer-Encoding says, and its connection closed after it (RFC 9112 section 6.1,
+    // 6.3), in case the backend meant the other framing.
+    let faulty =
+        transfer.is_some() && (length.is_some() || bad_length || version == Version::HTTP_10);
     if transfer.is_some() {
         // Framed by Transfer-Encoding alone: a length beside it says nothing (and must not
         // reach the client).
         headers.remove(header::CONTENT_LENGTH);
     }
-    Ok((framing, reusable && framing != Framing::Close))
+    Ok((framing, reusable && !faulty && framing != Framing::Close))
 }
 
 /// A response body read from its connection in the client's task, as hyper's server asks for
-/// it; the connection goes back to `pool` once the body ended cleanly.
+/// it; the connection goes back to `pool` once the body ended cleanly. A backend silent for
+/// `idle_timeout` inside a body fails it (the client connection closes), so a stalled backend
+/// cannot hold a client, and its connection, forever.
 pub struct DirectBody {
     conn: Option<Conn>,
     framing: Framing,
     keep_alive: bool,
     done: bool,
+    idle_timeout: Duration,
+    /// Made at the first wait for body bytes (a small body comes with its head: none), moved
+    /// on after each piece.
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
+    progressed: bool,
 }
 
 impl DirectBody {
     /// The body framed by `head` on `conn`.
-    pub fn new(conn: Conn, head: &Head) -> Self {
+    pub fn new(conn: Conn, head: &Head, idle_timeout: Duration) -> Self {
         let done = head.framing == Framing::Length(0);
         Self {
             conn: Some(conn),
             framing: head.framing,
             keep_alive: head.keep_alive,
             done,
+            idle_timeout,
+            silence: None,
+            progressed: false,
         }
+    }
+
+    /// Pending while the backend has been silent for less than the idle timeout.
+    fn poll_silence(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let due = tokio::time::Instant::now() + self.idle_timeout;
+        let timer = self
+            .silence
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if std::mem::take(&mut self.progressed) {
+            timer.as_mut().reset(due);
+        }
+        timer.as_mut().poll(cx)
     }
 
     /// The connection, if it can serve another request (the body ended cleanly, with nothing
@@ -811,7 +858,16 @@ impl Body for DirectBody {
         if this.done {
             return Poll::Ready(None);
         }
-        match ready!(this.poll_data(cx)) {
+        let polled = match this.poll_data(cx) {
+            Poll::Pending if this.poll_silence(cx).is_ready() => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "backend silent inside a response body",
+            ))),
+            polled => polled,
+        };
+        let polled = ready!(polled);
+        this.progressed = true; // a piece came: the silence starts again at the next wait
+        match polled {
             Ok(Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
             Ok(None) => Poll::Ready(None),
             Err(error) => {
@@ -885,6 +941,18 @@ mod tests {
         .unwrap();
         assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
         assert!(!h.headers.contains_key(header::CONTENT_LENGTH), "TE wins");
+        assert!(!h.keep_alive, "a length beside TE is faulty: not reused");
+        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").unwrap();
+        assert_eq!(
+            (h.framing, h.keep_alive),
+            (Framing::Chunked(Chunk::Size), true)
+        );
+        let h = head(concat!(
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n",
+            "connection: keep-alive\r\n\r\n"
+        ))
+        .unwrap();
+        assert!(!h.keep_alive, "TE in HTTP/1.0 is faulty: not reused");
         let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n").unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
         let h = head("HTTP/1.1 200\r\n\r\n").unwrap();
@@ -1048,7 +1116,7 @@ mod tests {
     }
 
     async fn body_of(conn: Conn, head: &Head) -> (Vec<u8>, Option<Conn>) {
-        let mut body = DirectBody::new(conn, head);
+        let mut body = DirectBody::new(conn, head, Duration::from_secs(300));
         let mut out = Vec::new();
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
         {
@@ -1122,7 +1190,7 @@ mod tests {
             let result = conn.exchange(&mut request, &[]).await;
             match (kind, result) {
                 ("body", Ok(head)) => {
-                    let mut body = DirectBody::new(conn, &head);
+                    let mut body = DirectBody::new(conn, &head, Duration::from_secs(300));
                     let mut failed = false;
                     while let Some(frame) =
                         std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
@@ -1224,5 +1292,56 @@ mod tests {
             head,
             b"GET /a/b?c=d HTTP/1.1\r\nhost: app.example\r\nx-added: 1\r\n\r\n"
         );
+        let line = |method: Method, target: &str| {
+            let mut request = Request::new(RequestBody::Empty);
+            *request.method_mut() = method;
+            *request.uri_mut() = target.parse().unwrap();
+            let mut head = Vec::new();
+            encode_head(&request, &[], &mut head);
+            let end = head.iter().position(|&b| b == b'\r').unwrap();
+            String::from_utf8(head[..end].to_vec()).unwrap()
+        };
+        // An absolute form with a query and no path still has a path.
+        assert_eq!(
+            line(Method::GET, "http://app.example?x=1"),
+            "GET /?x=1 HTTP/1.1"
+        );
+        assert_eq!(line(Method::GET, "http://app.example"), "GET / HTTP/1.1");
+        assert_eq!(line(Method::GET, "/s?a=1&b"), "GET /s?a=1&b HTTP/1.1");
+        // OPTIONS about the whole server; `http://app.example` parses as `http://app.example/`.
+        assert_eq!(line(Method::OPTIONS, "*"), "OPTIONS * HTTP/1.1");
+        assert_eq!(
+            line(Method::OPTIONS, "http://app.example"),
+            "OPTIONS / HTTP/1.1"
+        );
+        assert_eq!(
+            line(Method::OPTIONS, "http://app.example/p"),
+            "OPTIONS /p HTTP/1.1"
+        );
+    }
+
+    /// Connections idle too long are closed when another one comes back, not only when one
+    /// is taken (a backend that gets no more requests holds no stale sockets).
+    #[tokio::test]
+    async fn returned_connections_close_expired_ones() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepting = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            for _ in 0..3 {
+                kept.push(listener.accept().await.unwrap().0);
+            }
+            kept
+        });
+        let pool = Pool::default();
+        let hour = Duration::from_secs(3600);
+        for _ in 0..2 {
+            pool.put(connect(addr, hour).await.unwrap(), hour);
+        }
+        assert_eq!(pool.idle(), 2);
+        // Returned with a zero idle limit: both older ones have expired by it.
+        pool.put(connect(addr, hour).await.unwrap(), Duration::ZERO);
+        assert_eq!(pool.idle(), 1);
+        drop(accepting.await.unwrap());
     }
 }
