@@ -312,22 +312,11 @@ PHASES = {"up": scale_up, "down": scale_down}
 
 
 def main():
-    phases = sys.argv[1:] or list(PHASES)
-    unknown = [p for p in phases if p not in PHASES]
-    if unknown:
-        sys.exit(f"unknown phase {unknown}; phases: {' '.join(PHASES)}")
-    results = {}
-    began = time.time()
-    try:
-        for phase in phases:
-            PHASES[phase](results)
-    finally:
-        for p in B.procs:
-            if p.poll() is None:
-                p.kill()
+    phases = B.chosen_phases(PHASES, sys.argv[1:])
+    results, elapsed = B.run_phases(PHASES, phases)
     with open(f"{WORK}/results.json", "w") as f:
         json.dump(results, f, indent=2)
-    print(f"\nautoscaling {' '.join(phases)} in {(time.time() - began) / 60:.1f} min "
+    print(f"\nautoscaling {' '.join(phases)} in {elapsed / 60:.1f} min "
           f"(BENCH_SEED={B.SEED}); {os.cpu_count()} cores; all on 127.0.0.1\n")
     print(table(results))
     print(f"\nraw figures: {WORK}/results.json")

@@ -862,24 +862,36 @@ def versions():
 PHASES = {"get": phase_small_get, "msg": phase_messages, "ws": phase_websockets, "churn": phase_churn}
 
 
-def main():
-    phases = sys.argv[1:] or list(PHASES)
-    unknown = [p for p in phases if p not in PHASES]
+def chosen_phases(table, names):
+    """The phases of `table` named on the command line (all by default); exits on others."""
+    phases = names or list(table)
+    unknown = [p for p in phases if p not in table]
     if unknown:
-        sys.exit(f"unknown phase {unknown}; phases: {' '.join(PHASES)}")
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
-    random.seed(SEED)
+        sys.exit(f"unknown phase {unknown}; phases: {' '.join(table)}")
+    return phases
+
+
+def run_phases(table, phases):
+    """Runs `phases` of `table` into one results dict, then kills every process still running
+    (whatever happened). Returns the results and the seconds it took."""
     results = {}
     began = time.time()
     try:
         for phase in phases:
-            PHASES[phase](results)
+            table[phase](results)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    elapsed = time.time() - began
+    return results, time.time() - began
+
+
+def main():
+    phases = chosen_phases(PHASES, sys.argv[1:])
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    random.seed(SEED)
+    results, elapsed = run_phases(PHASES, phases)
     v = versions()
     perf = (f"perf stat -e {PERF_EVENT}: counted" if PERF else
             f"perf stat -e {PERF_EVENT}: <not supported> on this machine, so no perf rows")

@@ -694,13 +694,20 @@ impl DirectBody {
 
     /// Pending while the backend has been silent for less than the idle timeout.
     fn poll_silence(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let due = tokio::time::Instant::now() + self.idle_timeout;
-        let timer = self
-            .silence
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-        if std::mem::take(&mut self.progressed) {
-            timer.as_mut().reset(due);
-        }
+        let progressed = std::mem::take(&mut self.progressed);
+        let timer = match &mut self.silence {
+            Some(timer) => {
+                if progressed {
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + self.idle_timeout);
+                }
+                timer
+            }
+            None => self
+                .silence
+                .insert(Box::pin(tokio::time::sleep(self.idle_timeout))),
+        };
         timer.as_mut().poll(cx)
     }
 
