@@ -13,9 +13,7 @@ pub mod routing_status;
 pub mod status;
 pub mod validate;
 
-use kube::CustomResourceExt;
-
 /// The MeteorApp CRD as YAML, exactly as committed in `crds/meteorapps.yaml`.
 pub fn crd_yaml() -> String {
-    serde_norway::to_string(&api::MeteorApp::crd()).expect("the CRD serializes to YAML")
+    serde_norway::to_string(&api::crd()).expect("the CRD serializes to YAML")
 }

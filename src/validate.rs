@@ -2,15 +2,14 @@
 //! and the reconcile backstop give the apiserver's verdict and messages. Reconcile needs this
 //! because objects may predate a rule, or reach us from a cluster whose CRD is older.
 
-use crate::api::MeteorApp;
+use crate::api::{self, MeteorApp};
 use crate::problem::Problem;
-use kube::CustomResourceExt;
 use kube::core::cel::{CompiledSchema, Validator, compile_schema};
 
 thread_local! {
     /// The CRD's rules, compiled once per thread: compiling costs far more than evaluating.
     static RULES: (Validator, CompiledSchema) = {
-        let crd = MeteorApp::crd();
+        let crd = api::crd();
         let schema = crd.spec.versions[0]
             .schema
             .as_ref()

@@ -343,6 +343,44 @@ fn every_routing_mode_is_accepted() {
     }
     // An IP host is fine without an Ingress: the proxy or a Gateway does not route by host.
     routing_verdict(json!({}), "http://192.0.2.10:8080").expect("IP rootUrl with the proxy");
+    // Host names that merely start like an address are names.
+    for url in [
+        "https://192.0.2.10.nip.io",
+        "https://10-0-0-1.example.com:8443/app",
+        "HTTPS://todos.example.com",
+    ] {
+        routing_verdict(json!({"ingress": {}}), url)
+            .unwrap_or_else(|e| panic!("{url} with an Ingress rejected: {e}"));
+    }
+}
+
+/// The rootUrl rules are patterns (the API server cannot price URL accessors): each form of
+/// address they must see through.
+#[test]
+fn root_url_patterns_see_through_ports_user_info_and_brackets() {
+    use serde_json::json;
+    for url in [
+        "http://user:pw@192.0.2.1/",
+        "https://192.0.2.1:8443",
+        "https://[::1]",
+        "http://[2001:db8::1]?q=1",
+    ] {
+        let error = routing_verdict(json!({"ingress": {}}), url)
+            .expect_err(&format!("{url} with an Ingress accepted"));
+        assert!(
+            error.contains("rootUrl's host is an IP address"),
+            "{url}: {error}"
+        );
+    }
+    for url in [
+        "http://",
+        "https:///todos",
+        "https://user@/",
+        "ws://todos.example.com",
+    ] {
+        let error = routing_verdict(json!({}), url).expect_err(&format!("{url} accepted"));
+        assert!(error.contains("spec.rootUrl"), "{url}: {error}");
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! and `render`/reconcile evaluate the very same rules client-side (see `crate::validate`).
 
 mod autoscaling;
+pub mod bounds;
 mod mongo;
 mod routing;
 
@@ -17,11 +18,31 @@ use k8s_openapi::api::core::v1::{
     Affinity, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext,
     ResourceRequirements, SecurityContext, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{CustomResource, KubeSchema};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// The MeteorApp CRD as the API server gets it: derived from these types, with every string,
+/// list and map bounded (see [`bounds`]).
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = MeteorApp::crd();
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        let mut value = serde_json::to_value(&*schema).expect("a schema serializes to JSON");
+        bounds::apply(&mut value);
+        *schema = serde_json::from_value(value).expect("a bounded schema is still a schema");
+    }
+    crd
+}
 
 /// Longest MeteorApp name: leaves room for `-worker`, `-mongo-N` and the StatefulSet
 /// revision-hash label (63 characters) built from it.
@@ -61,7 +82,9 @@ pub const MAX_NAME_LENGTH: usize = 40;
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.reactivity) || !('changeStreams' in self.reactivity) || !has(self.mongo.managed) || self.mongo.managed.version.matches('^([6-9]|[1-9][0-9])\\\\.')")
     .message("reactivity: changeStreams needs MongoDB 6.0 or later (mongo.managed.version)"))]
-#[x_kube(validation = Rule::new("!has(self.routing) || !has(self.routing.ingress) || !isURL(self.rootUrl) || !isIP(url(self.rootUrl).getHostname())")
+// A pattern, not `isIP(url(..).getHostname())`: the API server cannot size what a URL accessor
+// returns, prices the rule as if the host were a whole request, and refuses the CRD.
+#[x_kube(validation = Rule::new(r"!has(self.routing) || !has(self.routing.ingress) || !self.rootUrl.matches('^[^:/?#]+://([^/?#@]*@)?(\\[[0-9A-Fa-f:.]*\\]|[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+)(:[0-9]*)?([/?#]|$)')")
     .message("routing.ingress: rootUrl's host is an IP address; an Ingress routes by host name"))]
 pub struct MeteorAppSpec {
     /// Container image of the Meteor app bundle (a Node server listening on `PORT`).
@@ -84,7 +107,9 @@ pub struct MeteorAppSpec {
     pub replicas: i32,
 
     /// Public URL of the app (`ROOT_URL`); http or https.
-    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHost() != ''")
+    #[schemars(length(max = 2048))]
+    // The scheme and a host by pattern: URL accessors return strings the API server cannot size.
+    #[x_kube(validation = Rule::new(r"isURL(self) && self.matches('^(?i:https?)://([^/?#@]*@)?(\\[[^/?#@\\]]+\\]|[^/?#@:\\[\\]]+)(:[0-9]*)?([/?#]|$)')")
         .message("must be an absolute http:// or https:// URL"))]
     pub root_url: String,
 
