@@ -54,8 +54,12 @@ fn main() -> ExitCode {
 }
 
 fn tokio_main(future: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(future)
+        .build()?;
+    let result = runtime.block_on(future);
+    // Dropping the runtime would wait for every blocking task, such as a DNS lookup of an API
+    // server that does not answer; the exit must not.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }

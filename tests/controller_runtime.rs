@@ -9,7 +9,7 @@ mod support;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Bytes, Frame};
+use hyper::body::{Bytes, Frame, Incoming};
 use kube::Client;
 use kube::client::Body;
 use meteor_operator::controller::{
@@ -79,6 +79,10 @@ type FakeBody = UnsyncBoxBody<Bytes, Infallible>;
 #[derive(Default)]
 struct FakeApi {
     apps: Vec<Value>,
+    /// The MeteorApp CRD is not installed: MeteorApps are not served (404).
+    no_crd: bool,
+    /// Requests to paths starting with this are never answered (an API server gone quiet).
+    hang: Option<String>,
     leases: Mutex<Leases>,
     seen: Mutex<Vec<Seen>>,
     refused: Mutex<Vec<String>>,
@@ -99,6 +103,40 @@ impl FakeApi {
             async move { Ok::<_, Infallible>(fake.answer(request).await) }
         });
         Client::new(service, "default")
+    }
+
+    /// Serves this fake over HTTP on a loopback port, for a real `meteor-operator` process.
+    async fn serve(self: &Arc<Self>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fake = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let fake = fake.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let fake = fake.clone();
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let bytes = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let request = Request::from_parts(parts, Body::from(bytes.to_vec()));
+                            Ok::<_, Infallible>(fake.answer(request).await)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        addr
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -168,7 +206,24 @@ impl FakeApi {
                 status_json(403, "Forbidden", &refusal),
             );
         }
+        if self
+            .hang
+            .as_ref()
+            .is_some_and(|prefix| path.starts_with(prefix))
+        {
+            return futures::future::pending().await;
+        }
         let request = rbac::attributes(&method, &path, &query).expect("a resource path");
+        if self.no_crd && request.resource == "meteorapps" {
+            return reply(
+                StatusCode::NOT_FOUND,
+                status_json(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ),
+            );
+        }
         if request.resource == "leases" {
             let (status, body) = self.lease(&request, &content_type, &query, body);
             return reply(status, body);
@@ -796,6 +851,7 @@ async fn caches_fill_on_a_standby_and_reconciles_start_once_it_leads() {
         namespace: None,
         cluster_domain: "cluster.local".into(),
         proxy_image: "ghcr.io/example/meteor-operator:test".into(),
+        shutdown_grace_seconds: meteor_operator::controller::DEFAULT_SHUTDOWN_GRACE_SECONDS,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(run_with(
@@ -925,4 +981,254 @@ async fn a_repeated_warning_is_patched_onto_the_first_event() {
     assert_eq!(events[1].path, format!("{EVENTS}/{name}"));
     assert_eq!(events[1].body["series"]["count"], 2);
     assert_eq!(fake.refused(), Vec::<String>::new());
+}
+
+// --- shutdown ----------------------------------------------------------------------------------
+
+/// A real `meteor-operator run` process against an API server at `server`.
+struct Operator {
+    child: std::process::Child,
+    admin: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Operator {
+    fn start(server: &str, leader_elect: bool, grace_seconds: u64) -> Operator {
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "meteor-sigterm-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"{server}\"}}}}]\n\
+                 users: [{{name: u, user: {{}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n\
+                 current-context: c\n"
+            ),
+        )
+        .unwrap();
+        let admin = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let log = dir.join("operator.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_meteor-operator"))
+            .args(["run", "--admin-addr", &admin.to_string()])
+            .arg(format!("--leader-elect={leader_elect}"))
+            .arg(format!("--shutdown-grace-seconds={grace_seconds}"))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAMESPACE", OPERATOR_NAMESPACE)
+            .env("POD_NAME", "sigterm-test")
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("meteor-operator starts");
+        Operator { child, admin, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The status `/readyz` answers.
+    async fn readyz(&self) -> Option<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.admin).await.ok()?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    }
+
+    /// Sends SIGTERM and returns how long the process took to exit (at most 30 s; past that it
+    /// is killed and the test fails).
+    async fn terminate(mut self) -> Duration {
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "exited before SIGTERM:\n{}",
+            self.log()
+        );
+        let sent = Instant::now();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        while sent.elapsed() < Duration::from_secs(30) {
+            if self.child.try_wait().unwrap().is_some() {
+                return sent.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.child.kill().unwrap();
+        panic!("still running 30 s after SIGTERM:\n{}", self.log());
+    }
+}
+
+/// A loopback address nothing listens on.
+fn closed_port() -> String {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    format!("http://{addr}")
+}
+
+fn lists_of_apps(fake: &FakeApi) -> Vec<Instant> {
+    fake.seen()
+        .iter()
+        .filter(|s| s.path == "/apis/meteorfleet.dev/v1alpha1/meteorapps" && !is_watch(s))
+        .map(|s| s.at)
+        .collect()
+}
+
+/// The CRD missing: not ready, one clear line per retry, retries spaced more and more, and
+/// SIGTERM ends the process at once (kube-runtime alone would wait for a MeteorApp list that
+/// never comes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_process_whose_crd_is_missing_and_it_says_why() {
+    let fake = Arc::new(FakeApi {
+        no_crd: true,
+        ..FakeApi::default()
+    });
+    let server = format!("http://{}", fake.serve().await);
+    let operator = Operator::start(&server, false, 60);
+    eventually("three lists of MeteorApps", Duration::from_secs(20), || {
+        lists_of_apps(&fake).len() >= 3
+    })
+    .await;
+    let lists = lists_of_apps(&fake);
+    let (first, second) = (lists[1] - lists[0], lists[2] - lists[1]);
+    assert!(second > first, "retries after {first:?}, then {second:?}");
+    assert_eq!(
+        operator.readyz().await,
+        Some(503),
+        "ready without MeteorApps"
+    );
+    let log = operator.log();
+    assert!(
+        log.contains("the MeteorApp CRD (meteorapps.meteorfleet.dev) is not installed"),
+        "{log}"
+    );
+    let took = operator.terminate().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_process_whose_api_server_is_gone() {
+    let operator = Operator::start(&closed_port(), true, 60);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(operator.readyz().await, Some(503));
+    let took = operator.terminate().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+}
+
+/// An API server that accepts requests and never answers: the Lease cannot even be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_process_whose_api_server_never_answers() {
+    let fake = Arc::new(FakeApi {
+        hang: Some("/".into()),
+        ..FakeApi::default()
+    });
+    let server = format!("http://{}", fake.serve().await);
+    let operator = Operator::start(&server, true, 60);
+    eventually("the Lease asked for", Duration::from_secs(20), || {
+        fake.seen().iter().any(|s| s.path == LEASE_PATH)
+    })
+    .await;
+    let took = operator.terminate().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_standby_at_once_and_leaves_the_lease_alone() {
+    let fake = FakeApi::new(vec![todos()]);
+    let other = "other-replica_0";
+    fake.leases.lock().unwrap().write(
+        OPERATOR_NAMESPACE,
+        LEASE,
+        "other-manager",
+        &json!({
+            "holderIdentity": other, "leaseDurationSeconds": 3600,
+            "acquireTime": now_micro(), "renewTime": now_micro(),
+        }),
+        Write::Update,
+    );
+    let server = format!("http://{}", fake.serve().await);
+    let operator = Operator::start(&server, true, 60);
+    let mut ready = None;
+    for _ in 0..100 {
+        ready = operator.readyz().await;
+        if ready == Some(200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, Some(200), "a listed standby is ready");
+    let took = operator.terminate().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+    assert_eq!(fake.holder().as_deref(), Some(other));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_leader_at_rest_at_once_and_releases_the_lease() {
+    let fake = FakeApi::new(vec![]);
+    let server = format!("http://{}", fake.serve().await);
+    let operator = Operator::start(&server, true, 60);
+    eventually("the Lease is held", Duration::from_secs(20), || {
+        fake.holder().is_some()
+    })
+    .await;
+    let took = operator.terminate().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+    assert_eq!(fake.holder(), None, "released on shutdown");
+}
+
+/// A reconcile waits on a request the API server never answers: SIGTERM gives it the grace,
+/// then the process exits anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_leader_stuck_in_a_reconcile_after_its_grace() {
+    let secret = "/api/v1/namespaces/default/secrets/todos-mongo";
+    let fake = Arc::new(FakeApi {
+        apps: vec![todos()],
+        hang: Some(secret.into()),
+        ..FakeApi::default()
+    });
+    let server = format!("http://{}", fake.serve().await);
+    let operator = Operator::start(&server, true, 3);
+    eventually(
+        "the reconcile reads the Secret",
+        Duration::from_secs(20),
+        || fake.seen().iter().any(|s| s.path == secret),
+    )
+    .await;
+    let took = operator.terminate().await;
+    assert!(
+        (Duration::from_secs(3)..Duration::from_secs(7)).contains(&took),
+        "exited {took:?} after SIGTERM, with a grace of 3 s"
+    );
 }

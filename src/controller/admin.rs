@@ -1,5 +1,5 @@
-//! The admin HTTP endpoint: `/metrics`, `/healthz` (the process runs), `/readyz` (the controller
-//! has started, as leader or as a standby waiting for the lease).
+//! The admin HTTP endpoint: `/metrics`, `/healthz` (the process runs), `/readyz` (MeteorApps are
+//! listed, as leader or as a standby waiting for the lease).
 
 use super::metrics::Metrics;
 use http_body_util::Full;
@@ -7,10 +7,13 @@ use hyper::body::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
+
+/// Longest a client may take to send a request head.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Shared with the controller: whether `/readyz` should answer 200.
 #[derive(Default)]
@@ -40,7 +43,10 @@ pub async fn serve(
                 let response = route(request.uri().path(), &metrics, &readiness);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
+            // A client that never finishes its request head does not hold a task for ever.
             if let Err(error) = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

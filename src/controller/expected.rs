@@ -1,14 +1,24 @@
 //! Children the operator wrote that their cache has not shown yet. A reconcile that starts before
 //! the watch delivers the operator's own last write would see the child missing (or as it was)
 //! and write it again, or look it up as a possible namesake; it uses the written object instead.
-//! An entry leaves when the cache holds that version, when the watch delivers it (or a deletion,
-//! or a relist), and after a minute at most, so a lost event cannot pin a stale view.
+//! An entry leaves when the cache holds that version or a later one, when the watch delivers
+//! such a version (or a deletion, or a relist), and after a minute at most, so a lost event cannot
+//! pin a stale view.
+//!
+//! "Or a later one" matters on a real cluster: the Deployment controller writes a Deployment's
+//! status right after the operator's write, and the watch may deliver both before the operator
+//! has the API's answer in hand. Had the entry waited for exactly the written version, it would
+//! stand in for the cache (with no status) for its whole minute, and `Ready` would come a minute
+//! late. Resource versions of one resource compare as integers (KEP-5504, stable in Kubernetes
+//! 1.35, and true of every etcd-backed API server); where one does not parse, only equality
+//! counts.
 
 use super::apply::Child;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use std::any::Any;
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -71,7 +81,7 @@ impl Expected {
         };
         let caught_up = cached
             .as_ref()
-            .is_some_and(|c| c.resource_version() == entry.version);
+            .is_some_and(|c| at_least(c.resource_version(), &entry.version));
         if caught_up || entry.at.elapsed() >= AT_MOST {
             written.remove(&key);
             return cached;
@@ -94,7 +104,7 @@ impl Expected {
                         key_of::<K>(&object.namespace().unwrap_or_default(), &object.name_any());
                     if written
                         .get(&key)
-                        .is_some_and(|w| w.version == object.resource_version())
+                        .is_some_and(|w| at_least(object.resource_version(), &w.version))
                     {
                         written.remove(&key);
                     }
@@ -117,6 +127,25 @@ impl Expected {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Written>> {
         self.written.lock().expect("lock is never poisoned")
     }
+}
+
+/// Whether `seen` is the version `written` or a later one.
+fn at_least(seen: Option<String>, written: &Option<String>) -> bool {
+    match (seen.as_deref(), written.as_deref()) {
+        (Some(seen), Some(written)) => match (revision(seen), revision(written)) {
+            (Some(seen), Some(written)) => seen.cmp(&written) != Ordering::Less,
+            _ => seen == written,
+        },
+        (seen, written) => seen == written,
+    }
+}
+
+/// A resource version as a comparable revision: a positive integer of any length, without
+/// leading zeros (`k8s.io/apimachinery/pkg/util/resourceversion`), ordered by length, then
+/// digits.
+fn revision(version: &str) -> Option<(usize, &str)> {
+    let digits = version.bytes().all(|b| b.is_ascii_digit());
+    (digits && !version.is_empty() && !version.starts_with('0')).then_some((version.len(), version))
 }
 
 #[cfg(test)]
@@ -167,6 +196,56 @@ mod tests {
             version(expected.observed(&cache, "shop", "todos")),
             Some("3".into())
         );
+    }
+
+    /// On a real cluster the Deployment controller writes status right after the operator's
+    /// write, and the watch can deliver both before the write's answer is recorded: the cache,
+    /// already past the written version, is what a reconcile must see (with the status).
+    #[test]
+    fn a_cache_already_past_the_write_is_seen_at_once() {
+        let expected = Arc::new(Expected::default());
+        let (cache, mut writer) = reflector::store::<Service>();
+        let mut observe = expected.observer::<Service>();
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        for version in ["7", "8"] {
+            writer.apply_watcher_event(&Event::Apply(service(version)));
+            observe(&Ok(Event::Apply(service(version))));
+        }
+        expected.written(&service("7"));
+        assert_eq!(
+            version(expected.observed(&cache, "shop", "todos")),
+            Some("8".into())
+        );
+
+        // Before the cache catches up the write stands in; a later event clears it.
+        expected.written(&service("10"));
+        assert_eq!(
+            version(expected.observed(&cache, "shop", "todos")),
+            Some("10".into())
+        );
+        observe(&Ok(Event::Apply(service("11"))));
+        writer.apply_watcher_event(&Event::Apply(service("11")));
+        assert_eq!(
+            version(expected.observed(&cache, "shop", "todos")),
+            Some("11".into())
+        );
+    }
+
+    #[test]
+    fn versions_compare_as_revisions_and_otherwise_only_by_equality() {
+        let v = |s: &str| Some(s.to_string());
+        assert!(at_least(v("10"), &v("9")), "by value, not as text");
+        assert!(at_least(v("9"), &v("9")));
+        assert!(!at_least(v("9"), &v("10")));
+        assert!(!at_least(
+            v("123456789012345678901"),
+            &v("123456789012345678902")
+        ));
+        assert!(!at_least(v("09"), &v("8")), "a leading zero is no revision");
+        assert!(at_least(v("abc"), &v("abc")));
+        assert!(!at_least(v("abd"), &v("abc")));
+        assert!(!at_least(None, &v("1")));
     }
 
     /// A child created and then deleted by someone else before any reconcile looked: the watch

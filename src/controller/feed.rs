@@ -7,12 +7,61 @@
 use futures::{Stream, StreamExt};
 use kube::Resource;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::{self, DefaultBackoff, Event};
 use std::hash::Hash;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
+
+/// The retry delays of every watch: from 0.8 s, doubling to 30 s while it keeps failing, and from
+/// 0.8 s again after two minutes without a failure.
+///
+/// kube-runtime's `default_backoff` starts over at every item of the stream, and a watcher sends
+/// one (`Init`) before each attempt to list, so a list that always fails (the MeteorApp CRD is
+/// missing, RBAC forbids it) would be retried every 0.8 s forever. This is the same backoff
+/// without those resets: its own timer starts it over after two quiet minutes.
+pub struct WatchBackoff(DefaultBackoff);
+
+pub fn backoff() -> WatchBackoff {
+    WatchBackoff(DefaultBackoff::default())
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        self.0.next()
+    }
+}
+
+impl Backoff for WatchBackoff {
+    /// Called on every item of the stream; only two quiet minutes start the delays over.
+    fn reset(&mut self) {}
+}
+
+/// Why a watch of `kind` failed, with what to do where the cause is known.
+fn explain(kind: &str, error: &watcher::Error) -> String {
+    let status = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+        watcher::Error::WatchError(status) => Some(status.code),
+        _ => None,
+    };
+    match status {
+        Some(404) if kind == "MeteorApp" => format!(
+            "the MeteorApp CRD (meteorapps.meteorfleet.dev) is not installed: apply crds/ or \
+             install the chart ({error})"
+        ),
+        Some(404) => format!("the API server does not serve {kind} ({error})"),
+        Some(403) => {
+            format!("the operator may not list or watch {kind}: its ClusterRole lacks it ({error})")
+        }
+        _ => error.to_string(),
+    }
+}
 
 /// Objects in flight between a watch and the reconciler; the controller's scheduler drains
 /// them at once, so this only smooths bursts.
@@ -88,6 +137,7 @@ async fn forward<K, S>(
     let mut waiting = true;
     let mut listing = false;
     let mut replay_after_list = false;
+    let mut failures = 0u32;
     loop {
         tokio::select! {
             sender = &mut opened, if waiting => {
@@ -103,14 +153,21 @@ async fn forward<K, S>(
                 let touched = match event {
                     None => return,
                     Some(Err(error)) => {
-                        tracing::warn!(%kind, %error, "watch failed; retrying with backoff");
+                        failures = failures.saturating_add(1);
+                        let error = explain(&kind, &error);
+                        tracing::warn!(%kind, %error, failures, "watch failed; retrying with a growing backoff");
                         continue;
                     }
+
                     Some(Ok(Event::Init)) => {
                         listing = true;
                         continue;
                     }
                     Some(Ok(Event::InitDone)) => {
+                        if failures > 0 {
+                            tracing::info!(%kind, failures, "watch listed again after failures");
+                            failures = 0;
+                        }
                         listing = false;
                         if let (true, Some(store), Some(sender)) = (replay_after_list, &replay, &out) {
                             replay_after_list = false;
@@ -236,6 +293,24 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         events_tx.send(Event::InitDone).unwrap();
         assert_eq!(next_name(&mut opened).await, "early");
+    }
+
+    /// The watcher's `Init` before each list resets the backoff it is given; ours still grows.
+    #[test]
+    fn the_watch_backoff_grows_through_the_resets_of_a_failing_watch() {
+        let mut backoff = backoff();
+        let mut delays = Vec::new();
+        for _ in 0..6 {
+            backoff.reset();
+            delays.push(backoff.next().expect("never gives up"));
+        }
+        assert!(delays[0] < Duration::from_secs(2), "{delays:?}");
+        assert!(delays[4] >= Duration::from_millis(12_800), "{delays:?}");
+        assert!(delays[5] >= Duration::from_secs(25), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(60)),
+            "{delays:?}"
+        );
     }
 
     fn tokio_stream_of<K: Send + 'static>(

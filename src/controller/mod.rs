@@ -4,6 +4,7 @@
 
 mod admin;
 pub(crate) mod apply;
+pub mod client;
 pub mod drift;
 mod expected;
 mod feed;
@@ -33,7 +34,8 @@ use crate::build::routing::{Certificate, HTTPRoute, RoutingOptions};
 use crate::references::SourceKind;
 use crate::routing_status::TlsSecretState;
 use feed::Feed;
-use futures::StreamExt;
+use futures::future::Shared;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
@@ -96,7 +98,15 @@ pub struct RunArgs {
     /// (the chart passes its image here).
     #[arg(long, env = "METEOR_OPERATOR_PROXY_IMAGE", default_value = crate::build::routing::DEFAULT_PROXY_IMAGE)]
     pub proxy_image: String,
+    /// Seconds after SIGTERM that in-flight reconciles and the release of the Lease may take
+    /// before the process exits anyway; keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "METEOR_OPERATOR_SHUTDOWN_GRACE_SECONDS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECONDS)]
+    pub shutdown_grace_seconds: u64,
 }
+
+/// Default of `--shutdown-grace-seconds`: longer than the slowest managed-MongoDB step (a
+/// step-down, 50 s), shorter than the chart's terminationGracePeriodSeconds (75).
+pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 60;
 
 /// Default of `--max-upgrade-rollouts`.
 pub const DEFAULT_UPGRADE_ROLLOUTS: u16 = 2;
@@ -542,21 +552,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     crate::mongo::set_cluster_domain(args.cluster_domain.clone());
     let metrics = Arc::new(Metrics::default());
-    // Every request the client sends is counted by kind (meteor_operator_api_requests).
-    let counted = metrics.clone();
-    let client = kube::client::ClientBuilder::try_from(kube::Config::infer().await?)?
-        .with_layer(&tower::util::MapRequestLayer::new(
-            move |request: http::Request<kube::client::Body>| {
-                counted.requested(request.method(), request.uri());
-                request
-            },
-        ))
-        .build();
+    let client = client::build(kube::Config::infer().await?, metrics.clone())?;
     run_with(client, metrics, args, shutdown_signal()).await
 }
 
 /// [`run`] against `client` until `shutdown` resolves: the caches start at once, on every
 /// replica; the reconciler once this replica holds the Lease. Losing the Lease exits the process.
+///
+/// Once `shutdown` resolves, in-flight reconciles and the release of the Lease get
+/// `--shutdown-grace-seconds` at most, whatever state the process is in (API server slow or
+/// gone, caches never synced, still waiting for the Lease); with no reconcile in flight it ends
+/// at once.
 pub async fn run_with(
     client: Client,
     metrics: Arc<Metrics>,
@@ -575,27 +581,80 @@ pub async fn run_with(
     // A standby lists and watches too, so winning the Lease costs no LIST of every Secret,
     // ConfigMap and child before the first reconcile.
     let caches = Caches::start(&client, args.namespace.as_deref());
+    // Ready once MeteorApps are listed: not while their CRD is missing or the API unreachable.
+    let mut apps_listed = caches.apps_listed.clone();
+    let _ready = AbortOnDropHandle::new(tokio::spawn({
+        let readiness = readiness.clone();
+        async move {
+            if apps_listed.wait_for(|listed| *listed).await.is_ok() {
+                readiness.set(true);
+            }
+        }
+    }));
 
-    let mut shutdown = Box::pin(shutdown);
+    let shutdown = shutdown.shared();
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let apps_listed = caches.apps_listed.clone();
+    // kube-runtime starts no reconcile before the MeteorApp cache is listed, and waits for that
+    // listing before it stops: without this bound, SIGTERM would never end a process whose
+    // MeteorApp CRD is missing. Unlisted, nothing is in flight and the process ends at once.
+    let deadline = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            if *apps_listed.borrow() {
+                tokio::time::sleep(grace).await;
+                tracing::warn!(
+                    ?grace,
+                    "in-flight work did not end within the shutdown grace; exiting"
+                );
+            }
+        }
+    };
+    tokio::select! {
+        result = lead_and_reconcile(client, caches, args, metrics, shutdown) => result,
+        () = deadline => Ok(()),
+    }
+}
+
+/// Takes the Lease (unless `--leader-elect=false`), reconciles until `shutdown`, then releases it.
+async fn lead_and_reconcile(
+    client: Client,
+    caches: Caches,
+    args: RunArgs,
+    metrics: Arc<Metrics>,
+    shutdown: Shared<impl Future<Output = ()> + Send + Sync + 'static>,
+) -> anyhow::Result<()> {
     let lease = if args.leader_elect {
         let namespace = args
             .lease_namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_string());
         let settings = LeaseSettings::new(&args.lease_name, namespace);
-        let (manager, identity) = lease_manager(client.clone(), &settings).await?;
+        let mut backoff = feed::backoff();
+        let (manager, identity) = loop {
+            match lease_manager(client.clone(), &settings).await {
+                Ok(built) => break built,
+                Err(error) => {
+                    let retry = backoff.next().unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(%error, ?retry, "cannot read or create the leader Lease");
+                    tokio::select! {
+                        () = shutdown.clone() => return Ok(()),
+                        () = tokio::time::sleep(retry) => {}
+                    }
+                }
+            }
+        };
         let (mut leading, task) = manager.watch().await;
-        readiness.set(true);
         tracing::info!(lease = %args.lease_name, %identity, "waiting for the leader lease");
         tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            () = shutdown.clone() => return Ok(()),
             changed = leading.wait_for(|leader| *leader) => { changed?; }
         }
         tracing::info!(%identity, "acquired the leader lease");
         metrics.set_leader(true);
         Some((leading, task))
     } else {
-        readiness.set(true);
         None
     };
 
@@ -628,6 +687,9 @@ pub async fn run_with(
 /// changes reach the reconciler only once this replica leads (see [`feed`]).
 struct Caches {
     apps: Store<ListedApp>,
+    /// Whether MeteorApps were listed once. (Not `apps.wait_until_ready()`: kube-runtime wakes
+    /// only one of the tasks waiting on it, and its controller is one.)
+    apps_listed: tokio::sync::watch::Receiver<bool>,
     deployments: Store<Deployment>,
     services: Store<Service>,
     budgets: Store<PodDisruptionBudget>,
@@ -706,15 +768,21 @@ impl Caches {
         );
         // MeteorApps are cached without managedFields, which are often most of an object's bytes.
         let (apps, app_writer) = reflector::store();
+        let (listed, apps_listed) = tokio::sync::watch::channel(false);
         let index = index::SharedIndex::default();
         let app_events = watcher(
             scoped_api::<ListedApp>(client, namespace),
             watcher::Config::default().any_semantic(),
         )
-        .default_backoff()
+        .backoff(feed::backoff())
         .modify(trim::app)
         .reflect(app_writer)
-        .inspect(index.observer());
+        .inspect(index.observer())
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                listed.send_replace(true);
+            }
+        });
         let (secret_versions, secret_feed) = versions_cache::<Secret>(client, namespace);
         let (config_map_versions, config_map_feed) = versions_cache::<ConfigMap>(client, namespace);
         Self {
@@ -763,6 +831,7 @@ impl Caches {
                 autoscalers: autoscaler_feed,
             },
             apps,
+            apps_listed,
         }
     }
 }
@@ -777,6 +846,7 @@ async fn run_reconciler(
 ) {
     let Caches {
         apps: app_store,
+        apps_listed: _,
         deployments,
         services,
         budgets,
@@ -871,7 +941,7 @@ impl Owned<'_> {
                 .labels(MANAGED_SELECTOR)
                 .any_semantic(),
         )
-        .default_backoff()
+        .backoff(feed::backoff())
         .modify(trim)
         .reflect(writer)
         .inspect(self.expected.observer::<K>());
@@ -893,7 +963,7 @@ where
         scoped_api::<PartialObjectMeta<K>>(client, namespace),
         watcher::Config::default().any_semantic(),
     )
-    .default_backoff()
+    .backoff(feed::backoff())
     .modify(trim::version_only)
     .reflect(writer);
     (reader, feed::spawn(K::kind(&()).into_owned(), events, None))

@@ -77,7 +77,7 @@ pub fn start<K: Child>(
         crds,
         watcher::Config::default().fields(&format!("metadata.name={crd_name}")),
     )
-    .default_backoff();
+    .backoff(feed::backoff());
     let crd_watch = tokio::spawn(follow_crd(crd_events, present));
 
     let (store, writer) = reflector::store();
@@ -89,7 +89,7 @@ pub fn start<K: Child>(
         // Until the CRD exists, a LIST would only answer 404.
         let _ = wait.wait_for(|installed| *installed).await;
         watcher(api, config)
-            .default_backoff()
+            .backoff(feed::backoff())
             .modify(trim)
             .reflect(writer)
             .inspect(observer)
