@@ -11,6 +11,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use meteor_operator::api::MeteorApp;
 use meteor_operator::autoscaling_status::readiness;
 use meteor_operator::build::{self, horizontal_pod_autoscaler};
+use std::sync::Arc;
 use support::cluster::{Cluster, settled};
 use support::{
     DEPLOYMENT, Expect, PDB, SECRET, SERVICE, STATUS, app_from_yaml, condition, mongo_secret,
@@ -19,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const HPA: &str = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/todos";
 const PODS: &str = "/api/v1/namespaces/default/pods";
+const REPLICA_SETS: &str = "/apis/apps/v1/namespaces/default/replicasets";
 
 fn app(extra: &str) -> MeteorApp {
     app_from_yaml(&format!(
@@ -230,17 +232,43 @@ async fn proxy_status(
     })
 }
 
+/// The uid of the proxy tier's ReplicaSet in [`proxy_replica_sets`].
+const PROXY_RS_UID: &str = "uid-todos-proxy-5d8f";
+
 fn pod(name: &str, ip: &str, component: &str, cost: Option<&str>) -> serde_json::Value {
     let mut pod = serde_json::json!({
         "metadata": { "name": name, "namespace": "default",
             "labels": { "app.kubernetes.io/component": component } },
         "status": { "podIP": ip },
     });
+    if component == "proxy" {
+        pod["metadata"]["ownerReferences"] = serde_json::json!([{ "apiVersion": "apps/v1",
+            "kind": "ReplicaSet", "name": "todos-proxy-5d8f", "uid": PROXY_RS_UID,
+            "controller": true }]);
+    }
     if let Some(cost) = cost {
         pod["metadata"]["annotations"] =
             serde_json::json!({ "controller.kubernetes.io/pod-deletion-cost": cost });
     }
     pod
+}
+
+/// The proxy tier's ReplicaSets: its own (controlled by the proxy Deployment of the cache) and
+/// one that someone else's Deployment controls.
+fn proxy_replica_sets() -> (StatusCode, serde_json::Value) {
+    let replica_set = |name: &str, uid: &str, owner: &str| {
+        serde_json::json!({ "metadata": { "name": name, "namespace": "default", "uid": uid,
+            "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "Deployment",
+                "name": "todos-proxy", "uid": owner, "controller": true }] } })
+    };
+    (
+        StatusCode::OK,
+        serde_json::json!({ "apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {},
+            "items": [
+                replica_set("todos-proxy-5d8f", PROXY_RS_UID, "uid-todos-proxy"),
+                replica_set("todos-proxy-6666", "uid-forged-rs", "uid-someone-else"),
+            ] }),
+    )
 }
 
 fn pod_list(pods: Vec<serde_json::Value>) -> (StatusCode, serde_json::Value) {
@@ -302,15 +330,27 @@ async fn before_a_scale_down_each_pod_costs_its_sessions_over_every_proxy() {
         ]),
     )
     .await;
+    // A pod labelled as a proxy of this app, not of the proxy tier: never asked (it would claim
+    // that todos-c holds everyone).
+    let impostor = proxy_status(
+        "127.0.0.3",
+        port,
+        serde_json::json!([{ "id": "10.0.0.3:3000", "active": 100000 }]),
+    )
+    .await;
+    let mut forged = pod("todos-proxy-x", "127.0.0.3", "proxy", None);
+    forged["metadata"]["ownerReferences"][0]["uid"] = "uid-forged-rs".into();
     cluster.admin_port = Some(port);
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
         Expect::get(PODS, app_pods()),
+        Expect::get(REPLICA_SETS, proxy_replica_sets()),
         Expect::get(
             PODS,
             pod_list(vec![
                 pod("todos-proxy-1", "127.0.0.1", "proxy", None),
                 pod("todos-proxy-2", "127.0.0.2", "proxy", None),
+                forged,
             ]),
         ),
         Expect::patch(&format!("{PODS}/todos-a")),
@@ -322,6 +362,7 @@ async fn before_a_scale_down_each_pod_costs_its_sessions_over_every_proxy() {
     let transcript = cluster.reconcile(two, script).await;
     first.abort();
     second.abort();
+    impostor.abort();
     let cost = |name: &str| {
         transcript.body_of(Method::PATCH, &format!("{PODS}/{name}"))["metadata"]["annotations"]
             ["controller.kubernetes.io/pod-deletion-cost"]
@@ -346,6 +387,7 @@ async fn a_scale_down_goes_ahead_with_a_warning_when_the_proxies_do_not_answer()
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
         Expect::get(PODS, app_pods()),
+        Expect::get(REPLICA_SETS, proxy_replica_sets()),
         Expect::get(
             PODS,
             pod_list(vec![pod("todos-proxy-1", "127.0.0.1", "proxy", None)]),
@@ -361,6 +403,55 @@ async fn a_scale_down_goes_ahead_with_a_warning_when_the_proxies_do_not_answer()
     assert!(
         event["note"].as_str().unwrap().contains("did not answer"),
         "{event}"
+    );
+}
+
+/// A proxy's admin port that streams an endless status (its image is the user's): the operator
+/// reads at most 1 MiB of it, takes it as no answer, warns, and scales down all the same.
+#[tokio::test]
+async fn an_endless_status_is_cut_at_its_limit_and_counts_as_no_answer() {
+    let (two, mut cluster) = scaling_down();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    cluster.admin_port = Some(listener.local_addr().unwrap().port());
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let endless = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = vec![0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let head =
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"backends\": [";
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    continue;
+                }
+                let chunk = "{\"id\": \"10.0.0.1:3000\", \"active\": 1},".repeat(1000);
+                while stream.write_all(chunk.as_bytes()).await.is_ok() {
+                    sent.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::get(PODS, app_pods()),
+        Expect::get(REPLICA_SETS, proxy_replica_sets()),
+        Expect::get(
+            PODS,
+            pod_list(vec![pod("todos-proxy-1", "127.0.0.1", "proxy", None)]),
+        ),
+        Expect::event(),
+        Expect::patch(DEPLOYMENT),
+        Expect::status(&two),
+    ];
+    let transcript = cluster.reconcile(two, script).await;
+    endless.abort();
+    let note = transcript.event()["note"].as_str().unwrap().to_string();
+    assert!(note.contains("1048576 bytes"), "{note}");
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sent < 64 << 20,
+        "{sent} bytes were sent: the reading stopped late"
     );
 }
 

@@ -1074,6 +1074,17 @@ impl Operator {
     }
 }
 
+impl Drop for Operator {
+    /// Never leaves a process or its files behind, whatever the test did.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = self.log.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// A loopback address nothing listens on.
 fn closed_port() -> String {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1231,4 +1242,105 @@ async fn sigterm_ends_a_leader_stuck_in_a_reconcile_after_its_grace() {
         (Duration::from_secs(3)..Duration::from_secs(7)).contains(&took),
         "exited {took:?} after SIGTERM, with a grace of 3 s"
     );
+}
+
+/// A TCP forwarder to `upstream` that stops forwarding (keeping every connection open) once
+/// `stall` is set: a network that silently drops a process's traffic.
+async fn stalling_forwarder(upstream: std::net::SocketAddr, stall: Arc<AtomicBool>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            for (mut from, mut to) in [(client_read, server_write), (server_read, client_write)] {
+                let stall = stall.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    loop {
+                        let Ok(n) = from.read(&mut buffer).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        while stall.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        if to.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The leader's network stalls: its renewals hang, and it exits before the standby, which
+/// still reaches the API server, can take the Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_api_server_stops_before_the_standby_takes_over() {
+    let fake = FakeApi::new(vec![]);
+    let direct = fake.serve().await;
+    let stall = Arc::new(AtomicBool::new(false));
+    let through = stalling_forwarder(direct, stall.clone()).await;
+    let mut leader = Operator::start(&through, true, 60);
+    eventually("the first process leads", Duration::from_secs(20), || {
+        fake.holder().is_some()
+    })
+    .await;
+    let leader_identity = fake.holder().unwrap();
+    let standby = Operator::start(&format!("http://{direct}"), true, 60);
+    eventually("the standby is listed", Duration::from_secs(20), || {
+        fake.seen().iter().filter(|s| s.path == LEASE_PATH).count() >= 3
+    })
+    .await;
+
+    stall.store(true, Ordering::Relaxed);
+    let stalled = Instant::now();
+    let exited = loop {
+        if let Some(status) = leader.child.try_wait().unwrap() {
+            assert!(
+                !status.success(),
+                "a leader that lost its Lease exits with a failure"
+            );
+            break Instant::now();
+        }
+        assert!(
+            stalled.elapsed() < Duration::from_secs(30),
+            "the cut-off leader still runs:\n{}",
+            leader.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eventually(
+        "the standby takes the Lease",
+        Duration::from_secs(30),
+        || fake.holder().is_some_and(|h| h != leader_identity),
+    )
+    .await;
+    let taken = fake
+        .lease_history()
+        .into_iter()
+        .find(|w| w.holder.as_ref().is_some_and(|h| *h != leader_identity))
+        .unwrap()
+        .at;
+    assert!(
+        exited < taken,
+        "the old leader exited {:?} after the stall, the standby took over {:?} after it",
+        exited - stalled,
+        taken - stalled
+    );
+    assert!(
+        leader
+            .log()
+            .contains("could not renew the leader lease in time")
+    );
+    standby.terminate().await;
 }

@@ -267,7 +267,22 @@ async fn reconcile_holds_ready_until_mongo_is_ready() {
     });
     let budgets = desired.disruption_budget.map(stamped).into_iter().collect();
 
-    let mut script = Vec::new();
+    // A new managed tier: each of its names is looked up once, in case another owner holds it.
+    let mut script = vec![
+        Expect::get(STS, not_found("statefulsets", "shop-mongo")),
+        Expect::get(
+            &format!("{NS}/services/shop-mongo"),
+            not_found("services", "shop-mongo"),
+        ),
+        Expect::get(
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/shop-mongo",
+            not_found("poddisruptionbudgets", "shop-mongo"),
+        ),
+        Expect::get(
+            "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/shop-mongo",
+            not_found("networkpolicies", "shop-mongo"),
+        ),
+    ];
     for kind in ["keyfile", "root", "app", "oplog"] {
         let name = format!("shop-mongo-{kind}");
         script.push(Expect::get(

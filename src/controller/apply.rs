@@ -212,33 +212,53 @@ impl Applier {
     }
 }
 
-/// When a `K` named `name` exists that `owner_uid` does not control, says so. Used for children
-/// missing from the cache (which only holds objects we labelled): applying over a namesake would
-/// take it over, and garbage collection would later delete it with the MeteorApp.
-pub async fn foreign_namesake<K>(
+/// Why the child `name` cannot be written for `app`, when something else holds that name: the
+/// object as `observed` (the cache of objects the operator labelled, which another MeteorApp's
+/// children share: `shop`'s `shop-app` Service and `shop-app`'s front Service have one name) or,
+/// missing from the cache, as the API has it. A child is this app's only if its controller
+/// reference is this app's uid; applying over anyone else's would take it over, and garbage
+/// collection would later delete it with the wrong MeteorApp.
+pub async fn namesake<K: Child>(
     client: &Client,
+    app: &crate::api::MeteorApp,
     namespace: &str,
     name: &str,
-    owner_uid: &str,
-) -> Result<Option<String>, kube::Error>
-where
-    K: Child,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let Some(existing) = api.get_metadata_opt(name).await? else {
-        return Ok(None);
+    observed: Option<&K>,
+) -> Result<Option<String>, kube::Error> {
+    let owner_uid = app.uid().unwrap_or_default();
+    let holder = match observed {
+        Some(observed) => holder(observed.meta(), &owner_uid),
+        None => Api::<K>::namespaced(client.clone(), namespace)
+            .get_metadata_opt(name)
+            .await?
+            .and_then(|existing| holder(&existing.metadata, &owner_uid)),
     };
-    let ours = existing
-        .owner_references()
-        .iter()
-        .any(|r| r.uid == owner_uid && r.controller == Some(true));
-    Ok((!ours).then(|| {
+    Ok(holder.map(|holder| {
         format!(
-            "{} {namespace}/{name} already exists and is not managed by this MeteorApp; \
-             rename or delete it, or rename the MeteorApp",
-            K::kind(&())
+            "{} {namespace}/{name} already exists and belongs to {holder}, not to MeteorApp {}; \
+             rename one of them or delete that {0} (a MeteorApp's children are named after it: \
+             NAME, NAME-app, NAME-proxy, NAME-worker, NAME-mongo)",
+            K::kind(&()),
+            app.name_any(),
         )
     }))
+}
+
+/// Who controls `meta`, unless it is `owner_uid`.
+fn holder(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    owner_uid: &str,
+) -> Option<String> {
+    match meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+    {
+        Some(owner) if owner.uid == owner_uid => None,
+        Some(owner) => Some(format!("{} {}", owner.kind, owner.name)),
+        None => Some("no MeteorApp (nothing controls it)".to_string()),
+    }
 }
 
 /// Keeps `observed` only if `owner_uid` controls it: never delete what we did not create.

@@ -1,12 +1,87 @@
-//! Leader election: the Lease holder identity of this process and the lease manager `run` builds.
+//! Leader election: the Lease holder identity of this process, the lease manager `run` builds,
+//! and the renewal deadline past which a leader stops acting.
+//!
+//! kube-lease-manager keeps a leader leading while its renewals fail (it logs and retries), so a
+//! leader cut off from the API server would go on reconciling after a standby took the expired
+//! Lease: two leaders, both reconfiguring the same Mongo replica sets. [`Renewals`] records each
+//! write of the Lease the API server confirmed, and `run` exits once [`RENEW_DEADLINE`] passed
+//! without one, before the Lease can expire for anyone else.
 
+use http::{Method, Request};
 use kube::Client;
+use kube::client::Body;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Seconds a Lease taken by this process lasts without renewal.
 pub const LEASE_DURATION_SECONDS: u64 = 15;
-/// Seconds before expiry at which the holder renews it.
-pub const LEASE_GRACE_SECONDS: u64 = 5;
+/// Seconds before expiry at which the holder renews it: a renewal every 7 s.
+pub const LEASE_GRACE_SECONDS: u64 = 8;
+/// Longest the leader acts past its last confirmed write of the Lease: 3 s before the Lease
+/// expires for a standby (controller-runtime's renew deadline, for the same reason).
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(12);
+/// Longest one request about the Lease may take, so a stalled one fails well within the deadline.
+pub const LEASE_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// When the API server last confirmed a write of the Lease by this process (taken, renewed).
+#[derive(Clone, Default)]
+pub struct Renewals(Arc<Mutex<Option<Instant>>>);
+
+impl Renewals {
+    /// `client` as the lease manager uses it: each request bounded by [`LEASE_REQUEST_TIMEOUT`],
+    /// each successful write recorded at the instant it was sent (the `renewTime` it carries).
+    pub fn observe(&self, client: Client) -> Client {
+        let renewals = self.clone();
+        let namespace = client.default_namespace().to_string();
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let (client, renewals) = (client.clone(), renewals.clone());
+            async move {
+                let write = matches!(
+                    *request.method(),
+                    Method::POST | Method::PATCH | Method::PUT
+                );
+                let sent = Instant::now();
+                let response = tokio::time::timeout(LEASE_REQUEST_TIMEOUT, client.send(request))
+                    .await
+                    .map_err(|_| {
+                        format!("the API server did not answer about the Lease within {LEASE_REQUEST_TIMEOUT:?}")
+                    })??;
+                if write && response.status().is_success() {
+                    renewals.confirmed(sent);
+                }
+                Ok::<_, tower::BoxError>(response)
+            }
+        });
+        Client::new(service, namespace)
+    }
+
+    fn confirmed(&self, at: Instant) {
+        let mut last = self.0.lock().expect("lock is never poisoned");
+        if last.is_none_or(|last| last < at) {
+            *last = Some(at);
+        }
+    }
+
+    /// Resolves once `deadline` has passed since the last confirmed write (or since now, if
+    /// there was none).
+    pub async fn lapse(&self, deadline: Duration) {
+        let started = Instant::now();
+        loop {
+            let last = self
+                .0
+                .lock()
+                .expect("lock is never poisoned")
+                .unwrap_or(started);
+            let due = last + deadline;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}
 
 /// Which Lease to take, and its timing.
 #[derive(Clone, Debug)]
@@ -84,6 +159,23 @@ fn random_uuid() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_counts_from_the_last_confirmed_write() {
+        let renewals = Renewals::default();
+        let started = Instant::now();
+        renewals.confirmed(started);
+        let lapse = tokio::spawn({
+            let renewals = renewals.clone();
+            async move { renewals.lapse(RENEW_DEADLINE).await }
+        });
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        renewals.confirmed(Instant::now());
+        // An older confirmation arriving late does not move it back.
+        renewals.confirmed(started);
+        lapse.await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(7) + RENEW_DEADLINE);
+    }
 
     #[test]
     fn identities_are_the_host_name_and_a_fresh_v4_uuid() {

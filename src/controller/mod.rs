@@ -625,6 +625,7 @@ async fn lead_and_reconcile(
     metrics: Arc<Metrics>,
     shutdown: Shared<impl Future<Output = ()> + Send + Sync + 'static>,
 ) -> anyhow::Result<()> {
+    let renewals = leader::Renewals::default();
     let lease = if args.leader_elect {
         let namespace = args
             .lease_namespace
@@ -632,8 +633,9 @@ async fn lead_and_reconcile(
             .unwrap_or_else(|| client.default_namespace().to_string());
         let settings = LeaseSettings::new(&args.lease_name, namespace);
         let mut backoff = feed::backoff();
+        let lease_client = renewals.observe(client.clone());
         let (manager, identity) = loop {
-            match lease_manager(client.clone(), &settings).await {
+            match lease_manager(lease_client.clone(), &settings).await {
                 Ok(built) => break built,
                 Err(error) => {
                     let retry = backoff.next().unwrap_or(Duration::from_secs(30));
@@ -668,6 +670,12 @@ async fn lead_and_reconcile(
                 _ = leading.wait_for(|leader| !*leader) => {
                     // Another replica leads already: stop acting at once, mid-reconcile or not.
                     tracing::error!("lost the leader lease; exiting");
+                    metrics.set_leader(false);
+                    std::process::exit(1);
+                }
+                () = renewals.lapse(leader::RENEW_DEADLINE) => {
+                    // A standby may take the Lease soon: stop acting before it can.
+                    tracing::error!(deadline = ?leader::RENEW_DEADLINE, "could not renew the leader lease in time; exiting");
                     metrics.set_leader(false);
                     std::process::exit(1);
                 }

@@ -17,8 +17,7 @@ use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -150,7 +149,7 @@ async fn pass(app: &MeteorApp, ctx: &Context, namespace: &str) -> Result<Outcome
         Err(problem) => return Ok(Outcome::stopped(app, Verdict::Problem(problem))),
     };
     let desired = build::desired_with(app, &inputs, &ctx.routing_options);
-    if let Some(problem) = namesake_conflict(app, ctx, namespace, &desired).await? {
+    if let Some(problem) = namesake_conflict(app, ctx, &desired).await? {
         return Ok(Outcome::stopped(app, Verdict::Problem(problem)));
     }
 
@@ -368,49 +367,40 @@ struct Written {
     requeue: Option<Duration>,
 }
 
-/// A child we are about to create whose name is taken by an object this MeteorApp does not
-/// control. Only children missing from the cache are looked up, so a converged app costs nothing.
+/// The first child whose name is held by an object this MeteorApp does not control, checked
+/// before anything is written. Cached children are judged by their owner at no cost; only names
+/// missing from the caches are looked up. (The routing tier checks its own children.)
 async fn namesake_conflict(
     app: &MeteorApp,
     ctx: &Context,
-    namespace: &str,
     desired: &Desired,
 ) -> Result<Option<Problem>, Error> {
-    let uid = app.uid().unwrap_or_default();
-    let client = &ctx.client;
-    let mut deployments = vec![meta::app_name(app)];
-    if desired.worker.is_some() {
-        deployments.push(meta::worker_name(app));
-    }
-    for name in deployments {
-        if ctx.observed_deployment(app, &name).is_none()
-            && let Some(message) =
-                apply::foreign_namesake::<Deployment>(client, namespace, &name, &uid).await?
-        {
-            return Ok(Some(Problem::NameConflict(message)));
-        }
+    // The first name taken is the answer: later ones are not looked up.
+    macro_rules! refuse_if_taken {
+        ($cache:expr, $name:expr) => {
+            if let Some(taken) = ctx.namesake(app, $cache, $name).await? {
+                return Ok(Some(Problem::NameConflict(taken)));
+            }
+        };
     }
     let name = meta::app_name(app);
-    if ctx.observed(&ctx.services, namespace, &name).is_none()
-        && let Some(message) =
-            apply::foreign_namesake::<Service>(client, namespace, &name, &uid).await?
-    {
-        return Ok(Some(Problem::NameConflict(message)));
+    refuse_if_taken!(&ctx.deployments, &name);
+    refuse_if_taken!(&ctx.services, &name);
+    if desired.worker.is_some() {
+        refuse_if_taken!(&ctx.deployments, &meta::worker_name(app));
     }
-    if desired.autoscaler.is_some()
-        && ctx.observed(&ctx.autoscalers, namespace, &name).is_none()
-        && let Some(message) =
-            apply::foreign_namesake::<HorizontalPodAutoscaler>(client, namespace, &name, &uid)
-                .await?
-    {
-        return Ok(Some(Problem::NameConflict(message)));
+    if desired.autoscaler.is_some() {
+        refuse_if_taken!(&ctx.autoscalers, &name);
     }
-    if desired.disruption_budget.is_some()
-        && ctx.observed(&ctx.budgets, namespace, &name).is_none()
-        && let Some(message) =
-            apply::foreign_namesake::<PodDisruptionBudget>(client, namespace, &name, &uid).await?
-    {
-        return Ok(Some(Problem::NameConflict(message)));
+    if desired.disruption_budget.is_some() {
+        refuse_if_taken!(&ctx.budgets, &name);
+    }
+    if app.spec.mongo.managed.is_some() {
+        let tier = crate::mongo::tier_name(app);
+        refuse_if_taken!(&ctx.statefulsets, &tier);
+        refuse_if_taken!(&ctx.services, &tier);
+        refuse_if_taken!(&ctx.budgets, &tier);
+        refuse_if_taken!(&ctx.network_policies, &tier);
     }
     Ok(None)
 }
@@ -787,6 +777,18 @@ impl Context {
 
     fn observed_deployment(&self, app: &MeteorApp, name: &str) -> Option<Arc<Deployment>> {
         self.observed(&self.deployments, &app.namespace()?, name)
+    }
+
+    /// Why `app` cannot have its child `name` of `cache`'s kind: held by another owner.
+    pub(super) async fn namesake<K: super::Child>(
+        &self,
+        app: &MeteorApp,
+        cache: &kube::runtime::reflector::Store<K>,
+        name: &str,
+    ) -> Result<Option<String>, kube::Error> {
+        let namespace = app.namespace().unwrap_or_default();
+        let observed = self.observed(cache, &namespace, name);
+        apply::namesake(&self.client, app, &namespace, name, observed.as_deref()).await
     }
 
     /// A child as last written by this operator when its cache lags behind, else as cached.

@@ -14,7 +14,7 @@
 //!    last two only on a cluster that has their CRDs, else the status says what is missing.
 
 use super::Context;
-use super::apply::{Child, foreign_namesake};
+use super::apply::{Child, namesake as taken_name};
 use super::optional::Optional;
 use super::reconcile::owned;
 use crate::api::MeteorApp;
@@ -79,7 +79,7 @@ pub async fn reconcile(
     report.seen.service_address = ctx
         .observed(&ctx.services, namespace, &app_name(app))
         .and_then(|s| service_address(&s));
-    if let Some(taken) = namesake(ctx, app, namespace, &tier).await? {
+    if let Some(taken) = namesake(ctx, app, &tier).await? {
         report.seen.name_taken = Some(taken);
         return Ok(report);
     }
@@ -266,15 +266,12 @@ async fn create_cookie_secret(
             expected.written(&seen);
             Ok(CookieSecret::Ours(1))
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            let uid = app.uid().unwrap_or_default();
-            Ok(
-                match foreign_namesake::<Secret>(&ctx.client, namespace, &name, &uid).await? {
-                    Some(message) => CookieSecret::Taken(message),
-                    None => CookieSecret::Ours(0),
-                },
-            )
-        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(
+            match taken_name::<Secret>(&ctx.client, app, namespace, &name, None).await? {
+                Some(message) => CookieSecret::Taken(message),
+                None => CookieSecret::Ours(0),
+            },
+        ),
         Err(e) => Err(e),
     }
 }
@@ -373,14 +370,9 @@ async fn optional_child<K: Child>(
 async fn namesake(
     ctx: &Context,
     app: &MeteorApp,
-    namespace: &str,
     tier: &RoutingTier,
 ) -> Result<Option<String>, kube::Error> {
-    let mut check = Namesakes {
-        ctx,
-        namespace,
-        uid: app.uid().unwrap_or_default(),
-    };
+    let check = Namesakes { ctx, app };
     if let Some(proxy) = &tier.proxy {
         let found = [
             check.of(&ctx.deployments, &proxy.deployment).await?,
@@ -426,22 +418,19 @@ async fn namesake(
 
 struct Namesakes<'a> {
     ctx: &'a Context,
-    namespace: &'a str,
-    uid: String,
+    app: &'a MeteorApp,
 }
 
 impl Namesakes<'_> {
-    /// Whether `desired`'s name, missing from `cache`, is held by someone else's object.
+    /// Whether `desired`'s name is held by an object this app does not control.
     async fn of<K: Child>(
-        &mut self,
+        &self,
         cache: &Store<K>,
         desired: &K,
     ) -> Result<Option<String>, kube::Error> {
-        let name = desired.name_any();
-        if self.ctx.observed(cache, self.namespace, &name).is_some() {
-            return Ok(None);
-        }
-        foreign_namesake::<K>(&self.ctx.client, self.namespace, &name, &self.uid).await
+        self.ctx
+            .namesake(self.app, cache, &desired.name_any())
+            .await
     }
 }
 

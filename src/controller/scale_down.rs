@@ -5,20 +5,32 @@
 //! each within [`ASK_LIMIT`]; when the proxies cannot all be read the scale-down goes ahead with
 //! the costs unchanged, and a Warning event says so. With the proxy off nothing counts sessions,
 //! and the ReplicaSet controller chooses as it always does.
+//!
+//! Only pods of the proxy tier's own ReplicaSets are asked, and an answer over
+//! [`MAX_STATUS_BYTES`] counts as no answer: the operator serves every namespace, and a tenant's
+//! pod must not be able to exhaust its memory or choose whose users are cut off.
 
 use super::Context;
 use crate::api::MeteorApp;
-use crate::build::meta::{Component, selector_string};
+use crate::build::meta::{Component, proxy_name, selector_string};
 use crate::plan::{self, BackendSessions, POD_DELETION_COST, PodFacts};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Limited};
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Longest one proxy's status may take.
 const ASK_LIMIT: Duration = Duration::from_secs(2);
+
+/// Largest status a proxy may answer: a proxy reports one line per backend pod, a few hundred
+/// bytes each.
+const MAX_STATUS_BYTES: usize = 1 << 20;
 
 /// Sets the deletion costs of `app`'s pods; the number of pods patched.
 pub async fn set_deletion_costs(
@@ -35,12 +47,33 @@ pub async fn set_deletion_costs(
         ListParams::default().labels(&selector_string(app, component.as_str()))
     };
     let app_pods = pods.list(&list(Component::App)).await?.items;
+    // Only the proxy tier's own pods are asked: anyone in the namespace can label a pod as this
+    // app's proxy, and what it answers decides which users lose their connection.
+    let tier = super::apply::controlled_by(
+        app.uid(),
+        ctx.deployments
+            .get(&ObjectRef::new(&proxy_name(app)).within(namespace)),
+    );
+    let replica_sets: Vec<String> = match tier.and_then(|d| d.uid()) {
+        Some(tier) => Api::<ReplicaSet>::namespaced(ctx.client.clone(), namespace)
+            .list(&list(Component::Proxy))
+            .await?
+            .items
+            .iter()
+            .filter(|rs| controller_uid(&rs.metadata) == Some(tier.as_str()))
+            .filter_map(|rs| rs.uid())
+            .collect(),
+        None => Vec::new(),
+    };
     let proxies: Vec<SocketAddr> = pods
         .list(&list(Component::Proxy))
         .await?
         .items
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            controller_uid(&p.metadata).is_some_and(|rs| replica_sets.iter().any(|r| r == rs))
+        })
         .filter_map(pod_ip)
         .map(|ip| SocketAddr::new(ip, ctx.proxy_admin_port))
         .collect();
@@ -52,7 +85,7 @@ pub async fn set_deletion_costs(
         .collect();
     if proxies.is_empty() || !failed.is_empty() {
         let why = if proxies.is_empty() {
-            "no proxy pod is running".to_string()
+            "no pod of the proxy tier's own ReplicaSets is running".to_string()
         } else {
             format!("proxies did not answer ({})", failed.join("; "))
         };
@@ -91,6 +124,15 @@ pub async fn set_deletion_costs(
     Ok(patched)
 }
 
+/// The uid of the object's controller (its owner reference with `controller: true`).
+fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str())
+}
+
 fn pod_ip(pod: &Pod) -> Option<IpAddr> {
     pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()
 }
@@ -121,11 +163,11 @@ async fn ask(addr: SocketAddr) -> Result<Vec<BackendSessions>, String> {
         if !response.status().is_success() {
             return Err(format!("status {}", response.status()));
         }
-        let body = response
-            .into_body()
+        // A pod can answer anything (its image is the user's to set): never more than this.
+        let body = Limited::new(response.into_body(), MAX_STATUS_BYTES)
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{e} (the answer may hold {MAX_STATUS_BYTES} bytes)"))?
             .to_bytes();
         serde_json::from_slice::<Status>(&body)
             .map(|s| s.backends)

@@ -61,6 +61,11 @@ pub fn default_app() -> MeteorApp {
 /// `deployment` as its controller reports it once `replicas` pods of generation 1 are available.
 pub fn rolled_out(mut deployment: Deployment, replicas: i32) -> Deployment {
     deployment.metadata.generation = Some(1);
+    let uid = format!(
+        "uid-{}",
+        deployment.metadata.name.as_deref().unwrap_or_default()
+    );
+    deployment.metadata.uid.get_or_insert(uid);
     deployment.status = Some(DeploymentStatus {
         observed_generation: Some(1),
         replicas: Some(replicas),
