@@ -147,7 +147,7 @@ fn foreign_message(condition: &ForeignCondition) -> String {
 pub struct RoutingObservation {
     /// Ready pods of the proxy Deployment.
     pub proxy_ready: i32,
-    /// An object we do not own holds one of our names (e.g. `Service todos-app`).
+    /// An object we do not own holds one of our names: which, and whose it is.
     pub name_taken: Option<String>,
     pub tls_secret: Option<TlsSecretState>,
     pub certificate: Option<CertificateState>,
@@ -194,11 +194,8 @@ pub fn verdict(app: &MeteorApp, seen: &RoutingObservation) -> RoutingVerdict {
     let tls_secret = tls_secret_name(app).unwrap_or_default();
     let issued = routing.tls.as_ref().is_some_and(|t| t.issuer_ref.is_some());
 
-    let refusal = if let Some(name) = &seen.name_taken {
-        Some(problem(
-            "NameTaken",
-            format!("{name} exists and is not owned by this MeteorApp; rename or delete it"),
-        ))
+    let refusal = if let Some(why) = &seen.name_taken {
+        Some(problem("NameTaken", why.clone()))
     } else if let Some(RouteState::NotAccepted(message)) = &seen.route {
         Some(problem(
             "RouteNotAccepted",

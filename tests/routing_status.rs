@@ -265,13 +265,18 @@ fn an_unknown_ingress_class_alone_is_stickiness_unsupported() {
 #[test]
 fn a_name_held_by_someone_else_is_a_refusal() {
     let seen = RoutingObservation {
-        name_taken: Some("Service todos-app".into()),
+        name_taken: Some(
+            "Service default/todos-app already exists and belongs to MeteorApp todos-app".into(),
+        ),
         ..proxies_ready(2)
     };
     let status = folded(&app_with(json!({})), &seen);
     let (s, reason, message) = routed(&status);
     assert_eq!((s, reason), ("False", "NameTaken"));
-    assert!(message.starts_with("Service todos-app exists"), "{message}");
+    assert_eq!(
+        message,
+        "Service default/todos-app already exists and belongs to MeteorApp todos-app"
+    );
     assert_eq!(get(&status, "Degraded").reason, "NameTaken");
 }
 
