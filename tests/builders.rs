@@ -170,8 +170,8 @@ fn defaults_follow_the_reference() {
 #[test]
 fn pods_meet_the_restricted_pod_security_standard() {
     let app = full_app();
-    let desired = desired(&app);
-    for deployment in [&desired.app, desired.worker.as_ref().unwrap()] {
+    let built = desired(&app);
+    for deployment in [&built.app, built.worker.as_ref().unwrap()] {
         let pod = pod(deployment);
         let pod_context = pod.security_context.as_ref().unwrap();
         assert_eq!(pod_context.run_as_non_root, Some(true));
@@ -467,5 +467,93 @@ spec:
     assert_eq!(
         service.metadata.annotations.as_ref().unwrap()["lb.example.com/tls"],
         "on"
+    );
+}
+
+#[test]
+fn volumes_sidecars_init_containers_and_priority_reach_both_tiers() {
+    let mut app = app_from_yaml(include_str!("../examples/volumes-and-sidecars.yaml"));
+    app.spec.workers.replicas = 1;
+    let built = desired(&app);
+    for deployment in [&built.app, built.worker.as_ref().unwrap()] {
+        let pod = pod(deployment);
+        assert_eq!(
+            pod.priority_class_name.as_deref(),
+            Some("business-critical")
+        );
+        let volumes: Vec<&str> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(volumes, ["tmp", "corporate-ca", "uploads"]);
+        let mounts: Vec<(&str, &str)> = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("tmp", "/tmp"),
+                ("corporate-ca", "/etc/ssl/corporate"),
+                ("uploads", "/app/uploads")
+            ]
+        );
+        let containers: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(containers, ["meteor", "log-shipper"]);
+        let init: Vec<&str> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(init, ["db-tunnel", "migrate-uploads"]);
+        let tunnel = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(
+            tunnel.restart_policy.as_deref(),
+            Some("Always"),
+            "a native sidecar"
+        );
+        // Containers without a security context get the Meteor container's restricted one.
+        for c in pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+        {
+            let security = c.security_context.as_ref().unwrap();
+            assert_eq!(
+                security.allow_privilege_escalation,
+                Some(false),
+                "{}",
+                c.name
+            );
+            assert_eq!(security.run_as_non_root, Some(true), "{}", c.name);
+        }
+    }
+    // Without them the pod is what it always was: no field set that an apply would change.
+    let plain = desired(&default_app());
+    let pod = pod(&plain.app);
+    assert!(pod.init_containers.is_none());
+    assert_eq!(pod.containers.len(), 1);
+    assert!(pod.priority_class_name.is_none());
+}
+
+#[test]
+fn the_sigterm_grace_meteor_reads_is_the_rollouts_shutdown_seconds() {
+    let app = default_app();
+    let built = desired(&app);
+    assert_eq!(
+        env_value(container(&built.app), "METEOR_SIGTERM_GRACE_PERIOD_SECONDS").as_deref(),
+        Some("30")
+    );
+    let mut app = default_app();
+    app.spec.rollout.shutdown_seconds = 45;
+    let built = desired(&app);
+    assert_eq!(
+        env_value(container(&built.app), "METEOR_SIGTERM_GRACE_PERIOD_SECONDS").as_deref(),
+        Some("45")
     );
 }

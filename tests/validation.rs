@@ -37,6 +37,7 @@ fn the_examples_and_the_minimal_app_are_valid() {
         include_str!("../examples/routing-ingress.yaml"),
         include_str!("../examples/routing-gateway.yaml"),
         include_str!("../examples/autoscaling.yaml"),
+        include_str!("../examples/volumes-and-sidecars.yaml"),
     ] {
         validate(&app_from_yaml(yaml)).expect("valid");
     }
@@ -437,4 +438,47 @@ fn rebalancing_is_bounded_and_refused_with_the_proxy_off() {
         off.unwrap_err()
             .contains("routing.proxy: only enabled may be set")
     );
+}
+
+#[test]
+fn each_volume_and_container_mistake_is_rejected_naming_its_field() {
+    use serde_json::json;
+    let cases = [
+        (
+            json!({"volumes": [{"name": "tmp", "emptyDir": {}}]}),
+            "spec.volumes: tmp is the operator's own volume",
+        ),
+        (
+            json!({"volumes": [{"name": "a", "emptyDir": {}}, {"name": "a", "emptyDir": {}}]}),
+            "spec.volumes: volume names must be unique",
+        ),
+        (
+            json!({"volumes": [{"name": "a", "emptyDir": {}}],
+                   "volumeMounts": [{"name": "a", "mountPath": "/tmp"}]}),
+            "spec.volumeMounts: /tmp is mounted by the operator",
+        ),
+        (
+            json!({"volumeMounts": [{"name": "nowhere", "mountPath": "/data"}]}),
+            "volumeMounts: each must name one of spec.volumes",
+        ),
+        (
+            json!({"sidecars": [{"name": "meteor", "image": "x"}]}),
+            "spec.sidecars: meteor is the name of the app's own container",
+        ),
+        (
+            json!({"initContainers": [{"name": "meteor", "image": "x"}]}),
+            "spec.initContainers: meteor is the name of the app's own container",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let message = error_with(|v| {
+            for (key, value) in spec.as_object().unwrap() {
+                v["spec"][key] = value.clone();
+            }
+        });
+        assert!(
+            message.contains(expected),
+            "{spec}: expected {expected:?}, got: {message}"
+        );
+    }
 }

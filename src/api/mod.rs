@@ -15,8 +15,9 @@ pub use mongo::*;
 pub use routing::*;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext,
-    ResourceRequirements, SecurityContext, Toleration, TopologySpreadConstraint,
+    Affinity, Container, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext,
+    ResourceRequirements, SecurityContext, Toleration, TopologySpreadConstraint, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -86,6 +87,8 @@ pub const MAX_NAME_LENGTH: usize = 40;
 // returns, prices the rule as if the host were a whole request, and refuses the CRD.
 #[x_kube(validation = Rule::new(r"!has(self.routing) || !has(self.routing.ingress) || !self.rootUrl.matches('^[^:/?#]+://([^/?#@]*@)?(\\[[0-9A-Fa-f:.]*\\]|[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+)(:[0-9]*)?([/?#]|$)')")
     .message("routing.ingress: rootUrl's host is an IP address; an Ingress routes by host name"))]
+#[x_kube(validation = Rule::new("!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))")
+    .message("volumeMounts: each must name one of spec.volumes"))]
 pub struct MeteorAppSpec {
     /// Container image of the Meteor app bundle (a Node server listening on `PORT`).
     #[x_kube(validation = Rule::new("self.size() > 0").message("must not be empty"))]
@@ -210,6 +213,43 @@ pub struct MeteorAppSpec {
     /// read-only root filesystem (a writable `/tmp` is mounted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
+
+    /// PriorityClass of app and worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: Option<String>,
+
+    /// Extra volumes of app and worker pods (a CA bundle, a PVC for uploads); `tmp` is the
+    /// operator's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(v, v.name != 'tmp')")
+        .message("tmp is the operator's own volume (mounted at /tmp); choose another name"))]
+    #[x_kube(validation = Rule::new("self.all(v, self.exists_one(x, x.name == v.name))")
+        .message("volume names must be unique"))]
+    pub volumes: Vec<Volume>,
+
+    /// Where the Meteor container mounts `volumes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(m, m.mountPath != '/tmp')")
+        .message("/tmp is mounted by the operator"))]
+    pub volume_mounts: Vec<VolumeMount>,
+
+    /// Containers run before the Meteor process starts, in order. One with
+    /// `restartPolicy: Always` is a native sidecar: it starts first and stops last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(c, c.name != 'meteor')")
+        .message("meteor is the name of the app's own container"))]
+    pub init_containers: Vec<Container>,
+
+    /// Containers run beside the Meteor process in every app and worker pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(c, c.name != 'meteor')")
+        .message("meteor is the name of the app's own container"))]
+    pub sidecars: Vec<Container>,
 }
 
 fn default_replicas() -> i32 {

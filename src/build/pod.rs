@@ -84,13 +84,27 @@ pub fn pod_template(app: &MeteorApp, component: Component, inputs: &Inputs) -> P
                 .clone()
                 .unwrap_or_else(restricted_container_security_context),
         ),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            })
+            .chain(spec.volume_mounts.iter().cloned())
+            .collect(),
+        ),
         ..Container::default()
     };
+    let containers = std::iter::once(container)
+        .chain(spec.sidecars.iter().cloned().map(restricted_unless_set))
+        .collect();
+    let init_containers = (!spec.init_containers.is_empty()).then(|| {
+        spec.init_containers
+            .iter()
+            .cloned()
+            .map(restricted_unless_set)
+            .collect()
+    });
 
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -99,12 +113,18 @@ pub fn pod_template(app: &MeteorApp, component: Component, inputs: &Inputs) -> P
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
-            containers: vec![container],
-            volumes: Some(vec![Volume {
-                name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            }]),
+            containers,
+            init_containers,
+            volumes: Some(
+                std::iter::once(Volume {
+                    name: "tmp".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                })
+                .chain(spec.volumes.iter().cloned())
+                .collect(),
+            ),
+            priority_class_name: spec.priority_class_name.clone(),
             image_pull_secrets: (!spec.image_pull_secrets.is_empty())
                 .then(|| spec.image_pull_secrets.clone()),
             node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
@@ -131,6 +151,15 @@ pub fn pod_template(app: &MeteorApp, component: Component, inputs: &Inputs) -> P
             ..PodSpec::default()
         }),
     }
+}
+
+/// A container of the user's (sidecar, init container) with the `restricted` security context
+/// when it sets none, so that it runs where the Meteor container does.
+fn restricted_unless_set(mut container: Container) -> Container {
+    container
+        .security_context
+        .get_or_insert_with(restricted_container_security_context);
+    container
 }
 
 /// The operator's environment, then the user's: a user variable replaces ours of the same name
@@ -179,6 +208,11 @@ fn environment(
         ));
     }
     ours.push(plain("METEOR_ROLE", component.role().to_string()));
+    // What `@meteorjs/ddp-graceful-shutdown` (and Galaxy) read: the seconds SIGTERM leaves.
+    ours.push(plain(
+        "METEOR_SIGTERM_GRACE_PERIOD_SECONDS",
+        spec.rollout.shutdown_seconds.to_string(),
+    ));
     // Meteor trusts this many X-Forwarded-For hops for `clientAddress`.
     let forwarding = super::routing::forwarding_proxies(app);
     if component == Component::App && forwarding > 0 {
