@@ -5,10 +5,12 @@
 
 Each file is one `helm template` of charts/meteor-operator (any values). Checked:
   * every templated object carries the chart's labels;
-  * the ClusterRole and the Role grant exactly the permissions of hack/rbac-used.txt, which the
+  * the ClusterRole and the Roles grant exactly the permissions of hack/rbac-used.txt, which the
     tests record from the requests the code really sends (nothing missing, nothing extra, no
     wildcards): a permission the code needs is added to the chart's clusterrole.yaml or role.yaml
-    and `bash hack/sync-rbac.sh` records it once a test exercises it;
+    and `bash hack/sync-rbac.sh` records it once a test exercises it; with watchNamespace the
+    namespaced permissions are a Role in that namespace and only cluster-scoped ones are
+    cluster-wide;
   * the operator Deployment: restricted security context, args, downward-API env, admin port,
     probes, resources; a PodDisruptionBudget exists exactly when replicas > 1;
   * the metrics Service exposes port `metrics` to the container's `admin` port;
@@ -48,6 +50,8 @@ def used_rules(path=RBAC_USED):
 
 
 USED = used_rules()
+# Kinds that are not namespaced: with watchNamespace they are the only ones bound cluster-wide.
+CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"), ("storage.k8s.io", "storageclasses")}
 LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
           "app.kubernetes.io/managed-by", "helm.sh/chart")
 
@@ -145,13 +149,32 @@ def check_file(path):
         check(labels.get("app.kubernetes.io/name") == "meteor-operator",
               f"{path}: {doc['kind']}/{doc['metadata']['name']}: app.kubernetes.io/name must be meteor-operator")
 
-    for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount", "Service", "Deployment"):
+    for kind in ("ClusterRole", "ClusterRoleBinding", "ServiceAccount", "Service", "Deployment"):
         check(len(by_kind.get(kind, [])) == 1, f"{path}: expected exactly one {kind}, got {len(by_kind.get(kind, []))}")
+    leader = [r for r in by_kind.get("Role", []) if r["metadata"]["name"].endswith("-leader-election")]
+    watched = [r for r in by_kind.get("Role", []) if r not in leader]
+    check(len(leader) == 1, f"{path}: expected one leader-election Role, got {len(leader)}")
+    check(len(watched) <= 1, f"{path}: expected at most one Role for the watched namespace, got {len(watched)}")
+    check(len(by_kind.get("RoleBinding", [])) == 1 + len(watched), f"{path}: one RoleBinding per Role")
     if errors:
         return
-    check_rules(by_kind["ClusterRole"][0], USED["ClusterRole"])
-    check_rules(by_kind["Role"][0], USED["Role"])
     dep = by_kind["Deployment"][0]
+    if watched:
+        # watchNamespace: only cluster-scoped kinds cluster-wide, the rest in that namespace.
+        namespace = watched[0]["metadata"]["namespace"]
+        cluster = {k: v for k, v in USED["ClusterRole"].items() if k in CLUSTER_SCOPED}
+        namespaced = {k: v for k, v in USED["ClusterRole"].items() if k not in CLUSTER_SCOPED}
+        check_rules(by_kind["ClusterRole"][0], cluster)
+        check_rules(watched[0], namespaced)
+        args = dep["spec"]["template"]["spec"]["containers"][0].get("args") or []
+        check(f"--namespace={namespace}" in args,
+              f"{path}: a Role in namespace {namespace}, but the operator does not run with --namespace={namespace}")
+        bindings = [b for b in by_kind["RoleBinding"] if b["metadata"].get("namespace") == namespace]
+        check(len(bindings) == 1 and bindings[0]["roleRef"]["name"] == watched[0]["metadata"]["name"],
+              f"{path}: the Role in {namespace} must be bound there")
+    else:
+        check_rules(by_kind["ClusterRole"][0], USED["ClusterRole"])
+    check_rules(leader[0], USED["Role"])
     check_deployment(dep, f"{path}: Deployment/{dep['metadata']['name']}")
     sa = by_kind["ServiceAccount"][0]["metadata"]["name"]
     check(dep["spec"]["template"]["spec"].get("serviceAccountName") == sa, f"{path}: Deployment must use ServiceAccount {sa}")

@@ -1344,3 +1344,64 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_the_standby_takes_ove
     );
     standby.terminate().await;
 }
+
+/// With `--namespace`, every request stays in that namespace but for the two cluster-scoped
+/// kinds the chart then still binds cluster-wide (CRDs, StorageClasses): what lets the chart's
+/// `watchNamespace` replace the ClusterRole by a Role there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespaced_operator_asks_only_in_its_namespace() {
+    let fake = FakeApi::new(vec![todos()]);
+    let args = RunArgs {
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        log_format: LogFormat::Text,
+        leader_elect: false,
+        lease_name: LEASE.into(),
+        lease_namespace: None,
+        concurrency: 2,
+        max_upgrade_rollouts: meteor_operator::controller::DEFAULT_UPGRADE_ROLLOUTS,
+        namespace: Some("default".into()),
+        cluster_domain: "cluster.local".into(),
+        proxy_image: "ghcr.io/example/meteor-operator:test".into(),
+        shutdown_grace_seconds: 5,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(run_with(
+        fake.client(),
+        Default::default(),
+        args,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    const STATUS: &str =
+        "/apis/meteorfleet.dev/v1alpha1/namespaces/default/meteorapps/todos/status";
+    eventually("the app is reconciled", Duration::from_secs(20), || {
+        fake.seen().iter().any(|s| s.path == STATUS)
+    })
+    .await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("run stops in time")
+        .unwrap()
+        .unwrap();
+    let seen = fake.seen();
+    let kinds = seen.iter().filter(|s| is_watch(s)).count();
+    assert!(kinds >= 15, "only {kinds} watches");
+    for request in seen {
+        let in_namespace = request.path.starts_with("/api/v1/namespaces/default/")
+            || request.path.contains("/namespaces/default/");
+        let cluster_scoped = request.path
+            == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+            || request
+                .path
+                .starts_with("/apis/storage.k8s.io/v1/storageclasses");
+        assert!(
+            in_namespace || cluster_scoped,
+            "{} {} leaves namespace default",
+            request.method,
+            request.path
+        );
+    }
+    assert_eq!(fake.refused(), Vec::<String>::new());
+}

@@ -60,3 +60,118 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail "replicas > 1 needs leaderElection.enabled=true: without it every replica would reconcile" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The operator's permissions on namespaced objects (bound cluster-wide, or in watchNamespace only).
+Exactly the permissions in hack/rbac-used.txt, which the tests record from the requests the code
+really sends (tests/support/rbac.rs); hack/check-chart.py fails CI when the two differ. A
+server-side apply (patch) of an object that may not exist yet also needs create.
+*/}}
+{{- define "meteor-operator.namespacedRules" }}
+  # The MeteorApps it reconciles: watched (never read one by one, never written) ...
+  - apiGroups: ["meteorfleet.dev"]
+    resources: ["meteorapps"]
+    verbs: ["list", "watch"]
+  # ... and their status, written with server-side apply of the status subresource.
+  - apiGroups: ["meteorfleet.dev"]
+    resources: ["meteorapps/status"]
+    verbs: ["patch"]
+  # App and worker Deployments: cached (list, watch), a namesake checked (get), written with
+  # server-side apply (patch, create), the worker tier deleted when it goes back to 0.
+  - apiGroups: ["apps"]
+    resources: ["deployments"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # Automatic rollback: the app Deployment's ReplicaSets (its revision history) are listed for the
+  # last available pod template, and the new pods for restart counts, only while a rollout is
+  # under way or being rolled back.
+  - apiGroups: ["apps"]
+    resources: ["replicasets"]
+    verbs: ["list"]
+  # Before a scale-down, app pods get a pod-deletion-cost (their open sessions) so the emptiest
+  # go first: listed with the proxy pods (whose admin endpoints say the sessions), then patched.
+  - apiGroups: [""]
+    resources: ["pods"]
+    verbs: ["list", "patch"]
+  # The HorizontalPodAutoscaler of spec.autoscaling (it scales the MeteorApp's scale
+  # subresource): cached, namesake/get, applied, deleted when autoscaling is turned off.
+  - apiGroups: ["autoscaling"]
+    resources: ["horizontalpodautoscalers"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # The front Service, the proxy's app-only Service (deleted when the proxy is turned off) and
+  # the managed-MongoDB headless Service: cached, namesake/get, applied.
+  - apiGroups: [""]
+    resources: ["services"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # PodDisruptionBudgets of the app tier (replicas > 1, deleted otherwise) and of managed MongoDB.
+  - apiGroups: ["policy"]
+    resources: ["poddisruptionbudgets"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # Settings JSON and Mongo URL references: read (get); their metadata watched to re-reconcile
+  # the apps that reference one (list, watch).
+  - apiGroups: [""]
+    resources: ["configmaps"]
+    verbs: ["get", "list", "watch"]
+  # The same for Secrets; managed MongoDB also creates its credential Secrets once (create) and
+  # applies the URLs Secret (patch, create).
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["get", "list", "watch", "create", "patch"]
+  # --- Managed MongoDB (spec.mongo.managed; README, "Managed MongoDB") ---
+  # Member StatefulSets: cached (a member becoming ready triggers the next step), applied; read
+  # once before the first apply, in case another owner holds the name.
+  - apiGroups: ["apps"]
+    resources: ["statefulsets"]
+    verbs: ["get", "list", "watch", "create", "patch"]
+  # Member volumes: listed, and grown (merge patch) when storage.size grows.
+  - apiGroups: [""]
+    resources: ["persistentvolumeclaims"]
+    verbs: ["list", "patch"]
+  # The NetworkPolicy that lets only the app and the operator reach mongod: cached, applied;
+  # read once before the first apply, in case another owner holds the name.
+  - apiGroups: ["networking.k8s.io"]
+    resources: ["networkpolicies"]
+    verbs: ["get", "list", "watch", "create", "patch"]
+  # --- end of managed MongoDB ---
+  # --- Routing (spec.routing; README, "Routing") ---
+  # The proxy's identity: its ServiceAccount, and a Role and RoleBinding granting it exactly
+  # get/list/watch on EndpointSlices; cached, namesake/get, applied, deleted with the proxy.
+  - apiGroups: [""]
+    resources: ["serviceaccounts"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  - apiGroups: ["rbac.authorization.k8s.io"]
+    resources: ["roles", "rolebindings"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # Never read by the operator: Kubernetes lets it grant the proxy's Role only permissions it
+  # holds itself (no escalate or bind verbs are asked for instead).
+  - apiGroups: ["discovery.k8s.io"]
+    resources: ["endpointslices"]
+    verbs: ["get", "list", "watch"]
+  # The Ingress, HTTPRoute and cert-manager Certificate in front of the front Service.
+  - apiGroups: ["networking.k8s.io"]
+    resources: ["ingresses"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  - apiGroups: ["gateway.networking.k8s.io"]
+    resources: ["httproutes"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  - apiGroups: ["cert-manager.io"]
+    resources: ["certificates"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # --- end of routing ---
+  # Events on MeteorApps: kube-runtime's Recorder uses events.k8s.io/v1 only; it creates an
+  # event and patches it when the same event repeats.
+  - apiGroups: ["events.k8s.io"]
+    resources: ["events"]
+    verbs: ["create", "patch"]
+{{- end }}
+
+{{/* The operator's permissions on cluster-scoped objects: bound cluster-wide in every case. */}}
+{{- define "meteor-operator.clusterRules" }}
+  # Whether a StorageClass allows volume expansion.
+  - apiGroups: ["storage.k8s.io"]
+    resources: ["storageclasses"]
+    verbs: ["get"]
+  # Whether Gateway API and cert-manager are installed: their two CRDs watched by name.
+  - apiGroups: ["apiextensions.k8s.io"]
+    resources: ["customresourcedefinitions"]
+    verbs: ["list", "watch"]
+{{- end }}
