@@ -241,7 +241,7 @@ fn disruption_budget_allows_one_member_down() {
 }
 
 #[test]
-fn network_policy_admits_only_this_app_and_the_operator() {
+fn network_policy_admits_only_this_app_its_labelled_clients_and_the_operator() {
     let a = managed(json!({}));
     let n = json_of(&tier(&a).network_policy);
     assert_eq!(n["spec"]["policyTypes"], json!(["Ingress"]));
@@ -269,6 +269,14 @@ fn network_policy_admits_only_this_app_and_the_operator() {
         "meteor-operator"
     );
     assert_eq!(op["namespaceSelector"], json!({}));
+    // A dump or restore Job its owners label for this app, from the app's namespace only.
+    let client = &rule["from"][2];
+    assert_eq!(
+        client["podSelector"]["matchLabels"],
+        json!({ "meteorfleet.dev/mongo-client": "shop" })
+    );
+    assert!(client.get("namespaceSelector").is_none());
+    assert_eq!(rule["from"].as_array().unwrap().len(), 3);
 
     let options = TierOptions {
         operator_namespace: Some("meteor-system".into()),

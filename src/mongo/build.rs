@@ -55,6 +55,10 @@ const KEYFILE_PATH: &str = "/keyfile/keyfile";
 /// Label the operator's own pods carry; the NetworkPolicy lets them in.
 pub const OPERATOR_POD_LABEL: (&str, &str) = ("app.kubernetes.io/name", "meteor-operator");
 
+/// A label its value naming the MeteorApp lets a pod of the app's namespace reach the app's
+/// replica set: a backup, restore or migration Job of the app's owners.
+pub const MONGO_CLIENT_LABEL: &str = "meteorfleet.dev/mongo-client";
+
 /// Everything the operator writes for one managed replica set.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MongoTier {
@@ -492,13 +496,23 @@ fn network_policy(app: &MeteorApp, options: &TierOptions) -> NetworkPolicy {
         }),
         ..NetworkPolicyPeer::default()
     };
+    let labelled_client = NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                MONGO_CLIENT_LABEL.into(),
+                app.name_any(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
     NetworkPolicy {
         metadata: meta(app, tier_name(app)),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(selector(app)),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![same_app, operator]),
+                from: Some(vec![same_app, operator, labelled_client]),
                 ports: Some(vec![NetworkPolicyPort {
                     port: Some(IntOrString::Int(MONGO_PORT)),
                     protocol: Some("TCP".into()),
