@@ -63,7 +63,9 @@ class Replica:
             "--threads", "1", "--listen", f"127.0.0.1:{self.port}",
             "--admin-listen", f"127.0.0.1:{self.admin}", "--backends-file", backends_file,
             "--cookie-key-file", f"{WORK}/cookie.key", "--health-path", "/peer/health"] + flags,
-            env={**os.environ, "RUST_LOG": "warn,meteor_proxy::rebalance=debug"},
+            # The browser-like clients are one address, 127.0.0.1: no per-client cap.
+            env={**os.environ, "RUST_LOG": "warn,meteor_proxy::rebalance=debug",
+                 "METEOR_PROXY_MAX_CONNECTIONS_PER_CLIENT": "0"},
             stderr=open(log, "w"))
         B.wait_port(self.port)
 

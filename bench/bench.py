@@ -18,6 +18,12 @@ Phases (`bench.py PHASE...` runs some; the default is all, in this order):
  churn  stickiness under churn: xhr-polling SockJS sessions with a browser-like cookie jar while
         a backend is added, one removed (drained) and one killed; violations, errors, failover
         time, and WebSockets dropped on backends that stayed alive.
+ hostile  ours and HAProxy only (the default run includes it): memory per connection in each
+        state (idle, slow head, idle keep-alive, slow reader, idle WebSocket), then slowloris
+        heads from 40 addresses, slow readers from 20, oversized heads and an idle-connection
+        flood from one address, HOSTILE_SECONDS each on a fresh proxy, beside a well-behaved
+        client from another address: peak memory (RSS + the kernel's socket memory), CPU,
+        what the attackers held, and whether the well-behaved client was served.
 Measured phases run ROUNDS interleaved rounds, in a random order in each round (BENCH_SEED
 fixes it), and keep the medians. Proxy CPU is the proxy's own counters (/proc/PID/stat utime +
 stime of the process and its children, e.g. nginx's master and worker) over the measured window.
@@ -29,6 +35,7 @@ import os
 import random
 import re
 import resource
+import selectors
 import shutil
 import signal
 import socket
@@ -201,8 +208,11 @@ def nginx_static_backends(ports):
     os.makedirs(d, exist_ok=True)
     servers = "\n".join(
         f"""server {{ listen 127.0.0.1:{p} reuseport; keepalive_requests 1000000;
-              location / {{ add_header X-Backend b{i}; return 200 "b{i}\\n"; }} }}"""
+              location / {{ add_header X-Backend b{i}; return 200 "b{i}\\n"; }}
+              location = /big {{ default_type application/octet-stream; alias {d}/big.bin; }} }}"""
         for i, p in enumerate(ports, 1))
+    with open(f"{d}/big.bin", "wb") as f:  # for the hostile phase's slow readers
+        f.write(b"x" * BIG_BODY)
     conf = f"""worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;
 events {{ worker_connections 4096; }}
 http {{ access_log off; {temp_paths(d)} {servers} }}"""
@@ -256,9 +266,15 @@ class Proxy:
 class Ours(Proxy):
     name = "meteor-proxy"
 
-    def __init__(self, backends, health="/", tls=False):
+    def __init__(self, backends, health="/", tls=False, hostile=False):
         self.port, self.admin, self.tls = free_port(), free_port(), tls
         self.file = f"{WORK}/ours-backends.txt"
+        # As in a pod with the operator's default limit (the downward API's value); the other
+        # limits are the proxy's defaults.
+        # Elsewhere every load generator is one address, 127.0.0.1 (HAProxy and nginx have no
+        # per-client cap there either).
+        limits = ({"METEOR_PROXY_MEMORY_LIMIT_BYTES": str(MEMORY_LIMIT)} if hostile
+                  else {"METEOR_PROXY_MAX_CONNECTIONS_PER_CLIENT": "0"})
         self.set_backends(backends)
         with open(f"{WORK}/cookie.key", "w") as f:
             f.write("benchmark cookie key, 32 bytes..")
@@ -268,7 +284,7 @@ class Ours(Proxy):
             "--admin-listen", f"127.0.0.1:{self.admin}", "--backends-file", self.file,
             "--cookie-key-file", f"{WORK}/cookie.key", "--health-path", health] + tls_flags,
             # Each rebalancing close is logged with its backend (debug): see `rebalanced`.
-            env={**os.environ, "RUST_LOG": "warn,meteor_proxy::rebalance=debug"},
+            env={**os.environ, "RUST_LOG": "warn,meteor_proxy::rebalance=debug", **limits},
             stderr=open(f"{WORK}/ours.log", "w"))
         wait_port(self.port)
         time.sleep(0.7)  # the backends file is read at start-up
@@ -300,8 +316,15 @@ class Ours(Proxy):
 class HAProxy(Proxy):
     name = "haproxy"
 
-    def __init__(self, backends, health="/", spare=(), tls=False):
+    def __init__(self, backends, health="/", spare=(), tls=False, hostile=False):
         self.port, self.tls = free_port(), tls
+        # The hostile phase's HAProxy has what ours has by default: a request-head timeout
+        # (ours: --header-timeout 10s) and a per-source connection cap (a stick table).
+        guard = f"""  timeout http-request 10s
+  stick-table type ip size 100k expire 30s store conn_cur
+  tcp-request connection track-sc0 src
+  tcp-request connection reject if {{ sc0_conn_cur gt {PER_CLIENT} }}
+""" if hostile else ""
         self.sock = f"{WORK}/haproxy.sock"
         servers = "\n".join(f"  server {n} 127.0.0.1:{p} cookie {n}" for n, p in backends)
         servers += "".join(f"\n  server {n} 127.0.0.1:{p} cookie {n} disabled" for n, p in spare)
@@ -327,7 +350,7 @@ frontend fe
   bind {bind}
   maxconn 9950
   option forwardfor
-  default_backend app
+{guard}  default_backend app
 backend app
   balance leastconn
   cookie meteor-sticky insert indirect nocache
@@ -768,6 +791,441 @@ def phase_churn(results):
                 stop(p)
 
 
+# ---------------------------------------------------------------- phase hostile: hostile clients
+
+# The proxy container's default memory limit (the operator's): ours derives its connection cap
+# from it as in a pod (METEOR_PROXY_MEMORY_LIMIT_BYTES from the downward API).
+MEMORY_LIMIT = 256 * 1024 * 1024
+# --max-connections-per-client's default; HAProxy gets the same per-source cap (stick table).
+PER_CLIENT = 256
+HOSTILE_SECONDS = 6 if QUICK else 15
+# Hostile clients come from 127.0.1.x (one address or many), the well-behaved one from
+# 127.0.0.2: the proxies tell clients apart by address, as on the Internet.
+GOOD_SOURCE = "127.0.0.2"
+BIG_BODY = 8 * 1024 * 1024  # /big on the static backends, for slow readers
+# Kernel memory of a TCP socket besides its queues (slab objects: TCP 2368, sock_inode 832,
+# filp 192, dentry 192, eventpoll 128 bytes on this kernel, /proc/slabinfo).
+SOCKET_STRUCT = 3712
+# Connections the hostile clients open per second at most (a bound for the shared machine).
+OPEN_RATE = 2000
+# Idle WebSockets for their memory per connection (fewer give noisier figures).
+WS_COST_N = 5000
+
+
+def hostile_source(i):
+    return f"127.0.1.{1 + i % 250}"
+
+
+def socket_memory(pid):
+    """Kernel memory of the process tree's TCP sockets (bytes): their queues (`ss -tm` skmem
+    r + w + f: received, queued to send, reserved) and SOCKET_STRUCT per socket; and how many
+    of them are connected to hostile addresses (127.0.1.x)."""
+    pids = {str(p) for p in process_tree(pid)}
+    out = subprocess.run(["ss", "-tanmpH"], capture_output=True, text=True, timeout=60).stdout
+    queues = sockets = hostile = 0
+    mine = False
+    for line in out.splitlines():
+        if not line[:1].isspace():
+            mine = any(f"pid={p}," in line for p in pids)
+            if mine:
+                sockets += 1
+                fields = line.split()
+                hostile += fields[0] == "ESTAB" and fields[4].startswith("127.0.1.")
+        if mine and "skmem:(" in line:
+            mem = dict(re.findall(r"([a-z]+)(\d+)", line.split("skmem:(")[1].split(")")[0]))
+            queues += int(mem.get("r", 0)) + int(mem.get("w", 0)) + int(mem.get("f", 0))
+    return dict(queues=queues, sockets=sockets, hostile=hostile,
+                total=queues + sockets * SOCKET_STRUCT)
+
+
+class Crowd(threading.Thread):
+    """Hostile connections: up to `per_source` from each of `sources` addresses, each sending
+    `opening` once connected and then `trickle` every TRICKLE seconds; a connection the proxy
+    closes is opened again (at most OPEN_RATE a second). `read`: read what the proxy sends
+    (False: a slow reader, with a 4 KiB receive buffer, that never reads)."""
+
+    TRICKLE = 2.0
+
+    def __init__(self, port, sources, per_source, opening=b"", trickle=b"", read=True):
+        super().__init__(daemon=True)
+        self.addr = ("127.0.0.1", port)
+        self.sources, self.per_source = sources, per_source
+        self.opening, self.trickle, self.read = opening, trickle, read
+        self.stop = threading.Event()
+        self.stats = dict(opened=0, closed_by_proxy=0, failed=0, answers={})
+
+    def open_one(self, sel, source):
+        s = socket.socket()
+        s.setblocking(False)
+        if not self.read:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            s.bind((source, 0))
+            s.connect_ex(self.addr)
+        except OSError:
+            s.close()
+            self.stats["failed"] += 1
+            return
+        sel.register(s, selectors.EVENT_WRITE, dict(source=source, sent=0, last=time.time()))
+
+    def run(self):
+        sel = selectors.DefaultSelector()
+        silent = []  # slow readers, once their request is out: watched no more
+        trickled = time.time()
+        want = {hostile_source(i): self.per_source for i in range(self.sources)}
+        have = {src: 0 for src in want}
+        budget, tick = 0.0, time.time()
+        try:
+            while not self.stop.is_set():
+                now = time.time()
+                budget = min(OPEN_RATE, budget + (now - tick) * OPEN_RATE)
+                tick = now
+                for src in want:
+                    while have[src] < want[src] and budget >= 1:
+                        self.open_one(sel, src)
+                        have[src] += 1
+                        budget -= 1
+                for key, events in sel.select(timeout=0.05):
+                    s, st = key.fileobj, key.data
+                    closed = False
+                    try:
+                        if events & selectors.EVENT_WRITE:
+                            if st["sent"] == 0 and s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                                raise OSError("connect failed")
+                            if st["sent"] < len(self.opening):
+                                st["sent"] += s.send(self.opening[st["sent"]:])
+                            else:
+                                st["sent"] = max(st["sent"], 1)
+                            if st["sent"] >= len(self.opening):
+                                if st.get("counted") is None:
+                                    st["counted"] = True
+                                    self.stats["opened"] += 1
+                                if self.read:
+                                    sel.modify(s, selectors.EVENT_READ, st)
+                                else:
+                                    sel.unregister(s)
+                                    silent.append(s)
+                        elif events & selectors.EVENT_READ:
+                            data = s.recv(65536)
+                            if not data:
+                                closed = True
+                            elif data.startswith(b"HTTP/1."):
+                                code = data[9:12].decode(errors="replace")
+                                self.stats["answers"][code] = self.stats["answers"].get(code, 0) + 1
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                    except OSError:
+                        closed = True
+                    if closed:
+                        if st.get("counted"):
+                            self.stats["closed_by_proxy"] += 1
+                        else:
+                            self.stats["failed"] += 1
+                        sel.unregister(s)
+                        s.close()
+                        have[st["source"]] -= 1
+                if self.trickle and now - trickled >= 0.5:
+                    trickled = now
+                    for key in list(sel.get_map().values()):
+                        st = key.data
+                        if st.get("counted") and now - st["last"] >= self.TRICKLE:
+                            st["last"] = now
+                            try:
+                                key.fileobj.send(self.trickle)
+                            except OSError:
+                                pass
+        finally:
+            for key in list(sel.get_map().values()):
+                key.fileobj.close()
+            for s in silent:
+                s.close()
+            sel.close()
+
+
+class Oversized(threading.Thread):
+    """One address sending request heads over every proxy's limit (64 KiB), one connection
+    each, as fast as it is answered."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port = port
+        self.stop = threading.Event()
+        self.stats = dict(sent=0, answers={}, closed_unanswered=0)
+
+    def run(self):
+        head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n"
+        while not self.stop.is_set():
+            try:
+                s = socket.socket()
+                s.settimeout(5)
+                s.bind((hostile_source(0), 0))
+                s.connect(("127.0.0.1", self.port))
+                try:
+                    s.sendall(head)
+                except OSError:
+                    pass  # answered and closed before the whole head was sent
+                self.stats["sent"] += 1
+                answer = s.recv(64)
+                code = answer[9:12].decode(errors="replace") if answer.startswith(b"HTTP/1.") else None
+                if code:
+                    self.stats["answers"][code] = self.stats["answers"].get(code, 0) + 1
+                else:
+                    self.stats["closed_unanswered"] += 1
+            except OSError:
+                self.stats["closed_unanswered"] += 1
+            finally:
+                s.close()
+
+
+class WellBehaved(threading.Thread):
+    """The client the proxy must keep serving, from 127.0.0.2: a GET every 100 ms on a keep-alive
+    connection opened before the attack (a user already there), and one every 100 ms on a new
+    connection (a user arriving), each given 5 s."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port = port
+        self.stop = threading.Event()
+        self.stats = dict(kept_ok=0, kept_failed=0, new_ok=0, new_failed=0, new_ms=[])
+        self.kept = self.connect()
+        self.get(self.kept)
+
+    def connect(self):
+        s = socket.socket()
+        s.settimeout(5)
+        s.bind((GOOD_SOURCE, 0))
+        s.connect(("127.0.0.1", self.port))
+        return s
+
+    @staticmethod
+    def get(s):
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise OSError("closed")
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(body) < length:
+            body += s.recv(4096)
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise OSError(head[:12])
+
+    def run(self):
+        while not self.stop.wait(0.1):
+            try:
+                self.get(self.kept)
+                self.stats["kept_ok"] += 1
+            except OSError:
+                self.stats["kept_failed"] += 1
+                try:
+                    self.kept = self.connect()
+                except OSError:
+                    pass
+            began = time.time()
+            try:
+                s = self.connect()
+                try:
+                    self.get(s)
+                finally:
+                    s.close()
+                self.stats["new_ok"] += 1
+                self.stats["new_ms"].append((time.time() - began) * 1000)
+            except OSError:
+                self.stats["new_failed"] += 1
+
+
+def hostile_proxy(cls, backends):
+    proxy = cls(backends, hostile=True)
+    time.sleep(1.0)  # two health checks
+    return proxy
+
+
+def attack_run(cls, backends, name, make_attack):
+    """A fresh `cls` under one attack for HOSTILE_SECONDS beside a well-behaved client: peak
+    proxy memory (RSS and kernel socket memory), CPU, what the attackers held, what the
+    well-behaved client got."""
+    proxy = hostile_proxy(cls, backends)
+    good = attack = None
+    try:
+        good = WellBehaved(proxy.port)
+        base_rss, base_kernel = proxy.rss_kib() * 1024, socket_memory(proxy.p.pid)["total"]
+        cpu0 = proxy.cpu()
+        attack = make_attack(proxy.port)
+        attack.start()
+        good.start()
+        peak = dict(rss=0, kernel=0, total=0, held=0)
+        deadline = time.time() + HOSTILE_SECONDS
+        while time.time() < deadline:
+            rss = proxy.rss_kib() * 1024
+            sockets = socket_memory(proxy.p.pid)
+            peak["rss"] = max(peak["rss"], rss)
+            peak["kernel"] = max(peak["kernel"], sockets["total"])
+            peak["total"] = max(peak["total"], rss + sockets["total"])
+            peak["held"] = max(peak["held"], sockets["hostile"])
+            time.sleep(0.5)
+        (u0, s0), (u1, s1) = cpu0, proxy.cpu()
+        attack.stop.set()
+        good.stop.set()
+        attack.join(30)
+        good.join(30)
+        g = good.stats
+        run = dict(
+            peak_rss_mib=peak["rss"] / 2**20, peak_kernel_mib=peak["kernel"] / 2**20,
+            peak_total_mib=peak["total"] / 2**20, base_mib=(base_rss + base_kernel) / 2**20,
+            held=peak["held"], cpu_pct=100 * (u1 - u0 + s1 - s0) / HOSTILE_SECONDS,
+            attack=attack.stats, kept_ok=g["kept_ok"], kept_failed=g["kept_failed"],
+            new_ok=g["new_ok"], new_failed=g["new_failed"],
+            new_p50_ms=median(g["new_ms"]) if g["new_ms"] else None,
+            new_p99_ms=sorted(g["new_ms"])[int(len(g["new_ms"]) * 0.99)] if g["new_ms"] else None,
+            alive=proxy.p.poll() is None)
+        if cls is Ours:
+            text = http.client.HTTPConnection("127.0.0.1", proxy.admin, timeout=5)
+            text.request("GET", "/metrics")
+            metrics = text.getresponse().read().decode()
+            run["refused"] = {m.group(1): int(m.group(2)) for m in re.finditer(
+                r'meteor_proxy_connections_refused_total\{reason="(\w+)"\} (\d+)', metrics)}
+        log(f"[hostile] {cls.name} {name}: {run}")
+        return run
+    finally:
+        for t in (attack, good):
+            if t:
+                t.stop.set()
+        proxy.close()
+
+
+ATTACKS = {
+    # Slowloris from many addresses: 8 KiB of a head, then a byte every 2 s, never finished.
+    "slowloris": lambda port: Crowd(port, 40, 250, b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 8192,
+                                    trickle=b"a"),
+    # Slow readers from many addresses: an 8 MiB response each, never read.
+    "slow readers": lambda port: Crowd(port, 20, 150, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n",
+                                       read=False),
+    # Heads over every limit (64 KiB), one connection after another from one address.
+    "oversized heads": Oversized,
+    # One address opening as many idle connections as it can.
+    "one-address flood": lambda port: Crowd(port, 1, 10000),
+}
+
+
+def connection_costs(cls, backends, ws_backends):
+    """Memory per connection in each state (bytes: the proxy's RSS and its sockets' kernel
+    memory, before and after N connections in that state, on a fresh proxy)."""
+    states = {
+        "idle connection": (2000, b"", True),
+        "slow head, 200 B": (2000, b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 160, True),
+        "slow head, 15.5 KiB": (2000, b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (15 * 1024 + 480), True),
+        "idle keep-alive": (2000, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", True),
+        "slow reader (8 MiB response, 4 KiB client window)": (500, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n", False),
+    }
+    costs = {}
+    for state, (n, opening, read) in states.items():
+        proxy = hostile_proxy(cls, backends)
+        crowd = None
+        try:
+            rss0, k0 = proxy.rss_kib() * 1024, socket_memory(proxy.p.pid)
+            crowd = Crowd(proxy.port, 20, n // 20, opening, read=read)
+            crowd.start()
+            time.sleep(n / OPEN_RATE + 3)
+            rss1, k1 = proxy.rss_kib() * 1024, socket_memory(proxy.p.pid)
+            held = max(k1["hostile"], 1)
+            costs[state] = dict(n=n, held=k1["hostile"], user=(rss1 - rss0) / held,
+                                kernel=(k1["total"] - k0["total"]) / held)
+            log(f"[hostile cost] {cls.name} {state}: {costs[state]}")
+        finally:
+            if crowd:
+                crowd.stop.set()
+                crowd.join(30)
+            proxy.close()
+    # Idle WebSockets through SockJS backends (as the ws phase, with the kernel's part; the
+    # load generator is one address, so without the per-client caps).
+    proxy = cls(ws_backends, health="/peer/health")
+    load = None
+    try:
+        time.sleep(1.0)
+        rss0, k0 = proxy.rss_kib() * 1024, socket_memory(proxy.p.pid)
+        load = ws_load(proxy.url("/sockjs/websocket", websocket=True), WS_COST_N, 200)
+        opened = read_json(load, 300)["opened"]
+        time.sleep(2)
+        rss1, k1 = proxy.rss_kib() * 1024, socket_memory(proxy.p.pid)
+        costs["idle WebSocket"] = dict(n=WS_COST_N, held=opened, user=(rss1 - rss0) / max(opened, 1),
+                                       kernel=(k1["total"] - k0["total"]) / max(opened, 1))
+        log(f"[hostile cost] {cls.name} idle WebSocket: {costs['idle WebSocket']}")
+    finally:
+        if load:
+            stop(load)
+        proxy.close()
+    return costs
+
+
+def phase_hostile(results):
+    """Hostile clients against ours and HAProxy (a fresh proxy per attack, in random order),
+    with a well-behaved client beside them; and memory per connection in each state."""
+    ports = [free_port(), free_port()]
+    backends = [("b1", ports[0]), ("b2", ports[1])]
+    static = nginx_static_backends(ports)
+    ws_backends = [("w1", free_port()), ("w2", free_port())]
+    nodes = [node_backend(n, p) for n, p in ws_backends]
+    try:
+        order = [Ours, HAProxy]
+        random.shuffle(order)
+        for cls in order:
+            out = results.setdefault(cls.name, {}).setdefault("hostile", {})
+            out["cost"] = connection_costs(cls, backends, ws_backends)
+            for name, make in ATTACKS.items():
+                out[name] = attack_run(cls, backends, name, make)
+    finally:
+        stop(static)
+        for n in nodes:
+            stop(n)
+
+
+def hostile_rows(results):
+    """The hostile phase's rows: ours beside HAProxy."""
+    ours, ha = (results.get(n, {}).get("hostile") for n in ("meteor-proxy", "haproxy"))
+    if not ours and not ha:
+        return []
+    rows = ["", f"Hostile clients ({HOSTILE_SECONDS} s each, a fresh proxy per attack; ours with "
+            f"METEOR_PROXY_MEMORY_LIMIT_BYTES={MEMORY_LIMIT} and its defaults, HAProxy with "
+            f"maxconn 9950, timeout http-request 10s and a per-source cap of {PER_CLIENT}; "
+            "memory = RSS + the kernel's memory of the proxy's sockets):", "",
+            "| metric | meteor-proxy | HAProxy | ours / HAProxy |", "| --- | ---: | ---: | ---: |"]
+
+    def cell(v, fmt):
+        return "–" if v is None else fmt.format(v) if isinstance(v, (int, float)) else str(v)
+
+    def row(label, get, fmt="{:.0f}", ratio=True):
+        a, b = (get(x) if x else None for x in (ours, ha))
+        r = f"{a / b:.2f}" if ratio and isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 and a >= 0 else ""
+        rows.append(f"| {label} | {cell(a, fmt)} | {cell(b, fmt)} | {r} |")
+
+    for state in (ours or ha)["cost"]:
+        row(f"memory per {state} (bytes: proxy + kernel)",
+            lambda x, s=state: x["cost"][s]["user"] + x["cost"][s]["kernel"])
+        row(f"  of which the kernel's (socket structures and queues)",
+            lambda x, s=state: x["cost"][s]["kernel"])
+    for name in ATTACKS:
+        row(f"{name}: peak memory MiB (RSS + sockets; limit {MEMORY_LIMIT >> 20})",
+            lambda x, n=name: x[n]["peak_total_mib"], "{:.1f}")
+        row(f"{name}: hostile connections held (peak)", lambda x, n=name: x[n]["held"], ratio=False)
+        row(f"{name}: proxy CPU % of one core", lambda x, n=name: x[n]["cpu_pct"], "{:.0f}")
+        row(f"{name}: well-behaved keep-alive GETs served / failed",
+            lambda x, n=name: f"{x[n]['kept_ok']} / {x[n]['kept_failed']}", ratio=False)
+        row(f"{name}: well-behaved new-connection GETs served / failed",
+            lambda x, n=name: f"{x[n]['new_ok']} / {x[n]['new_failed']}", ratio=False)
+        row(f"{name}: new-connection GET p99 ms", lambda x, n=name: x[n]["new_p99_ms"], "{:.1f}")
+        row(f"{name}: proxy alive at the end", lambda x, n=name: "yes" if x[n]["alive"] else "NO",
+            ratio=False)
+    if ours:
+        for name in ATTACKS:
+            refused = ours[name].get("refused") or {}
+            rows.append(f"| {name}: ours' refusals by cap | "
+                        f"{', '.join(f'{k} {v}' for k, v in sorted(refused.items())) or '0'} | – | |")
+    return rows
+
+
 # ---------------------------------------------------------------- report
 
 NAMES = ("direct", "meteor-proxy", "haproxy", "nginx")
@@ -859,7 +1317,8 @@ def versions():
     return dict(haproxy=re.search(r"version (\d+(?:\.\d+)*)", ha).group(1), nginx=ng.strip().split("/")[-1])
 
 
-PHASES = {"get": phase_small_get, "msg": phase_messages, "ws": phase_websockets, "churn": phase_churn}
+PHASES = {"get": phase_small_get, "msg": phase_messages, "ws": phase_websockets, "churn": phase_churn,
+          "hostile": phase_hostile}
 
 
 def chosen_phases(table, names):
@@ -903,6 +1362,7 @@ def main():
           f"{os.cpu_count()} cores; one worker thread per proxy; all on 127.0.0.1; "
           f"proxy CPU from /proc/PID/stat; {perf}\n")
     print(table(results, ws_count(), v))
+    print("\n".join(hostile_rows(results)))
     print(f"\nraw figures: {WORK}/results.json")
 
 

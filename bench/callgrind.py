@@ -5,8 +5,9 @@ Unlike the CPU time of bench/bench.py, an instruction count does not move with t
 shared machine, so it shows what a change to the hot path did. It counts user space only (the
 kernel's TCP work, about two thirds of either proxy's CPU per request, is not in it).
 
-For each proxy and each kind (`get`, and `cookie`: the sticky cookie sent back on every
-request): the proxy starts under `valgrind --tool=callgrind` in front of the static backends of
+For each proxy and each kind (`get`; `cookie`: the sticky cookie sent back on every request;
+`xff`: an `X-Forwarded-For` line on every request, as from an Ingress in front, with ours told to
+trust one hop, `METEOR_PROXY_TRUSTED_HOPS=1`, which a proxy without the flag ignores): the proxy starts under `valgrind --tool=callgrind` in front of the static backends of
 bench.py's `get` phase, takes 2,000 warm-up GETs, has its counters zeroed
 (`callgrind_control -z`), serves BENCH_N GETs (20,000) from `oha -c64`, and its counters are
 dumped (`callgrind_control -d`). Printed: instructions per request and the ratio.
@@ -48,10 +49,17 @@ def instructions_per_request(cls, backends, kind):
     out = f"{WORK}/{cls.name}-{kind}.out"
     for old in glob.glob(out + "*"):
         os.remove(old)
-    proxy = under_callgrind(cls, backends, out)
+    if kind == "xff":
+        os.environ["METEOR_PROXY_TRUSTED_HOPS"] = "1"
+    try:
+        proxy = under_callgrind(cls, backends, out)
+    finally:
+        os.environ.pop("METEOR_PROXY_TRUSTED_HOPS", None)
     try:
         url = proxy.url("/")
         headers = ["-H", f"Cookie: {B.sticky_cookie(url)}"] if kind == "cookie" else []
+        if kind == "xff":
+            headers = ["-H", "X-Forwarded-For: 203.0.113.7"]
         oha(url, 2000, headers)
         subprocess.run(["callgrind_control", "-z", str(proxy.p.pid)], check=True, capture_output=True)
         codes = oha(url, N, headers)
@@ -73,7 +81,9 @@ def main():
     backends = [("b1", ports[0]), ("b2", ports[1])]
     try:
         rows = []
-        for kind, label in (("get", "small GET"), ("cookie", "small GET with the sticky cookie")):
+        kinds = (("get", "small GET"), ("cookie", "small GET with the sticky cookie"),
+                 ("xff", "small GET with one X-Forwarded-For line, one trusted hop"))
+        for kind, label in kinds:
             ours, haproxy = (instructions_per_request(cls, backends, kind)
                              for cls in (B.Ours, B.HAProxy))
             B.log(f"[callgrind] {kind}: ours {ours:.0f}, haproxy {haproxy:.0f}")

@@ -2,7 +2,10 @@
 # One command: installs what the benchmark needs, builds the proxy in release mode, runs
 # bench/bench.py (everything on 127.0.0.1, bounded durations) and prints the table.
 # Usage: bash bench/run.sh                 (every phase, about 11 minutes on 2 cores)
-#        bash bench/run.sh get msg ...     (some phases: get msg ws churn)
+#        bash bench/run.sh get msg ...     (some phases: get msg ws churn hostile)
+#        bash bench/run.sh hostile         (hostile clients, ours beside HAProxy: slowloris,
+#                                   slow readers, oversized heads, a one-address flood, and
+#                                   memory per connection in each state; about 6 minutes)
 #        BENCH_QUICK=1 bash bench/run.sh   (shorter phases, one round)
 #        BENCH_SEED=N bash bench/run.sh    (the same random order of proxies as a past run)
 #        bash bench/run.sh autoscaling [up down]   (the scale-up / scale-down scenario alone,
@@ -25,6 +28,7 @@ if [ -z "$autoscaling" ]; then
 fi
 [ -z "$callgrind" ] || command -v valgrind >/dev/null || need_apt+=(valgrind)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+command -v ss >/dev/null || need_apt+=(iproute2)
 if ((${#need_apt[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -624,3 +624,80 @@ fn rebalancing_settings_reach_the_proxy_flags() {
     assert!(args.contains("--rebalance-rate 0"), "{args}");
     assert!(args.contains("--rebalance-tolerance 35"), "{args}");
 }
+
+/// The proxy's env var (`value` or the downward API's `resourceFieldRef`).
+fn proxy_env(d: &Desired, name: &str) -> Option<Value> {
+    let deployment = json_of(&d.routing.proxy.as_ref().unwrap().deployment);
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+}
+
+/// The proxy believes exactly the `X-Forwarded-*` hops the app believes (issue 18, item 2):
+/// `--trusted-hops` is the app's `HTTP_FORWARDED_COUNT` less the proxy's own hop, so with the
+/// proxy's own LoadBalancer nothing a client sends is believed, and behind an Ingress or a
+/// Gateway the edge's hop is.
+#[test]
+fn the_proxy_trusts_the_forwarding_hops_the_app_trusts() {
+    let hops = |d: &Desired| {
+        let args = proxy_args(d);
+        let words: Vec<&str> = args.split(' ').collect();
+        let at = words.iter().position(|w| *w == "--trusted-hops");
+        at.map(|i| words[i + 1].to_string())
+    };
+    let alone = desired(&default_app());
+    assert_eq!(
+        app_env(&alone, "HTTP_FORWARDED_COUNT").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        hops(&alone),
+        None,
+        "no edge: the default, 0, trusts no client header"
+    );
+    for routing in [
+        json!({"ingress": {"className": "nginx"}}),
+        json!({"gateway": {"parentRefs": [{"name": "public"}]}}),
+    ] {
+        let d = desired(&app_with(json!({"routing": routing})));
+        assert_eq!(app_env(&d, "HTTP_FORWARDED_COUNT").as_deref(), Some("2"));
+        assert_eq!(hops(&d).as_deref(), Some("1"), "{routing}");
+    }
+    // A user's count (a CDN in front, say) wins in the app, and the proxy follows it.
+    let app = app_with(
+        json!({"env": [{"name": "HTTP_FORWARDED_COUNT", "value": "3"}],
+        "routing": {"ingress": {}}}),
+    );
+    let d = desired(&app);
+    assert_eq!(app_env(&d, "HTTP_FORWARDED_COUNT").as_deref(), Some("3"));
+    assert_eq!(hops(&d).as_deref(), Some("2"));
+    let app = app_with(json!({"env": [{"name": "HTTP_FORWARDED_COUNT", "value": "0"}]}));
+    assert_eq!(hops(&desired(&app)), None);
+}
+
+/// The proxy sizes its connection cap from its own memory limit (issue 18, item 4): the
+/// container's `limits.memory` through the downward API, so a user-set limit is honoured.
+#[test]
+fn the_proxy_reads_its_memory_limit_from_the_downward_api() {
+    let expected = json!({"name": "METEOR_PROXY_MEMORY_LIMIT_BYTES", "valueFrom": {
+        "resourceFieldRef": {"containerName": "proxy", "resource": "limits.memory",
+            "divisor": "1"}}});
+    let d = desired(&default_app());
+    assert_eq!(
+        proxy_env(&d, "METEOR_PROXY_MEMORY_LIMIT_BYTES"),
+        Some(expected.clone())
+    );
+    let app = app_with(json!({"routing": {"proxy": {"resources": {
+        "limits": {"memory": "1Gi"}}}}}));
+    let d = desired(&app);
+    assert_eq!(
+        proxy_env(&d, "METEOR_PROXY_MEMORY_LIMIT_BYTES"),
+        Some(expected)
+    );
+    assert!(
+        !proxy_args(&d).contains("--max-connections"),
+        "derived by the proxy"
+    );
+}

@@ -144,8 +144,10 @@ pub struct ProxyOptions {
     #[arg(long, env = "METEOR_PROXY_WRITE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 
-    /// Largest request head accepted, in bytes; larger ones get 431.
-    #[arg(long, env = "METEOR_PROXY_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    /// Largest request head accepted, in bytes; larger ones get 431. The default is Node's own
+    /// limit (`--max-http-header-size`, 16 KiB), so Meteor would refuse a larger one anyway; it
+    /// also bounds what a slow client's unfinished head holds.
+    #[arg(long, env = "METEOR_PROXY_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
     pub max_header_bytes: usize,
 
     /// How long a removed or terminating backend keeps its existing sessions.
@@ -157,10 +159,34 @@ pub struct ProxyOptions {
     pub shutdown_timeout: Duration,
 
     /// Most client connections open at once; more are closed at once (and counted), so a
-    /// flood cannot exhaust file descriptors. 0: half the descriptor limit (each client
-    /// connection may need a backend connection too), less a reserve.
+    /// flood can exhaust neither memory nor file descriptors. 0: derived from the memory limit
+    /// (`--memory-limit-bytes`) and the descriptor limit, whichever allows fewer.
     #[arg(long, env = "METEOR_PROXY_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
+
+    /// Most connections open at once from one client address (an IPv6 /64 counts as one): the
+    /// TCP peer, or with `--trusted-hops` the WebSockets of the client address the edge
+    /// reported. 0: no cap.
+    #[arg(
+        long,
+        env = "METEOR_PROXY_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 256
+    )]
+    pub max_connections_per_client: usize,
+
+    /// Memory the proxy may use, in bytes (its container's memory limit: the operator passes
+    /// `limits.memory` through the downward API). The default connection cap is derived from
+    /// it. Default: the cgroup's memory limit, if there is one.
+    #[arg(long, env = "METEOR_PROXY_MEMORY_LIMIT_BYTES")]
+    pub memory_limit_bytes: Option<u64>,
+
+    /// Proxies in front of this one (an Ingress controller or a Gateway: 1) whose
+    /// `X-Forwarded-For` elements, `X-Forwarded-Proto` and `X-Forwarded-Host` are believed: the
+    /// client address for the rate limit and the per-client cap is the element this many places
+    /// from the right. 0 (nothing in front): whatever a client sends in them is replaced.
+    /// Keep it at the app's `HTTP_FORWARDED_COUNT` less one.
+    #[arg(long, env = "METEOR_PROXY_TRUSTED_HOPS", default_value_t = 0)]
+    pub trusted_hops: u32,
 
     /// PEM certificate chain; enables TLS termination on --listen. Reloaded when it changes.
     #[arg(long, env = "METEOR_PROXY_TLS_CERT", requires = "tls_key")]
@@ -203,22 +229,154 @@ impl ProxyOptions {
         self.cookie_secure || self.tls_cert.is_some()
     }
 
-    /// `--max-connections`, or with 0 the default from the open-files limit.
-    pub fn connection_limit(&self) -> usize {
-        if self.max_connections > 0 {
-            return self.max_connections;
-        }
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct it is given.
-        let files = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
-            0 => usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX),
-            _ => 1024,
-        };
-        (files.saturating_sub(RESERVED_FILES) / 2).clamp(1, 1_000_000)
+    /// The connection caps: `--max-connections`, or with 0 the fewer of what the memory limit
+    /// and the open-files limit allow.
+    pub fn connection_caps(&self) -> Caps {
+        let files = open_files_limit().soft;
+        let memory = self.memory_limit_bytes.or_else(cgroup_memory_limit);
+        caps(self.max_connections, files, memory, self.max_header_bytes)
     }
+
+    /// `--max-connections`, or with 0 its default ([`Self::connection_caps`]).
+    pub fn connection_limit(&self) -> usize {
+        self.connection_caps().connections
+    }
+}
+
+/// Connection caps and where they came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Client connections open at once.
+    pub connections: usize,
+    /// Client connections whose response is stalled (a write waiting for the client to read)
+    /// at once; one more stalling is closed ([`crate::deadline::StallBudget`]).
+    pub stalled: usize,
+    /// What the memory limit allows (None: no limit known).
+    pub by_memory: Option<usize>,
+    /// What the open-files limit allows.
+    pub by_files: usize,
+}
+
+/// Memory a client connection holds whatever it does, in bytes: its task, timers and state,
+/// hyper's 8 KiB write buffer, and the kernel's socket (about 3.7 KiB of slab). Measured with
+/// the head below: 22.3 KB of the proxy's memory for an unfinished head of 200 bytes, plus the
+/// kernel's (`docs/proxy.md`, "Bounded resources").
+pub const CONNECTION_FIXED_BYTES: u64 = 16 * 1024;
+/// hyper's read buffer per byte of `--max-header-bytes`: an unfinished head of just under the
+/// limit (the costliest state a client can cause without spending memory of its own) grows it
+/// up to the limit, in steps. Measured: 30.0 KB for a 15.5 KiB head under the 16 KiB default,
+/// 50.1 KB for 31.5 KiB under 32 KiB, each plus the kernel's 3.7 KiB.
+pub const HEAD_BUFFER_FACTOR: f64 = 1.25;
+/// Memory of a stalled response (its client stopped reading): the response's buffers in hyper
+/// and in the backend connection, the kernel's queues of the client socket (the window in
+/// flight, plus 16 KiB unsent: `TCP_NOTSENT_LOWAT`) and of the backend socket (a 64 KiB receive
+/// buffer, which the kernel lets reach twice that). Measured 61 KB of the proxy's memory and
+/// 150 KB of socket queues per stalled response, on loopback with a client window of 4 KiB.
+pub const STALLED_BYTES: u64 = 256 * 1024;
+/// One in this many connections may have a stalled response at once; one more stalling is
+/// closed.
+pub const STALLED_SHARE: usize = 8;
+/// Memory for everything but connections: the runtime, the SockJS pins and rate-limit buckets
+/// (100,000 each at most), metrics, TLS, and the allocator's slack.
+pub const BASE_BYTES: u64 = 32 << 20;
+
+/// Memory one client connection is budgeted, with `max_header_bytes` heads: its own worst case
+/// and its share of the stalled responses.
+pub fn connection_bytes(max_header_bytes: usize) -> u64 {
+    let head = (max_header_bytes as f64 * HEAD_BUFFER_FACTOR) as u64;
+    CONNECTION_FIXED_BYTES + head + STALLED_BYTES / STALLED_SHARE as u64
+}
+
+/// The caps from `--max-connections` (0: derived), the soft open-files limit, the memory limit
+/// and `--max-header-bytes`.
+pub fn caps(
+    max_connections: usize,
+    files: u64,
+    memory: Option<u64>,
+    max_header_bytes: usize,
+) -> Caps {
+    let files = usize::try_from(files).unwrap_or(usize::MAX);
+    // Each client connection may need a backend connection too.
+    let by_files = (files.saturating_sub(RESERVED_FILES) / 2).clamp(1, 1_000_000);
+    // Three quarters of the limit: a margin below the OOM killer for what the figures above do
+    // not hold (the kernel's queues beyond them, bursts of connections closing).
+    let by_memory = memory.map(|limit| {
+        let budget = (limit / 4 * 3).saturating_sub(BASE_BYTES);
+        usize::try_from(budget / connection_bytes(max_header_bytes))
+            .unwrap_or(usize::MAX)
+            .clamp(1, 1_000_000)
+    });
+    let connections = match max_connections {
+        0 => by_memory.map_or(by_files, |m| m.min(by_files)),
+        n => n,
+    };
+    Caps {
+        connections,
+        stalled: (connections / STALLED_SHARE).max(16),
+        by_memory,
+        by_files,
+    }
+}
+
+/// The soft and hard open-files limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileLimits {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The open-files limits now (1024 for both if they cannot be read).
+pub fn open_files_limit() -> FileLimits {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+        0 => FileLimits {
+            soft: limit.rlim_cur,
+            hard: limit.rlim_max,
+        },
+        _ => FileLimits {
+            soft: 1024,
+            hard: 1024,
+        },
+    }
+}
+
+/// Raises the soft open-files limit to the hard one (container runtimes often start processes
+/// with a soft limit of 1024 and a hard one far above), at most to the kernel's `nr_open`.
+/// Returns the limits before and after.
+pub fn raise_open_files_limit() -> (FileLimits, FileLimits) {
+    let before = open_files_limit();
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let target = before.hard.min(nr_open);
+    if target > before.soft {
+        let limit = libc::rlimit {
+            rlim_cur: target as libc::rlim_t,
+            rlim_max: before.hard as libc::rlim_t,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        let _ = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    }
+    (before, open_files_limit())
+}
+
+/// The memory limit of the proxy's cgroup (v2 `memory.max`, v1 `memory.limit_in_bytes`), if
+/// it has one.
+pub fn cgroup_memory_limit() -> Option<u64> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| std::fs::read_to_string(path).ok())
+    .and_then(|text| text.trim().parse::<u64>().ok())
+    // "max", or v1's "no limit" (a page-rounded i64::MAX).
+    .filter(|&limit| limit < 1 << 60)
 }
 
 /// Descriptors kept for listeners, health checks, discovery and logs.
@@ -291,6 +449,68 @@ mod tests {
         assert!(a.connection_limit() >= 1);
         let rebalancing = a.rebalancing().unwrap();
         assert_eq!((rebalancing.rate, rebalancing.tolerance), (5.0, 0.2));
+    }
+
+    /// Issue 18, item 4: the cap follows the memory limit (the operator's default 256Mi gives
+    /// 2,409 connections, of which 301 may stall), not the open-files limit alone (524,288 on
+    /// common runtimes gave 262,094); `--max-connections` still overrides both.
+    #[test]
+    fn the_connection_cap_follows_the_memory_limit() {
+        const MI: u64 = 1 << 20;
+        let default = caps(0, 524_288, Some(256 * MI), 16 * 1024);
+        assert_eq!(default.by_files, 262_094);
+        assert_eq!(default.by_memory, Some(2409));
+        assert_eq!((default.connections, default.stalled), (2409, 301));
+        // Every connection at its worst stays inside three quarters of the limit.
+        let worst = BASE_BYTES + default.connections as u64 * connection_bytes(16 * 1024);
+        assert!(worst <= 192 * MI, "{worst}");
+        // More memory, more connections; larger heads, fewer.
+        assert_eq!(
+            caps(0, 524_288, Some(1024 * MI), 16 * 1024).connections,
+            11_083
+        );
+        assert_eq!(
+            caps(0, 524_288, Some(256 * MI), 32 * 1024).connections,
+            1861
+        );
+        // No limit known: the files alone; few files: the files.
+        assert_eq!(caps(0, 1024, None, 16 * 1024).connections, 462);
+        assert_eq!(caps(0, 1024, Some(256 * MI), 16 * 1024).connections, 462);
+        // A limit below the base still serves someone.
+        assert_eq!(caps(0, 524_288, Some(16 * MI), 16 * 1024).connections, 1);
+        // The override.
+        let forced = caps(50_000, 1024, Some(256 * MI), 16 * 1024);
+        assert_eq!((forced.connections, forced.stalled), (50_000, 6250));
+        let cli = Cli::parse_from([
+            "proxy",
+            "--backend",
+            "127.0.0.1:1",
+            "--memory-limit-bytes",
+            "268435456",
+            "--max-connections",
+            "7",
+        ]);
+        assert_eq!(cli.args.connection_limit(), 7);
+        let cli = Cli::parse_from([
+            "proxy",
+            "--backend",
+            "127.0.0.1:1",
+            "--memory-limit-bytes",
+            "268435456",
+        ]);
+        assert!(cli.args.connection_limit() <= 2409);
+        assert_eq!(cli.args.max_connections_per_client, 256);
+        assert_eq!(cli.args.trusted_hops, 0);
+    }
+
+    #[test]
+    fn the_soft_open_files_limit_goes_up_to_the_hard_one() {
+        let (before, after) = raise_open_files_limit();
+        assert!(after.soft >= before.soft);
+        assert_eq!(after.hard, before.hard);
+        let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .map_or(1 << 20, |s| s.trim().parse().unwrap());
+        assert_eq!(after.soft, after.hard.min(nr_open));
     }
 
     #[test]

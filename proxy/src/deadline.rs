@@ -3,7 +3,9 @@
 //! - [`WriteDeadline`]: a client that stops reading is disconnected. Without it a response to a
 //!   client that never reads would pin its upstream connection (and count as busy on its
 //!   backend) forever. The timer is armed only while a write waits, so a client that keeps up
-//!   costs no timer operations.
+//!   costs no timer operations. A waiting write holds a stalled response (kernel queues on both
+//!   sides, a backend connection): at most [`StallBudget`]'s cap of them wait at once, and a
+//!   write that would wait beyond it fails at once, closing its connection.
 //! - [`HeadDeadline`] and [`HeadWatch`]: a client that does not send a whole request head within
 //!   the header timeout (from the connection's start or the end of the previous response) is
 //!   disconnected. One timer per connection, moved on for each head.
@@ -15,7 +17,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -23,22 +25,68 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// `inner`, whose writes fail with `TimedOut` after waiting `timeout` without progress.
+/// How many client writes may wait at once (responses stalled by clients that do not read).
+pub struct StallBudget {
+    cap: usize,
+    stalled: AtomicUsize,
+    /// Connections closed because their write would have waited beyond the cap.
+    refused: prometheus_client::metrics::counter::Counter,
+}
+
+impl StallBudget {
+    pub fn new(cap: usize, refused: prometheus_client::metrics::counter::Counter) -> Arc<Self> {
+        Arc::new(Self {
+            cap,
+            stalled: AtomicUsize::new(0),
+            refused,
+        })
+    }
+
+    /// Writes waiting now.
+    pub fn stalled(&self) -> usize {
+        self.stalled.load(Ordering::Relaxed)
+    }
+
+    /// One more waiting write, if the cap allows it.
+    fn enter(self: &Arc<Self>) -> Option<Stalled> {
+        if self.stalled.fetch_add(1, Ordering::Relaxed) >= self.cap {
+            self.stalled.fetch_sub(1, Ordering::Relaxed);
+            self.refused.inc();
+            return None;
+        }
+        Some(Stalled(self.clone()))
+    }
+}
+
+/// A write waiting, counted in its [`StallBudget`] until dropped.
+struct Stalled(Arc<StallBudget>);
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        self.0.stalled.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `inner`, whose writes fail with `TimedOut` after waiting `timeout` without progress, or at
+/// once when `budget` has no room for one more waiting write.
 pub struct WriteDeadline<S> {
     inner: S,
     timeout: Duration,
+    budget: Arc<StallBudget>,
     /// Made the first time a write waits (most connections never need it).
     timer: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    /// Set while a write waits (the timer is armed).
+    stalled: Option<Stalled>,
 }
 
 impl<S> WriteDeadline<S> {
-    pub fn new(inner: S, timeout: Duration) -> Self {
+    pub fn new(inner: S, timeout: Duration, budget: Arc<StallBudget>) -> Self {
         Self {
             inner,
             timeout,
+            budget,
             timer: None,
-            armed: false,
+            stalled: None,
         }
     }
 
@@ -53,16 +101,22 @@ impl<S> WriteDeadline<S> {
         outcome: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if outcome.is_ready() {
-            self.armed = false;
+            self.stalled = None;
             return outcome;
         }
         let deadline = Instant::now() + self.timeout;
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !self.armed {
+        if self.stalled.is_none() {
+            let Some(stalled) = self.budget.enter() else {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "too many responses stalled by clients that do not read",
+                )));
+            };
             timer.as_mut().reset(deadline);
-            self.armed = true;
+            self.stalled = Some(stalled);
         }
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
@@ -123,12 +177,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
 }
 
 /// When a client connection's next request head is due, shared by the connection's request
-/// path (which starts and stops the wait) and its [`HeadWatch`].
+/// path (which starts and stops the wait) and its [`HeadWatch`]. [`evict`](Self::evict) ends
+/// the wait (and the connection) at once.
 pub struct HeadDeadline {
     base: Instant,
     timeout: Duration,
     /// Microseconds after `base` the head is due; 0 while none is awaited.
     due: AtomicU64,
+    evicted: std::sync::atomic::AtomicBool,
+    /// The connection's task, once its watch waits for a head.
+    waker: futures::task::AtomicWaker,
 }
 
 impl HeadDeadline {
@@ -137,7 +195,24 @@ impl HeadDeadline {
             base: Instant::now(),
             timeout,
             due: AtomicU64::new(0),
+            evicted: std::sync::atomic::AtomicBool::new(false),
+            waker: futures::task::AtomicWaker::new(),
         }
+    }
+
+    /// When the awaited head is due (microseconds after the connection's start, comparable
+    /// between connections only roughly), or None while no head is awaited.
+    pub fn due(&self) -> Option<Instant> {
+        match self.due.load(Ordering::Relaxed) {
+            0 => None,
+            due => Some(self.base + Duration::from_micros(due)),
+        }
+    }
+
+    /// Ends the wait now: the connection's [`HeadWatch`] completes (its connection closes).
+    pub fn evict(&self) {
+        self.evicted.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// A head is awaited from now on (the connection started or a response ended).
@@ -185,6 +260,9 @@ impl Future for HeadWatch {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        if this.deadline.evicted.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
         let due = this.deadline.due.load(Ordering::Relaxed);
         if due == 0 {
             // No head awaited: the timer may still fire once (a spurious wake-up), nothing
@@ -199,7 +277,17 @@ impl Future for HeadWatch {
             sleep.as_mut().reset(at);
             this.registered = false;
         }
-        poll_lazily(sleep, &mut this.registered, at, cx)
+        let was = this.registered;
+        let polled = poll_lazily(sleep, &mut this.registered, at, cx);
+        if this.registered && !was {
+            // Where the timer wakes the task, an eviction does too (the same task polls the
+            // watch every time, so its waker stays valid while registered).
+            this.deadline.waker.register(cx.waker());
+            if this.deadline.evicted.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+        }
+        polled
     }
 }
 

@@ -9,7 +9,9 @@
 //!   pooled backend connections. [`tunnel`]: WebSocket byte tunnels. [`tls`]: TLS termination.
 //! - [`closing`]: WebSocket closes spread over drain and shutdown windows.
 //! - [`rebalance`]: WebSockets moved onto new backends after a scale-up, at a bounded rate.
-//! - [`ratelimit`]: per-IP 429s. [`bounded`]: size caps of the pin and rate-limit maps.
+//! - [`ratelimit`]: per-client 429s. [`bounded`]: size caps of the pin and rate-limit maps.
+//! - [`client`]: the client address the proxy trusts (`--trusted-hops`), IPv6 by /64, and the
+//!   per-client connection cap.
 //! - [`admin`] and [`metrics`]: status page and Prometheus metrics.
 //! - [`replay`]: one client connection from bytes in memory (the fuzz target's harness).
 //!
@@ -19,6 +21,7 @@
 pub mod admin;
 pub mod balancer;
 pub mod bounded;
+pub mod client;
 pub mod closing;
 pub mod config;
 pub mod cookie;
@@ -55,6 +58,17 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .try_init();
+    // Before any cap is derived from it: container runtimes often start processes with a soft
+    // limit of 1024 under a hard one far above.
+    let (before, after) = config::raise_open_files_limit();
+    if after.soft > before.soft {
+        tracing::info!(
+            from = before.soft,
+            to = after.soft,
+            hard = after.hard,
+            "raised the open-files limit"
+        );
+    }
     let threads = match args.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -150,6 +164,18 @@ async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
     let limiter = (args.rate_limit > 0.0)
         .then(|| ratelimit::RateLimiter::new(args.rate_limit, args.rate_burst));
     let settings = server::Settings::from_args(&args, tls.is_some());
+    let caps = args.connection_caps();
+    tracing::info!(
+        max_connections = settings.max_connections,
+        per_client = settings.max_connections_per_client,
+        stalled = settings.max_stalled,
+        by_memory = ?caps.by_memory,
+        by_files = caps.by_files,
+        memory_limit = ?args.memory_limit_bytes.or_else(config::cgroup_memory_limit),
+        open_files = config::open_files_limit().soft,
+        trusted_hops = args.trusted_hops,
+        "connection caps"
+    );
     let proxy = Arc::new(server::Proxy::new(
         balancer.clone(),
         signer,

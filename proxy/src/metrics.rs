@@ -35,6 +35,26 @@ pub enum Reason {
     NoBackend,
 }
 
+/// Which cap closed a client connection (the `reason` label of `connections_refused`).
+#[derive(Clone, Copy, Debug)]
+pub enum Refusal {
+    /// `--max-connections` were open.
+    MaxConnections,
+    /// `--max-connections-per-client` were open from the client's address.
+    PerClient,
+    /// As many responses as the memory allows were stalled by clients that do not read.
+    Stalled,
+    /// Closed to make room for a new connection at `--max-connections`: it had waited longest
+    /// for a request head.
+    Evicted,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefuseLabel {
+    /// "max_connections", "per_client", "stalled" or "evicted".
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabel {
     /// "rate_limited" or "no_backend".
@@ -49,8 +69,8 @@ pub struct Metrics {
     pub upstream_errors: Family<BackendLabel, Counter>,
     pub transitions: Family<TransitionLabels, Counter>,
     pub rejected: Family<RejectLabel, Counter>,
-    /// Client connections closed at once because `--max-connections` were open.
-    pub connections_refused: Counter,
+    /// Client connections closed by a cap ([`Refusal`]).
+    pub connections_refused: Family<RefuseLabel, Counter>,
     /// WebSockets closed to move their sessions onto emptier backends ([`super::rebalance`]).
     pub rebalanced: Counter,
     /// WebSocket upgrades sent by least connections because their cookie's backend was full.
@@ -97,7 +117,7 @@ impl Metrics {
         );
         r.register(
             "connections_refused",
-            "Client connections closed unanswered because --max-connections were open",
+            "Client connections closed by a cap: --max-connections open (closed unanswered), --max-connections-per-client open from its address, too many stalled responses, or evicted (waiting longest for a request head) to make room at --max-connections",
             self.connections_refused.clone(),
         );
         r.register(
@@ -159,6 +179,19 @@ impl Metrics {
                 to,
             });
         }
+    }
+
+    /// The counter of connections closed by `cap`.
+    pub fn refused(&self, cap: Refusal) -> Counter {
+        let reason = match cap {
+            Refusal::MaxConnections => "max_connections",
+            Refusal::PerClient => "per_client",
+            Refusal::Stalled => "stalled",
+            Refusal::Evicted => "evicted",
+        };
+        self.connections_refused
+            .get_or_create(&RefuseLabel { reason })
+            .clone()
     }
 
     pub fn reject(&self, reason: Reason) {

@@ -1,6 +1,8 @@
-//! Per-client-IP rate limiting (token bucket): `rate` requests per second with bursts of
-//! `burst`. Over the limit the proxy answers 429 itself. Idle buckets are pruned so memory stays
-//! bounded by the number of recently active clients, and never exceeds [`MAX_BUCKETS`].
+//! Per-client rate limiting (token bucket): `rate` requests per second with bursts of `burst`.
+//! Over the limit the proxy answers 429 itself. Clients are counted by the key of the address
+//! the proxy trusts ([`crate::client`]: the peer, or the edge's element of `X-Forwarded-For`;
+//! IPv6 by /64). Idle buckets are pruned so memory stays bounded by the number of recently
+//! active clients, and never exceeds [`MAX_BUCKETS`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -30,7 +32,7 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `ip` at `now`; false means "answer 429".
+    /// Takes one token for client key `ip` at `now`; false means "answer 429".
     pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().expect("rate limiter lock");
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&ip) {

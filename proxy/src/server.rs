@@ -17,7 +17,15 @@
 //! - A failed upstream connect takes the backend down (passive check) and a request without a
 //!   body is retried once on a freshly routed backend. An idempotent request without a body
 //!   whose pooled connection closes under it is retried once on a new connection.
-//! - At most `max_connections` client connections are served; more are closed unanswered.
+//! - At most `max_connections` client connections are served, and at most
+//!   `max_connections_per_client` from one client address ([`client`]: the TCP peer, IPv6 by
+//!   /64); more are closed unanswered. With `trusted_hops` (an edge in front, whose connections
+//!   carry many clients) the per-client cap counts WebSockets by the client address the edge
+//!   reported instead, and one over it gets 429.
+//! - `X-Forwarded-For` lines are joined in order (RFC 9110 section 5.3) and the peer appended
+//!   when `trusted_hops` says an edge is in front (its `X-Forwarded-Proto` and
+//!   `X-Forwarded-Host` are kept too); without one, whatever the client sent in them is
+//!   replaced. The rate limit counts by the same client address.
 //! - A client that does not send a whole request head within `header_timeout` (from the
 //!   connection's start or the end of the previous response) is disconnected ([`HeadWatch`]);
 //!   oversized heads get 431 from hyper; a client that leaves a response unread for
@@ -42,18 +50,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::balancer::{ActiveGuard, Backend, Balancer, TunnelGuard};
+use super::client::{self, Slot, Slots};
 use super::closing::{self, Closer};
 use super::config::ProxyArgs;
 use super::cookie::{self, CookieSigner};
-use super::deadline::{HeadDeadline, HeadWatch, Timer, WriteDeadline};
-use super::metrics::{Metrics, Reason};
+use super::deadline::{HeadDeadline, HeadWatch, StallBudget, Timer, WriteDeadline};
+use super::metrics::{Metrics, Reason, Refusal};
 use super::ratelimit::RateLimiter;
 use super::rebalance;
 use super::sockjs;
 use super::tls::ReloadingAcceptor;
 use super::upstream;
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_FOR: HeaderName = client::X_FORWARDED_FOR;
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -71,12 +80,18 @@ pub struct Settings {
     pub write_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// Responses stalled by clients that do not read, at most, at once.
+    pub max_stalled: usize,
+    /// Proxies in front whose X-Forwarded-* are believed (`--trusted-hops`).
+    pub trusted_hops: u32,
     pub tls: bool,
 }
 
 impl Settings {
     /// The traffic path's settings from the proxy's flags (`tls`: whether it terminates TLS).
     pub fn from_args(args: &ProxyArgs, tls: bool) -> Self {
+        let caps = args.connection_caps();
         Settings {
             cookie_name: args.cookie_name.clone(),
             cookie_max_age: args.cookie_max_age,
@@ -87,7 +102,10 @@ impl Settings {
             header_timeout: args.header_timeout,
             write_timeout: args.write_timeout,
             max_header_bytes: args.max_header_bytes,
-            max_connections: args.connection_limit(),
+            max_connections: caps.connections,
+            max_connections_per_client: args.max_connections_per_client,
+            max_stalled: caps.stalled,
+            trusted_hops: args.trusted_hops,
             tls,
         }
     }
@@ -102,6 +120,16 @@ pub struct Proxy {
     limiter: Option<RateLimiter>,
     metrics: Arc<Metrics>,
     proto: HeaderValue,
+    /// Open connections (or, behind an edge, WebSockets) per client address.
+    clients: Arc<Slots>,
+    /// Client writes waiting at once (stalled responses).
+    stalls: Arc<StallBudget>,
+    refused_max: prometheus_client::metrics::counter::Counter,
+    refused_client: prometheus_client::metrics::counter::Counter,
+    evicted: prometheus_client::metrics::counter::Counter,
+    /// The client connections open (not their tunnels), by address: at the cap, the one that
+    /// has waited longest for a request head makes room for a new one.
+    open: std::sync::Mutex<std::collections::HashMap<usize, std::sync::Weak<ClientInfo>>>,
     /// Cancelled on SIGTERM: connections finish their current request and close.
     pub shutdown: CancellationToken,
     /// The shutdown window: tunnels close one by one in it.
@@ -129,6 +157,11 @@ impl Proxy {
             }
         );
         let proto = HeaderValue::from_static(if settings.tls { "https" } else { "http" });
+        let clients = Slots::new(settings.max_connections_per_client);
+        let stalls = StallBudget::new(settings.max_stalled, metrics.refused(Refusal::Stalled));
+        let refused_max = metrics.refused(Refusal::MaxConnections);
+        let refused_client = metrics.refused(Refusal::PerClient);
+        let evicted = metrics.refused(Refusal::Evicted);
         Self {
             balancer,
             signer,
@@ -137,6 +170,12 @@ impl Proxy {
             limiter,
             metrics,
             proto,
+            clients,
+            stalls,
+            refused_max,
+            refused_client,
+            evicted,
+            open: Default::default(),
             shutdown: CancellationToken::new(),
             closing: Closer::default(),
             hard_stop: CancellationToken::new(),
@@ -180,23 +219,45 @@ impl Proxy {
                     continue;
                 }
             };
-            // Over the cap: closed at once, so the descriptor is back before the next accept.
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                self.metrics.connections_refused.inc();
-                drop(stream);
-                continue;
+            // Over a cap: closed at once, so the descriptor is back before the next accept.
+            // Behind an edge every connection comes from it: its WebSockets are counted by
+            // client instead (`handle`).
+            let client_slot = if self.settings.trusted_hops == 0 {
+                let Some(slot) = self.clients.acquire(client::key(peer.ip())) else {
+                    self.refused_client.inc();
+                    drop(stream);
+                    continue;
+                };
+                slot
+            } else {
+                Slot::none()
+            };
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => match self.evict_waiting() {
+                    Some(slot) => slot,
+                    None => {
+                        self.refused_max.inc();
+                        drop(stream);
+                        continue;
+                    }
+                },
             };
             let _ = stream.set_nodelay(true);
+            // Unsent bytes queued in the kernel stay small (the window in flight is not
+            // limited): a client that stops reading holds little of the proxy's memory.
+            set_unsent_limit(&stream, CLIENT_UNSENT_BYTES);
             let proxy = self.clone();
             let tls = tls.as_ref().map(|t| t.acceptor());
+            // Held for the connection's life, and its tunnel's if it upgrades.
+            let held = Held(Some((slot, client_slot)));
             self.tracker.spawn(async move {
-                let _slot = slot;
                 match tls {
-                    None => proxy.serve_connection(stream, peer).await,
+                    None => proxy.serve_held(stream, peer, held).await,
                     Some(acceptor) => {
                         let handshake = acceptor.accept(stream);
                         match tokio::time::timeout(proxy.settings.header_timeout, handshake).await {
-                            Ok(Ok(stream)) => proxy.serve_connection(stream, peer).await,
+                            Ok(Ok(stream)) => proxy.serve_held(stream, peer, held).await,
                             Ok(Err(error)) => {
                                 tracing::debug!(%error, %peer, "TLS handshake failed")
                             }
@@ -213,7 +274,25 @@ impl Proxy {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let client = Arc::new(ClientInfo::new(peer, self.settings.header_timeout));
+        self.serve_held(stream, peer, Held(None)).await;
+    }
+
+    /// Serves one client connection holding `held` of the caps (passed on to its tunnel).
+    async fn serve_held<S>(self: Arc<Self>, stream: S, peer: SocketAddr, held: Held)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let evictable = held.0.is_some();
+        let mut client = ClientInfo::new(peer, self.settings.header_timeout);
+        client.held = std::sync::Mutex::new(held);
+        let client = Arc::new(client);
+        let key = Arc::as_ptr(&client) as usize;
+        if evictable {
+            let mut open = self.open.lock().expect("open connections lock");
+            open.insert(key, Arc::downgrade(&client));
+        }
+        // Out of the map when the connection ends, however it ends.
+        let _listed = Listed(&self.open, evictable.then_some(key));
         // The first head is due within the header timeout; each next one within it after the
         // previous response ended (hyper's own header timer would be a new timer per request).
         client.head.start();
@@ -225,6 +304,9 @@ impl Proxy {
             let client = for_service.clone();
             async move {
                 client.head.stop();
+                client
+                    .served
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 let response = proxy.handle(req, &client).await;
                 Ok::<_, Infallible>(response.map(|body| NextHead { body, client }))
             }
@@ -237,7 +319,7 @@ impl Proxy {
             // A response head and its (mostly small) body in one buffer: one plain send, as
             // the upstream side does, instead of a writev of two pieces.
             .writev(false);
-        let stream = WriteDeadline::new(stream, self.settings.write_timeout);
+        let stream = WriteDeadline::new(stream, self.settings.write_timeout, self.stalls.clone());
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -274,7 +356,7 @@ impl Proxy {
         client: &ClientInfo,
     ) -> Response<ProxyBody> {
         if let Some(limiter) = &self.limiter
-            && !limiter.allow(client.peer.ip(), Instant::now())
+            && !limiter.allow(self.client_key(req.headers(), client), Instant::now())
         {
             self.metrics.reject(Reason::RateLimited);
             let mut response = local(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded\n");
@@ -296,7 +378,23 @@ impl Proxy {
             return local(StatusCode::BAD_REQUEST, "an upgrade request has no body\n");
         }
         if upgrade {
-            prepare_headers(req.headers_mut(), client, &self.proto, upgrade);
+            // Behind an edge a WebSocket is the connection a client holds: counted by the
+            // client address the edge reported.
+            let slot = if self.settings.trusted_hops > 0 {
+                let Some(slot) = self.clients.acquire(self.client_key(req.headers(), client))
+                else {
+                    self.refused_client.inc();
+                    return local(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many connections from this client\n",
+                    );
+                };
+                slot
+            } else {
+                Slot::none()
+            };
+            let hops = self.settings.trusted_hops;
+            prepare_headers(req.headers_mut(), client, &self.proto, upgrade, hops);
             let Some((backend, set_cookie)) = self.route(&req, client) else {
                 self.metrics.reject(Reason::NoBackend);
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
@@ -304,11 +402,14 @@ impl Proxy {
             // A new WebSocket is a session of its own: it need not follow its cookie to a
             // draining backend, or to one holding more than its share after a scale-up.
             let backend = rebalance::steer(&self.balancer, backend, !set_cookie, req.uri().path());
-            let outcome = self.forward_upgrade(&mut req, backend.enter()).await;
+            let outcome = self
+                .forward_upgrade(&mut req, backend.enter(), slot, client)
+                .await;
             return self.finish(outcome.map_err(|f| (f, None)), &backend, set_cookie);
         }
         // Written by the upstream client after the request's headers, not inserted in the map.
-        let added = forwarded(req.headers_mut(), client, &self.proto, false);
+        let hops = self.settings.trusted_hops;
+        let added = forwarded(req.headers_mut(), client, &self.proto, false, hops);
         let (parts, body) = req.into_parts();
         // An empty body is sent as such, so the request can be retried after a failed connect.
         let body = if body.is_end_stream() {
@@ -332,6 +433,41 @@ impl Proxy {
                 }
                 outcome => return self.finish(outcome, &backend, set_cookie),
             }
+        }
+    }
+
+    /// Closes the connection that has waited longest for a request head and returns its
+    /// place under the cap: one still waiting for its first head (a slowloris, most likely)
+    /// before an idle keep-alive connection that was served (its client reconnects); None if
+    /// no connection waits for a head (requests in flight and WebSockets are never closed).
+    /// Only called at the cap: the scan is over every open connection.
+    fn evict_waiting(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let open = self.open.lock().expect("open connections lock");
+        let mut oldest: Option<((bool, tokio::time::Instant), Arc<ClientInfo>)> = None;
+        for client in open.values().filter_map(std::sync::Weak::upgrade) {
+            let served = client.served.load(std::sync::atomic::Ordering::Relaxed);
+            if let Some(due) = client.head.due()
+                && oldest.as_ref().is_none_or(|(first, _)| (served, due) < *first)
+                // Not evicted already (its task has not run since) nor tunnelling.
+                && client.held.try_lock().is_ok_and(|held| held.0.is_some())
+            {
+                oldest = Some(((served, due), client));
+            }
+        }
+        drop(open);
+        let (_, victim) = oldest?;
+        let (permit, _client_slot) = victim.held.try_lock().ok()?.0.take()?;
+        victim.head.evict();
+        self.evicted.inc();
+        Some(permit)
+    }
+
+    /// The rate-limit and connection-cap key of a request's client: its connection's peer, or
+    /// behind an edge the address the edge reported ([`client::trusted_ip`]).
+    fn client_key(&self, headers: &HeaderMap, client: &ClientInfo) -> std::net::IpAddr {
+        match self.settings.trusted_hops {
+            0 => client.key,
+            hops => client::key(client::trusted_ip(headers, hops, client.peer.ip())),
         }
     }
 
@@ -488,16 +624,13 @@ impl Proxy {
         &self,
         req: &mut Request<Incoming>,
         guard: ActiveGuard,
+        slot: Slot,
+        client: &ClientInfo,
     ) -> Result<Response<ProxyBody>, Failure> {
         let backend = guard.0.clone();
-        let stream = tokio::time::timeout(
-            self.settings.connect_timeout,
-            TcpStream::connect(backend.addr),
-        )
-        .await
-        .map_err(|_| Failure::Connect)?
-        .map_err(|_| Failure::Connect)?;
-        let _ = stream.set_nodelay(true);
+        let stream = upstream::open(backend.addr, self.settings.connect_timeout)
+            .await
+            .map_err(|_| Failure::Connect)?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|_| Failure::Connect)?;
@@ -531,6 +664,8 @@ impl Proxy {
         }
         let from_client = hyper::upgrade::on(req);
         let from_backend = hyper::upgrade::on(&mut response);
+        // The client connection becomes the tunnel: it keeps counting against the caps.
+        let held = std::mem::take(&mut *client.held.lock().expect("held lock"));
         let idle = self.settings.idle_timeout;
         let hard_stop = self.hard_stop.clone();
         let windows = [backend.closing.follow(), self.closing.follow()];
@@ -553,7 +688,7 @@ impl Proxy {
                 _ = tunnel(client, upstream, idle) => {}
                 () = closing::PolledOnWake::new(closed) => {}
             }
-            drop(guard);
+            drop((guard, slot, held));
         });
         let (parts, _) = response.into_parts();
         Ok(Response::from_parts(
@@ -623,8 +758,14 @@ enum Failure {
 /// sticky cookie it sent and its deadlines.
 pub struct ClientInfo {
     peer: SocketAddr,
+    /// The peer's rate-limit and connection-cap key ([`client::key`]).
+    key: std::net::IpAddr,
     ip: HeaderValue,
     cookie: cookie::LastCookie,
+    /// The caps' slots the connection holds (passed on to its tunnel when it upgrades).
+    held: std::sync::Mutex<Held>,
+    /// A request head has arrived on the connection.
+    served: std::sync::atomic::AtomicBool,
     /// When the next request head is due.
     head: Arc<HeadDeadline>,
     /// The wait for each response head (`idle_timeout`).
@@ -636,13 +777,37 @@ impl ClientInfo {
         let ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a header value");
         Self {
             peer,
+            key: client::key(peer.ip()),
             ip,
+            held: std::sync::Mutex::new(Held(None)),
+            served: Default::default(),
             cookie: Default::default(),
             head: Arc::new(HeadDeadline::new(header_timeout)),
             response_timer: Timer::default(),
         }
     }
 }
+
+/// Takes a connection out of [`Proxy`]'s open connections when dropped.
+struct Listed<'a>(
+    &'a std::sync::Mutex<std::collections::HashMap<usize, std::sync::Weak<ClientInfo>>>,
+    Option<usize>,
+);
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.1 {
+            self.0.lock().expect("open connections lock").remove(&key);
+        }
+    }
+}
+
+/// A client connection's places under `--max-connections` and `--max-connections-per-client`.
+#[derive(Default)]
+struct Held(
+    #[allow(dead_code)] // held for their drops: the places free with the connection
+    Option<(tokio::sync::OwnedSemaphorePermit, Slot)>,
+);
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
@@ -660,8 +825,9 @@ fn prepare_headers(
     client: &ClientInfo,
     proto: &HeaderValue,
     upgrade: bool,
+    hops: u32,
 ) {
-    let added = forwarded(headers, client, proto, upgrade);
+    let added = forwarded(headers, client, proto, upgrade, hops);
     headers.insert(X_FORWARDED_FOR, added.for_);
     headers.insert(X_FORWARDED_PROTO, added.proto);
     if let Some(host) = added.host {
@@ -690,14 +856,18 @@ impl Forwarded {
     }
 }
 
-/// Drops hop-by-hop headers (keeping the upgrade pair when upgrading) and any X-Forwarded-*
-/// the client sent, and returns the values to send instead: `X-Forwarded-For` with the
-/// client's address appended to its first earlier value, the protocol, the `Host`.
+/// Drops hop-by-hop headers (keeping the upgrade pair when upgrading) and every X-Forwarded-*
+/// line, and returns the values to send instead. With `hops` trusted proxies in front:
+/// `X-Forwarded-For` is every earlier line joined in order (RFC 9110 section 5.3: a proxy like
+/// HAProxy adds a line of its own) with the peer appended, and the edge's `X-Forwarded-Proto`
+/// and `X-Forwarded-Host` are kept. With none, what the client sent is not believed: the peer,
+/// the protocol the client used, the `Host`.
 fn forwarded(
     headers: &mut HeaderMap,
     client: &ClientInfo,
     proto: &HeaderValue,
     upgrade: bool,
+    hops: u32,
 ) -> Forwarded {
     // One pass over the names finds what is there: a request rarely carries a hop-by-hop or
     // X-Forwarded-* header, and a lookup or removal of an absent name costs a hash and a
@@ -725,17 +895,22 @@ fn forwarded(
         hop.trailer = false;
     }
     hop.strip(headers);
-    let for_ = match earlier
-        .then(|| headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()))
-        .flatten()
-    {
-        Some(earlier) => HeaderValue::try_from(format!(
-            "{earlier}, {}",
-            client.ip.to_str().unwrap_or_default()
-        ))
-        .unwrap_or_else(|_| client.ip.clone()),
-        None => client.ip.clone(),
+    let mut added = Forwarded {
+        for_: client.ip.clone(),
+        proto: proto.clone(),
+        host,
     };
+    if hops > 0 {
+        if earlier {
+            added.for_ = joined_for(headers, &client.ip);
+        }
+        if old_proto && let Some(edge) = edge_proto(headers) {
+            added.proto = edge;
+        }
+        if old_host && let Some(edge) = last_element(headers, &X_FORWARDED_HOST) {
+            added.host = Some(edge);
+        }
+    }
     for (present, name) in [
         (earlier, &X_FORWARDED_FOR),
         (old_proto, &X_FORWARDED_PROTO),
@@ -745,10 +920,49 @@ fn forwarded(
             headers.remove(name);
         }
     }
-    Forwarded {
-        for_,
-        proto: proto.clone(),
-        host,
+    added
+}
+
+/// Every `X-Forwarded-For` line of `headers`, in order, joined by `, ` with `ip` appended (as
+/// Node joins repeated lines, so Meteor counts the same elements); `ip` alone when they hold
+/// nothing.
+fn joined_for(headers: &HeaderMap, ip: &HeaderValue) -> HeaderValue {
+    let lines = headers.get_all(X_FORWARDED_FOR);
+    let size = lines.iter().map(|l| l.len() + 2).sum::<usize>() + ip.len();
+    let mut value = Vec::with_capacity(size);
+    for line in lines {
+        if !value.is_empty() {
+            value.extend_from_slice(b", ");
+        }
+        value.extend_from_slice(line.as_bytes());
+    }
+    if value.trim_ascii().is_empty() {
+        return ip.clone();
+    }
+    value.extend_from_slice(b", ");
+    value.extend_from_slice(ip.as_bytes());
+    HeaderValue::from_maybe_shared(Bytes::from(value)).unwrap_or_else(|_| ip.clone())
+}
+
+/// The last element of the last `name` line: what the nearest proxy wrote.
+fn last_element(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    let line = headers.get_all(name).iter().next_back()?;
+    let last = line.as_bytes().rsplit(|&b| b == b',').next()?.trim_ascii();
+    (!last.is_empty())
+        .then(|| HeaderValue::from_bytes(last).ok())
+        .flatten()
+}
+
+/// The edge's `X-Forwarded-Proto`, if it is `http` or `https`.
+fn edge_proto(headers: &HeaderMap) -> Option<HeaderValue> {
+    let last = last_element(headers, &X_FORWARDED_PROTO)?;
+    let bytes = last.as_bytes();
+    if bytes.eq_ignore_ascii_case(b"https") {
+        Some(HeaderValue::from_static("https"))
+    } else if bytes.eq_ignore_ascii_case(b"http") {
+        Some(HeaderValue::from_static("http"))
+    } else {
+        None
     }
 }
 
@@ -838,6 +1052,27 @@ impl Hop {
     }
 }
 
+/// Unsent bytes a client socket may queue in the kernel (`TCP_NOTSENT_LOWAT`); the bytes in
+/// flight, up to the client's window, come on top.
+const CLIENT_UNSENT_BYTES: u32 = 16 * 1024;
+
+/// Sets `TCP_NOTSENT_LOWAT`: a write waits while the socket holds `bytes` not yet sent, so a
+/// client that stops reading stalls its response with little queued for it.
+fn set_unsent_limit(stream: &TcpStream, bytes: u32) {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes at the pointer, a live `c_int`.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -873,7 +1108,8 @@ async fn tunnel(
         // Plain TCP: read straight from the socket (bytes hyper read ahead go first).
         Ok(client) => {
             let client_pending = client.read_buf;
-            let client = client.io.into_inner().into_inner();
+            // Its writes keep their deadline and count against the stall budget.
+            let client = client.io.into_inner();
             super::tunnel::splice(client, client_pending, upstream, upstream_pending, idle).await
         }
         // TLS clients: through hyper's upgraded stream.
@@ -1057,7 +1293,13 @@ mod tests {
             HeaderValue::from_static("keep-alive, x-secret"),
         );
         h.insert("x-secret", HeaderValue::from_static("1"));
-        prepare_headers(&mut h, &client, &HeaderValue::from_static("https"), false);
+        prepare_headers(
+            &mut h,
+            &client,
+            &HeaderValue::from_static("https"),
+            false,
+            1,
+        );
         assert_eq!(h[X_FORWARDED_FOR], "198.51.100.1, 192.0.2.7");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert_eq!(h[X_FORWARDED_HOST], "app.example");
@@ -1065,6 +1307,8 @@ mod tests {
         assert!(!h.contains_key("x-secret"));
     }
 
+    /// With nothing trusted in front (the proxy's own LoadBalancer), a client's X-Forwarded-*
+    /// are not believed: the peer, the protocol it used and its `Host` replace them.
     #[test]
     fn forwarded_values_replace_the_clients() {
         let client = ClientInfo::new("192.0.2.7:5555".parse().unwrap(), Duration::from_secs(10));
@@ -1075,19 +1319,56 @@ mod tests {
             HeaderValue::from_static("198.51.100.1, 10.0.0.1"),
         );
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
-        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("spoofed"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(X_FORWARDED_HOST, HeaderValue::from_static("spoofed"));
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        let added = forwarded(&mut h, &client, &HeaderValue::from_static("https"), false);
+        let added = forwarded(&mut h, &client, &HeaderValue::from_static("http"), false, 0);
         assert_eq!(h.len(), 1, "only Host is left: {h:?}");
-        assert_eq!(added.for_, "198.51.100.1, 10.0.0.1, 192.0.2.7");
-        assert_eq!(added.proto, "https");
+        assert_eq!(added.for_, "192.0.2.7");
+        assert_eq!(added.proto, "http");
         assert_eq!(added.host.as_ref().unwrap(), "app.example");
         let (headers, count) = added.headers();
         let names: Vec<_> = headers[..count].iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
             ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]
+        );
+    }
+
+    /// Behind a trusted edge (issue 18, item 2): every X-Forwarded-For line counts, in order
+    /// (HAProxy's `option forwardfor` adds a line of its own after the client's), and the
+    /// edge's X-Forwarded-Proto (TLS ended there) and -Host are kept.
+    #[test]
+    fn behind_a_trusted_edge_every_forwarded_line_counts() {
+        let client = ClientInfo::new("127.0.0.1:5555".parse().unwrap(), Duration::from_secs(10));
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("app.internal"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.1.2.3"));
+        h.append(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        h.append(X_FORWARDED_PROTO, HeaderValue::from_static("HTTPS"));
+        h.insert(X_FORWARDED_HOST, HeaderValue::from_static("app.example"));
+        let added = forwarded(&mut h, &client, &HeaderValue::from_static("http"), false, 1);
+        assert_eq!(added.for_, "6.6.6.6, 10.1.2.3, 127.0.0.1");
+        assert_eq!(added.proto, "https");
+        assert_eq!(added.host.as_ref().unwrap(), "app.example");
+        assert_eq!(h.len(), 1, "the old lines are gone: {h:?}");
+        // Meteor's clientAddress with HTTP_FORWARDED_COUNT = 2 is the edge's element, and so
+        // is the proxy's own idea of the client.
+        let elements: Vec<&str> = added.for_.to_str().unwrap().split(", ").collect();
+        assert_eq!(elements[elements.len() - 2], "10.1.2.3");
+        let mut lines = HeaderMap::new();
+        lines.append(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        lines.append(X_FORWARDED_FOR, HeaderValue::from_static("10.1.2.3"));
+        let peer = client.peer.ip();
+        assert_eq!(client::trusted_ip(&lines, 1, peer).to_string(), "10.1.2.3");
+        // A protocol that is neither, or no line at all: the proxy's own.
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("gopher"));
+        let added = forwarded(&mut h, &client, &HeaderValue::from_static("http"), false, 1);
+        assert_eq!(
+            (added.for_.to_str().unwrap(), added.proto.to_str().unwrap()),
+            ("127.0.0.1", "http")
         );
     }
 
@@ -1119,7 +1400,7 @@ mod tests {
         h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         h.append(header::CONNECTION, HeaderValue::from_static("X-Second"));
         h.insert("x-second", HeaderValue::from_static("1"));
-        prepare_headers(&mut h, &client, &HeaderValue::from_static("http"), false);
+        prepare_headers(&mut h, &client, &HeaderValue::from_static("http"), false, 0);
         assert_eq!(h.len(), 2, "{h:?}"); // X-Forwarded-For and -Proto
         assert_eq!(h[X_FORWARDED_FOR], "127.0.0.1");
         assert!(
@@ -1430,7 +1711,7 @@ mod tests {
         );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(is_upgrade(&h));
-        prepare_headers(&mut h, &client, &HeaderValue::from_static("http"), true);
+        prepare_headers(&mut h, &client, &HeaderValue::from_static("http"), true, 0);
         assert!(h.contains_key(header::UPGRADE));
         assert!(h.contains_key(header::CONNECTION));
         let mut plain = HeaderMap::new();

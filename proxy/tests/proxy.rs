@@ -158,8 +158,16 @@ fn proxy_with(args: &[String]) -> Proxy {
     proxy_with_env(args, &[])
 }
 
+/// The proxy binary under test: this crate's, or another build named by `METEOR_PROXY_BIN`
+/// (to run these tests against an earlier release).
+fn proxy_bin() -> PathBuf {
+    std::env::var_os("METEOR_PROXY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_meteor-proxy")))
+}
+
 fn proxy_with_env(args: &[String], env: &[(&str, &str)]) -> Proxy {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meteor-proxy"));
+    let mut command = Command::new(proxy_bin());
     command
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(["--health-path", "/peer/health", "--threads", "1"])
@@ -938,47 +946,63 @@ fn a_client_that_stops_reading_does_not_pin_its_backend() {
     drop(reader);
 }
 
+/// Answers `ok`, except `GET /hold`, which it never answers (until the proxy closes).
+fn serve_holding(mut stream: TcpStream, events: &std::sync::mpsc::Sender<&'static str>) {
+    while let Some(head) = read_head(&mut stream) {
+        if head.starts_with("GET /hold ") {
+            let _ = events.send("held");
+            let _ = stream.read_to_end(&mut Vec::new());
+            return;
+        }
+        if stream.write_all(OK).is_err() {
+            return;
+        }
+    }
+}
+
 #[test]
 fn connections_beyond_the_cap_are_closed_and_counted() {
-    let b = raw_backend(serve_ok);
-    let proxy = proxy_for(&[b.addr], &[], &[("METEOR_PROXY_MAX_CONNECTIONS", "2")]);
+    let b = raw_backend(serve_holding);
     let open = |addr| {
         let c = TcpStream::connect(addr).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         c
     };
-    let ask = |c: &mut TcpStream| -> Vec<u8> {
-        let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-        let mut got = Vec::new();
-        let mut buf = [0u8; 512];
-        while !got.ends_with(b"ok") {
-            match c.read(&mut buf) {
-                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-                _ => break,
-            }
-        }
-        got
-    };
-    let mut held = [open(proxy.addr), open(proxy.addr)];
-    for c in &mut held {
-        assert!(ask(c).starts_with(b"HTTP/1.1 200"));
+    let cap = [("METEOR_PROXY_MAX_CONNECTIONS", "2")];
+    // Both places taken by requests in flight: nothing can make room, a third connection is
+    // closed unanswered.
+    let proxy = proxy_for(&[b.addr], &[], &cap);
+    let busy: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = open(proxy.addr);
+            c.write_all(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            c
+        })
+        .collect();
+    for _ in 0..2 {
+        assert_eq!(b.events.recv_timeout(WAIT), Ok("held"));
+    }
+    let answer = ask(&mut open(proxy.addr), "/", &[]);
+    assert!(answer.is_empty(), "a third connection: {answer}");
+    assert_eq!(refused(&proxy, "max_connections"), 1);
+    drop((busy, proxy));
+    // Both places taken by idle keep-alive connections: a third connection is served, and the
+    // one that had waited longest for its next request head is closed to make room.
+    let proxy = proxy_for(&[b.addr], &[], &cap);
+    let mut idle = [open(proxy.addr), open(proxy.addr)];
+    for c in &mut idle {
+        assert!(ask(c, "/", &[]).starts_with("HTTP/1.1 200"));
     }
     let mut third = open(proxy.addr);
-    let answer = ask(&mut third);
+    assert!(ask(&mut third, "/", &[]).starts_with("HTTP/1.1 200"));
+    assert_eq!(refused(&proxy, "evicted"), 1);
     assert!(
-        answer.is_empty(),
-        "a third connection is closed unanswered: {}",
-        String::from_utf8_lossy(&answer)
+        ask(&mut idle[0], "/", &[]).is_empty(),
+        "the oldest wait was closed"
     );
-    let metrics = get(proxy.admin, "/metrics", None).body;
-    assert!(
-        metrics.contains("meteor_proxy_connections_refused_total 1"),
-        "{metrics}"
-    );
-    drop(held);
-    eventually("a slot frees when a client leaves", || {
-        ask(&mut open(proxy.addr)).starts_with(b"HTTP/1.1 200")
-    });
+    assert!(ask(&mut idle[1], "/", &[]).starts_with("HTTP/1.1 200"));
+    assert_eq!(refused(&proxy, "max_connections"), 0);
 }
 
 #[test]
@@ -1267,4 +1291,347 @@ fn after_a_scale_up_websockets_move_to_the_new_backends_within_the_rate() {
     }
     eprintln!("balanced {balanced_at:?} after the scale-up; {total} closes; spread {spread:?}");
     let _ = std::fs::remove_file(file);
+}
+
+/// A connection to `addr` from the loopback address `source` (127.0.0.0/8 is all the machine's:
+/// each address is another client to the proxy).
+fn connect_from(source: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    let source: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&SockAddr::from(source))?;
+    socket.connect_timeout(&SockAddr::from(addr), Duration::from_secs(5))?;
+    let stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    Ok(stream)
+}
+
+/// One keep-alive GET on `stream`; the answer's head and body, or empty if the connection
+/// closed first.
+fn ask(stream: &mut TcpStream, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return String::new();
+    }
+    let Some(head) = read_head(stream) else {
+        return String::new();
+    };
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    let _ = stream.read_exact(&mut body);
+    head + &String::from_utf8_lossy(&body)
+}
+
+/// The value of `name{reason="..."}` on the proxy's `/metrics` (0 when absent).
+fn refused(proxy: &Proxy, reason: &str) -> u64 {
+    let text = get(proxy.admin, "/metrics", None).body;
+    let series = format!("meteor_proxy_connections_refused_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 18, item 2: behind a trusted edge (`--trusted-hops 1`, set by the operator with an
+/// Ingress or a Gateway) the client's forged line and the edge's own line both reach the app,
+/// in order, before the edge's address; the edge's `X-Forwarded-Proto` stays. With nothing in
+/// front, what a client sends in them is replaced.
+#[test]
+fn forwarded_lines_are_joined_behind_an_edge_and_replaced_without_one() {
+    let b = backend("b1");
+    let whoami = |proxy: &Proxy| -> Value {
+        let r = http(
+            proxy.addr,
+            "GET",
+            "/peer/whoami",
+            &[
+                ("X-Forwarded-For", "6.6.6.6"),
+                ("X-Forwarded-For", "10.1.2.3"),
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Host", "todos.example.com"),
+            ],
+            "",
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        serde_json::from_str::<Value>(&r.body).unwrap()["headers"].clone()
+    };
+    // The variable, not the flag: an earlier build without the flag still starts, and fails
+    // the assertions instead.
+    let edge = proxy_for(&[b.addr], &[], &[("METEOR_PROXY_TRUSTED_HOPS", "1")]);
+    let seen = whoami(&edge);
+    assert_eq!(seen["x-forwarded-for"], "6.6.6.6, 10.1.2.3, 127.0.0.1");
+    assert_eq!(
+        seen["x-forwarded-proto"], "https",
+        "a force-ssl app would loop"
+    );
+    assert_eq!(seen["x-forwarded-host"], "todos.example.com");
+    let alone = proxy_for(&[b.addr], &[], &[]);
+    let seen = whoami(&alone);
+    assert_eq!(
+        seen["x-forwarded-for"], "127.0.0.1",
+        "a client's claim is not passed on"
+    );
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], alone.addr.to_string());
+}
+
+/// Issue 18, item 2: behind an edge the rate limit counts each client the edge reported (not
+/// the edge, whose connections carry everyone), a forged leftmost element changes nothing, and
+/// IPv6 clients count by /64.
+#[test]
+fn the_rate_limit_counts_the_client_the_edge_reported() {
+    let b = raw_backend(serve_ok);
+    let proxy = proxy_for(
+        &[b.addr],
+        &["--rate-limit", "1", "--rate-burst", "2"],
+        &[("METEOR_PROXY_TRUSTED_HOPS", "1")],
+    );
+    let mut edge = TcpStream::connect(proxy.addr).unwrap();
+    edge.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut status = |xff: &str| -> String {
+        let answer = ask(&mut edge, "/", &[("X-Forwarded-For", xff)]);
+        answer.get(9..12).unwrap_or("").to_owned()
+    };
+    assert_eq!(status("198.51.100.1"), "200");
+    assert_eq!(status("198.51.100.1"), "200");
+    assert_eq!(status("198.51.100.1"), "429", "burst of 2 spent");
+    assert_eq!(
+        status("6.6.6.6, 198.51.100.1"),
+        "429",
+        "a forged element changes nothing"
+    );
+    assert_eq!(
+        status("198.51.100.2"),
+        "200",
+        "another client behind the same edge"
+    );
+    assert_eq!(status("2001:db8:0:1::1"), "200");
+    assert_eq!(status("2001:db8:0:1::2"), "200");
+    assert_eq!(status("2001:db8:0:1:ffff::3"), "429", "the same /64");
+    assert_eq!(status("2001:db8:0:2::1"), "200", "another /64");
+}
+
+/// Issue 18, item 4: one address holds at most `--max-connections-per-client` connections;
+/// one more is closed unanswered and counted, and other clients are served meanwhile.
+#[test]
+fn connections_per_client_address_are_capped() {
+    let b = raw_backend(serve_ok);
+    let proxy = proxy_for(
+        &[b.addr],
+        &[],
+        &[("METEOR_PROXY_MAX_CONNECTIONS_PER_CLIENT", "3")],
+    );
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|_| connect_from("127.0.0.1", proxy.addr).unwrap())
+        .collect();
+    for c in &mut held {
+        assert!(ask(c, "/", &[]).starts_with("HTTP/1.1 200"));
+    }
+    let mut fourth = connect_from("127.0.0.1", proxy.addr).unwrap();
+    let answer = ask(&mut fourth, "/", &[]);
+    assert!(
+        answer.is_empty(),
+        "a fourth connection from one address: {answer}"
+    );
+    let mut other = connect_from("127.0.0.2", proxy.addr).unwrap();
+    assert!(ask(&mut other, "/", &[]).starts_with("HTTP/1.1 200"));
+    assert_eq!(refused(&proxy, "per_client"), 1);
+    drop(held.pop());
+    eventually(
+        "a slot frees when a connection of the client closes",
+        || {
+            let mut again = connect_from("127.0.0.1", proxy.addr).unwrap();
+            ask(&mut again, "/", &[]).starts_with("HTTP/1.1 200")
+        },
+    );
+}
+
+/// Behind an edge every connection comes from the edge: the per-client cap counts WebSockets
+/// by the client address the edge reported, and one over it gets 429.
+#[test]
+fn behind_an_edge_websockets_are_capped_per_reported_client() {
+    let b = backend("b1");
+    let proxy = proxy_for(
+        &[b.addr],
+        &[],
+        &[
+            ("METEOR_PROXY_TRUSTED_HOPS", "1"),
+            ("METEOR_PROXY_MAX_CONNECTIONS_PER_CLIENT", "2"),
+        ],
+    );
+    let upgrade = |client: &str| -> (TcpStream, String) {
+        let mut ws = TcpStream::connect(proxy.addr).unwrap();
+        ws.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        ws.write_all(
+            format!(
+                "GET /sockjs/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 X-Forwarded-For: {client}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let head = read_head(&mut ws).unwrap_or_default();
+        (ws, head)
+    };
+    let open: Vec<_> = (0..2).map(|_| upgrade("198.51.100.1")).collect();
+    for (_, head) in &open {
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    }
+    let (_third, head) = upgrade("198.51.100.1");
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    let (_other, head) = upgrade("198.51.100.2");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(refused(&proxy, "per_client"), 1);
+    drop(open);
+    eventually("a closed WebSocket frees its client's slot", || {
+        upgrade("198.51.100.1").1.starts_with("HTTP/1.1 101")
+    });
+}
+
+/// Issue 18, item 4: the soft open-files limit is raised to the hard one at start (runtimes
+/// often start containers at 1024), and the caps are logged.
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_one() {
+    let b = raw_backend(serve_ok);
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\" \"$@\""])
+        .arg(proxy_bin())
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--health-path", "", "--threads", "1"])
+        .args(["--backend", &b.addr.to_string()])
+        .env("RUST_LOG", "info");
+    let proc = Proc::spawn(command);
+    proc.wait_for("proxy serving", |l| {
+        l.contains("proxy serving").then_some(())
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", proc.child.id())).unwrap();
+    let files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_ne!(files[3], "256", "the soft limit was raised: {limits}");
+    assert_eq!(files[3], files[4], "soft = hard: {limits}");
+    let log = proc.log.lock().unwrap().join("\n");
+    assert!(log.contains("connection caps"), "{log}");
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+/// Issue 18, item 4: a slowloris flood (4,000 connections from 40 addresses, each an unfinished
+/// head just under `--max-header-bytes`, the costliest thing a client can make the proxy hold
+/// without spending memory of its own) meets a cap derived from the memory limit: the proxy
+/// holds what the limit allows, stays inside three quarters of the limit (the budget the cap
+/// is derived from), and serves a client connected before the flood and a new one during it
+/// (each new connection at the cap closes the one that has waited longest for its first head). Before, the cap came from the open-files limit alone (9,950 here) and this flood
+/// took 200 MB.
+#[test]
+fn a_slowloris_flood_stays_inside_the_memory_limit() {
+    const LIMIT: u64 = 128 << 20;
+    let b = raw_backend(serve_ok);
+    let proxy = proxy_for(
+        &[b.addr],
+        &["--max-header-bytes", "32768", "--header-timeout", "60s"],
+        &[("METEOR_PROXY_MEMORY_LIMIT_BYTES", &LIMIT.to_string())],
+    );
+    let mut steady = connect_from("127.0.0.2", proxy.addr).unwrap();
+    assert!(ask(&mut steady, "/", &[]).starts_with("HTTP/1.1 200"));
+    let pid = proxy.proc.child.id();
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Pad: {}",
+        "a".repeat(31 * 1024 + 512)
+    );
+    let mut flood = Vec::new();
+    let mut peak = 0;
+    for i in 0..4000 {
+        let Ok(mut c) = connect_from(&format!("127.0.1.{}", 1 + i % 40), proxy.addr) else {
+            continue;
+        };
+        c.set_nonblocking(true).unwrap();
+        let _ = c.write(head.as_bytes()); // a refused connection fails here or later: fine
+        flood.push(c);
+        if i % 200 == 0 {
+            peak = peak.max(rss_bytes(pid));
+        }
+    }
+    // Let the proxy read what reached it, then measure.
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        peak = peak.max(rss_bytes(pid));
+    }
+    assert!(
+        peak < LIMIT / 4 * 3,
+        "peak RSS {} MiB under a limit of {} MiB",
+        peak >> 20,
+        LIMIT >> 20
+    );
+    // Each flood connection beyond the cap took the place of the one that had waited longest
+    // for its first head; the client that had been served keeps its connection, and a new
+    // client is served too.
+    let (evicted, refused) = (
+        refused(&proxy, "evicted"),
+        refused(&proxy, "max_connections"),
+    );
+    assert!(evicted > 2000, "{evicted} evicted, {refused} refused");
+    assert!(
+        ask(&mut steady, "/", &[]).starts_with("HTTP/1.1 200"),
+        "a connected client is still served"
+    );
+    let mut newcomer = connect_from("127.0.0.3", proxy.addr).unwrap();
+    assert!(ask(&mut newcomer, "/", &[]).starts_with("HTTP/1.1 200"));
+    drop(flood);
+}
+
+/// Clients that stop reading stall their responses (kernel queues on both sides, a backend
+/// connection): at most one in eight connections may (16 at least), and a response stalling
+/// beyond that is closed and counted, freeing its backend connection.
+#[test]
+fn responses_stalled_beyond_the_budget_are_closed() {
+    let b = raw_backend(serve_endless);
+    let proxy = proxy_for(&[b.addr], &["--max-connections", "128"], &[]);
+    let readers: Vec<TcpStream> = (0..24)
+        .map(|i| {
+            let mut c = connect_from(&format!("127.0.2.{}", i + 1), proxy.addr).unwrap();
+            c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            c
+        })
+        .collect();
+    eventually("the responses beyond 16 stalled ones are closed", || {
+        refused(&proxy, "stalled") >= 8
+    });
+    let aborted = (0..8)
+        .filter(|_| b.events.recv_timeout(WAIT) == Ok("aborted"))
+        .count();
+    assert_eq!(aborted, 8, "their backend connections were closed");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(refused(&proxy, "stalled"), 8, "16 stay stalled");
+    drop(readers);
 }

@@ -1,8 +1,9 @@
 //! The proxy Deployment `<name>-proxy`: `meteor-operator proxy` following the EndpointSlices of
 //! `<name>-app`, its flags derived from the spec (see `docs/proxy.md`).
 //!
-//! Its pod template depends on `routing`, `healthCheck.path`, `rollout`'s drain timings and the
-//! app's name only, so changing the app (image, env, replicas, port) never restarts the proxy.
+//! Its pod template depends on `routing`, `healthCheck.path`, `rollout`'s drain timings, the
+//! app's name and an `HTTP_FORWARDED_COUNT` in `env` only, so changing the app (image, other
+//! env, replicas, port) never restarts the proxy.
 
 use super::super::meta::{Component, child_meta, labels, proxy_name, selector_labels};
 use super::super::pod::{
@@ -18,9 +19,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SecretVolumeSource, SleepAction, TCPSocketAction, Volume,
-    VolumeMount,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler,
+    PodSpec, PodTemplateSpec, Probe, ResourceFieldSelector, ResourceRequirements,
+    SecretVolumeSource, SleepAction, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -71,6 +72,7 @@ pub fn proxy_deployment(app: &MeteorApp, options: &RoutingOptions) -> Deployment
                 .unwrap_or_else(|| options.proxy_image.clone()),
         ),
         args: Some(args(app)),
+        env: Some(vec![memory_limit_env()]),
         ports: Some(ports),
         resources: Some(
             proxy
@@ -196,6 +198,12 @@ fn args(app: &MeteorApp) -> Vec<String> {
         "shutdown-timeout",
         format!("{}s", spec.rollout.shutdown_seconds),
     );
+    // The hops in front of the proxy that the app trusts too (`HTTP_FORWARDED_COUNT`): the
+    // proxy believes their X-Forwarded-* (client address, protocol) and nothing else.
+    let hops = trusted_hops(app);
+    if hops > 0 {
+        flag("trusted-hops", hops.to_string());
+    }
     if let Some(limit) = &proxy.rate_limit {
         flag("rate-limit", limit.requests_per_second.to_string());
         flag(
@@ -222,6 +230,38 @@ fn args(app: &MeteorApp) -> Vec<String> {
         args.push("--cookie-secure".into());
     }
     args
+}
+
+/// Proxies in front of this one whose `X-Forwarded-For` element the proxy believes: the app's
+/// `HTTP_FORWARDED_COUNT` (the user's literal value, else the operator's count of forwarding
+/// proxies, [`super::forwarding_proxies`]) less the proxy's own hop. A value from a Secret or
+/// ConfigMap cannot be read here: the operator's count stands in for it.
+pub fn trusted_hops(app: &MeteorApp) -> u32 {
+    let count = app
+        .spec
+        .env
+        .iter()
+        .find(|e| e.name == "HTTP_FORWARDED_COUNT")
+        .and_then(|e| e.value.as_deref()?.trim().parse::<u32>().ok())
+        .unwrap_or_else(|| super::forwarding_proxies(app));
+    count.saturating_sub(1)
+}
+
+/// `METEOR_PROXY_MEMORY_LIMIT_BYTES` from the container's own `limits.memory` (downward API),
+/// whoever set it: the proxy derives its connection cap from it (`docs/proxy.md`).
+fn memory_limit_env() -> EnvVar {
+    EnvVar {
+        name: "METEOR_PROXY_MEMORY_LIMIT_BYTES".into(),
+        value_from: Some(EnvVarSource {
+            resource_field_ref: Some(ResourceFieldSelector {
+                container_name: Some(PROXY_CONTAINER_NAME.into()),
+                resource: "limits.memory".into(),
+                divisor: Some(Quantity("1".into())),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
 }
 
 /// A proxy is I/O-bound and small: 100m CPU and 64Mi requested, 256Mi limit.
