@@ -34,6 +34,7 @@ use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher::Event;
 use kube::{Client, Resource, ResourceExt};
 use meteor_operator::api::MeteorApp;
+use meteor_operator::controller::pods::CachedPod;
 use meteor_operator::controller::{
     Context, ListedApp, Metrics, Optional, RoutingCaches, SharedIndex, reconcile, request_kind,
     trim,
@@ -314,6 +315,62 @@ where
     (objects.len(), bytes as f64 / n as f64)
 }
 
+/// The pods of `deployments` as the API holds them once running: the template's spec, the
+/// ReplicaSet as owner, and a kubelet's status (conditions, container statuses).
+fn running_pods(deployments: &[Deployment]) -> Vec<serde_json::Value> {
+    let mut pods = Vec::new();
+    for deployment in deployments {
+        let spec = deployment.spec.as_ref().expect("a Deployment has a spec");
+        let template = &spec.template;
+        for i in 0..spec.replicas.unwrap_or(1) {
+            let name = format!("{}-5d8f7c9b4-{i:05}", deployment.name_any());
+            let mut metadata = template.metadata.clone().unwrap_or_default();
+            metadata.name = Some(name);
+            metadata.namespace = deployment.namespace();
+            metadata.uid = Some(format!("pod-uid-{}-{i}", deployment.name_any()));
+            metadata.resource_version = Some("123456".into());
+            metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert("pod-template-hash".into(), "5d8f7c9b4".into());
+            let conditions: Vec<serde_json::Value> = [
+                "PodReadyToStartContainers",
+                "Initialized",
+                "Ready",
+                "ContainersReady",
+                "PodScheduled",
+            ]
+            .iter()
+            .map(|t| {
+                serde_json::json!({ "type": t, "status": "True", "lastProbeTime": null,
+                    "lastTransitionTime": "2026-12-06T10:00:05Z" })
+            })
+            .collect();
+            let mut pod = serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": metadata,
+                "spec": template.spec,
+                "status": {
+                    "phase": "Running", "podIP": "10.244.3.17", "hostIP": "10.0.0.4",
+                    "podIPs": [{ "ip": "10.244.3.17" }], "qosClass": "Burstable",
+                    "startTime": "2026-12-06T10:00:00Z",
+                    "conditions": conditions,
+                    "containerStatuses": [{ "name": "meteor", "ready": true, "started": true,
+                        "restartCount": 0, "image": "registry.example.com/app:1",
+                        "imageID": "registry.example.com/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                        "containerID": "containerd://0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                        "state": { "running": { "startedAt": "2026-12-06T10:00:02Z" } } }],
+                },
+            });
+            pod["metadata"]["ownerReferences"] = serde_json::json!([{ "apiVersion": "apps/v1",
+                "kind": "ReplicaSet", "name": format!("{}-5d8f7c9b4", deployment.name_any()),
+                "uid": "rs-uid", "controller": true, "blockOwnerDeletion": true }]);
+            pods.push(pod);
+        }
+    }
+    pods
+}
+
 fn json_of<T: serde::Serialize>(objects: impl IntoIterator<Item = T>) -> Vec<serde_json::Value> {
     objects
         .into_iter()
@@ -524,7 +581,7 @@ async fn main() {
         ),
         (
             "Deployments (the app's, the proxy's)",
-            bytes_per_object::<Deployment>(json_of(ready), trim::deployment),
+            bytes_per_object::<Deployment>(json_of(&ready), trim::deployment),
         ),
         (
             "Services (the app's, the proxy's `NAME-app`)",
@@ -548,6 +605,10 @@ async fn main() {
         (
             "RoleBinding (the proxy's)",
             bytes_per_object::<RoleBinding>(json_of(applied_bindings), trim::role_binding),
+        ),
+        (
+            "pods (the app's, the proxy's), as a kubelet reports them",
+            bytes_per_object::<CachedPod>(running_pods(&ready), trim::pod),
         ),
         (
             "cookie Secret (metadata)",

@@ -278,6 +278,7 @@ impl FakeApi {
             "httproutes" => ("gateway.networking.k8s.io/v1", "HTTPRouteList"),
             "certificates" => ("cert-manager.io/v1", "CertificateList"),
             "horizontalpodautoscalers" => ("autoscaling/v2", "HorizontalPodAutoscalerList"),
+            "pods" => ("v1", "PodList"),
             other => panic!("the fake API server cannot list {other}"),
         };
         let items = match resource {
@@ -788,7 +789,7 @@ fn todos() -> Value {
 /// metadata only: every Secret for references, the operator's own for managed MongoDB and the
 /// proxy's cookie; CRDs twice, by name: Gateway API's and cert-manager's, whose kinds are
 /// watched once they exist).
-const WATCHED: [&str; 16] = [
+const WATCHED: [&str; 17] = [
     "/apis/meteorfleet.dev/v1alpha1/meteorapps",
     "/apis/apps/v1/deployments",
     "/api/v1/services",
@@ -805,6 +806,7 @@ const WATCHED: [&str; 16] = [
     "/apis/gateway.networking.k8s.io/v1/httproutes",
     "/apis/cert-manager.io/v1/certificates",
     "/apis/autoscaling/v2/horizontalpodautoscalers",
+    "/api/v1/pods",
 ];
 
 fn is_watch(seen: &Seen) -> bool {

@@ -14,6 +14,7 @@ mod listed;
 mod metrics;
 pub mod mongo;
 mod optional;
+pub mod pods;
 mod reconcile;
 mod referenced;
 mod routing;
@@ -49,6 +50,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
+use pods::CachedPod;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -167,6 +169,10 @@ pub struct Context {
     pub routing: RoutingCaches,
     /// HorizontalPodAutoscalers (metadata and status kept).
     pub autoscalers: Store<HorizontalPodAutoscaler>,
+    /// The operator's pods (app, worker, proxy, Mongo), trimmed to what crash-loop detection and
+    /// deletion costs read: a reconcile never LISTs pods, whose cost grows with every pod of the
+    /// namespace. Their changes trigger nothing (the Deployments' do).
+    pub pods: Store<CachedPod>,
     /// Port of the proxies' admin endpoint, read for open sessions before a scale-down.
     pub proxy_admin_port: u16,
     /// Deployment-level knobs of routing (the default proxy image).
@@ -206,6 +212,7 @@ impl Context {
             mongo_options: crate::mongo::build::TierOptions::default(),
             routing: RoutingCaches::empty(),
             autoscalers: empty_store(),
+            pods: empty_store(),
             proxy_admin_port: crate::build::routing::ADMIN_PORT as u16,
             routing_options: RoutingOptions::default(),
             tls_checks: Mutex::default(),
@@ -245,6 +252,12 @@ impl Context {
     /// and no HTTPRoute or Certificate CRD).
     pub fn with_routing_caches(mut self, caches: RoutingCaches) -> Self {
         self.routing = caches;
+        self
+    }
+
+    /// With the cache of the operator's pods (default: empty, listed).
+    pub fn with_pods(mut self, pods: Store<CachedPod>) -> Self {
+        self.pods = pods;
         self
     }
 
@@ -525,6 +538,39 @@ pub mod trim {
         binding.subjects = None;
     }
 
+    /// Of a pod's metadata, what crash-loop detection and deletion costs read: identity, the
+    /// labels that place it in a tier (and its template), its controller, its deletion cost.
+    /// (Its status was already cut to the IP and restart counts by [`CachedPod`].)
+    pub fn pod(pod: &mut CachedPod) {
+        let meta = std::mem::take(&mut pod.metadata);
+        let labels = meta.labels.map(|labels| {
+            labels
+                .into_iter()
+                .filter(|(key, _)| {
+                    key.starts_with("app.kubernetes.io/") || key.contains("meteorfleet.dev/")
+                })
+                .collect()
+        });
+        let annotations = meta.annotations.and_then(|mut annotations| {
+            let cost = annotations.remove(crate::plan::POD_DELETION_COST)?;
+            Some(std::collections::BTreeMap::from([(
+                crate::plan::POD_DELETION_COST.to_string(),
+                cost,
+            )]))
+        });
+        pod.metadata = ObjectMeta {
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            resource_version: meta.resource_version,
+            deletion_timestamp: meta.deletion_timestamp,
+            owner_references: meta.owner_references,
+            labels,
+            annotations,
+            ..ObjectMeta::default()
+        };
+    }
+
     pub fn disruption_budget(budget: &mut PodDisruptionBudget) {
         drift::condense(&mut budget.metadata);
         identity(&mut budget.metadata);
@@ -712,6 +758,7 @@ struct Caches {
     config_map_versions: Store<PartialObjectMeta<ConfigMap>>,
     routing: RoutingCaches,
     autoscalers: Store<HorizontalPodAutoscaler>,
+    pods: Store<CachedPod>,
     feeds: Feeds,
 }
 
@@ -732,6 +779,8 @@ struct Feeds {
     http_routes: Feed<HTTPRoute>,
     certificates: Feed<Certificate>,
     autoscalers: Feed<HorizontalPodAutoscaler>,
+    /// Never opened: pod changes only keep the cache current.
+    pods: Feed<CachedPod>,
 }
 
 impl Caches {
@@ -754,6 +803,7 @@ impl Caches {
         let (ingresses, ingress_feed) = owned.cache::<Ingress>(trim::ingress);
         let (autoscalers, autoscaler_feed) =
             owned.cache::<HorizontalPodAutoscaler>(trim::autoscaler);
+        let (pods, pod_feed) = owned.cache::<CachedPod>(trim::pod);
         let (service_accounts, service_account_feed) =
             owned.cache::<ServiceAccount>(trim::service_account);
         let (roles, role_feed) = owned.cache::<Role>(trim::role);
@@ -813,6 +863,7 @@ impl Caches {
                 certificates,
             },
             autoscalers,
+            pods,
             feeds: Feeds {
                 // The replica that starts to lead first gets every cached app: each is
                 // reconciled once at once, whatever happened while it stood by.
@@ -837,6 +888,7 @@ impl Caches {
                 certificates: certificate_feed,
                 // The autoscaler's status: Autoscaled follows it.
                 autoscalers: autoscaler_feed,
+                pods: pod_feed,
             },
             apps,
             apps_listed,
@@ -867,13 +919,17 @@ async fn run_reconciler(
         config_map_versions,
         routing,
         autoscalers,
+        pods,
         feeds,
     } = caches;
     let mut ctx = Context::new(client, deployments, services, budgets, metrics)
         .with_mongo_caches(statefulsets, network_policies, owned_secrets)
         .with_references(app_index.clone(), secret_versions, config_map_versions)
         .with_routing_caches(routing)
-        .with_autoscalers(autoscalers);
+        .with_autoscalers(autoscalers)
+        .with_pods(pods);
+    // Kept for as long as the controller runs: dropping it would stop the pod watch.
+    let _pods = feeds.pods;
     ctx.routing_options.proxy_image = args.proxy_image.clone();
     ctx.slots = RolloutSlots::new(usize::from(args.max_upgrade_rollouts));
     ctx.applier = Applier::new(ctx.client.clone()).expecting(expected);

@@ -17,7 +17,7 @@ use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -155,7 +155,7 @@ async fn pass(app: &MeteorApp, ctx: &Context, namespace: &str) -> Result<Outcome
 
     let mut facts = rollout_facts(app, ctx, &desired);
     if plan::wants_restart_counts(&facts) {
-        facts.crash_loop = crash_loop(ctx, app, namespace, &facts.app.template).await?;
+        facts.crash_loop = crash_loop(ctx, app, namespace, &facts.app.template);
     }
     let mut plan = plan::decide(&facts);
     let mut app_write = AppWrite::Desired;
@@ -225,33 +225,21 @@ fn rollout_facts<'a>(app: &'a MeteorApp, ctx: &Context, desired: &Desired) -> Ro
     }
 }
 
-/// The first new pod of `template` that restarted `rollbackOnRestarts` times, if any.
-async fn crash_loop(
-    ctx: &Context,
-    app: &MeteorApp,
-    namespace: &str,
-    template: &str,
-) -> Result<Option<String>, Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = meta::template_selector(app, template);
+/// The first new pod of `template` that restarted `rollbackOnRestarts` times, if any, from the
+/// cache of pods.
+fn crash_loop(ctx: &Context, app: &MeteorApp, namespace: &str, template: &str) -> Option<String> {
+    let mut selector = meta::selector_labels(app, meta::Component::App.as_str());
+    selector.insert(meta::TEMPLATE_HASH_LABEL.into(), template.into());
     let threshold = app.spec.rollout.rollback_on_restarts;
-    let list = pods.list(&ListParams::default().labels(&selector)).await?;
-    Ok(list.items.iter().find_map(|pod| {
-        let restarts = pod
-            .status
-            .as_ref()?
-            .container_statuses
-            .iter()
-            .flatten()
-            .map(|c| c.restart_count)
-            .max()?;
+    ctx.pods_of(namespace, &selector).iter().find_map(|pod| {
+        let restarts = pod.restarts()?;
         (restarts >= threshold).then(|| {
             format!(
                 "pod {} restarted {restarts} times (rollout.rollbackOnRestarts is {threshold})",
                 pod.name_any()
             )
         })
-    }))
+    })
 }
 
 /// The rollout state to report and whether the app's Deployments may be written, taking or
@@ -777,6 +765,28 @@ impl Context {
 
     fn observed_deployment(&self, app: &MeteorApp, name: &str) -> Option<Arc<Deployment>> {
         self.observed(&self.deployments, &app.namespace()?, name)
+    }
+
+    /// The cached pods of `namespace` that carry every label of `selector`.
+    pub(super) fn pods_of(
+        &self,
+        namespace: &str,
+        selector: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<Arc<super::pods::CachedPod>> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|pod| {
+                pod.metadata.namespace.as_deref() == Some(namespace)
+                    && selector.iter().all(|(key, value)| {
+                        pod.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|labels| labels.get(key))
+                            == Some(value)
+                    })
+            })
+            .collect()
     }
 
     /// Why `app` cannot have its child `name` of `cache`'s kind: held by another owner.

@@ -12,7 +12,7 @@
 
 use super::Context;
 use crate::api::MeteorApp;
-use crate::build::meta::{Component, proxy_name, selector_string};
+use crate::build::meta::{Component, proxy_name, selector_labels, selector_string};
 use crate::plan::{self, BackendSessions, POD_DELETION_COST, PodFacts};
 use http_body_util::{BodyExt, Empty, Limited};
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -22,7 +22,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Longest one proxy's status may take.
@@ -43,10 +43,11 @@ pub async fn set_deletion_costs(
         return Ok(0);
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let list = |component: Component| {
-        ListParams::default().labels(&selector_string(app, component.as_str()))
-    };
-    let app_pods = pods.list(&list(Component::App)).await?.items;
+    let cached =
+        |component: Component| ctx.pods_of(namespace, &selector_labels(app, component.as_str()));
+    let mut app_pods = cached(Component::App);
+    // In name order, so the patches go out in an order a reader (and a test) can follow.
+    app_pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     // Only the proxy tier's own pods are asked: anyone in the namespace can label a pod as this
     // app's proxy, and what it answers decides which users lose their connection.
     let tier = super::apply::controlled_by(
@@ -56,7 +57,7 @@ pub async fn set_deletion_costs(
     );
     let replica_sets: Vec<String> = match tier.and_then(|d| d.uid()) {
         Some(tier) => Api::<ReplicaSet>::namespaced(ctx.client.clone(), namespace)
-            .list(&list(Component::Proxy))
+            .list(&ListParams::default().labels(&selector_string(app, Component::Proxy.as_str())))
             .await?
             .items
             .iter()
@@ -65,16 +66,13 @@ pub async fn set_deletion_costs(
             .collect(),
         None => Vec::new(),
     };
-    let proxies: Vec<SocketAddr> = pods
-        .list(&list(Component::Proxy))
-        .await?
-        .items
+    let proxies: Vec<SocketAddr> = cached(Component::Proxy)
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
             controller_uid(&p.metadata).is_some_and(|rs| replica_sets.iter().any(|r| r == rs))
         })
-        .filter_map(pod_ip)
+        .filter_map(|p| p.ip())
         .map(|ip| SocketAddr::new(ip, ctx.proxy_admin_port))
         .collect();
     let answers = futures::future::join_all(proxies.iter().map(|addr| ask(*addr))).await;
@@ -97,7 +95,7 @@ pub async fn set_deletion_costs(
         .iter()
         .map(|pod| PodFacts {
             name: pod.metadata.name.clone().unwrap_or_default(),
-            ip: pod_ip(pod),
+            ip: pod.ip(),
             cost: pod
                 .metadata
                 .annotations
@@ -131,10 +129,6 @@ fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
         .flatten()
         .find(|r| r.controller == Some(true))
         .map(|r| r.uid.as_str())
-}
-
-fn pod_ip(pod: &Pod) -> Option<IpAddr> {
-    pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()
 }
 
 /// One proxy's backends, from `GET /-/status` on its admin port.

@@ -36,6 +36,8 @@ pub struct Cluster {
     pub autoscalers: Vec<HorizontalPodAutoscaler>,
     /// Where the proxies' admin endpoints listen (default: the proxy's port).
     pub admin_port: Option<u16>,
+    /// The cache of the operator's pods.
+    pub pods: Vec<meteor_operator::controller::pods::CachedPod>,
 }
 
 impl Cluster {
@@ -103,7 +105,8 @@ impl Cluster {
             http_routes: optional(self.gateway_api, self.routes),
             certificates: optional(self.cert_manager, self.certificates),
         })
-        .with_autoscalers(store_of(self.autoscalers));
+        .with_autoscalers(store_of(self.autoscalers))
+        .with_pods(store_of(self.pods));
         if let Some(port) = self.admin_port {
             ctx.proxy_admin_port = port;
         }

@@ -340,13 +340,31 @@ pub fn context(
     services: Vec<Service>,
     budgets: Vec<PodDisruptionBudget>,
 ) -> Arc<Context> {
-    Arc::new(Context::new(
-        client,
-        store_of(deployments),
-        store_of(services),
-        store_of(budgets),
-        Arc::new(Metrics::default()),
-    ))
+    context_with_pods(client, deployments, services, budgets, vec![])
+}
+
+/// [`context`] whose cache of the operator's pods holds `pods` (JSON, as the API returns them).
+pub fn context_with_pods(
+    client: Client,
+    deployments: Vec<Deployment>,
+    services: Vec<Service>,
+    budgets: Vec<PodDisruptionBudget>,
+    pods: Vec<serde_json::Value>,
+) -> Arc<Context> {
+    let pods = pods
+        .into_iter()
+        .map(|pod| serde_json::from_value(pod).expect("a pod"))
+        .collect();
+    Arc::new(
+        Context::new(
+            client,
+            store_of(deployments),
+            store_of(services),
+            store_of(budgets),
+            Arc::new(Metrics::default()),
+        )
+        .with_pods(store_of(pods)),
+    )
 }
 
 /// Runs one reconcile with a time bound, then checks the mock saw exactly the script.

@@ -87,11 +87,12 @@ server-side apply (patch) of an object that may not exist yet also needs create.
   - apiGroups: ["apps"]
     resources: ["replicasets"]
     verbs: ["list"]
-  # Before a scale-down, app pods get a pod-deletion-cost (their open sessions) so the emptiest
-  # go first: listed with the proxy pods (whose admin endpoints say the sessions), then patched.
+  # The operator's pods, cached (list, watch; never listed in a reconcile): new pods' restarts
+  # (crash-loop rollback) and, before a scale-down, the app pods get a pod-deletion-cost (their
+  # open sessions, from the proxy pods' admin endpoints) so the emptiest go first (patch).
   - apiGroups: [""]
     resources: ["pods"]
-    verbs: ["list", "patch"]
+    verbs: ["list", "watch", "patch"]
   # The HorizontalPodAutoscaler of spec.autoscaling (it scales the MeteorApp's scale
   # subresource): cached, namesake/get, applied, deleted when autoscaling is turned off.
   - apiGroups: ["autoscaling"]
