@@ -1,4 +1,4 @@
-//! Routing builders: every `spec.routing` field lands where the README says, in each mode
+//! Routing builders: every `spec.routing` field lands where docs/routing.md says, in each mode
 //! (proxy alone, Ingress or Gateway in front of the proxy, Ingress or Gateway alone).
 
 mod support;

@@ -39,7 +39,7 @@ pub struct Autoscaling {
     #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("must be between 1 and 100"))]
     pub target_memory_utilization_percentage: Option<i32>,
     /// Average open sessions per app pod, from the proxy's `meteor_proxy_backend_sessions` served
-    /// through the custom metrics API (see the README). Default: not a target.
+    /// through the custom metrics API (see docs/autoscaling.md). Default: not a target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1").message("must be at least 1"))]
     pub sessions_per_replica: Option<i32>,

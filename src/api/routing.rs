@@ -247,7 +247,7 @@ fn default_issuer_kind() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct IngressSpec {
     /// IngressClass. Unset: the cluster's default class. nginx, traefik and haproxy classes get
-    /// stickiness and timeout annotations (see the README's table).
+    /// stickiness and timeout annotations (see docs/routing.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.size() > 0").message("must not be empty"))]
     pub class_name: Option<String>,

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Resource;
 
 /// The per-pod metric `sessionsPerReplica` targets: open sessions per app pod, as the proxies
-/// export them and a custom-metrics adapter serves them (README, "Autoscaling").
+/// export them and a custom-metrics adapter serves them (docs/autoscaling.md).
 pub const SESSIONS_METRIC: &str = "meteor_proxy_backend_sessions";
 
 /// The autoscaler, with `spec.autoscaling`.

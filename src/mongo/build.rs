@@ -1,6 +1,6 @@
 //! Pure builders of the managed-MongoDB tier: no API calls, one MeteorApp in, objects out.
 //!
-//! How each object is written (README, "The managed-MongoDB tier in a reconcile"):
+//! How each object is written (docs/architecture.md, "The managed-MongoDB tier in a reconcile"):
 //! - `statefulset`, `service`, `pdb`, `network_policy`, [`urls_secret`]: server-side apply under
 //!   the field manager `meteor-operator`, every reconcile. The StatefulSet's `replicas` must be
 //!   replaced by [`crate::mongo::replset::Outcome::statefulset_replicas`] before applying, so

@@ -1,5 +1,5 @@
 //! Ingress `<name>` in front of the front Service, with the annotations that make the common
-//! Ingress controllers keep WebSockets open and, with the proxy off, pin sessions (README,
+//! Ingress controllers keep WebSockets open and, with the proxy off, pin sessions (docs/routing.md,
 //! "Routing", the stickiness table). In front of the proxy no stickiness is asked for: the proxy
 //! keeps it.
 
