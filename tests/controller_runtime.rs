@@ -1087,6 +1087,17 @@ impl Drop for Operator {
     }
 }
 
+impl Operator {
+    /// Sends SIGTERM and checks the process is gone within 5 s: no grace was waited for.
+    async fn terminates_at_once(self) {
+        let took = self.terminate().await;
+        assert!(
+            took < Duration::from_secs(5),
+            "exited {took:?} after SIGTERM"
+        );
+    }
+}
+
 /// A loopback address nothing listens on.
 fn closed_port() -> String {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1132,11 +1143,7 @@ async fn sigterm_ends_a_process_whose_crd_is_missing_and_it_says_why() {
         log.contains("the MeteorApp CRD (meteorapps.meteorfleet.dev) is not installed"),
         "{log}"
     );
-    let took = operator.terminate().await;
-    assert!(
-        took < Duration::from_secs(5),
-        "exited {took:?} after SIGTERM"
-    );
+    operator.terminates_at_once().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1144,11 +1151,7 @@ async fn sigterm_ends_a_process_whose_api_server_is_gone() {
     let operator = Operator::start(&closed_port(), true, 60);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(operator.readyz().await, Some(503));
-    let took = operator.terminate().await;
-    assert!(
-        took < Duration::from_secs(5),
-        "exited {took:?} after SIGTERM"
-    );
+    operator.terminates_at_once().await;
 }
 
 /// An API server that accepts requests and never answers: the Lease cannot even be read.
@@ -1164,11 +1167,7 @@ async fn sigterm_ends_a_process_whose_api_server_never_answers() {
         fake.seen().iter().any(|s| s.path == LEASE_PATH)
     })
     .await;
-    let took = operator.terminate().await;
-    assert!(
-        took < Duration::from_secs(5),
-        "exited {took:?} after SIGTERM"
-    );
+    operator.terminates_at_once().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1196,11 +1195,7 @@ async fn sigterm_ends_a_standby_at_once_and_leaves_the_lease_alone() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(ready, Some(200), "a listed standby is ready");
-    let took = operator.terminate().await;
-    assert!(
-        took < Duration::from_secs(5),
-        "exited {took:?} after SIGTERM"
-    );
+    operator.terminates_at_once().await;
     assert_eq!(fake.holder().as_deref(), Some(other));
 }
 
@@ -1213,11 +1208,7 @@ async fn sigterm_ends_a_leader_at_rest_at_once_and_releases_the_lease() {
         fake.holder().is_some()
     })
     .await;
-    let took = operator.terminate().await;
-    assert!(
-        took < Duration::from_secs(5),
-        "exited {took:?} after SIGTERM"
-    );
+    operator.terminates_at_once().await;
     assert_eq!(fake.holder(), None, "released on shutdown");
 }
 
