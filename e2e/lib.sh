@@ -18,6 +18,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 #                   e2e/routing/Dockerfile and loaded into kind as e2e/README.md says).
 # E2E_AUTOSCALING_LOAD  concurrent request loops of the autoscaling scenario's load pod (default
 #                   2, about 1/3 core each; see e2e/README.md, The autoscaling scenario).
+# E2E_OPERATOR_BIN  local only: run this operator binary instead of building one with cargo build.
+# E2E_CLUSTER       kind (default: any cluster with kubelets, port-forwards, DNS) or loopback (set
+#                   by hack/e2e-local.sh: the control plane of ../shared/cluster; see the end of
+#                   this file and e2e/README.md, On the loopback control plane).
+# E2E_POD_LOGS      loopback only: the folder of the pods' logs (NAMESPACE.POD.log), set by
+#                   hack/e2e-local.sh.
 # The proxy pods run E2E_IMAGE in both modes: the chart hands it to the operator
 # (METEOR_OPERATOR_PROXY_IMAGE), and a local operator is given it the same way.
 E2E_OPERATOR="${E2E_OPERATOR:-incluster}"
@@ -29,6 +35,8 @@ E2E_TIMEOUT="${E2E_TIMEOUT:-300}"
 E2E_ADMIN_ADDR="${E2E_ADMIN_ADDR:-127.0.0.1:18080}"
 E2E_SOCKJS_IMAGE="${E2E_SOCKJS_IMAGE:-meteor-e2e-sockjs:e2e}"
 E2E_AUTOSCALING_LOAD="${E2E_AUTOSCALING_LOAD:-2}"
+E2E_CLUSTER="${E2E_CLUSTER:-kind}"
+E2E_POD_LOGS="${E2E_POD_LOGS:-}"
 OPERATOR_NAMESPACE="meteor-system"
 OPERATOR_RELEASE="meteor-operator"
 OPERATOR_SA="system:serviceaccount:${OPERATOR_NAMESPACE}:${OPERATOR_RELEASE}"
@@ -360,6 +368,31 @@ proxy_objects() { # NAME
     "rolebinding/$1-proxy" "service/$1-app"
 }
 
+# log_ready_delay NAME: how long after the last of meteorapp/NAME's app and proxy pods got ready
+# (their Ready condition's lastTransitionTime) the MeteorApp's Ready condition turned True (the
+# API server's clock, 1 s resolution). A figure, not a check.
+log_ready_delay() {
+  local app pods
+  app="$(k get "meteorapp/$1" -o json 2>/dev/null)" || return 0
+  pods="$(k get pods -l "app.kubernetes.io/instance=$1" -o json 2>/dev/null)" || return 0
+  python3 -c '
+import datetime, json, sys
+def t(s): return datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+def ready(o): return next((c for c in (o.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+app, pods = json.loads(sys.argv[1]), json.loads(sys.argv[2])["items"]
+live = [p for p in pods if not p["metadata"].get("deletionTimestamp") and ready(p).get("status") == "True"
+        and p["metadata"]["labels"].get("app.kubernetes.io/component") in ("app", "proxy")]
+r = ready(app)
+if not live or r.get("status") != "True":
+    sys.exit(0)
+last = max(live, key=lambda p: t(ready(p)["lastTransitionTime"]))
+count = {c: sum(1 for p in live if p["metadata"]["labels"]["app.kubernetes.io/component"] == c) for c in ("app", "proxy")}
+print("meteorapp/%s Ready=True at %s: %d s after the last of its %d app and %d proxy pods got ready (%s, %s)" % (
+    sys.argv[3], r["lastTransitionTime"], (t(r["lastTransitionTime"]) - t(ready(last)["lastTransitionTime"])).total_seconds(),
+    count["app"], count["proxy"], last["metadata"]["name"], ready(last)["lastTransitionTime"]))
+' "${app}" "${pods}" "$1" 2>/dev/null | while read -r line; do log "${line}"; done || true
+}
+
 ensure_mongo_secret() {
   k create secret generic e2e-mongo \
     --from-literal=MONGO_URL='mongodb://mongo.invalid:27017/e2e?replicaSet=rs0' \
@@ -373,7 +406,7 @@ diagnostics() {
   k get meteorapps -o yaml 2>/dev/null | sed -n '/^  status:/,/^- /p' | head -60 | sed 's/^/    /' || true
   k get events --sort-by=.lastTimestamp 2>/dev/null | tail -20 | sed 's/^/    /' || true
   echo "    --- proxy pods' logs (last 10 lines each) ---"
-  k logs -l app.kubernetes.io/component=proxy --prefix --tail=10 --max-log-requests=20 2>&1 | sed 's/^/    /' || true
+  pod_logs "${NS}" 10 app.kubernetes.io/component=proxy 2>&1 | sed 's/^/    /' || true
   echo "    --- operator log (last 40 lines) ---"
   operator_logs 2>&1 | tail -40 | sed 's/^/    /' || true
 }
@@ -382,7 +415,20 @@ operator_logs() {
   if [[ "${E2E_OPERATOR}" == "local" ]]; then
     cat "${E2E_OUT}/operator.log"
   else
-    kubectl -n "${OPERATOR_NAMESPACE}" logs "deployment/${OPERATOR_RELEASE}" --tail=200
+    pod_logs "${OPERATOR_NAMESPACE}" 200 "deployment/${OPERATOR_RELEASE}"
+  fi
+}
+
+# pod_logs NAMESPACE LINES SELECTOR|pod/NAME|deployment/NAME: the last LINES lines of the pods'
+# logs (kubectl logs; with a label selector, each line prefixed with its pod).
+pod_logs() {
+  local ns="$1" lines="$2" what="$3"
+  if loopback; then
+    loopback_pod_logs "$@"
+  elif [[ "${what}" == */* && "${what}" != *=* ]]; then
+    kubectl -n "${ns}" logs "${what}" --tail="${lines}"
+  else
+    kubectl -n "${ns}" logs -l "${what}" --prefix --tail="${lines}" --max-log-requests=20
   fi
 }
 
@@ -397,6 +443,10 @@ declare -A PF_URL=() PF_PID=()
 port_forward() {
   local name="$1" target="$2" port="$3" log="${E2E_OUT}/port-forward-$1.log" local_port=""
   stop_port_forward "${name}"
+  if loopback; then
+    loopback_forward "$@"
+    return
+  fi
   mkdir -p "${E2E_OUT}"
   # kubectl itself, not the function k: $! must be the pid of kubectl, not of a subshell.
   kubectl -n "${NS}" port-forward "${target}" ":${port}" --address=127.0.0.1 >"${log}" 2>&1 &
@@ -412,8 +462,10 @@ port_forward() {
   log "port-forward ${name}: ${target} port ${port} on ${PF_URL["${name}"]}"
 }
 
-# port_forward_alive NAME: the port-forward still runs.
-port_forward_alive() { [[ -n "${PF_PID["$1"]:-}" ]] && kill -0 "${PF_PID["$1"]}" 2>/dev/null; }
+# port_forward_alive NAME: the port-forward still runs (on loopback: there is no process to die).
+port_forward_alive() {
+  if loopback; then [[ -n "${PF_URL["$1"]:-}" ]]; else [[ -n "${PF_PID["$1"]:-}" ]] && kill -0 "${PF_PID["$1"]}" 2>/dev/null; fi
+}
 
 stop_port_forward() { # NAME
   local pid="${PF_PID["$1"]:-}"
@@ -477,4 +529,98 @@ for p in json.load(sys.stdin)["items"]:
         if w.get("reason") in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"):
             print("%s: %s (%s)" % (p["metadata"]["name"], w["reason"], c.get("image")))
 ' 2>/dev/null || true
+}
+
+# --- the loopback control plane (E2E_CLUSTER=loopback, set by hack/e2e-local.sh) ---------------
+# ../shared/cluster: a real kube-apiserver and kube-controller-manager, with a fake kubelet that
+# runs the pods in network namespaces on this host (hack/e2e-local-runtime.py). There is no
+# kubectl port-forward, logs or exec, no cluster DNS and no Service VIPs (no kube-proxy), but every
+# pod that runs is reachable from this host at its pod IP. Each difference from kind is one
+# function here, called from the one place that needs it.
+loopback() { [[ "${E2E_CLUSTER}" == loopback ]]; }
+
+# direct_address TARGET PORT: "IP:PORT" at which TARGET's PORT is reached from this host without
+# a port-forward: pod/NAME: its pod IP; svc/NAME: one ready endpoint of the Service's port PORT
+# (its pod IP and target port), as `kubectl port-forward svc/NAME` picks one pod.
+direct_address() {
+  local target="$1" port="$2" ip service slices
+  case "${target}" in
+    pod/*)
+      ip="$(get "${target}" '{.status.podIP}')"
+      [[ -n "${ip}" ]] || return 1
+      echo "${ip}:${port}"
+      ;;
+    svc/* | service/*)
+      service="$(k get "service/${target#*/}" -o json 2>/dev/null)" || return 1
+      slices="$(k get endpointslices -l "kubernetes.io/service-name=${target#*/}" -o json 2>/dev/null)" || return 1
+      python3 -c '
+import json, sys
+port, service, slices = int(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+names = [p.get("name", "") for p in service["spec"]["ports"] if p["port"] == port]
+if not names:
+    sys.exit(1)
+for s in slices["items"]:
+    target = next((p["port"] for p in s.get("ports") or [] if p.get("name", "") == names[0]), None)
+    for e in s.get("endpoints") or []:
+        if target and (e.get("conditions") or {}).get("ready"):
+            print("%s:%d" % (e["addresses"][0], target))
+            sys.exit(0)
+sys.exit(1)
+' "${port}" "${service}" "${slices}"
+      ;;
+    *) return 1 ;;
+  esac
+}
+
+# loopback_forward NAME TARGET PORT: port_forward on loopback: PF_URL[NAME] is TARGET's address
+# itself (direct_address; bounded as a port-forward is: 30 s).
+loopback_forward() {
+  local name="$1" target="$2" port="$3" address="" deadline=$((SECONDS + 30))
+  until address="$(direct_address "${target}" "${port}")"; do
+    ((SECONDS < deadline)) || fail "no address for ${target} port ${port} within 30s (loopback: pods are reached at their pod IP)"
+    sleep 1
+  done
+  PF_URL["${name}"]="http://${address}"
+  log "port-forward ${name}: ${target} port ${port} at ${PF_URL["${name}"]} (loopback: its pod IP, no kubectl port-forward)"
+}
+
+# service_url NAME PORT: the URL of Service NAME's PORT for a client in a pod of the namespace:
+# its DNS name; on loopback (no cluster DNS, no Service VIPs) one of its ready endpoints.
+service_url() {
+  local address
+  if loopback; then
+    address="$(direct_address "svc/$1" "$2")" || fail "service/$1 has no ready endpoint for port $2"
+    echo "http://${address}"
+  elif [[ "$2" == 80 ]]; then
+    echo "http://$1"
+  else
+    echo "http://$1:$2"
+  fi
+}
+
+# loopback_pod_logs NAMESPACE LINES SELECTOR|pod/NAME|deployment/NAME: pod_logs on loopback, from
+# the files hack/e2e-local-runtime.py writes (E2E_POD_LOGS/NAMESPACE.POD.log), each line prefixed
+# with its pod as kubectl logs --prefix does. Pods that did not run here have no log.
+loopback_pod_logs() {
+  local ns="$1" lines="$2" what="$3" selector pod file
+  local -a pods=()
+  case "${what}" in
+    pod/*) pods=("${what#pod/}") ;;
+    deployment/*)
+      selector="$(kubectl -n "${ns}" get "${what}" -o json 2>/dev/null \
+        | python3 -c 'import json, sys; print(",".join("%s=%s" % kv for kv in json.load(sys.stdin)["spec"]["selector"]["matchLabels"].items()))')" \
+        || { echo "no ${what} in ${ns}"; return 1; }
+      mapfile -t pods < <(kubectl -n "${ns}" get pods -l "${selector}" -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}')
+      ;;
+    *) mapfile -t pods < <(kubectl -n "${ns}" get pods -l "${what}" -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}') ;;
+  esac
+  for pod in "${pods[@]}"; do
+    [[ -n "${pod}" ]] || continue
+    file="${E2E_POD_LOGS}/${ns}.${pod}.log"
+    if [[ -f "${file}" ]]; then
+      tail -n "${lines}" "${file}" | sed "s|^|[pod/${pod}] |"
+    else
+      echo "[pod/${pod}] (no log: the pod did not run on the loopback control plane)"
+    fi
+  done
 }

@@ -132,21 +132,25 @@ install_local() {
   fi
   kubectl apply --server-side --force-conflicts -f "${ROOT}/crds/meteorapps.yaml" >/dev/null \
     || fail "kubectl apply crds/meteorapps.yaml failed"
-  log "building the operator (cargo build)"
-  (cd "${ROOT}" && cargo build -q --bin meteor-operator) || fail "cargo build failed"
-  local bin="${CARGO_TARGET_DIR:-${ROOT}/target}/debug/meteor-operator"
-  [[ -x "${bin}" ]] || fail "${bin} not found after cargo build"
+  local bin="${E2E_OPERATOR_BIN:-}"
+  if [[ -z "${bin}" ]]; then
+    log "building the operator (cargo build)"
+    (cd "${ROOT}" && cargo build -q --bin meteor-operator) || fail "cargo build failed"
+    bin="${CARGO_TARGET_DIR:-${ROOT}/target}/debug/meteor-operator"
+  fi
+  [[ -x "${bin}" ]] || fail "${bin} not found (E2E_OPERATOR_BIN, or cargo build)"
   stop_local_operator
   mkdir -p "${E2E_OUT}"
   # Same as `cargo run -- run --leader-elect=false`, without cargo in between (so the pid is the
   # operator's own). The proxy pods it creates run E2E_IMAGE, as the chart would tell it: load
-  # that image into the cluster (e2e/README.md).
+  # that image into the cluster (e2e/README.md). MALLOC_ARENA_MAX=2 as the chart sets it (the
+  # fleet scenario's RSS target assumes it).
   RUST_LOG="${RUST_LOG:-info,meteor_operator=debug}" POD_NAME="e2e-local" \
-    METEOR_OPERATOR_PROXY_IMAGE="${E2E_IMAGE}" \
+    METEOR_OPERATOR_PROXY_IMAGE="${E2E_IMAGE}" MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" \
     "${bin}" run --leader-elect=false --admin-addr="${E2E_ADMIN_ADDR}" --log-format=text \
     >"${E2E_OUT}/operator.log" 2>&1 &
   echo $! >"${E2E_OUT}/operator.pid"
-  log "operator started locally (pid $!, log e2e/_out/operator.log, proxy image ${E2E_IMAGE})"
+  log "operator started locally (pid $!, ${bin#"${ROOT}/"}, log e2e/_out/operator.log, proxy image ${E2E_IMAGE})"
   local deadline=$((SECONDS + 120))
   until python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
     "http://${E2E_ADMIN_ADDR}/readyz" >/dev/null 2>&1; do
@@ -163,15 +167,29 @@ operator_env() {
     -o "jsonpath={.spec.template.spec.containers[?(@.name==\"operator\")].env[?(@.name==\"$1\")].value}" 2>/dev/null || true
 }
 
-# can_i WANT VERB RESOURCE NAMESPACE [SUBRESOURCE]: kubectl auth can-i as the operator's
-# ServiceAccount; NAMESPACE '*' asks across all namespaces.
+# can_i WANT VERB RESOURCE NAMESPACE [SUBRESOURCE]: may the operator's ServiceAccount do it
+# (yes/no)? RESOURCE is resource[.group]; NAMESPACE '*' asks across all namespaces. Asked with a
+# SubjectAccessReview for the ServiceAccount (its user and groups), what `kubectl auth can-i --as`
+# asks, but without kubectl's discovery: `kubectl auth can-i` turns a resource whose API is not
+# installed (cert-manager's Certificates, Gateway API's HTTPRoutes on a bare cluster) into a
+# group-less resource that no rule matches, and answers no.
 can_i() {
-  local want="$1" verb="$2" resource="$3" namespace="$4" sub="${5:-}" got scope
-  if [[ "${namespace}" == '*' ]]; then scope="--all-namespaces"; else scope="--namespace=${namespace}"; fi
-  got="$(kubectl auth can-i "${verb}" "${resource}" "${scope}" ${sub:+--subresource="${sub}"} \
-    --as="${OPERATOR_SA}" 2>/dev/null || true)"
+  local want="$1" verb="$2" resource="$3" namespace="$4" sub="${5:-}" review got
+  review="$(python3 -c '
+import json, sys
+verb, resource, namespace, sub, user = sys.argv[1:6]
+name, _, group = resource.partition(".")
+sa_namespace = user.split(":")[2]
+print(json.dumps({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+    "user": user, "groups": ["system:serviceaccounts", "system:serviceaccounts:" + sa_namespace, "system:authenticated"],
+    "resourceAttributes": {"verb": verb, "group": group, "resource": name, "subresource": sub,
+                           "namespace": "" if namespace == "*" else namespace}}}))
+' "${verb}" "${resource}" "${namespace}" "${sub}" "${OPERATOR_SA}")" || fail "cannot write a SubjectAccessReview"
+  got="$(kubectl create -f - -o 'jsonpath={.status.allowed}' <<<"${review}" 2>&1)" \
+    || fail "SubjectAccessReview ${verb} ${resource}${sub:+/${sub}} -n ${namespace} failed: ${got}"
+  if [[ "${got}" == true ]]; then got=yes; else got=no; fi
   [[ "${got}" == "${want}" ]] \
-    || fail "kubectl auth can-i ${verb} ${resource}${sub:+/${sub}} -n ${namespace} as the operator: got '${got}', want '${want}'"
+    || fail "can the operator ${verb} ${resource}${sub:+/${sub}} -n ${namespace} (SubjectAccessReview as ${OPERATOR_SA})? got '${got}', want '${want}'"
 }
 
 stop_local_operator() {
@@ -180,9 +198,15 @@ stop_local_operator() {
   local pid
   pid="$(cat "${pidfile}")"
   if kill -0 "${pid}" 2>/dev/null; then
+    local started="${EPOCHREALTIME}" i
     kill "${pid}" 2>/dev/null || true
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "${pid}" 2>/dev/null || break; sleep 1; done
-    kill -9 "${pid}" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "${pid}" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "${pid}" 2>/dev/null; then
+      kill -9 "${pid}" 2>/dev/null || true
+      log "warning: the local operator (pid ${pid}) still ran 10 s after SIGTERM: killed (SIGKILL)"
+    else
+      log "the local operator (pid ${pid}) exited $(awk -v a="${started}" -v b="${EPOCHREALTIME}" 'BEGIN { printf "%.1f", b - a }') s after SIGTERM"
+    fi
   fi
   rm -f "${pidfile}"
 }
@@ -208,6 +232,7 @@ scenario_basic() {
   assert_owned "service/${APP}" "${uid}"
 
   wait_ready "meteorapp/${APP}"
+  log_ready_delay "${APP}"
   assert_eq "$(get "meteorapp/${APP}" '{.status.readyReplicas}')" 2 "meteorapp/${APP} status.readyReplicas"
   assert_eq "$(cond "meteorapp/${APP}" Ready reason)" AllReplicasReady "Ready reason"
   assert_eq "$(cond "meteorapp/${APP}" Degraded status)" False "Degraded"
@@ -610,7 +635,9 @@ scenario_drift() {
     -o 'jsonpath={.spec.selector.app\.kubernetes\.io/component}')" || fail "kubectl patch service/${APP} failed"
   assert_eq "${edited}" drifted "service/${APP} selector component after kubectl patch"
   wait_field 30 "service/${APP}" '{.spec.selector}' "${selector}"
-  assert_operator_owns "service/${APP}" f:spec f:selector f:app.kubernetes.io/component
+  # spec.selector of a Service is an atomic map: its apply entry owns it whole (f:selector), not
+  # key by key.
+  assert_operator_owns "service/${APP}" f:spec f:selector
   wait_until 60 "Service ${APP} has the 2 ready proxy endpoints on port 8080 again" endpoints_are "${APP}" 2 8080
 
   # 3. kubectl rollout undo, once the Deployment has a second template to go back to.
@@ -725,6 +752,7 @@ scenario_routing() {
     | k apply --server-side --force-conflicts --field-manager=e2e -f - >/dev/null \
     || fail "kubectl apply e2e/testdata/routing.yaml failed"
   wait_routed "meteorapp/${ROUTE}"
+  log_ready_delay "${ROUTE}"
   check_proxy_tier "${ROUTE}" 2
   assert_eq "$(get "deployment/${ROUTE}" '{.spec.template.spec.containers[0].env[?(@.name=="HTTP_FORWARDED_COUNT")].value}')" 1 \
     "app pods' HTTP_FORWARDED_COUNT (one proxy in front)"
@@ -776,7 +804,7 @@ routing_cleanup() {
   stop_port_forwards || true
   if ((rc != 0)); then
     echo "    --- routing: proxy and app pods' logs (last 15 lines each), client errors ---"
-    k logs -l "app.kubernetes.io/instance=${ROUTE}" --prefix --tail=15 --max-log-requests=20 2>&1 | sed 's/^/    /' || true
+    pod_logs "${NS}" 15 "app.kubernetes.io/instance=${ROUTE}" 2>&1 | sed 's/^/    /' || true
     tail -5 "${ROUTE_OUT}"/*.err 2>/dev/null | sed 's/^/    /' || true
     echo "    (client output and port-forward logs: ${ROUTE_OUT#"${ROOT}/"}, ${E2E_OUT#"${ROOT}/"})"
   fi
