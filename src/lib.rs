@@ -1,7 +1,6 @@
 //! meteor-operator: runs fleets of Meteor.js apps on Kubernetes.
 
 pub mod api;
-pub mod autoscaling_status;
 pub mod build;
 pub mod controller;
 pub mod mongo;
@@ -9,7 +8,6 @@ pub mod plan;
 pub mod problem;
 pub mod references;
 pub mod render;
-pub mod routing_status;
 pub mod status;
 pub mod validate;
 

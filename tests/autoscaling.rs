@@ -9,8 +9,8 @@ mod support;
 use http::{Method, StatusCode};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use meteor_operator::api::MeteorApp;
-use meteor_operator::autoscaling_status::readiness;
 use meteor_operator::build::{self, horizontal_pod_autoscaler};
+use meteor_operator::status::autoscaling::readiness;
 use std::sync::Arc;
 use support::cluster::{Cluster, settled};
 use support::{
@@ -165,7 +165,7 @@ fn autoscaled_carries_the_hpas_own_conditions() {
     }));
     let verdict = readiness(Some(&limited));
     assert_eq!((verdict.ready, verdict.reason), (true, "ScalingLimited"));
-    let status = meteor_operator::autoscaling_status::autoscaling_status(Some(&limited));
+    let status = meteor_operator::status::autoscaling::autoscaling_status(Some(&limited));
     assert_eq!(status.current_cpu_utilization_percentage, Some(96));
     assert_eq!(
         (status.current_replicas, status.desired_replicas),
@@ -295,7 +295,7 @@ fn scaling_down() -> (MeteorApp, Cluster) {
     let mut two = app("  replicas: 2");
     two.status = Some(settled(
         &four,
-        &meteor_operator::routing_status::RoutingObservation {
+        &meteor_operator::status::routing::RoutingObservation {
             proxy_ready: 2,
             ..Default::default()
         },

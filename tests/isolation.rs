@@ -71,7 +71,7 @@ async fn the_owner_of_those_children_goes_on_as_before() {
     let mut owner = shop("shop");
     owner.status = Some(support::cluster::settled(
         &owner,
-        &meteor_operator::routing_status::RoutingObservation {
+        &meteor_operator::status::routing::RoutingObservation {
             proxy_ready: 2,
             ..Default::default()
         },

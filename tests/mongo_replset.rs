@@ -18,7 +18,7 @@ use meteor_operator::mongo::replset::{
     Action, AdminError, Hello, Identity, KubeFacts, MAX_MEMBERS, MemberState, MemberStatus,
     MongoAdmin, Problem, ReplConfig, ReplStatus, Target, UserSpec, step,
 };
-use meteor_operator::mongo::status;
+use meteor_operator::status::mongo as status;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 

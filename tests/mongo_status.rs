@@ -7,11 +7,13 @@ use meteor_operator::mongo::replset::{
     Action, AdminError, Facts, Hello, Identity, MAX_MEMBERS, MemberConfig, MemberState,
     MemberStatus, Problem, ReplConfig, ReplStatus, Target, UserSpec, Wait, plan,
 };
-use meteor_operator::mongo::status::{self, Readiness, condition, mongo_status, readiness};
 use meteor_operator::mongo::storage::{
     StorageDecision, StorageFacts, decide, pin_claim_templates, quantity_bytes,
 };
-use meteor_operator::mongo::tier::{TierReport, fold_status};
+use meteor_operator::status::mongo::{
+    self as status, Readiness, condition, mongo_status, readiness,
+};
+use meteor_operator::status::mongo::{TierReport, fold_status};
 use serde_json::json;
 use std::time::Duration;
 

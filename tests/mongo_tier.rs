@@ -467,7 +467,7 @@ fn resized_app() -> meteor_operator::api::MeteorApp {
 async fn run_resize(
     allow: bool,
 ) -> (
-    meteor_operator::mongo::tier::TierReport,
+    meteor_operator::status::mongo::TierReport,
     support::Transcript,
 ) {
     let mut script = existing_secrets();

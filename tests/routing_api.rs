@@ -9,7 +9,7 @@ mod support;
 use http::{Method, StatusCode};
 use meteor_operator::api::MeteorApp;
 use meteor_operator::controller::stamped;
-use meteor_operator::routing_status::{RouteState, RoutingObservation};
+use meteor_operator::status::routing::{RouteState, RoutingObservation};
 use support::cluster::{Cluster, settled};
 use support::{
     DEPLOYMENT, Expect, PDB, Reply, SECRET, SERVICE, STATUS, app_from_yaml, condition, default_app,
@@ -340,7 +340,7 @@ async fn a_tls_secret_of_the_wrong_type_is_reported_once() {
     app.status = Some(settled(
         &app,
         &RoutingObservation {
-            tls_secret: Some(meteor_operator::routing_status::TlsSecretState::Valid),
+            tls_secret: Some(meteor_operator::status::routing::TlsSecretState::Valid),
             ..serving()
         },
     ));
@@ -382,7 +382,7 @@ async fn a_tls_secret_of_the_wrong_type_is_reported_once() {
 fn route_states_follow_the_gateways_conditions() {
     let app = with_routing("{ gateway: { parentRefs: [{ name: edge }] } }");
     let mut route = meteor_operator::build::routing::http_route(&app).unwrap();
-    use meteor_operator::routing_status::route_state;
+    use meteor_operator::status::routing::route_state;
     assert_eq!(route_state(&route), RouteState::Pending);
     route.status = serde_json::from_value(serde_json::json!({
         "parents": [{ "conditions": [{ "type": "Accepted", "status": "True", "reason": "Accepted" }] }],

@@ -6,7 +6,7 @@ mod support;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use meteor_operator::api::{MeteorApp, MeteorAppStatus, RoutingStatus};
-use meteor_operator::routing_status::{
+use meteor_operator::status::routing::{
     CertificateState, ROUTED, RouteState, RoutingObservation, TlsSecretState, fold_status,
 };
 use serde_json::{Value, json};

@@ -33,7 +33,7 @@ pub use slots::RolloutSlots;
 use crate::build::meta::MANAGED_SELECTOR;
 use crate::build::routing::{Certificate, HTTPRoute, RoutingOptions};
 use crate::references::SourceKind;
-use crate::routing_status::TlsSecretState;
+use crate::status::routing::TlsSecretState;
 use feed::Feed;
 use futures::future::Shared;
 use futures::{FutureExt, StreamExt};

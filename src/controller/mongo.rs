@@ -21,12 +21,12 @@ use crate::mongo::build::{self, TierOptions};
 use crate::mongo::driver::DriverAdmin;
 use crate::mongo::replset::{self, KubeFacts, MongoAdmin};
 use crate::mongo::secrets::{self, OsRandom};
-use crate::mongo::status::{self, Readiness};
 use crate::mongo::storage::{self, StorageDecision, StorageFacts};
-use crate::mongo::tier::TierReport;
 use crate::mongo::{
     FIELD_MANAGER, SecretKind, UserCredentials, managed, secret_name, selector_labels, tier_name,
 };
+use crate::status::conditions::Readiness;
+use crate::status::mongo::{self as status, TierReport};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;

@@ -11,7 +11,7 @@ use crate::api::{MeteorApp, MeteorAppStatus, RolloutStatus};
 use crate::build::{self, Desired, Inputs, MongoWiring, meta};
 use crate::plan::{self, RolloutFacts, RolloutPlan, TierFacts, TierWants};
 use crate::problem::Problem;
-use crate::status::{self, DEGRADED, READY, RolloutState, Verdict};
+use crate::status::{self, RolloutState, Verdict};
 use crate::validate::validate;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -301,24 +301,16 @@ fn status_for(app: &MeteorApp, ctx: &Context, outcome: Outcome) -> MeteorAppStat
         .worker
         .map(Arc::new)
         .or_else(|| ctx.observed_deployment(app, &meta::worker_name(app)));
-    let now = now();
-    let mut new_status = status::compute(
-        app,
-        &verdict,
-        app_deployment.as_deref(),
-        worker_deployment.as_deref(),
+    let report = status::PassReport {
+        verdict: &verdict,
+        app: app_deployment.as_deref(),
+        worker: worker_deployment.as_deref(),
         history,
-        &now,
-    );
-    crate::mongo::tier::fold_status(&mut new_status, app, written.mongo.as_ref(), &now);
-    crate::routing_status::fold_status(&mut new_status, app, written.routing.as_ref(), &now);
-    crate::autoscaling_status::fold_status(
-        &mut new_status,
-        app,
-        written.autoscaler.as_ref().map(Option::as_deref),
-        &now,
-    );
-    new_status
+        mongo: written.mongo.as_ref(),
+        routing: written.routing.as_ref(),
+        autoscaler: written.autoscaler.as_ref().map(Option::as_deref),
+    };
+    status::of_pass(app, report, &now())
 }
 
 /// Static validation, then the referenced Secrets and ConfigMaps. `Err` of the outer result is an
@@ -346,9 +338,9 @@ struct Written {
     app: Option<Deployment>,
     worker: Option<Deployment>,
     /// What the managed-MongoDB tier did, when the app has one.
-    mongo: Option<crate::mongo::tier::TierReport>,
+    mongo: Option<crate::status::mongo::TierReport>,
     /// What the routing tier saw.
-    routing: Option<crate::routing_status::RoutingObservation>,
+    routing: Option<crate::status::routing::RoutingObservation>,
     /// The autoscaler as written or cached, when the pass got that far.
     autoscaler: Option<Option<Arc<HorizontalPodAutoscaler>>>,
     /// Come back this soon for the routing tier.
@@ -643,9 +635,6 @@ async fn write_status(
     Ok(())
 }
 
-/// Whether a condition's False reason is one the user must act on.
-type ProblemReason = fn(&str) -> bool;
-
 /// The MeteorApp as events refer to it.
 pub(super) fn reference(metadata: &ObjectMeta, namespace: &str) -> ObjectReference {
     ObjectReference {
@@ -658,72 +647,22 @@ pub(super) fn reference(metadata: &ObjectMeta, namespace: &str) -> ObjectReferen
     }
 }
 
-/// A Warning when a problem appears or changes; a Normal event when the app is Ready again.
+/// The events a status change is worth (see [`status::announcements`]).
 fn transition_events(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> Vec<Event> {
-    let mut events = Vec::new();
-    let old_degraded = status::find(old, DEGRADED);
-    if let Some(degraded) = status::find(Some(new), DEGRADED)
-        && degraded.status == "True"
-        && old_degraded.is_none_or(|o| {
-            o.status != "True" || o.reason != degraded.reason || o.message != degraded.message
+    status::announcements(old, new)
+        .into_iter()
+        .map(|a| Event {
+            type_: if a.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: a.reason,
+            note: Some(a.message),
+            action: "Reconcile".into(),
+            secondary: None,
         })
-    {
-        events.push(Event {
-            type_: EventType::Warning,
-            reason: degraded.reason.clone(),
-            note: Some(degraded.message.clone()),
-            action: "Reconcile".into(),
-            secondary: None,
-        });
-    }
-    // A routing or autoscaling problem the user must act on, unless Degraded announced it.
-    let problems: [(&str, ProblemReason); 2] = [
-        (
-            crate::routing_status::ROUTED,
-            crate::routing_status::is_problem,
-        ),
-        (crate::autoscaling_status::AUTOSCALED, |reason| {
-            reason != crate::autoscaling_status::PENDING
-        }),
-    ];
-    for (type_, is_problem) in problems {
-        if let Some(now) = status::find(Some(new), type_)
-            && now.status == "False"
-            && is_problem(&now.reason)
-            && status::find(old, type_).is_none_or(|o| {
-                o.status != "False" || o.reason != now.reason || o.message != now.message
-            })
-            && !events.iter().any(|e| e.reason == now.reason)
-        {
-            events.push(Event {
-                type_: EventType::Warning,
-                reason: now.reason.clone(),
-                note: Some(now.message.clone()),
-                action: "Reconcile".into(),
-                secondary: None,
-            });
-        }
-    }
-    let was_ready = status::find(old, READY).is_some_and(|c| c.status == "True");
-    // Only a return to Ready is news: a new app's first Ready shows in its status, and an event
-    // for it would be one more write per app of a fleet.
-    let was_available = old
-        .and_then(|o| o.rollout.as_ref())
-        .is_some_and(|r| r.available_template.is_some());
-    if let Some(ready) = status::find(Some(new), READY)
-        && ready.status == "True"
-        && !was_ready
-        && was_available
-    {
-        events.push(Event {
-            type_: EventType::Normal,
-            reason: ready.reason.clone(),
-            note: Some(ready.message.clone()),
-            action: "Reconcile".into(),
-            secondary: None,
-        });
-    }
-    events
+        .collect()
 }
 
 fn now() -> Time {

@@ -1,6 +1,6 @@
 //! The routing tier's I/O within one reconcile (`spec.routing`): the only code that reads and
 //! writes the proxy, its RBAC and cookie Secret, the Ingress, HTTPRoute and Certificate. The
-//! builders are in `crate::build::routing`, the status they lead to in `crate::routing_status`.
+//! builders are in `crate::build::routing`, the status they lead to in `crate::status::routing`.
 //!
 //! Per reconcile:
 //! 1. Names missing from the caches are looked up once: an object we do not control under one
@@ -24,7 +24,7 @@ use crate::build::routing::{
     tls_secret_name,
 };
 use crate::references::SourceKind;
-use crate::routing_status::{
+use crate::status::routing::{
     self, CertificateState, RouteState, RoutingObservation, TlsSecretState,
 };
 use k8s_openapi::api::apps::v1::Deployment;
@@ -136,7 +136,7 @@ pub async fn reconcile(
         Optionally::NotWanted => None,
         Optionally::NotInstalled => Some(RouteState::NoGatewayAPI),
         Optionally::Listing => Some(RouteState::Pending),
-        Optionally::Seen(route) => Some(routing_status::route_state(&route)),
+        Optionally::Seen(route) => Some(routing::route_state(&route)),
     };
     let certificate = optional_child(
         ctx,
@@ -153,7 +153,7 @@ pub async fn reconcile(
         Optionally::Listing => Some(CertificateState::NotReady(
             "the operator has not listed Certificates yet".into(),
         )),
-        Optionally::Seen(certificate) => Some(routing_status::certificate_state(&certificate)),
+        Optionally::Seen(certificate) => Some(routing::certificate_state(&certificate)),
     };
     if route.listing || certificate.listing {
         report.requeue = Some(WHILE_LISTING);
@@ -293,7 +293,7 @@ async fn tls_secret(
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(&name)
         .await?;
-    let state = routing_status::tls_secret_state(secret.as_ref());
+    let state = routing::tls_secret_state(secret.as_ref());
     if let Some(version) = secret.as_ref().and_then(|s| s.resource_version()) {
         ctx.remember_tls_check(source, version, state.clone());
     }

@@ -8,7 +8,7 @@
 //!   call of [`replset::step`] observes, then makes at most one change, and says whether to come
 //!   back. It keeps no memory between calls, so an interrupted operator resumes from what it sees.
 //! - [`driver`]: [`replset::MongoAdmin`] on the official `mongodb` driver.
-//! - [`status`]: the `MongoReady` condition and `status.mongo`, from observed facts.
+//! - the `MongoReady` condition and `status.mongo` are in [`crate::status::mongo`].
 //! - [`storage`]: whether a `storage.size` change can be applied to existing volumes.
 //!
 //! Names are fixed so the pieces agree without talking: StatefulSet and headless Service
@@ -19,9 +19,7 @@ pub mod build;
 pub mod driver;
 pub mod replset;
 pub mod secrets;
-pub mod status;
 pub mod storage;
-pub mod tier;
 
 use crate::api::{ManagedMongo, MeteorApp, Reactivity, SecretKeyRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;

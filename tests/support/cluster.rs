@@ -13,7 +13,7 @@ use kube::core::PartialObjectMeta;
 use meteor_operator::api::{MeteorApp, MeteorAppStatus};
 use meteor_operator::build::routing::{Certificate, HTTPRoute};
 use meteor_operator::controller::{Context, Metrics, Optional, RoutingCaches, stamped};
-use meteor_operator::routing_status::RoutingObservation;
+use meteor_operator::status::routing::RoutingObservation;
 use std::sync::Arc;
 
 /// Every object a previous reconcile of `app` left, as the caches hold them.
@@ -142,7 +142,7 @@ pub fn settled(app: &MeteorApp, seen: &RoutingObservation) -> MeteorAppStatus {
         Some(history(&deployment)),
         &earlier(),
     );
-    meteor_operator::routing_status::fold_status(&mut status, app, Some(seen), &earlier());
+    meteor_operator::status::routing::fold_status(&mut status, app, Some(seen), &earlier());
     status
 }
 

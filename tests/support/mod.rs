@@ -495,8 +495,8 @@ pub fn settled_with(
         at,
     );
     // The way in as a proxy-less app's reconcile sees it: only the front Service.
-    let seen = meteor_operator::routing_status::RoutingObservation::default();
-    meteor_operator::routing_status::fold_status(&mut settled, app, Some(&seen), at);
+    let seen = meteor_operator::status::routing::RoutingObservation::default();
+    meteor_operator::status::routing::fold_status(&mut settled, app, Some(&seen), at);
     settled
 }
 

@@ -6,11 +6,11 @@
 //! blocking `Ready`; an explicit refusal (route not accepted, bad TLS Secret, a name taken by an
 //! object we do not own) also sets `Degraded`.
 
+use super::conditions::{DEGRADED, READY, hold_not_ready, upsert};
+use super::conditions::{Readiness, condition_of};
 use crate::api::{MeteorApp, MeteorAppStatus, RoutingStatus};
 use crate::build::routing::{Certificate, ForeignCondition, HTTPRoute, RouteParentStatus};
 use crate::build::routing::{STICKINESS_GAP, ingress_gaps, proxy_replicas, tls_secret_name};
-use crate::mongo::status::{Readiness, condition_of};
-use crate::status::{DEGRADED, READY, hold_not_ready, upsert};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 

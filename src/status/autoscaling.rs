@@ -2,9 +2,9 @@
 //! own conditions and messages) and `status.autoscaling`, computed purely from the HPA as
 //! observed, and folded into the status the core computed.
 
+use super::conditions::upsert;
+use super::conditions::{Readiness, condition_of};
 use crate::api::{AutoscalingStatus, MeteorApp, MeteorAppStatus};
-use crate::mongo::status::{Readiness, condition_of};
-use crate::status::upsert;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 

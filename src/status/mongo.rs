@@ -1,4 +1,5 @@
-//! `MongoReady` and `status.mongo`, computed from what [`crate::mongo::replset::step`] saw.
+//! `MongoReady`, `MongoStorageResized` and `status.mongo`, computed from what
+//! [`crate::mongo::replset::step`] saw and the tier reported, and folded into the status.
 //!
 //! `MongoReady` is True when the set can serve the app as configured: a primary, the users in
 //! place, and every voting member PRIMARY or SECONDARY. Adding or removing a member does not
@@ -6,25 +7,18 @@
 //! the set has lost its margin. Reasons: Provisioning, Initializing, NoPrimary, MemberUnhealthy,
 //! Unreachable (also used when the operator's credentials are refused), Ready.
 
-use super::replset::{Action, AdminError, Facts, MemberState, Problem, Target, Wait};
-use crate::api::MongoStatus;
+pub use super::conditions::Readiness;
+use super::conditions::{READY, condition_of, hold_not_ready, upsert};
+use crate::api::{MeteorApp, MeteorAppStatus, MongoStatus};
+use crate::mongo::managed;
+use crate::mongo::replset::{Action, AdminError, Facts, MemberState, Problem, Target, Wait};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use std::time::Duration;
 
 /// Type of the condition on the MeteorApp.
 pub const CONDITION_TYPE: &str = "MongoReady";
 /// Type of the condition reporting a refused or applied storage resize.
 pub const STORAGE_CONDITION_TYPE: &str = "MongoStorageResized";
-
-/// The condition's content, before timestamps.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Readiness {
-    /// `True` or `False`.
-    pub ready: bool,
-    /// CamelCase reason.
-    pub reason: &'static str,
-    /// Human-readable detail.
-    pub message: String,
-}
 
 fn not_ready(reason: &'static str, message: String) -> Readiness {
     Readiness {
@@ -98,7 +92,9 @@ fn readiness_from_facts(target: &Target, facts: &Facts, action: &Action) -> Read
             not_ready("Initializing", "waiting for the first primary".into())
         };
     };
-    if !facts.missing_users.is_empty() || facts.identity != Some(super::replset::Identity::Root) {
+    if !facts.missing_users.is_empty()
+        || facts.identity != Some(crate::mongo::replset::Identity::Root)
+    {
         return not_ready(
             "Initializing",
             format!("creating users: {}", facts.missing_users.join(", ")),
@@ -155,28 +151,6 @@ pub fn condition(
     condition_of(CONDITION_TYPE, r, observed_generation, previous, now)
 }
 
-/// A condition of `type_` from `r`, see [`condition`].
-pub fn condition_of(
-    type_: &str,
-    r: &Readiness,
-    observed_generation: Option<i64>,
-    previous: Option<&Condition>,
-    now: Time,
-) -> Condition {
-    let status = if r.ready { "True" } else { "False" };
-    let last_transition_time = previous
-        .filter(|p| p.status == status)
-        .map_or(now, |p| p.last_transition_time.clone());
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: r.reason.into(),
-        message: r.message.clone(),
-        observed_generation,
-        last_transition_time,
-    }
-}
-
 /// `status.mongo` from the facts; `None` before the set has a config.
 pub fn mongo_status(target: &Target, facts: &Facts) -> Option<MongoStatus> {
     let config = facts.config.as_ref()?;
@@ -213,8 +187,8 @@ pub fn mongo_status(target: &Target, facts: &Facts) -> Option<MongoStatus> {
 }
 
 /// The storage-resize condition for a decision, `None` when nothing is to be said.
-pub fn storage_readiness(decision: &super::storage::StorageDecision) -> Option<Readiness> {
-    use super::storage::StorageDecision::*;
+pub fn storage_readiness(decision: &crate::mongo::storage::StorageDecision) -> Option<Readiness> {
+    use crate::mongo::storage::StorageDecision::*;
     match decision {
         Unchanged => None,
         Expand { pvcs, size } => Some(Readiness {
@@ -224,4 +198,98 @@ pub fn storage_readiness(decision: &super::storage::StorageDecision) -> Option<R
         }),
         Refused { message } => Some(not_ready("ResizeRefused", message.clone())),
     }
+}
+
+/// What the tier reconcile found and did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TierReport {
+    /// Content of `MongoReady`.
+    pub readiness: Readiness,
+    /// Content of `MongoStorageResized`, while a resize is refused or under way.
+    pub storage: Option<Readiness>,
+    /// `status.mongo`, when the config was readable.
+    pub mongo: Option<MongoStatus>,
+    /// When to reconcile again at the latest.
+    pub requeue: Duration,
+    /// Write requests made.
+    pub writes: u64,
+}
+
+/// Puts the tier's conditions and `status.mongo` into `status` (computed by the core), and
+/// holds `Ready` at False while `MongoReady` is not True. With no report (the reconcile stopped
+/// before the tier), the previous MongoDB status is carried over unchanged.
+pub fn fold_status(
+    new: &mut MeteorAppStatus,
+    app: &MeteorApp,
+    report: Option<&TierReport>,
+    now: &Time,
+) {
+    let previous = app.status.as_ref();
+    let previous_condition =
+        |type_: &str| previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
+    if managed(app).is_none() {
+        new.mongo = None;
+        return;
+    }
+    let generation = app.metadata.generation;
+    match report {
+        Some(r) => {
+            new.mongo = r.mongo.clone().or_else(|| {
+                // Config unreadable this time: keep the size, drop what is no longer known.
+                previous.and_then(|s| s.mongo.clone()).map(|m| MongoStatus {
+                    ready_members: 0,
+                    primary: None,
+                    replication_lag_seconds: None,
+                    ..m
+                })
+            });
+            upsert(
+                &mut new.conditions,
+                condition(
+                    &r.readiness,
+                    generation,
+                    previous_condition(CONDITION_TYPE),
+                    now.clone(),
+                ),
+            );
+            match &r.storage {
+                Some(s) => upsert(
+                    &mut new.conditions,
+                    condition_of(
+                        STORAGE_CONDITION_TYPE,
+                        s,
+                        generation,
+                        previous_condition(STORAGE_CONDITION_TYPE),
+                        now.clone(),
+                    ),
+                ),
+                None => new.conditions.retain(|c| c.type_ != STORAGE_CONDITION_TYPE),
+            }
+        }
+        None => {
+            new.mongo = previous.and_then(|s| s.mongo.clone());
+            for type_ in [CONDITION_TYPE, STORAGE_CONDITION_TYPE] {
+                if let Some(c) = previous_condition(type_) {
+                    upsert(&mut new.conditions, c.clone());
+                }
+            }
+        }
+    }
+    let mongo_ready = new
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_TYPE)
+        .map(|c| (c.status == "True", c.message.clone()));
+    let mongo_message = match mongo_ready {
+        Some((true, _)) => return,
+        Some((false, message)) => message,
+        None => "MongoDB not reconciled yet".to_string(),
+    };
+    hold_not_ready(
+        &mut new.conditions,
+        previous_condition(READY),
+        "MongoNotReady",
+        format!("MongoDB: {mongo_message}"),
+        now,
+    );
 }

@@ -4,42 +4,12 @@
 //! Nothing here changes on a resync that observed nothing new (a condition's
 //! `lastTransitionTime` moves only when its status flips), so an unchanged app writes no status.
 
+use super::conditions::{DEGRADED, PROGRESSING, READY, find};
 use crate::api::{MeteorApp, MeteorAppStatus, RolloutStatus};
 use crate::build::meta::{Component, selector_string};
 use crate::problem::Problem;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-
-pub const READY: &str = "Ready";
-pub const PROGRESSING: &str = "Progressing";
-pub const DEGRADED: &str = "Degraded";
-
-/// Puts `condition` in `conditions`, replacing the one of its type.
-pub fn upsert(conditions: &mut Vec<Condition>, condition: Condition) {
-    conditions.retain(|c| c.type_ != condition.type_);
-    conditions.push(condition);
-}
-
-/// Turns a `Ready=True` into False with `reason` and `message`, for a tier the app cannot serve
-/// without (managed MongoDB, the proxy). The transition time is kept while it stays False.
-pub fn hold_not_ready(
-    conditions: &mut [Condition],
-    previous_ready: Option<&Condition>,
-    reason: &str,
-    message: String,
-    now: &Time,
-) {
-    if let Some(ready) = conditions.iter_mut().find(|c| c.type_ == READY)
-        && ready.status == "True"
-    {
-        ready.status = "False".into();
-        ready.reason = reason.into();
-        ready.message = message;
-        ready.last_transition_time = previous_ready
-            .filter(|p| p.status == "False")
-            .map_or_else(|| now.clone(), |p| p.last_transition_time.clone());
-    }
-}
 
 /// What this reconcile concluded before looking at the children's progress.
 #[derive(Clone, Debug, PartialEq)]
@@ -203,12 +173,12 @@ pub fn compute(
             .into_iter()
             .map(|want| condition(want, previous, generation, now))
             .collect(),
-        // Filled in by `crate::mongo::tier::fold_status` for managed MongoDB.
+        // Filled in by `super::mongo::fold_status` for managed MongoDB.
         mongo: None,
         rollout: history,
-        // Filled in by `crate::routing_status::fold_status`.
+        // Filled in by `super::routing::fold_status`.
         routing: None,
-        // Filled in by `crate::autoscaling_status::fold_status`.
+        // Filled in by `super::autoscaling::fold_status`.
         autoscaling: None,
     }
 }
@@ -445,7 +415,6 @@ fn condition(want: Want, previous: &[Condition], generation: Option<i64>, now: &
     }
 }
 
-/// The condition of `type_`, if set.
 /// Whether `new` differs from `old` only in progress figures: pod counts, the replica summary
 /// and condition messages, with every condition's status and reason as before. Such a change
 /// can wait a few seconds and go out with the next (the controller paces them).
@@ -466,10 +435,6 @@ pub fn only_progress(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> bo
         }
     }
     same == *old && same != *new
-}
-
-pub fn find<'a>(status: Option<&'a MeteorAppStatus>, type_: &str) -> Option<&'a Condition> {
-    status?.conditions.iter().find(|c| c.type_ == type_)
 }
 
 #[cfg(test)]
