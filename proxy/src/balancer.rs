@@ -1,7 +1,7 @@
 //! The backend set and routing decisions, free of I/O.
 //!
 //! Contracts:
-//! - A backend is identified by a stable id (`ip:port`), the value the sticky cookie names.
+//! - Backends are [`Backend`]s, identified by their id (`ip:port`).
 //! - New sessions go only to backends that are ready (in the EndpointSlice, not terminating),
 //!   healthy and not removed: the one with the fewest active connections, ties taken in turn.
 //! - An existing session (cookie or remembered SockJS pin) keeps its backend while that backend is
@@ -10,209 +10,22 @@
 //!   its id over the live backends, so replicas with the same backend list agree with no shared
 //!   state; the choice is then remembered locally, so adding a backend never moves it.
 //! - `update` merges a new backend list: known ids keep their state and counters.
-//! - Each backend counts its open tunnels and announces its drain window to them
-//!   ([`super::closing`]), so they close one by one rather than all at its deadline.
-//! - Each backend keeps its open tunnels oldest first, so the rebalancer
-//!   ([`super::rebalance`]) can close single ones on a busy backend.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
+use crate::backend::{Backend, BackendSpec, HealthState};
+use crate::metrics::Metrics;
 
-use super::closing::Closer;
-use super::health::HealthState;
-use super::metrics::{BackendMetrics, Metrics};
-use super::rebalance::{self, Movable};
-
-/// A backend as discovery reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendSpec {
-    pub id: String,
-    pub addr: SocketAddr,
-    /// Ready for new sessions (EndpointSlice `ready`).
-    pub ready: bool,
-    /// Shutting down (EndpointSlice `terminating`): keeps sessions until the drain deadline.
-    pub terminating: bool,
-    /// The pod behind the endpoint (EndpointSlice `targetRef`), for per-pod metrics.
-    pub pod: Option<PodRef>,
-}
-
-/// A backend's pod: the `pod` and `namespace` labels of its session gauge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodRef {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl BackendSpec {
-    /// A ready backend at `addr`, named by it.
-    pub fn ready(addr: SocketAddr) -> Self {
-        Self {
-            id: addr.to_string(),
-            addr,
-            ready: true,
-            terminating: false,
-            pod: None,
-        }
-    }
-}
-
-/// One backend and its live state.
-pub struct Backend {
-    pub id: Arc<str>,
-    pub addr: SocketAddr,
-    /// Its pod, when discovery knows it.
-    pub pod: Option<PodRef>,
-    /// `addr` as a URI authority, for upstream request URIs.
-    pub authority: http::uri::Authority,
-    ready: AtomicBool,
-    terminating: AtomicBool,
-    removed: AtomicBool,
-    up: AtomicBool,
-    health: Mutex<HealthState>,
-    /// Cancelled when the drain deadline passes: open tunnels to this backend close.
-    pub drained: CancellationToken,
-    /// The drain window its tunnels follow, to close one by one before `drained`.
-    pub closing: Closer,
-    /// Open tunnels: the slots of a drain window.
-    tunnels: AtomicUsize,
-    /// The open tunnels, oldest first, each closable on its own.
-    pub movable: Movable,
-    pub metrics: BackendMetrics,
-    /// Idle keep-alive connections to this backend.
-    pub pool: super::upstream::Pool,
-    /// The last `Set-Cookie` value naming this backend and the second it was signed in, so
-    /// a busy backend signs once a second rather than once a response.
-    pub cookie_cache: Mutex<Option<(u64, http::HeaderValue)>>,
-}
-
-impl Backend {
-    fn new(spec: &BackendSpec, health: HealthState, metrics: &Metrics) -> Self {
-        Self {
-            id: spec.id.as_str().into(),
-            addr: spec.addr,
-            pod: spec.pod.clone(),
-            authority: spec
-                .addr
-                .to_string()
-                .parse()
-                .expect("a socket address is a URI authority"),
-            ready: AtomicBool::new(spec.ready),
-            terminating: AtomicBool::new(spec.terminating),
-            removed: AtomicBool::new(false),
-            up: AtomicBool::new(health.is_up()),
-            health: Mutex::new(health),
-            drained: CancellationToken::new(),
-            closing: Closer::default(),
-            tunnels: AtomicUsize::new(0),
-            movable: Movable::default(),
-            metrics: metrics.backend(&spec.id),
-            pool: Default::default(),
-            cookie_cache: Mutex::new(None),
-        }
-    }
-
-    /// Open requests and tunnels.
-    pub fn active(&self) -> i64 {
-        self.metrics.active.get()
-    }
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-    pub fn is_terminating(&self) -> bool {
-        self.terminating.load(Ordering::Relaxed)
-    }
-    pub fn is_removed(&self) -> bool {
-        self.removed.load(Ordering::Relaxed)
-    }
-    pub fn tunnels(&self) -> usize {
-        self.tunnels.load(Ordering::Relaxed)
-    }
-
-    /// Takes new sessions.
-    pub fn accepts_new(&self) -> bool {
-        self.is_ready() && !self.is_terminating() && !self.is_removed() && self.is_up()
-    }
-
-    /// Keeps existing sessions.
-    fn keeps_existing(&self) -> bool {
-        self.is_up() && !self.drained.is_cancelled()
-    }
-
-    /// Feeds one active health check result into the rise/fall state.
-    pub fn observe_health(&self, ok: bool) {
-        let changed = self.health.lock().expect("health lock").observe(ok);
-        self.apply_health(changed);
-    }
-
-    /// A failed connect (passive detection): down at once, until active checks see it rise.
-    pub fn connect_failed(&self) {
-        self.metrics.upstream_errors.inc();
-        let changed = self.health.lock().expect("health lock").fail_now();
-        self.apply_health(changed);
-    }
-
-    fn apply_health(&self, changed: Option<bool>) {
-        if let Some(up) = changed {
-            self.up.store(up, Ordering::Relaxed);
-            if up {
-                self.metrics.went_up.inc();
-                tracing::info!(backend = %self.id, "backend up");
-            } else {
-                self.metrics.went_down.inc();
-                tracing::warn!(backend = %self.id, "backend down");
-            }
-        }
-    }
-
-    /// Counts one connection as active until the guard drops.
-    pub fn enter(self: &Arc<Self>) -> ActiveGuard {
-        self.metrics.active.inc();
-        self.metrics.requests.inc();
-        ActiveGuard(self.clone())
-    }
-}
-
-/// Counts one open tunnel to `backend` until dropped, and lets the rebalancer close it.
-pub struct TunnelGuard<'a> {
-    backend: &'a Backend,
-    moved: rebalance::Moved,
-}
-
-impl<'a> TunnelGuard<'a> {
-    pub fn new(backend: &'a Backend) -> Self {
-        backend.tunnels.fetch_add(1, Ordering::Relaxed);
-        let moved = backend.movable.register();
-        Self { backend, moved }
-    }
-
-    /// Resolves when the rebalancer chose this tunnel to close (never otherwise).
-    pub async fn moved(&mut self) {
-        self.moved.wait().await
-    }
-}
-
-impl Drop for TunnelGuard<'_> {
-    fn drop(&mut self) {
-        self.backend.tunnels.fetch_sub(1, Ordering::Relaxed);
-        self.backend.movable.unregister(&self.moved);
-    }
-}
-
-/// Keeps a backend's active count raised while alive.
-pub struct ActiveGuard(pub Arc<Backend>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.metrics.active.dec();
-    }
+/// `--rebalance-rate` and `--rebalance-tolerance` ([`crate::rebalance`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rebalancing {
+    /// WebSockets closed per second at most (above 0).
+    pub rate: f64,
+    /// How far above the mean a backend may be, as a fraction (0.2 for 20 %).
+    pub tolerance: f64,
 }
 
 /// Changes made by [`Balancer::update`], for the caller to start or stop tasks.
@@ -231,7 +44,7 @@ type Pin = (Arc<str>, Instant);
 pub struct Balancer {
     backends: RwLock<Arc<[Arc<Backend>]>>,
     /// Set with `--rebalance-rate` above 0: WebSocket upgrades may leave their cookie's backend.
-    pub rebalance: Option<rebalance::Settings>,
+    pub rebalance: Option<Rebalancing>,
     pins: Mutex<HashMap<Box<str>, Pin>>,
     turn: AtomicUsize,
     rise: u32,
@@ -252,8 +65,8 @@ impl Balancer {
         }
     }
 
-    /// This balancer with rebalancing after a scale-up ([`super::rebalance`]).
-    pub fn with_rebalancing(mut self, settings: rebalance::Settings) -> Self {
+    /// This balancer with rebalancing after a scale-up ([`crate::rebalance`]).
+    pub fn with_rebalancing(mut self, settings: Rebalancing) -> Self {
         self.rebalance = Some(settings);
         self
     }
@@ -281,10 +94,7 @@ impl Balancer {
                 .find(|b| *b.id == *spec.id && !b.drained.is_cancelled());
             let backend = match known {
                 Some(b) => {
-                    b.ready.store(spec.ready, Ordering::Relaxed);
-                    b.removed.store(false, Ordering::Relaxed);
-                    let was = b.terminating.swap(spec.terminating, Ordering::Relaxed);
-                    if spec.terminating && !was {
+                    if b.relisted(spec) {
                         changes.draining.push(b.clone());
                     }
                     b.clone()
@@ -315,7 +125,7 @@ impl Balancer {
                 }
                 continue;
             }
-            if !old.removed.swap(true, Ordering::Relaxed) {
+            if old.unlisted() {
                 changes.draining.push(old.clone());
             }
             next.push(old.clone()); // kept until drained, for its existing sessions
@@ -417,7 +227,7 @@ impl Balancer {
 /// Keeps the pins under [`MAX_PINS`] before one more is inserted.
 fn make_room_for_pin(pins: &mut HashMap<Box<str>, Pin>, now: Instant) {
     let cutoff = now.checked_sub(PIN_IDLE).unwrap_or(now);
-    super::bounded::make_room(
+    crate::bounded::make_room(
         pins,
         MAX_PINS,
         |(_, seen)| *seen < cutoff,
@@ -449,6 +259,7 @@ pub const MAX_PINS: usize = 100_000;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn spec(port: u16) -> BackendSpec {
         BackendSpec::ready(SocketAddr::from(([127, 0, 0, 1], port)))

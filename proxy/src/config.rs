@@ -217,8 +217,8 @@ pub struct ProxyOptions {
 
 impl ProxyOptions {
     /// Rebalancing settings, unless `--rebalance-rate` is 0.
-    pub fn rebalancing(&self) -> Option<crate::rebalance::Settings> {
-        (self.rebalance_rate > 0.0).then(|| crate::rebalance::Settings {
+    pub fn rebalancing(&self) -> Option<crate::balancer::Rebalancing> {
+        (self.rebalance_rate > 0.0).then(|| crate::balancer::Rebalancing {
             rate: self.rebalance_rate,
             tolerance: f64::from(self.rebalance_tolerance) / 100.0,
         })

@@ -14,7 +14,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
-use super::balancer::{BackendSpec, PodRef};
+use crate::backend::{BackendSpec, PodRef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {

@@ -1,4 +1,5 @@
-//! Backend health: the rise/fall state machine and the active checker task.
+//! The active health checker: one task per backend, feeding each check's result into the
+//! backend's rise/fall state ([`crate::backend::HealthState`]). It never routes or decides.
 //!
 //! A backend starts up (EndpointSlices only list pods that passed their readiness probe). It goes
 //! down after `fall` consecutive failures, active (a GET of the health path that fails, times out
@@ -11,58 +12,7 @@ use std::time::Duration;
 use http_body_util::Empty;
 use hyper::body::Bytes;
 
-use super::balancer::Backend;
-
-/// The rise/fall counter of one backend.
-#[derive(Debug, Clone)]
-pub struct HealthState {
-    up: bool,
-    streak: u32,
-    rise: u32,
-    fall: u32,
-}
-
-impl HealthState {
-    /// A state that starts up.
-    pub fn new(rise: u32, fall: u32) -> Self {
-        Self {
-            up: true,
-            streak: 0,
-            rise: rise.max(1),
-            fall: fall.max(1),
-        }
-    }
-
-    /// Whether the backend is up.
-    pub fn is_up(&self) -> bool {
-        self.up
-    }
-
-    /// A passive failure that is conclusive (the backend refused or timed out a connection):
-    /// down at once; active checks must then see `rise` successes. Returns Some(false) if it
-    /// was up.
-    pub fn fail_now(&mut self) -> Option<bool> {
-        self.streak = 0;
-        std::mem::replace(&mut self.up, false).then_some(false)
-    }
-
-    /// Records one observation; returns the new state if it changed.
-    pub fn observe(&mut self, ok: bool) -> Option<bool> {
-        if ok == self.up {
-            self.streak = 0;
-            return None;
-        }
-        self.streak += 1;
-        let needed = if self.up { self.fall } else { self.rise };
-        if self.streak >= needed {
-            self.up = ok;
-            self.streak = 0;
-            Some(ok)
-        } else {
-            None
-        }
-    }
-}
+use crate::backend::Backend;
 
 /// Settings of the active checker.
 #[derive(Debug, Clone)]
@@ -114,44 +64,4 @@ async fn probe(backend: &Backend, path: &str) -> bool {
     };
     conn.abort();
     ok
-}
-
-#[cfg(test)]
-mod tests {
-    use super::HealthState;
-
-    #[test]
-    fn falls_after_fall_failures_and_rises_after_rise_successes() {
-        let mut h = HealthState::new(2, 3);
-        assert!(h.is_up());
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(false), Some(false));
-        assert!(!h.is_up());
-        assert_eq!(h.observe(true), None);
-        assert_eq!(h.observe(true), Some(true));
-        assert!(h.is_up());
-    }
-
-    #[test]
-    fn a_conclusive_failure_takes_it_down_at_once() {
-        let mut h = HealthState::new(2, 2);
-        assert_eq!(h.fail_now(), Some(false));
-        assert_eq!(h.fail_now(), None);
-        assert_eq!(h.observe(true), None);
-        assert_eq!(h.observe(true), Some(true));
-    }
-
-    #[test]
-    fn a_success_resets_the_failure_streak() {
-        let mut h = HealthState::new(2, 2);
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(true), None);
-        assert_eq!(h.observe(false), None, "streak was reset");
-        assert_eq!(h.observe(false), Some(false));
-        assert_eq!(h.observe(true), None);
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(true), None);
-        assert!(!h.is_up(), "needs two successes in a row");
-    }
 }

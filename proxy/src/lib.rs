@@ -1,24 +1,30 @@
 //! The Meteor-aware sticky load balancer: the `meteor-proxy` crate, run as `meteor-operator proxy`.
 //!
-//! Module map, one concern each:
-//! - [`config`]: flags and `METEOR_PROXY_*` environment variables.
-//! - [`balancer`]: the backend set, least-connections picks, SockJS pins (pure, no I/O).
-//! - [`cookie`]: the signed sticky cookie. [`sockjs`]: SockJS session ids from URLs.
-//! - [`health`]: rise/fall state and the active checker. [`discovery`]: where backends come from.
-//! - [`server`]: the traffic path. [`deadline`]: the client write deadline. [`upstream`]:
-//!   pooled backend connections. [`tunnel`]: WebSocket byte tunnels. [`tls`]: TLS termination.
-//! - [`closing`]: WebSocket closes spread over drain and shutdown windows.
-//! - [`rebalance`]: WebSockets moved onto new backends after a scale-up, at a bounded rate.
-//! - [`ratelimit`]: per-client 429s. [`bounded`]: size caps of the pin and rate-limit maps.
-//! - [`client`]: the client address the proxy trusts (`--trusted-hops`), IPv6 by /64, and the
-//!   per-client connection cap.
-//! - [`admin`] and [`metrics`]: status page and Prometheus metrics.
-//! - [`replay`]: one client connection from bytes in memory (the fuzz target's harness).
+//! Modules by layer, lowest first. A module imports only from its own layer or a lower one, and
+//! the imports form no circle; `#[cfg(test)]` code may use any layer as its harness
+//! (`tests/layers.rs` reads this list and checks both rules):
+//! 0. Parts, knowing nothing of backends: [`bounded`] (size caps of the pin and rate-limit
+//!    maps), [`client`] (the client address the proxy trusts, `--trusted-hops`, IPv6 by /64, the
+//!    per-client connection cap), [`closing`] (WebSocket closes spread over drain and shutdown
+//!    windows), [`cookie`] (the signed sticky cookie), [`metrics`] (the Prometheus families),
+//!    [`pool`] (a backend's idle keep-alive connections), [`ratelimit`] (per-client 429s),
+//!    [`sockjs`] (SockJS session ids from URLs).
+//! 1. Data, free of I/O: [`backend`] (one backend and its state: readiness, rise/fall health,
+//!    open tunnels), [`balancer`] (the backend set, least-connections picks, SockJS pins).
+//! 2. I/O and tasks: [`config`] (flags and `METEOR_PROXY_*` environment variables),
+//!    [`deadline`] (client head and write deadlines), [`discovery`] (where backends come from),
+//!    [`health`] (the active checker), [`rebalance`] (WebSockets moved onto new backends after a
+//!    scale-up), [`tls`] (TLS termination), [`tunnel`] (WebSocket byte tunnels), [`upstream`]
+//!    (HTTP/1.1 exchanges with backends).
+//! 3. Traffic: [`server`] (the accept loop and the path of every request).
+//! 4. Wiring: [`admin`] (status page and `/metrics`), [`replay`] (one client connection from
+//!    bytes in memory, the fuzz target's harness), and this file.
 //!
 //! `run` wires them: discovery feeds the balancer (starting health checks for new backends and
 //! drain timers for leaving ones), the server routes with it, SIGTERM drains everything.
 
 pub mod admin;
+pub mod backend;
 pub mod balancer;
 pub mod bounded;
 pub mod client;
@@ -29,6 +35,7 @@ pub mod deadline;
 pub mod discovery;
 pub mod health;
 pub mod metrics;
+pub mod pool;
 pub mod ratelimit;
 pub mod rebalance;
 pub mod replay;
@@ -45,7 +52,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use balancer::{Backend, BackendSpec, Balancer};
+use backend::{Backend, BackendSpec};
+use balancer::Balancer;
 pub use config::ProxyArgs;
 
 /// Runs the proxy until SIGTERM (or Ctrl-C), on its own runtime with `--threads` workers.
@@ -197,7 +205,7 @@ async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     let admin = Arc::new(admin::Admin {
         balancer: balancer.clone(),
-        registry: metrics.registry_with_sessions(balancer.clone()),
+        registry: admin::registry(&metrics, balancer.clone()),
         shutdown: proxy.shutdown.clone(),
     });
     tokio::spawn(admin.serve(admin_listener));

@@ -1,20 +1,15 @@
 //! Prometheus metrics of the proxy, served on the admin port at `/metrics`.
 //!
 //! Per-backend series are created when a backend appears and removed when it is forgotten, and
-//! each backend keeps handles to its own series, so the request path only touches atomics.
+//! each backend keeps handles to its own series, so the request path only touches atomics. The
+//! per-pod session gauge, read from the backends at each scrape, is added by
+//! [`crate::admin::registry`].
 
-use std::sync::Arc;
-
-use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-
-use super::balancer::Balancer;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabel {
@@ -71,7 +66,7 @@ pub struct Metrics {
     pub rejected: Family<RejectLabel, Counter>,
     /// Client connections closed by a cap ([`Refusal`]).
     pub connections_refused: Family<RefuseLabel, Counter>,
-    /// WebSockets closed to move their sessions onto emptier backends ([`super::rebalance`]).
+    /// WebSockets closed to move their sessions onto emptier backends ([`crate::rebalance`]).
     pub rebalanced: Counter,
     /// WebSocket upgrades sent by least connections because their cookie's backend was full.
     pub steered: Counter,
@@ -130,13 +125,6 @@ impl Metrics {
             "WebSocket upgrades sent by least connections instead of to their cookie's backend, which held more than its share",
             self.steered.clone(),
         );
-        r
-    }
-
-    /// The registry with the per-pod session gauge of `balancer`'s backends.
-    pub fn registry_with_sessions(&self, balancer: Arc<Balancer>) -> Registry {
-        let mut r = self.registry();
-        r.register_collector(Box::new(PodSessions(balancer)));
         r
     }
 
@@ -200,87 +188,5 @@ impl Metrics {
             Reason::NoBackend => "no_backend",
         };
         self.rejected.get_or_create(&RejectLabel { reason }).inc();
-    }
-}
-
-/// `meteor_proxy_backend_sessions`: open requests and WebSockets per backend (the value of
-/// `active_sessions`), labelled with the backend's pod and namespace when discovery knows
-/// them, so a custom-metrics adapter can serve it per app pod. Read from the backends at each
-/// scrape: the request path keeps counting one gauge.
-pub struct PodSessions(pub Arc<Balancer>);
-
-impl std::fmt::Debug for PodSessions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PodSessions")
-    }
-}
-
-impl Collector for PodSessions {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let gauge = ConstGauge::new(0i64);
-        let mut family = encoder.encode_descriptor(
-            "backend_sessions",
-            "Open requests and WebSockets per backend, labelled with its pod",
-            None,
-            gauge.metric_type(),
-        )?;
-        for backend in self.0.backends().iter() {
-            let mut labels = vec![("backend", backend.id.to_string())];
-            if let Some(pod) = &backend.pod {
-                labels.push(("namespace", pod.namespace.clone()));
-                labels.push(("pod", pod.name.clone()));
-            }
-            ConstGauge::new(backend.active()).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::balancer::{BackendSpec, PodRef};
-
-    #[test]
-    fn sessions_per_pod_beside_the_existing_series() {
-        let metrics = Arc::new(Metrics::default());
-        let balancer = Arc::new(Balancer::new(2, 2, metrics.clone()));
-        let mut pod = BackendSpec::ready("10.0.0.7:3000".parse().unwrap());
-        pod.pod = Some(PodRef {
-            namespace: "shop".into(),
-            name: "todos-7d4b9c-x2k4q".into(),
-        });
-        let fixed = BackendSpec::ready("127.0.0.1:3001".parse().unwrap());
-        balancer.update(&[pod, fixed]);
-        let busy = balancer.existing("10.0.0.7:3000").unwrap();
-        let _sessions = [busy.enter(), busy.enter()];
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(
-            &mut text,
-            &metrics.registry_with_sessions(balancer.clone()),
-        )
-        .unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        for expected in [
-            "# TYPE meteor_proxy_backend_sessions gauge",
-            r#"meteor_proxy_backend_sessions{backend="10.0.0.7:3000",namespace="shop",pod="todos-7d4b9c-x2k4q"} 2"#,
-            r#"meteor_proxy_backend_sessions{backend="127.0.0.1:3001"} 0"#,
-            r#"meteor_proxy_active_sessions{backend="10.0.0.7:3000"} 2"#,
-            "meteor_proxy_rebalanced_total 0",
-        ] {
-            assert!(lines.contains(&expected), "no {expected:?} in\n{text}");
-        }
-        // A backend that left and drained leaves no series behind.
-        balancer.update(&[]);
-        for b in balancer.backends().iter() {
-            balancer.finish_drain(b);
-        }
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(
-            &mut text,
-            &metrics.registry_with_sessions(balancer),
-        )
-        .unwrap();
-        assert!(!text.contains("meteor_proxy_backend_sessions{"), "{text}");
     }
 }

@@ -28,25 +28,14 @@
 //! corrupt it; parsing every frame would cost the message path. Meteor's client reconnects after
 //! an abnormal close (1006) just as after a 1001 or 1012.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::balancer::{Backend, Balancer};
-use super::sockjs;
-
-/// `--rebalance-rate` and `--rebalance-tolerance`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Settings {
-    /// WebSockets closed per second at most (above 0).
-    pub rate: f64,
-    /// How far above the mean a backend may be, as a fraction (0.2 for 20 %).
-    pub tolerance: f64,
-}
+use crate::backend::Backend;
+use crate::balancer::{Balancer, Rebalancing};
+use crate::sockjs;
 
 /// A WebSocket this young is never closed: its client is still loading its subscriptions, the
 /// most expensive part of a Meteor session.
@@ -115,7 +104,7 @@ pub fn period(rate: f64) -> Duration {
 
 /// Rebalances for as long as the proxy runs: one [`step`] every [`period`], never two closer
 /// together (a late tick delays the next rather than bursting).
-pub async fn run(balancer: Arc<Balancer>, settings: Settings) {
+pub async fn run(balancer: Arc<Balancer>, settings: Rebalancing) {
     let mut ticker = tokio::time::interval(period(settings.rate));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut balanced = true;
@@ -178,75 +167,13 @@ pub fn steer(
     }
 }
 
-/// Tunnel ids, increasing with time: the smallest open one is the oldest.
-static NEXT_TUNNEL: AtomicU64 = AtomicU64::new(0);
-
-/// A backend's open tunnels, oldest first, each with the signal that closes it.
-#[derive(Default)]
-pub struct Movable {
-    open: Mutex<BTreeMap<u64, (Instant, oneshot::Sender<()>)>>,
-}
-
-/// One tunnel's place in [`Movable`].
-pub struct Moved {
-    id: u64,
-    signal: oneshot::Receiver<()>,
-}
-
-impl Moved {
-    /// Resolves when the tunnel was chosen to close; never if its entry went without.
-    pub async fn wait(&mut self) {
-        if (&mut self.signal).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-impl Movable {
-    /// Adds a tunnel opening now.
-    pub fn register(&self) -> Moved {
-        let id = NEXT_TUNNEL.fetch_add(1, Ordering::Relaxed);
-        let (close, signal) = oneshot::channel();
-        self.lock().insert(id, (Instant::now(), close));
-        Moved { id, signal }
-    }
-
-    /// Removes a tunnel that ended (or was already chosen).
-    pub fn unregister(&self, moved: &Moved) {
-        self.lock().remove(&moved.id);
-    }
-
-    /// Open tunnels not yet chosen to close.
-    pub fn count(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Signals the oldest tunnel open for at least `min_age` to close; false if there is none.
-    pub fn close_oldest(&self, now: Instant, min_age: Duration) -> bool {
-        let mut open = self.lock();
-        while let Some(oldest) = open.first_entry() {
-            if now.saturating_duration_since(oldest.get().0) < min_age {
-                return false;
-            }
-            let (_, close) = oldest.remove();
-            if close.send(()).is_ok() {
-                return true;
-            }
-        }
-        false
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Instant, oneshot::Sender<()>)>> {
-        self.open.lock().expect("movable tunnels lock")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balancer::{ActiveGuard, BackendSpec, TunnelGuard};
+    use crate::backend::{ActiveGuard, BackendSpec, TunnelGuard};
     use crate::metrics::Metrics;
     use std::net::SocketAddr;
+    use std::sync::Mutex;
 
     const TOLERANCE: f64 = 0.2;
 
@@ -255,7 +182,7 @@ mod tests {
     }
 
     fn balancer(ports: &[u16], rate: f64) -> Arc<Balancer> {
-        let b = Balancer::new(2, 2, Arc::new(Metrics::default())).with_rebalancing(Settings {
+        let b = Balancer::new(2, 2, Arc::new(Metrics::default())).with_rebalancing(Rebalancing {
             rate,
             tolerance: TOLERANCE,
         });

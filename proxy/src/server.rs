@@ -49,7 +49,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::balancer::{ActiveGuard, Backend, Balancer, TunnelGuard};
+use super::backend::{ActiveGuard, Backend, TunnelGuard};
+use super::balancer::Balancer;
 use super::client::{self, Slot, Slots};
 use super::closing::{self, Closer};
 use super::config::ProxyArgs;
@@ -60,7 +61,7 @@ use super::ratelimit::RateLimiter;
 use super::rebalance;
 use super::sockjs;
 use super::tls::ReloadingAcceptor;
-use super::upstream;
+use super::upstream::{self, RequestBody};
 
 const X_FORWARDED_FOR: HeaderName = client::X_FORWARDED_FOR;
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -1123,41 +1124,6 @@ async fn tunnel(
     }
 }
 
-/// The body of a request sent upstream.
-pub enum RequestBody {
-    Stream(Incoming),
-    Empty,
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RequestBody::Stream(body) => Pin::new(body).poll_frame(cx),
-            RequestBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Stream(body) => body.is_end_stream(),
-            RequestBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Stream(body) => body.size_hint(),
-            RequestBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
-
 /// The body of a response to the client: streamed from a backend or made locally.
 pub enum ProxyBody {
     /// Read from its connection in the client's task ([`upstream::DirectBody`]).
@@ -1447,7 +1413,7 @@ mod tests {
 
     /// A proxy in front of the one backend at `addr`.
     fn proxy_to(addr: SocketAddr, idle_timeout: Duration) -> Arc<Proxy> {
-        use super::super::balancer::BackendSpec;
+        use super::super::backend::BackendSpec;
         let metrics = Arc::new(Metrics::default());
         let balancer = Arc::new(Balancer::new(2, 2, metrics.clone()));
         balancer.update(&[BackendSpec::ready(addr)]);

@@ -21,25 +21,21 @@
 //!   the end of the connection; else `Content-Length`, every value the same; else to the end of
 //!   the connection). Anything else fails the exchange (502), never the proxy.
 
-use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::Mutex;
-use std::task::{Context, Poll, Waker, ready};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
-use hyper::body::{Body, Bytes, Frame, SizeHint};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::bytes::{Buf, BytesMut};
 
-use super::server::RequestBody;
+use crate::pool::{Conn, Kind, Names};
 
-/// Idle connections kept per backend.
-const MAX_IDLE: usize = 512;
 /// Longest response head read (hyper's own limit is about 400 KiB).
 pub const MAX_HEAD: usize = 256 * 1024;
 /// Most header lines in a response head (hyper's default too).
@@ -52,112 +48,47 @@ const MAX_TRAILERS: usize = 64 * 1024;
 /// Read buffer space made available before each read.
 const READ_SPACE: usize = 16 * 1024;
 
+/// The body of a request sent upstream.
+pub enum RequestBody {
+    Stream(Incoming),
+    Empty,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Stream(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Stream(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Stream(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// The connection type of upgrade (WebSocket) exchanges, which keep hyper's client for the
 /// handshake and tunnel afterwards.
 pub type Sender = SendRequest<RequestBody>;
 
-/// One upstream keep-alive connection.
-pub struct Conn {
-    io: TcpStream,
-    /// Bytes read and not yet consumed; empty between exchanges.
-    buf: BytesMut,
-    /// The request head being written (kept for the next one: no allocation per request).
-    head: Vec<u8>,
-    /// The header names of the last response, by position, as sent and as parsed: a backend
-    /// sends the same names in the same order, and a comparison is cheaper than parsing one.
-    names: Names,
-}
-
-/// Header names seen, by position, with what each is to the parser.
-type Names = Vec<(Box<[u8]>, HeaderName, Kind)>;
-
-/// What a response header is to the parser.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Connection,
-    /// Another hop-by-hop header: left out.
-    Hop,
-    ContentLength,
-    TransferEncoding,
-    Other,
-}
-
-impl Kind {
-    fn of(name: &HeaderName) -> Self {
-        if name == header::CONNECTION {
-            Kind::Connection
-        } else if name == KEEP_ALIVE
-            || name == PROXY_CONNECTION
-            || name == header::UPGRADE
-            || name == header::TRAILER
-            || name == header::PROXY_AUTHENTICATE
-        {
-            Kind::Hop
-        } else if name == header::CONTENT_LENGTH {
-            Kind::ContentLength
-        } else if name == header::TRANSFER_ENCODING {
-            Kind::TransferEncoding
-        } else {
-            Kind::Other
-        }
-    }
-}
-
 /// Most header names remembered per connection.
 const MAX_NAMES: usize = 32;
-
-/// The idle connections of one backend, oldest first, each with the time it was returned.
-#[derive(Default)]
-pub struct Pool {
-    idle: Mutex<VecDeque<(Conn, Instant)>>,
-}
-
-impl Pool {
-    /// The most recently used connection idle for less than `max_idle` (expired ones are
-    /// closed), and how long it was idle.
-    pub fn take(&self, max_idle: Duration) -> Option<(Conn, Duration)> {
-        let now = Instant::now();
-        let fresh = |since: &Instant| now.saturating_duration_since(*since) < max_idle;
-        // Connections to close are closed after the lock is released (system calls).
-        let mut closing = Vec::new();
-        let mut idle = self.idle.lock().expect("pool lock");
-        while idle.front().is_some_and(|(_, since)| !fresh(since)) {
-            closing.extend(idle.pop_front());
-        }
-        let mut found = None;
-        while let Some((mut conn, since)) = idle.pop_back() {
-            if fresh(&since) && conn.looks_open() {
-                found = Some((conn, now.saturating_duration_since(since)));
-                break;
-            }
-            closing.push((conn, since));
-        }
-        drop(idle);
-        drop(closing);
-        found
-    }
-
-    /// Returns a connection whose last response was read completely. Connections idle for
-    /// `max_idle` or more are closed now rather than at the next `take`; in a full pool the
-    /// oldest makes room.
-    pub fn put(&self, conn: Conn, max_idle: Duration) {
-        let now = Instant::now();
-        let mut closing = Vec::new();
-        let mut idle = self.idle.lock().expect("pool lock");
-        while idle.front().is_some_and(|(_, since)| {
-            now.saturating_duration_since(*since) >= max_idle || idle.len() >= MAX_IDLE
-        }) {
-            closing.extend(idle.pop_front());
-        }
-        idle.push_back((conn, now));
-        drop(idle);
-        drop(closing); // closed after the lock is released (system calls)
-    }
-
-    pub fn idle(&self) -> usize {
-        self.idle.lock().expect("pool lock").len()
-    }
-}
 
 /// Keep-alive timers close connections idle for seconds; a request on one reused sooner (every
 /// connection under load) is not retried when the connection fails under it.
@@ -197,12 +128,7 @@ pub async fn open(addr: std::net::SocketAddr, timeout: Duration) -> io::Result<T
 /// Opens a new connection to `addr`.
 pub async fn connect(addr: std::net::SocketAddr, timeout: Duration) -> io::Result<Conn> {
     let io = open(addr, timeout).await?;
-    Ok(Conn {
-        io,
-        buf: BytesMut::new(),
-        head: Vec::new(),
-        names: Vec::new(),
-    })
+    Ok(Conn::new(io))
 }
 
 /// One exchange on `io`, a connection to a backend: a `GET /` (or `HEAD /`) sent, the response
@@ -214,12 +140,7 @@ pub async fn replay_exchange(
     io: TcpStream,
     head_request: bool,
 ) -> Result<(StatusCode, Vec<u8>, bool), Error> {
-    let mut conn = Conn {
-        io,
-        buf: BytesMut::new(),
-        head: Vec::new(),
-        names: Vec::new(),
-    };
+    let mut conn = Conn::new(io);
     let mut request = Request::new(RequestBody::Empty);
     if head_request {
         *request.method_mut() = Method::HEAD;
@@ -306,25 +227,6 @@ fn invalid(what: &'static str) -> io::Error {
 }
 
 impl Conn {
-    /// Whether the connection looks usable: nothing arrived on it while idle (an end of
-    /// stream, an error or stray bytes all make it unusable). No system call unless the socket
-    /// was seen readable.
-    fn looks_open(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            // Readiness may be left over from a read that filled the buffer exactly.
-            Poll::Ready(Ok(())) => matches!(
-                self.io.try_read(&mut [0; 1]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock
-            ),
-        }
-    }
-
     /// Sends `request` (its body, if streamed, is taken out of it) and reads the response head.
     /// Once a head arrived, the request's header map holds the response's headers instead
     /// (one map per client connection goes round: hyper's server reuses a response's map for
@@ -574,9 +476,6 @@ fn parse_status(raw: &[u8]) -> io::Result<(Version, StatusCode)> {
     let status = StatusCode::from_bytes(code).map_err(|_| invalid("malformed status code"))?;
     Ok((version, status))
 }
-
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Parses the header lines of a complete head (`raw` ends with its empty line) into `headers`,
 /// values sharing `raw`, and frames its body. Hop-by-hop headers are left out (`Connection`,
@@ -951,6 +850,7 @@ impl Body for DirectBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::Pool;
 
     fn parse(raw: &str, head_request: bool) -> io::Result<Head> {
         let raw = Bytes::copy_from_slice(raw.as_bytes());
