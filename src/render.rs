@@ -6,7 +6,8 @@
 //! references alone, and owner references carry a placeholder uid (the API server assigns it).
 
 use crate::api::MeteorApp;
-use crate::build::{self, Inputs, MongoWiring};
+use crate::build::mongo::MongoTier;
+use crate::build::{self, Desired, Inputs, MongoWiring};
 use crate::controller::stamped;
 use crate::references::offline_hash;
 use crate::validate::validate;
@@ -76,21 +77,35 @@ pub fn render_app(mut app: MeteorApp) -> anyhow::Result<String> {
         config_hash: offline_hash(&app),
         mongo,
     };
-    let desired = build::desired(&app, &inputs);
+    // Generated credentials are placeholders: the real ones are drawn from the CSPRNG once,
+    // when the operator creates the Secrets.
+    let placeholders = &mut crate::build::mongo::secrets::Placeholder;
+    // Every field by name: a kind added to `Desired` does not compile until it is rendered.
+    let Desired {
+        app: app_deployment,
+        service,
+        worker,
+        disruption_budget,
+        routing,
+        autoscaler,
+        mongo,
+    } = build::desired_with(&app, &inputs, &build::Options::default(), placeholders);
     let mut out = String::new();
-    push_yaml(&mut out, &stamped(desired.app))?;
-    push_yaml(&mut out, &stamped(desired.service))?;
-    if let Some(worker) = desired.worker {
+    push_yaml(&mut out, &stamped(app_deployment))?;
+    push_yaml(&mut out, &stamped(service))?;
+    if let Some(worker) = worker {
         push_yaml(&mut out, &stamped(worker))?;
     }
-    if let Some(autoscaler) = desired.autoscaler {
+    if let Some(autoscaler) = autoscaler {
         push_yaml(&mut out, &stamped(autoscaler))?;
     }
-    if let Some(budget) = desired.disruption_budget {
+    if let Some(budget) = disruption_budget {
         push_yaml(&mut out, &stamped(budget))?;
     }
-    render_routing(&mut out, &app, desired.routing)?;
-    render_mongo(&mut out, &app)?;
+    render_routing(&mut out, &app, routing)?;
+    if let Some(tier) = mongo {
+        render_mongo(&mut out, &app, tier)?;
+    }
     Ok(out)
 }
 
@@ -101,7 +116,7 @@ fn render_routing(
     app: &MeteorApp,
     routing: build::RoutingTier,
 ) -> anyhow::Result<()> {
-    use crate::mongo::secrets::PLACEHOLDER_VALUE;
+    use crate::build::mongo::secrets::PLACEHOLDER_VALUE;
     if let Some(proxy) = routing.proxy {
         push_yaml(out, &stamped(proxy.app_service))?;
         push_yaml(out, &stamped(proxy.deployment))?;
@@ -127,13 +142,10 @@ fn render_routing(
 
 /// The managed-MongoDB tier. Generated values are placeholders: the real ones are drawn from
 /// the CSPRNG once, when the operator creates the Secrets.
-fn render_mongo(out: &mut String, app: &MeteorApp) -> anyhow::Result<()> {
-    use crate::mongo::SecretKind;
-    use crate::mongo::build::{TierOptions, default_username, desired_with, urls_secret};
-    use crate::mongo::secrets::{Credentials, PLACEHOLDER_VALUE, Placeholder};
-    let Some(tier) = desired_with(app, &TierOptions::default(), &mut Placeholder) else {
-        return Ok(());
-    };
+fn render_mongo(out: &mut String, app: &MeteorApp, tier: MongoTier) -> anyhow::Result<()> {
+    use crate::build::mongo::SecretKind;
+    use crate::build::mongo::secrets::{Credentials, PLACEHOLDER_VALUE};
+    use crate::build::mongo::{default_username, urls_secret};
     push_yaml(out, &stamped(tier.statefulset))?;
     push_yaml(out, &stamped(tier.service))?;
     push_yaml(out, &stamped(tier.pdb))?;

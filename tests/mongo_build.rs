@@ -2,11 +2,11 @@
 
 use k8s_openapi::api::core::v1::Secret;
 use meteor_operator::api::MeteorApp;
-use meteor_operator::mongo::build::{MongoTier, TierOptions, desired, desired_with, urls_secret};
-use meteor_operator::mongo::secrets::{
+use meteor_operator::build::mongo::secrets::{
     Credentials, OsRandom, SecretError, SecretSource, read_credentials, read_keyfile,
 };
-use meteor_operator::mongo::{self, SecretKind, wiring};
+use meteor_operator::build::mongo::{self, SecretKind, wiring};
+use meteor_operator::build::mongo::{MongoTier, TierOptions, desired, desired_with, urls_secret};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -547,7 +547,7 @@ fn render_shows_the_full_tier_for_the_managed_examples() {
 #[test]
 fn wired_tiger_cache_follows_the_memory_limit() {
     use k8s_openapi::api::core::v1::ResourceRequirements;
-    use meteor_operator::mongo::build::wired_tiger_cache_gb;
+    use meteor_operator::build::mongo::wired_tiger_cache_gb;
     let limit = |q: &str| ResourceRequirements {
         limits: Some(BTreeMap::from([(
             "memory".to_string(),

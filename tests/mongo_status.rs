@@ -7,9 +7,7 @@ use meteor_operator::mongo::replset::{
     Action, AdminError, Facts, Hello, Identity, MAX_MEMBERS, MemberConfig, MemberState,
     MemberStatus, Problem, ReplConfig, ReplStatus, Target, UserSpec, Wait, plan,
 };
-use meteor_operator::mongo::storage::{
-    StorageDecision, StorageFacts, decide, pin_claim_templates, quantity_bytes,
-};
+use meteor_operator::mongo::storage::{StorageDecision, StorageFacts, decide, pin_claim_templates};
 use meteor_operator::status::mongo::{
     self as status, Readiness, condition, mongo_status, readiness,
 };
@@ -423,13 +421,19 @@ fn storage_grows_only_where_the_class_allows_it() {
 
 #[test]
 fn quantities_parse_like_kubernetes() {
-    assert_eq!(quantity_bytes("10Gi"), Some(10 * (1 << 30)));
-    assert_eq!(quantity_bytes("500M"), Some(500_000_000));
-    assert_eq!(quantity_bytes("1.5Ki"), Some(1536));
-    assert_eq!(quantity_bytes("1e3"), Some(1000));
-    assert_eq!(quantity_bytes("12"), Some(12));
-    assert_eq!(quantity_bytes("ten"), None);
-    assert_eq!(quantity_bytes("10Qi"), None);
+    assert_eq!(
+        meteor_operator::build::quantity::bytes("10Gi"),
+        Some(10 * (1 << 30))
+    );
+    assert_eq!(
+        meteor_operator::build::quantity::bytes("500M"),
+        Some(500_000_000)
+    );
+    assert_eq!(meteor_operator::build::quantity::bytes("1.5Ki"), Some(1536));
+    assert_eq!(meteor_operator::build::quantity::bytes("1e3"), Some(1000));
+    assert_eq!(meteor_operator::build::quantity::bytes("12"), Some(12));
+    assert_eq!(meteor_operator::build::quantity::bytes("ten"), None);
+    assert_eq!(meteor_operator::build::quantity::bytes("10Qi"), None);
 }
 
 #[test]

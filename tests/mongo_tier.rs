@@ -6,6 +6,8 @@
 mod support;
 
 use http::{Method, StatusCode};
+use meteor_operator::api::MeteorApp;
+use meteor_operator::build::mongo as mongo_build;
 use meteor_operator::controller::mongo as tier;
 use serde_json::{Value, json};
 use support::{Expect, Reply, app_from_yaml, mock_client, not_found, secret_json};
@@ -84,7 +86,7 @@ async fn first_reconcile_creates_secrets_once_and_the_tier() {
     let (client, transcript, task) = mock_client(script);
     let ctx = support::context(client, vec![], vec![], vec![]);
 
-    let report = tier::reconcile(&ctx, &app(""))
+    let report = reconcile_tier(&ctx, &app(""))
         .await
         .expect("no API error")
         .expect("a managed app has a tier");
@@ -181,7 +183,7 @@ async fn existing_and_racing_secrets_are_never_overwritten() {
     let (client, transcript, task) = mock_client(script);
     let ctx = support::context(client, vec![], vec![], vec![]);
 
-    tier::reconcile(&ctx, &app("")).await.expect("no API error");
+    reconcile_tier(&ctx, &app("")).await.expect("no API error");
     drop(ctx);
     assert_eq!(task.await.unwrap(), expected, "{:?}", transcript.unexpected);
     let mongo_url = decode(&transcript.body_of(Method::PATCH, &urls)["data"]["MONGO_URL"]);
@@ -220,7 +222,7 @@ async fn a_missing_user_supplied_secret_is_reported_not_generated() {
     let (client, transcript, task) = mock_client(script);
     let ctx = support::context(client, vec![], vec![], vec![]);
 
-    let report = tier::reconcile(&ctx, &app("      secrets: { root: my-root }"))
+    let report = reconcile_tier(&ctx, &app("      secrets: { root: my-root }"))
         .await
         .expect("no API error")
         .unwrap();
@@ -235,7 +237,7 @@ async fn external_mongo_makes_no_requests() {
     let (client, transcript, task) = mock_client(vec![]);
     let ctx = support::context(client, vec![], vec![], vec![]);
     let external = support::minimal_app();
-    assert!(tier::reconcile(&ctx, &external).await.unwrap().is_none());
+    assert!(reconcile_tier(&ctx, &external).await.unwrap().is_none());
     drop(ctx);
     assert_eq!(task.await.unwrap(), 0);
     assert!(transcript.seen().is_empty());
@@ -506,10 +508,16 @@ async fn run_resize(
         support::store_of(vec![]),
         support::store_of(vec![]),
     );
-    let report = tier::reconcile_with(&ctx, &resized_app(), |_, _| AllDown)
-        .await
-        .expect("no API error")
-        .unwrap();
+    let app = resized_app();
+    let report = tier::reconcile_with(
+        &ctx,
+        &app,
+        meteor_operator::build::mongo::desired(&app),
+        |_, _| AllDown,
+    )
+    .await
+    .expect("no API error")
+    .unwrap();
     drop(ctx);
     assert_eq!(task.await.unwrap(), expected, "{:?}", transcript.unexpected);
     assert!(transcript.unexpected.lock().unwrap().is_empty());
@@ -564,9 +572,9 @@ async fn growth_is_refused_without_volume_expansion() {
 #[tokio::test]
 async fn a_settled_tier_reads_only_the_credential_secrets() {
     use kube::core::PartialObjectMetaExt;
+    use meteor_operator::build::mongo::secrets::{Credentials, Placeholder};
+    use meteor_operator::build::mongo::{TierOptions, desired_with, urls_secret};
     use meteor_operator::controller::stamped;
-    use meteor_operator::mongo::build::{TierOptions, desired_with, urls_secret};
-    use meteor_operator::mongo::secrets::{Credentials, Placeholder};
     let app = app("");
     let tier = desired_with(&app, &TierOptions::default(), &mut Placeholder).unwrap();
     let user = |name: &str, password: &str| Credentials {
@@ -594,10 +602,15 @@ async fn a_settled_tier_reads_only_the_credential_secrets() {
         support::store_of(vec![stamped(tier.network_policy)]),
         support::store_of(vec![urls.metadata.into_response_partial()]),
     );
-    let report = tier::reconcile_with(&ctx, &app, |_, _| AllDown)
-        .await
-        .expect("no API error")
-        .unwrap();
+    let report = tier::reconcile_with(
+        &ctx,
+        &app,
+        meteor_operator::build::mongo::desired(&app),
+        |_, _| AllDown,
+    )
+    .await
+    .expect("no API error")
+    .unwrap();
     drop(ctx);
     assert_eq!(task.await.unwrap(), expected, "{:?}", transcript.unexpected);
     assert!(transcript.unexpected.lock().unwrap().is_empty());
@@ -616,4 +629,12 @@ async fn a_settled_tier_reads_only_the_credential_secrets() {
     );
     // The StatefulSet was found in the cache, so the replica-set step ran (every member down).
     assert_eq!(report.readiness.message, "waiting for mongod pods to start");
+}
+
+/// The tier's reconcile of `app`, with the tier built from `app` as a reconcile builds it.
+async fn reconcile_tier(
+    ctx: &meteor_operator::controller::Context,
+    app: &MeteorApp,
+) -> Result<Option<meteor_operator::status::mongo::TierReport>, kube::Error> {
+    tier::reconcile(ctx, app, mongo_build::desired(app)).await
 }

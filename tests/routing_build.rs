@@ -4,6 +4,7 @@
 mod support;
 
 use meteor_operator::api::MeteorApp;
+use meteor_operator::build::mongo::secrets::Placeholder;
 use meteor_operator::build::routing::{
     self, COOKIE_SECRET_KEY, DEFAULT_PROXY_IMAGE, RoutingOptions, STICKINESS_GAP,
 };
@@ -596,10 +597,13 @@ fn the_proxy_image_defaults_to_the_operators_own() {
         config_hash: "x".into(),
         mongo: MongoWiring::for_app(&app).unwrap(),
     };
-    let options = RoutingOptions {
-        proxy_image: "registry.example.com/meteor-operator:0.2.0".into(),
+    let options = build::Options {
+        routing: RoutingOptions {
+            proxy_image: "registry.example.com/meteor-operator:0.2.0".into(),
+        },
+        ..build::Options::default()
     };
-    let d = build::desired_with(&app, &inputs, &options);
+    let d = build::desired_with(&app, &inputs, &options, &mut Placeholder);
     let deployment = json_of(&d.routing.proxy.unwrap().deployment);
     assert_eq!(
         deployment["spec"]["template"]["spec"]["containers"][0]["image"],

@@ -4,48 +4,26 @@
 
 mod autoscaling;
 pub mod meta;
+pub mod mongo;
 mod pdb;
 mod pod;
-mod quantity;
+pub mod quantity;
 pub mod routing;
 mod service;
 mod workloads;
 
 pub use autoscaling::{SESSIONS_METRIC, default_behavior, horizontal_pod_autoscaler};
+pub use mongo::MongoWiring;
 pub use pdb::{app_disruption_budget, proxy_disruption_budget};
 pub use pod::{CONTAINER_NAME, default_resources, pod_template};
 pub use routing::{RoutingOptions, RoutingTier};
 pub use service::{HTTPS_SERVICE_PORT, app_only_service, front_service};
 pub use workloads::{app_deployment, template_hash, worker_deployment};
 
-use crate::api::{MeteorApp, SecretKeyRef};
+use crate::api::MeteorApp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-
-/// Where the app's Mongo connection strings come from: always Secret key references, so no
-/// password appears in a pod spec.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MongoWiring {
-    pub url: SecretKeyRef,
-    pub oplog_url: Option<SecretKeyRef>,
-}
-
-impl MongoWiring {
-    /// The wiring `spec.mongo` asks for (see `crate::mongo::wiring`). None when the spec names
-    /// no MongoDB (rejected by the CRD and by validation before anything is built).
-    pub fn for_app(app: &MeteorApp) -> Option<Self> {
-        let mongo = &app.spec.mongo;
-        if mongo.external.is_none() && mongo.managed.is_none() {
-            return None;
-        }
-        let wiring = crate::mongo::wiring(app);
-        Some(Self {
-            url: wiring.url,
-            oplog_url: wiring.oplog_url,
-        })
-    }
-}
 
 /// What the builders need beyond the spec, resolved by the caller.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,21 +46,44 @@ pub struct Desired {
     pub routing: RoutingTier,
     /// HorizontalPodAutoscaler `<name>`, with `spec.autoscaling`.
     pub autoscaler: Option<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
+    /// The managed MongoDB replica set (`spec.mongo.managed`).
+    pub mongo: Option<mongo::MongoTier>,
 }
 
-/// Builds every child of `app`, with the default [`RoutingOptions`].
+/// Knobs that come from the operator's deployment rather than the MeteorApp.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    pub routing: RoutingOptions,
+    pub mongo: mongo::TierOptions,
+}
+
+/// Builds every child of `app`, with the default [`Options`] and fresh credentials for the
+/// Secrets of a managed MongoDB.
 pub fn desired(app: &MeteorApp, inputs: &Inputs) -> Desired {
-    desired_with(app, inputs, &RoutingOptions::default())
+    desired_with(
+        app,
+        inputs,
+        &Options::default(),
+        &mut mongo::secrets::OsRandom,
+    )
 }
 
-/// [`desired`] with the routing options of the operator's deployment (its proxy image).
-pub fn desired_with(app: &MeteorApp, inputs: &Inputs, routing: &RoutingOptions) -> Desired {
+/// [`desired`] with the options of the operator's deployment (its proxy image, its namespace),
+/// and generated credentials drawn from `secrets`. Those are written create-only: a credential
+/// Secret that exists is never replaced.
+pub fn desired_with(
+    app: &MeteorApp,
+    inputs: &Inputs,
+    options: &Options,
+    secrets: &mut impl mongo::secrets::SecretSource,
+) -> Desired {
     Desired {
         app: app_deployment(app, inputs),
         service: front_service(app),
         worker: worker_deployment(app, inputs),
         disruption_budget: app_disruption_budget(app),
-        routing: routing::tier(app, routing),
+        routing: routing::tier(app, &options.routing),
         autoscaler: horizontal_pod_autoscaler(app),
+        mongo: mongo::desired_with(app, &options.mongo, secrets),
     }
 }

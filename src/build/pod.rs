@@ -175,12 +175,16 @@ fn environment(
         plain("PORT", spec.port.to_string()),
         plain("ROOT_URL", spec.root_url.clone()),
     ];
-    let MongoWiring { url, oplog_url } = &inputs.mongo;
+    let MongoWiring {
+        url,
+        oplog_url,
+        reactivity_order,
+    } = &inputs.mongo;
     ours.push(from_secret("MONGO_URL", &url.name, &url.key));
     if let Some(oplog) = oplog_url {
         ours.push(from_secret("MONGO_OPLOG_URL", &oplog.name, &oplog.key));
     }
-    if let Some(order) = crate::mongo::wiring(app).reactivity_order {
+    if let Some(order) = reactivity_order.clone() {
         ours.push(plain("METEOR_REACTIVITY_ORDER", order));
     }
     if let Some(settings) = &spec.settings {

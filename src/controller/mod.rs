@@ -31,7 +31,7 @@ pub use reconcile::{reconcile, reconcile_listed};
 pub use slots::RolloutSlots;
 
 use crate::build::meta::MANAGED_SELECTOR;
-use crate::build::routing::{Certificate, HTTPRoute, RoutingOptions};
+use crate::build::routing::{Certificate, HTTPRoute};
 use crate::references::SourceKind;
 use crate::status::routing::TlsSecretState;
 use feed::Feed;
@@ -94,7 +94,7 @@ pub struct RunArgs {
     #[arg(long, env = "METEOR_OPERATOR_MAX_UPGRADE_ROLLOUTS", default_value_t = DEFAULT_UPGRADE_ROLLOUTS, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_upgrade_rollouts: u16,
     /// DNS domain of the cluster, for managed-MongoDB member host names.
-    #[arg(long, env = "METEOR_OPERATOR_CLUSTER_DOMAIN", default_value = crate::mongo::DEFAULT_CLUSTER_DOMAIN)]
+    #[arg(long, env = "METEOR_OPERATOR_CLUSTER_DOMAIN", default_value = crate::build::mongo::DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
     /// Image of the proxy pods of apps that do not set `routing.proxy.image`: the operator's own
     /// (the chart passes its image here).
@@ -164,7 +164,6 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Deployment-level knobs of managed MongoDB (the operator's namespace for NetworkPolicies).
-    pub mongo_options: crate::mongo::build::TierOptions,
     /// The routing tier's caches.
     pub routing: RoutingCaches,
     /// HorizontalPodAutoscalers (metadata and status kept).
@@ -176,7 +175,8 @@ pub struct Context {
     /// Port of the proxies' admin endpoint, read for open sessions before a scale-down.
     pub proxy_admin_port: u16,
     /// Deployment-level knobs of routing (the default proxy image).
-    pub routing_options: RoutingOptions,
+    /// What the builders take from the operator's deployment (proxy image, namespace).
+    pub build_options: crate::build::Options,
     /// Each TLS Secret's state at the resource version it was read at.
     tls_checks: Mutex<HashMap<index::Source, (String, TlsSecretState)>>,
     /// Consecutive failures per app, for exponential backoff.
@@ -209,12 +209,11 @@ impl Context {
             config_map_versions: empty_store(),
             recorder,
             metrics,
-            mongo_options: crate::mongo::build::TierOptions::default(),
             routing: RoutingCaches::empty(),
             autoscalers: empty_store(),
             pods: empty_store(),
             proxy_admin_port: crate::build::routing::ADMIN_PORT as u16,
-            routing_options: RoutingOptions::default(),
+            build_options: crate::build::Options::default(),
             tls_checks: Mutex::default(),
             failures: Mutex::default(),
             status_writes: Mutex::default(),
@@ -596,7 +595,7 @@ fn empty_store<K: Child>() -> Store<K> {
 /// Runs the controller until SIGTERM (or until the leader Lease is lost).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    crate::mongo::set_cluster_domain(args.cluster_domain.clone());
+    crate::build::mongo::set_cluster_domain(args.cluster_domain.clone());
     let metrics = Arc::new(Metrics::default());
     let client = client::build(kube::Config::infer().await?, metrics.clone())?;
     run_with(client, metrics, args, shutdown_signal()).await
@@ -930,11 +929,11 @@ async fn run_reconciler(
         .with_pods(pods);
     // Kept for as long as the controller runs: dropping it would stop the pod watch.
     let _pods = feeds.pods;
-    ctx.routing_options.proxy_image = args.proxy_image.clone();
+    ctx.build_options.routing.proxy_image = args.proxy_image.clone();
     ctx.slots = RolloutSlots::new(usize::from(args.max_upgrade_rollouts));
     ctx.applier = Applier::new(ctx.client.clone()).expecting(expected);
     // Only operator pods of the operator's own namespace pass managed-MongoDB NetworkPolicies.
-    ctx.mongo_options.operator_namespace = std::env::var("POD_NAMESPACE").ok();
+    ctx.build_options.mongo.operator_namespace = std::env::var("POD_NAMESPACE").ok();
     let ctx = Arc::new(ctx);
     let app_events = feeds
         .apps

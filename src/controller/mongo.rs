@@ -17,14 +17,15 @@
 use super::Context;
 use super::apply::{Applier, Child};
 use crate::api::MeteorApp;
-use crate::mongo::build::{self, TierOptions};
+use crate::build::mongo::secrets;
+use crate::build::mongo::secrets::UserCredentials;
+use crate::build::mongo::{self as build, MongoTier};
+use crate::build::mongo::{
+    FIELD_MANAGER, SecretKind, managed, secret_name, selector_labels, tier_name,
+};
 use crate::mongo::driver::DriverAdmin;
 use crate::mongo::replset::{self, KubeFacts, MongoAdmin};
-use crate::mongo::secrets::{self, OsRandom};
 use crate::mongo::storage::{self, StorageDecision, StorageFacts};
-use crate::mongo::{
-    FIELD_MANAGER, SecretKind, UserCredentials, managed, secret_name, selector_labels, tier_name,
-};
 use crate::status::conditions::Readiness;
 use crate::status::mongo::{self as status, TierReport};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -166,8 +167,12 @@ fn not_ready(reason: &'static str, message: String) -> Readiness {
 }
 
 /// Reconciles the managed tier of `app`; `None` when it has none.
-pub async fn reconcile(ctx: &Context, app: &MeteorApp) -> Result<Option<TierReport>, kube::Error> {
-    reconcile_with(ctx, app, |root, keyfile| {
+pub async fn reconcile(
+    ctx: &Context,
+    app: &MeteorApp,
+    tier: Option<MongoTier>,
+) -> Result<Option<TierReport>, kube::Error> {
+    reconcile_with(ctx, app, tier, |root, keyfile| {
         DriverAdmin::new(root.clone(), keyfile.to_string())
     })
     .await
@@ -177,12 +182,12 @@ pub async fn reconcile(ctx: &Context, app: &MeteorApp) -> Result<Option<TierRepo
 pub async fn reconcile_with<A: MongoAdmin>(
     ctx: &Context,
     app: &MeteorApp,
+    tier: Option<MongoTier>,
     admin_for: impl FnOnce(&secrets::Credentials, &str) -> A,
 ) -> Result<Option<TierReport>, kube::Error> {
-    let options: &TierOptions = &ctx.mongo_options;
     let client = &ctx.client;
     let applier = &ctx.applier;
-    let Some(mut tier) = build::desired_with(app, options, &mut OsRandom) else {
+    let Some(mut tier) = tier else {
         return Ok(None);
     };
     let namespace = app.namespace().unwrap_or_default();

@@ -148,7 +148,12 @@ async fn pass(app: &MeteorApp, ctx: &Context, namespace: &str) -> Result<Outcome
         Ok(inputs) => inputs,
         Err(problem) => return Ok(Outcome::stopped(app, Verdict::Problem(problem))),
     };
-    let desired = build::desired_with(app, &inputs, &ctx.routing_options);
+    let desired = build::desired_with(
+        app,
+        &inputs,
+        &ctx.build_options,
+        &mut crate::build::mongo::secrets::OsRandom,
+    );
     if let Some(problem) = namesake_conflict(app, ctx, &desired).await? {
         return Ok(Outcome::stopped(app, Verdict::Problem(problem)));
     }
@@ -376,7 +381,7 @@ async fn namesake_conflict(
         refuse_if_taken!(&ctx.budgets, &name);
     }
     if app.spec.mongo.managed.is_some() {
-        let tier = crate::mongo::tier_name(app);
+        let tier = crate::build::mongo::tier_name(app);
         refuse_if_taken!(&ctx.statefulsets, &tier);
         refuse_if_taken!(&ctx.services, &tier);
         refuse_if_taken!(&ctx.budgets, &tier);
@@ -483,7 +488,7 @@ async fn converge(
 
     // Managed MongoDB, after the app tier: the app Deployment exists regardless, and its pods
     // start as soon as the URLs Secret and a primary are there.
-    written.mongo = super::mongo::reconcile(ctx, app).await?;
+    written.mongo = super::mongo::reconcile(ctx, app, desired.mongo).await?;
     writes += written.mongo.as_ref().map_or(0, |m| m.writes);
 
     ctx.metrics.wrote(writes);

@@ -18,7 +18,7 @@ use super::replset::{
     AdminError, Hello, Identity, MemberConfig, MemberState, MemberStatus, MongoAdmin, ReplConfig,
     ReplStatus, UserSpec,
 };
-use super::secrets::Credentials;
+use crate::build::mongo::secrets::Credentials;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::ErrorKind;
 use mongodb::options::{ClientOptions, Credential, ServerAddress};

@@ -41,14 +41,14 @@ pub struct StorageFacts {
 
 /// Decides, without side effects, how to bring existing volumes to the desired size.
 pub fn decide(facts: &StorageFacts) -> StorageDecision {
-    let Some(want) = quantity_bytes(&facts.desired) else {
+    let Some(want) = crate::build::quantity::bytes(&facts.desired) else {
         return StorageDecision::Refused {
             message: format!("storage.size {:?} is not a quantity", facts.desired),
         };
     };
     let mut grow = Vec::new();
     for (pvc, current) in &facts.pvcs {
-        match quantity_bytes(current) {
+        match crate::build::quantity::bytes(current) {
             Some(have) if have == want => {}
             Some(have) if have > want => {
                 return StorageDecision::Refused {
@@ -104,34 +104,4 @@ pub fn pin_claim_templates(desired: &mut StatefulSet, existing: Option<&Stateful
     if let (Some(spec), Some(templates)) = (desired.spec.as_mut(), existing) {
         spec.volume_claim_templates = Some(templates);
     }
-}
-
-/// Bytes of a Kubernetes quantity (`10Gi`, `500M`, `1.5Ti`, `1e9`, `100m`), if it parses.
-pub fn quantity_bytes(q: &str) -> Option<u128> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor: f64 = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
-        _ => return None,
-    };
-    let bytes = number * factor;
-    (bytes.is_finite() && bytes >= 0.0).then(|| bytes.ceil() as u128)
 }

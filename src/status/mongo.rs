@@ -10,7 +10,7 @@
 pub use super::conditions::Readiness;
 use super::conditions::{READY, condition_of, hold_not_ready, upsert};
 use crate::api::{MeteorApp, MeteorAppStatus, MongoStatus};
-use crate::mongo::managed;
+use crate::build::mongo::managed;
 use crate::mongo::replset::{Action, AdminError, Facts, MemberState, Problem, Target, Wait};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use std::time::Duration;

@@ -43,7 +43,7 @@ pub const DEFAULT_PROXY_IMAGE: &str = concat!(
     env!("CARGO_PKG_VERSION")
 );
 
-/// Knobs that come from the operator's deployment rather than the MeteorApp.
+/// Knobs of the routing tier that come from the operator's deployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoutingOptions {
     /// Image of the proxy pods when `routing.proxy.image` is unset: the operator's own.

@@ -14,12 +14,11 @@
 //! (`persistentVolumeClaimRetentionPolicy.whenDeleted: Retain`). With `Delete`, both go with the
 //! MeteorApp through garbage collection, without a finalizer.
 
-use super::secrets::{Credentials, OsRandom, SecretSource};
-use super::{
-    KEYFILE_KEY, MONGO_OPLOG_URL_KEY, MONGO_PORT, MONGO_URL_KEY, PASSWORD_KEY, SecretKind,
-    USERNAME_KEY, database, labels, managed, member_host, owner_ref, replica_set_name, secret_name,
-    selector_labels, tier_name, urls_secret_name, user_secret_name,
-};
+pub mod names;
+pub mod secrets;
+
+pub use names::*;
+
 use crate::api::{ManagedMongo, MeteorApp, OnDelete};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
@@ -44,6 +43,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
+use secrets::{Credentials, OsRandom, SecretSource};
 use std::collections::BTreeMap;
 
 /// uid and gid of `mongodb` in the official image.
@@ -150,7 +150,7 @@ pub fn mongod_args(app: &MeteorApp, spec: &ManagedMongo) -> Vec<String> {
 /// at least 0.25 GB.
 pub fn wired_tiger_cache_gb(resources: &ResourceRequirements) -> Option<String> {
     let limit = resources.limits.as_ref()?.get("memory")?;
-    let bytes = super::storage::quantity_bytes(&limit.0)?;
+    let bytes = crate::build::quantity::bytes(&limit.0)?;
     let gib = bytes as f64 / (1u64 << 30) as f64;
     let cache = ((gib - 1.0) * 0.5).max(0.25);
     Some(format!("{:.2}", (cache * 100.0).floor() / 100.0))

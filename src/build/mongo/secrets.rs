@@ -4,7 +4,7 @@
 //! [`SecretSource`]. Generated values are hex: URL-safe in a connection string without escaping,
 //! and within the keyfile's base64 alphabet.
 
-use super::{KEYFILE_KEY, PASSWORD_KEY, USERNAME_KEY};
+use super::names::{KEYFILE_KEY, PASSWORD_KEY, USERNAME_KEY};
 use k8s_openapi::api::core::v1::Secret;
 use thiserror::Error;
 
@@ -155,4 +155,14 @@ impl SecretSource for Placeholder {
     fn keyfile(&mut self) -> String {
         PLACEHOLDER_VALUE.into()
     }
+}
+/// The credentials of the three users, read from their Secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserCredentials {
+    /// Root user.
+    pub root: Credentials,
+    /// App user.
+    pub app: Credentials,
+    /// Oplog user.
+    pub oplog: Credentials,
 }
