@@ -58,6 +58,13 @@ fail() {
 # k ARGS...: kubectl in the e2e namespace.
 k() { kubectl -n "${NS}" "$@"; }
 
+# skip WHY: ends a scenario as SKIP (it cannot run on this cluster or with these settings).
+SKIP_STATUS=3
+skip() {
+  log "SKIP: $*"
+  exit "${SKIP_STATUS}"
+}
+
 # get RESOURCE JSONPATH: one field ('' when the object or the field is missing).
 get() { k get "$1" -o "jsonpath=$2" 2>/dev/null || true; }
 

@@ -10,10 +10,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=autoscaling/scenario.sh
 source "${E2E_DIR}/autoscaling/scenario.sh"
 
-SCENARIOS=(install basic scale workers settings invalid rollback drift readiness-generation routing autoscaling delete failover fleet)
+SCENARIOS=(install quickstart basic scale workers settings invalid rollback drift readiness-generation routing autoscaling delete failover fleet)
 
 # === scenarios ===================================================================================
-# Each runs in its own subshell with set -e; `fail` ends it. Later scenarios (re)create what they
+# Each runs in its own subshell with set -e; `fail` ends it; `skip` ends it as SKIP (it could not
+# run here, said why; never counted as passed). Later scenarios (re)create what they
 # need (ensure_app_ready), so one failure does not cascade.
 
 scenario_install() {
@@ -1159,15 +1160,64 @@ scenario_delete() {
   assert_exists configmap/e2e-settings
 }
 
+# quickstart: the README's "Your first app" commands, read from README.md and run as written
+# (against the namespace of the suite; kind, docker and port-forward lines left out: the operator
+# is installed already), then what the README promises: the app Ready, its Service in front of
+# the proxy pods, `kubectl scale meteorapp/todos --replicas=4` reaching the Deployment. The app's
+# image is the README's todos:dev: on kind, load a Meteor bundle under that name first (the
+# loopback control plane only marks its pods Running, E2E_QUICKSTART_IMAGE changes it).
+scenario_quickstart() {
+  local commands kubeconfig image="${E2E_QUICKSTART_IMAGE:-todos:dev}"
+  commands="$(python3 - "${ROOT}/README.md" <<'PY2'
+import re, sys
+text = open(sys.argv[1]).read()
+section = re.search(r"^## Your first app.*?^```sh\n(.*?)^```", text, re.S | re.M)
+if not section:
+    sys.exit("README.md has no '## Your first app' section with a sh block")
+lines, joined = [], ""
+for line in section.group(1).splitlines():
+    joined += line.rstrip("\\").rstrip() + " " if line.endswith("\\") else line
+    if line.endswith("\\"):
+        continue
+    command, joined = re.sub(r"\s+#.*$", "", joined).strip(), ""
+    if command.startswith(("kind ", "docker ", "helm ", "kubectl port-forward")) or "rollout status" in command:
+        continue
+    lines.append(command)
+print("\n".join(lines))
+PY2
+  )" || fail "cannot read the first-app commands from README.md"
+  grep -q 'kubectl wait --for=condition=Ready meteorapp/todos' <<<"${commands}" \
+    || fail "README.md's first-app commands no longer wait for meteorapp/todos Ready: ${commands}"
+  log "README.md's first-app commands (run in namespace ${NS}):"
+  printf '      $ %s\n' "${commands//$'\n'/$'\n'      \$ }"
+  # The README's commands name no namespace: a kubeconfig whose context points at the suite's.
+  kubeconfig="${E2E_OUT}/quickstart.kubeconfig"
+  mkdir -p "${E2E_OUT}"
+  kubectl config view --raw >"${kubeconfig}" || fail "cannot copy the kubeconfig"
+  KUBECONFIG="${kubeconfig}" kubectl config set-context --current --namespace="${NS}" >/dev/null \
+    || fail "cannot set the namespace of ${kubeconfig}"
+  commands="${commands//todos:dev/${image}}"
+  KUBECONFIG="${kubeconfig}" bash -euo pipefail -c "cd '${ROOT}' && ${commands//$'\n'/ && }" 2>&1 | sed 's/^/      /' \
+    || fail "the README's first-app commands failed (output above)"
+  log "ok: the README's first-app commands ran: meteorapp/todos Ready"
+
+  assert_eq "$(get deployment/todos '{.spec.template.spec.containers[0].image}')" "${image}" "deployment/todos image"
+  assert_eq "$(get deployment/todos '{.spec.replicas}')" 2 "deployment/todos replicas (the default)"
+  assert_eq "$(get service/todos '{.spec.selector.app\.kubernetes\.io/component}')" proxy \
+    "service/todos selects (the README: the proxy is in front)"
+  k scale meteorapp/todos --replicas=4 >/dev/null || fail "kubectl scale meteorapp/todos --replicas=4 failed"
+  wait_field 60 deployment/todos '{.spec.replicas}' 4
+  k delete meteorapp/todos --wait=true --timeout=120s >/dev/null || fail "kubectl delete meteorapp/todos failed"
+  k delete secret todos-mongo --ignore-not-found >/dev/null || true
+}
+
 # failover: two operator replicas; the leader pod is killed, then the MeteorApp's spec changes.
 # Prints the seconds until status.observedGeneration catches up (a standby has to notice the
 # Lease expired, take it and reconcile from its already-filled caches); fails past
 # E2E_FAILOVER_SECONDS (60).
 scenario_failover() {
-  if [[ "${E2E_OPERATOR}" == local ]]; then
-    log "skipped: E2E_OPERATOR=local runs one operator process outside the cluster; failover needs two in-cluster replicas"
-    return 0
-  fi
+  [[ "${E2E_OPERATOR}" != local ]] \
+    || skip "E2E_OPERATOR=local runs one operator process outside the cluster; failover needs two in-cluster replicas"
   local bound="${E2E_FAILOVER_SECONDS:-60}"
   ensure_app_ready
   trap 'set_operator_replicas 1 || log "warning: could not scale the operator back to 1 replica"' EXIT
@@ -1431,7 +1481,7 @@ metadata:
 YAML
   NAMESPACE_CREATED=1
 
-  local passed=0 failed=0 rc
+  local passed=0 failed=0 skipped=0 rc
   local -a results=()
   for name in "${selected[@]}"; do
     header "e2e: ${name}"
@@ -1452,6 +1502,10 @@ YAML
       echo "${_GREEN}PASS ${name}${_RESET}"
       results+=("PASS:${name}")
       passed=$((passed + 1))
+    elif ((rc == SKIP_STATUS)); then
+      echo "SKIP ${name}"
+      results+=("SKIP:${name}")
+      skipped=$((skipped + 1))
     else
       diagnostics
       echo "${_RED}FAIL ${name}${_RESET}"
@@ -1464,7 +1518,11 @@ YAML
   local result
   for result in "${results[@]}"; do echo "  ${result%%:*} ${result#*:}"; done
   echo
-  echo "e2e: ${passed} passed, ${failed} failed"
+  if ((skipped > 0)); then
+    echo "e2e: ${passed} passed, ${failed} failed, ${skipped} skipped"
+  else
+    echo "e2e: ${passed} passed, ${failed} failed"
+  fi
   ((failed == 0))
 }
 

@@ -142,7 +142,7 @@ cleanup() {
   fi
   if [[ -f "${STATE}/e2e.log" ]] && grep -q '^e2e: ' "${STATE}/e2e.log"; then
     echo
-    grep -E '^  (PASS|FAIL) |^e2e: ' "${STATE}/e2e.log"
+    grep -E '^  (PASS|FAIL|SKIP) |^e2e: ' "${STATE}/e2e.log"
   fi
   exit "${rc}"
 }
