@@ -9,7 +9,7 @@ use super::drift::{self, Baselines};
 use super::expected::Expected;
 use crate::build::meta::FIELD_MANAGER;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -176,6 +176,24 @@ impl Applier {
         drift::condense(seen.meta_mut());
         self.expected.written(&seen);
         Ok(written)
+    }
+
+    /// Creates `object` unless an object of its name exists: a POST, never an update, for what
+    /// must not change once written (generated keys and passwords: replacing one would lock out
+    /// a running database or end every signed session). `None`: one exists already (`409`),
+    /// whoever wrote it; the caller decides whether it is ours.
+    pub async fn create_once<K: Child>(&self, object: &K) -> Result<Option<K>, kube::Error> {
+        let api: Api<K> =
+            Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        match api.create(&params, object).await {
+            Ok(created) => Ok(Some(created)),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes `observed` (a child the spec no longer wants). The uid precondition makes sure

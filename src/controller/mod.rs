@@ -13,6 +13,7 @@ mod leader;
 mod listed;
 mod metrics;
 pub mod mongo;
+mod namesakes;
 mod optional;
 pub mod pods;
 mod reconcile;

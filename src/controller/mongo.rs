@@ -20,9 +20,7 @@ use crate::api::MeteorApp;
 use crate::build::mongo::secrets;
 use crate::build::mongo::secrets::UserCredentials;
 use crate::build::mongo::{self as build, MongoTier};
-use crate::build::mongo::{
-    FIELD_MANAGER, SecretKind, managed, secret_name, selector_labels, tier_name,
-};
+use crate::build::mongo::{SecretKind, managed, secret_name, selector_labels, tier_name};
 use crate::mongo::driver::DriverAdmin;
 use crate::mongo::replset::{self, KubeFacts, MongoAdmin};
 use crate::mongo::storage::{self, StorageDecision, StorageFacts};
@@ -31,7 +29,7 @@ use crate::status::mongo::{self as status, TierReport};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use std::time::Duration;
@@ -67,6 +65,7 @@ type Creds = Result<(String, UserCredentials), String>;
 
 async fn credentials(
     api: &Api<Secret>,
+    applier: &Applier,
     app: &MeteorApp,
     create_once: &[Secret],
     writes: &mut u64,
@@ -80,19 +79,14 @@ async fn credentials(
                 .iter()
                 .find(|s| s.metadata.name.as_deref() == Some(&name))
         {
-            let params = PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PostParams::default()
-            };
-            secret = match api.create(&params, new).await {
-                Ok(created) => {
+            secret = match applier.create_once(new).await? {
+                Some(created) => {
                     *writes += 1;
                     tracing::info!(app = %app.name_any(), secret = %name, "generated a credential Secret");
                     Some(created)
                 }
                 // Created meanwhile by someone else: theirs stands, never overwrite it.
-                Err(kube::Error::Api(e)) if e.code == 409 => api.get_opt(&name).await?,
-                Err(e) => return Err(e),
+                None => api.get_opt(&name).await?,
             };
         }
         match secret {
@@ -194,7 +188,7 @@ pub async fn reconcile_with<A: MongoAdmin>(
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut writes = 0;
 
-    let creds = credentials(&secrets_api, app, &tier.create_once, &mut writes).await?;
+    let creds = credentials(&secrets_api, applier, app, &tier.create_once, &mut writes).await?;
     writes += apply_cached(applier, &ctx.services, tier.service).await?;
     writes += apply_cached(applier, &ctx.budgets, tier.pdb).await?;
     writes += apply_cached(applier, &ctx.network_policies, tier.network_policy).await?;

@@ -154,8 +154,11 @@ async fn pass(app: &MeteorApp, ctx: &Context, namespace: &str) -> Result<Outcome
         &ctx.build_options,
         &mut crate::build::mongo::secrets::OsRandom,
     );
-    if let Some(problem) = namesake_conflict(app, ctx, &desired).await? {
-        return Ok(Outcome::stopped(app, Verdict::Problem(problem)));
+    if let Some(taken) = super::namesakes::of_core(ctx, app, &desired).await? {
+        return Ok(Outcome::stopped(
+            app,
+            Verdict::Problem(Problem::NameConflict(taken)),
+        ));
     }
 
     let mut facts = rollout_facts(app, ctx, &desired);
@@ -350,44 +353,6 @@ struct Written {
     autoscaler: Option<Option<Arc<HorizontalPodAutoscaler>>>,
     /// Come back this soon for the routing tier.
     requeue: Option<Duration>,
-}
-
-/// The first child whose name is held by an object this MeteorApp does not control, checked
-/// before anything is written. Cached children are judged by their owner at no cost; only names
-/// missing from the caches are looked up. (The routing tier checks its own children.)
-async fn namesake_conflict(
-    app: &MeteorApp,
-    ctx: &Context,
-    desired: &Desired,
-) -> Result<Option<Problem>, Error> {
-    // The first name taken is the answer: later ones are not looked up.
-    macro_rules! refuse_if_taken {
-        ($cache:expr, $name:expr) => {
-            if let Some(taken) = ctx.namesake(app, $cache, $name).await? {
-                return Ok(Some(Problem::NameConflict(taken)));
-            }
-        };
-    }
-    let name = meta::app_name(app);
-    refuse_if_taken!(&ctx.deployments, &name);
-    refuse_if_taken!(&ctx.services, &name);
-    if desired.worker.is_some() {
-        refuse_if_taken!(&ctx.deployments, &meta::worker_name(app));
-    }
-    if desired.autoscaler.is_some() {
-        refuse_if_taken!(&ctx.autoscalers, &name);
-    }
-    if desired.disruption_budget.is_some() {
-        refuse_if_taken!(&ctx.budgets, &name);
-    }
-    if app.spec.mongo.managed.is_some() {
-        let tier = crate::build::mongo::tier_name(app);
-        refuse_if_taken!(&ctx.statefulsets, &tier);
-        refuse_if_taken!(&ctx.services, &tier);
-        refuse_if_taken!(&ctx.budgets, &tier);
-        refuse_if_taken!(&ctx.network_policies, &tier);
-    }
-    Ok(None)
 }
 
 /// Applies what changed (or drifted) and deletes what the spec no longer wants. The app tier's
@@ -731,18 +696,6 @@ impl Context {
                     })
             })
             .collect()
-    }
-
-    /// Why `app` cannot have its child `name` of `cache`'s kind: held by another owner.
-    pub(super) async fn namesake<K: super::Child>(
-        &self,
-        app: &MeteorApp,
-        cache: &kube::runtime::reflector::Store<K>,
-        name: &str,
-    ) -> Result<Option<String>, kube::Error> {
-        let namespace = app.namespace().unwrap_or_default();
-        let observed = self.observed(cache, &namespace, name);
-        apply::namesake(&self.client, app, &namespace, name, observed.as_deref()).await
     }
 
     /// A child as last written by this operator when its cache lags behind, else as cached.

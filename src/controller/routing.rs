@@ -31,9 +31,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::Store;
 use std::time::Duration;
 
 /// How soon to look again while an optional kind's cache is still listing.
@@ -79,7 +78,7 @@ pub async fn reconcile(
     report.seen.service_address = ctx
         .observed(&ctx.services, namespace, &app_name(app))
         .and_then(|s| service_address(&s));
-    if let Some(taken) = namesake(ctx, app, &tier).await? {
+    if let Some(taken) = super::namesakes::of_routing(ctx, app, &tier).await? {
         report.seen.name_taken = Some(taken);
         return Ok(report);
     }
@@ -249,13 +248,8 @@ async fn create_cookie_secret(
     let mut random = [0u8; COOKIE_KEY_BYTES];
     getrandom::fill(&mut random).expect("the OS random number generator works");
     let secret = cookie_secret(app, &cookie_key_text(&random));
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let params = PostParams {
-        field_manager: Some(crate::build::meta::FIELD_MANAGER.into()),
-        ..PostParams::default()
-    };
-    match api.create(&params, &secret).await {
-        Ok(created) => {
+    match ctx.applier.create_once(&secret).await? {
+        Some(created) => {
             tracing::info!(app = %app.name_any(), secret = %name, "generated the proxy's cookie key");
             // The cache of our Secrets holds metadata only; so does what stands in for it.
             let mut seen = PartialObjectMeta::<Secret> {
@@ -266,13 +260,12 @@ async fn create_cookie_secret(
             expected.written(&seen);
             Ok(CookieSecret::Ours(1))
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(
+        None => Ok(
             match taken_name::<Secret>(&ctx.client, app, namespace, &name, None).await? {
                 Some(message) => CookieSecret::Taken(message),
                 None => CookieSecret::Ours(0),
             },
         ),
-        Err(e) => Err(e),
     }
 }
 
@@ -362,75 +355,6 @@ async fn optional_child<K: Child>(
             let writes = u64::from(applier.delete(owned(app, observed)).await?);
             Ok(outcome(Optionally::NotWanted, writes))
         }
-    }
-}
-
-/// The first routing child whose name is held by an object this MeteorApp does not control.
-/// Only names missing from the caches are looked up, so a converged app costs nothing.
-async fn namesake(
-    ctx: &Context,
-    app: &MeteorApp,
-    tier: &RoutingTier,
-) -> Result<Option<String>, kube::Error> {
-    let check = Namesakes { ctx, app };
-    if let Some(proxy) = &tier.proxy {
-        let found = [
-            check.of(&ctx.deployments, &proxy.deployment).await?,
-            check.of(&ctx.services, &proxy.app_service).await?,
-            check
-                .of(&ctx.routing.service_accounts, &proxy.service_account)
-                .await?,
-            check.of(&ctx.routing.roles, &proxy.role).await?,
-            check
-                .of(&ctx.routing.role_bindings, &proxy.role_binding)
-                .await?,
-        ];
-        if let Some(taken) = found.into_iter().flatten().next() {
-            return Ok(Some(taken));
-        }
-        if let Some(budget) = &proxy.disruption_budget
-            && let Some(taken) = check.of(&ctx.budgets, budget).await?
-        {
-            return Ok(Some(taken));
-        }
-    }
-    if let Some(ingress) = &tier.ingress
-        && let Some(taken) = check.of(&ctx.routing.ingresses, ingress).await?
-    {
-        return Ok(Some(taken));
-    }
-    if let Some(route) = &tier.http_route
-        && ctx.routing.http_routes.installed()
-        && let Some(taken) = check.of(&ctx.routing.http_routes.store, route).await?
-    {
-        return Ok(Some(taken));
-    }
-    if let Some(certificate) = &tier.certificate
-        && ctx.routing.certificates.installed()
-        && let Some(taken) = check
-            .of(&ctx.routing.certificates.store, certificate)
-            .await?
-    {
-        return Ok(Some(taken));
-    }
-    Ok(None)
-}
-
-struct Namesakes<'a> {
-    ctx: &'a Context,
-    app: &'a MeteorApp,
-}
-
-impl Namesakes<'_> {
-    /// Whether `desired`'s name is held by an object this app does not control.
-    async fn of<K: Child>(
-        &self,
-        cache: &Store<K>,
-        desired: &K,
-    ) -> Result<Option<String>, kube::Error> {
-        self.ctx
-            .namesake(self.app, cache, &desired.name_any())
-            .await
     }
 }
 
