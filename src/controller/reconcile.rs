@@ -365,6 +365,17 @@ async fn converge(
     app_write: AppWrite,
     write_workers: bool,
 ) -> Result<Written, Error> {
+    // Every kind by name, no `..`: a kind added to `Desired` does not compile until it is
+    // applied here.
+    let Desired {
+        app: app_deployment,
+        service,
+        worker,
+        disruption_budget,
+        routing,
+        autoscaler,
+        mongo,
+    } = desired;
     let applier = &ctx.applier;
     let mut writes = 0;
     let mut written = Written::default();
@@ -375,17 +386,20 @@ async fn converge(
     // Fewer app pods than now: first mark which hold the fewest sessions.
     let replicas = |d: Option<&Deployment>| d.and_then(|d| d.spec.as_ref()?.replicas);
     if !matches!(app_write, AppWrite::Keep)
-        && replicas(Some(&desired.app)) < replicas(observed_app.as_deref())
+        && replicas(Some(&app_deployment)) < replicas(observed_app.as_deref())
     {
         writes += Box::pin(super::scale_down::set_deletion_costs(ctx, app, namespace)).await?;
     }
     written.app = match app_write {
-        AppWrite::Desired => match applier.apply(desired.app, observed_app.as_deref()).await? {
+        AppWrite::Desired => match applier
+            .apply(app_deployment, observed_app.as_deref())
+            .await?
+        {
             Applied::Written(deployment) => Some(deployment),
             Applied::Unchanged => None,
         },
         AppWrite::RolledBack { hash, template } => {
-            let mut rolled_back = desired.app;
+            let mut rolled_back = app_deployment;
             if let Some(spec) = rolled_back.spec.as_mut() {
                 spec.template = *template;
             }
@@ -395,7 +409,7 @@ async fn converge(
     };
     writes += u64::from(written.app.is_some());
     if write_workers {
-        match desired.worker {
+        match worker {
             Some(worker) => {
                 if let Applied::Written(deployment) =
                     applier.apply(worker, observed_worker.as_deref()).await?
@@ -410,26 +424,17 @@ async fn converge(
 
     // The way in, before the front Service: that may only switch to proxy pods that serve.
     // Boxed: its state machine is large, and every reconcile future lives on a task's stack.
-    let routing = Box::pin(super::routing::reconcile(
-        ctx,
-        app,
-        namespace,
-        desired.routing,
-    ))
-    .await?;
+    let routing = Box::pin(super::routing::reconcile(ctx, app, namespace, routing)).await?;
     writes += routing.writes;
     let observed = ctx.observed(&ctx.services, namespace, &app_name);
     if !(routing.hold_front_service() && observed.is_some()) {
-        writes += applier
-            .apply(desired.service, observed.as_deref())
-            .await?
-            .writes();
+        writes += applier.apply(service, observed.as_deref()).await?.writes();
     }
     written.routing = Some(routing.seen);
     written.requeue = routing.requeue;
 
     let observed = ctx.observed(&ctx.budgets, namespace, &app_name);
-    match desired.disruption_budget {
+    match disruption_budget {
         Some(budget) => {
             if let Applied::Written(_) = applier.apply(budget, observed.as_deref()).await? {
                 writes += 1;
@@ -439,7 +444,7 @@ async fn converge(
     }
 
     let observed = ctx.observed(&ctx.autoscalers, namespace, &app_name);
-    written.autoscaler = Some(match desired.autoscaler {
+    written.autoscaler = Some(match autoscaler {
         Some(autoscaler) => {
             let applied = applier.apply(autoscaler, observed.as_deref()).await?;
             writes += applied.writes();
@@ -453,7 +458,7 @@ async fn converge(
 
     // Managed MongoDB, after the app tier: the app Deployment exists regardless, and its pods
     // start as soon as the URLs Secret and a primary are there.
-    written.mongo = super::mongo::reconcile(ctx, app, desired.mongo).await?;
+    written.mongo = super::mongo::reconcile(ctx, app, mongo).await?;
     writes += written.mongo.as_ref().map_or(0, |m| m.writes);
 
     ctx.metrics.wrote(writes);
