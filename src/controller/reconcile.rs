@@ -32,10 +32,15 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// How soon to look again while a rollout is under way.
 const WHILE_PROGRESSING: Duration = Duration::from_secs(30);
 
-/// Progress figures alone (pod counts, messages) are written at most this often per app; a
+/// Progress a user watches (ready pods, ready proxies) is written at most this often per app; a
 /// condition that changes is written at once. A new app's pods then cost one status write, not
 /// one per pod event.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Progress nobody reads between transitions (pods created but not ready, messages) waits this
+/// long, so on a busy cluster, where pods take longer than [`PROGRESS_EVERY`] to get ready, a
+/// new app or a rollout costs a status write per transition, not one more per pod step.
+const QUIET_PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
 /// How soon to look again while waiting for an upgrade slot.
 const WHILE_WAITING_FOR_SLOT: Duration = Duration::from_secs(15);
@@ -48,6 +53,7 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
     if app.meta().deletion_timestamp.is_some() {
         // Garbage collection is removing the children; re-applying them would fight it.
         ctx.slots.release(&ObjectRef::from_obj(app.as_ref()));
+        ctx.metrics.app_deleted(&app);
         return Ok(Action::await_change());
     }
     let namespace = app.namespace().ok_or(Error::MissingNamespace)?;
@@ -81,6 +87,7 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
     );
     let applied = matches!(outcome.verdict, Verdict::Applied(_));
     let new_status = status_for(&app, &ctx, outcome);
+    ctx.metrics.app_status(&app, &new_status);
     let progressing =
         status::find(Some(&new_status), status::PROGRESSING).is_some_and(|c| c.status == "True");
     let progress_due = publish_status(&app, &ctx, &namespace, new_status).await?;
@@ -525,9 +532,13 @@ async fn publish_status(
     new_status: MeteorAppStatus,
 ) -> Result<Option<Duration>, Error> {
     let key = ObjectRef::<ListedApp>::new(&app.name_any()).within(namespace);
-    if status::only_progress(app.status.as_ref(), &new_status)
-        && let Some(wait) = ctx.progress_wait(&key)
-    {
+    let pace = match status::change(app.status.as_ref(), &new_status) {
+        status::Change::None => return Ok(None),
+        status::Change::Transition => None,
+        status::Change::Visible => Some(PROGRESS_EVERY),
+        status::Change::Quiet => Some(QUIET_PROGRESS_EVERY),
+    };
+    if let Some(wait) = pace.and_then(|every| ctx.progress_wait(&key, every)) {
         return Ok(Some(wait));
     }
     write_status(
@@ -645,17 +656,18 @@ fn now() -> Time {
 }
 
 impl Context {
-    /// How long a progress-only status change of `app` must still wait, if at all.
-    fn progress_wait(&self, app: &ObjectRef<ListedApp>) -> Option<Duration> {
+    /// How long a progress-only status change of `app`, paced to one write `every`, must still
+    /// wait, if at all.
+    fn progress_wait(&self, app: &ObjectRef<ListedApp>, every: Duration) -> Option<Duration> {
         let written = self.status_writes.lock().expect("lock is never poisoned");
         let since = written.get(app)?.elapsed();
-        PROGRESS_EVERY.checked_sub(since).filter(|d| !d.is_zero())
+        every.checked_sub(since).filter(|d| !d.is_zero())
     }
 
-    /// Remembers the write for [`PROGRESS_EVERY`]; older entries are dropped.
+    /// Remembers the write for [`QUIET_PROGRESS_EVERY`]; older entries are dropped.
     fn status_written(&self, app: ObjectRef<ListedApp>) {
         let mut written = self.status_writes.lock().expect("lock is never poisoned");
-        written.retain(|_, at| at.elapsed() < PROGRESS_EVERY);
+        written.retain(|_, at| at.elapsed() < QUIET_PROGRESS_EVERY);
         written.insert(app, std::time::Instant::now());
     }
 

@@ -415,18 +415,40 @@ fn condition(want: Want, previous: &[Condition], generation: Option<i64>, now: &
     }
 }
 
-/// Whether `new` differs from `old` only in progress figures: pod counts, the replica summary
-/// and condition messages, with every condition's status and reason as before. Such a change
-/// can wait a few seconds and go out with the next (the controller paces them).
-pub fn only_progress(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> bool {
+/// How a new status differs from the stored one, for pacing its write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing to write.
+    None,
+    /// A condition's status or reason, the generation, or anything but progress figures: written
+    /// at once.
+    Transition,
+    /// Progress a user watches: ready app pods (`kubectl get meteor`'s READY column) or ready
+    /// proxies. Paced (the controller writes it within seconds, with whatever came meanwhile).
+    Visible,
+    /// Progress nobody reads between transitions: pods created or updated but not ready yet, and
+    /// condition messages. Paced more slowly; the next transition carries it.
+    Quiet,
+}
+
+/// How `new` differs from `old` (see [`Change`]).
+pub fn change(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> Change {
     let Some(old) = old else {
-        return false;
+        return Change::Transition;
     };
+    if old == new {
+        return Change::None;
+    }
+    // `new` with every progress figure put back as it was: equal to `old` if progress is all
+    // that moved.
     let mut same = new.clone();
     same.replicas = old.replicas;
     same.ready_replicas = old.ready_replicas;
     same.updated_replicas = old.updated_replicas;
     same.replica_summary.clone_from(&old.replica_summary);
+    if let (Some(routing), Some(was)) = (same.routing.as_mut(), old.routing.as_ref()) {
+        routing.proxy_ready_replicas = was.proxy_ready_replicas;
+    }
     for condition in &mut same.conditions {
         if let Some(was) = find(Some(old), &condition.type_)
             && (was.status == condition.status && was.reason == condition.reason)
@@ -434,7 +456,16 @@ pub fn only_progress(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> bo
             condition.message.clone_from(&was.message);
         }
     }
-    same == *old && same != *new
+    if same != *old {
+        return Change::Transition;
+    }
+    let proxies_ready =
+        |s: &MeteorAppStatus| s.routing.as_ref().and_then(|r| r.proxy_ready_replicas);
+    if new.ready_replicas != old.ready_replicas || proxies_ready(new) != proxies_ready(old) {
+        Change::Visible
+    } else {
+        Change::Quiet
+    }
 }
 
 #[cfg(test)]
@@ -483,6 +514,31 @@ mod tests {
     fn get<'a>(status: &'a MeteorAppStatus, type_: &str) -> (&'a str, &'a str) {
         let c = find(Some(status), type_).unwrap();
         (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn status_changes_are_paced_by_what_a_user_sees() {
+        // A new app of 2 pods on a real cluster: the Deployment controller reports the pods
+        // created, then ready one by one.
+        let mut app = app(2);
+        let mut step = |replicas, ready, updated| {
+            let status = compute(
+                &app,
+                &Verdict::Applied(RolloutState::AsSpecified),
+                Some(&deployment(replicas, ready, updated, false)),
+                None,
+                None,
+                &at(1),
+            );
+            let change = change(app.status.as_ref(), &status);
+            app.status = Some(status);
+            change
+        };
+        assert_eq!(step(0, 0, 0), Change::Transition, "the first status");
+        assert_eq!(step(0, 0, 0), Change::None, "nothing new");
+        assert_eq!(step(2, 0, 2), Change::Quiet, "pods created, none ready");
+        assert_eq!(step(2, 1, 2), Change::Visible, "READY 0/2 -> 1/2");
+        assert_eq!(step(2, 2, 2), Change::Transition, "Ready=True");
     }
 
     #[test]
