@@ -142,6 +142,16 @@ install_local() {
   [[ -x "${bin}" ]] || fail "${bin} not found (E2E_OPERATOR_BIN, or cargo build)"
   stop_local_operator
   mkdir -p "${E2E_OUT}"
+  : >"${E2E_OUT}/operator.log"
+  echo "${bin}" >"${E2E_OUT}/operator.bin"
+  start_local_operator
+}
+
+# start_local_operator: the binary install_local chose, as a local process (its log appended to
+# e2e/_out/operator.log), once its /readyz answers.
+start_local_operator() {
+  local bin
+  bin="$(cat "${E2E_OUT}/operator.bin")"
   # Same as `cargo run -- run --leader-elect=false`, without cargo in between (so the pid is the
   # operator's own). The proxy pods it creates run E2E_IMAGE, as the chart would tell it: load
   # that image into the cluster (e2e/README.md). MALLOC_ARENA_MAX=2 as the chart sets it (the
@@ -149,7 +159,7 @@ install_local() {
   RUST_LOG="${RUST_LOG:-info,meteor_operator=debug}" POD_NAME="e2e-local" \
     METEOR_OPERATOR_PROXY_IMAGE="${E2E_IMAGE}" MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" \
     "${bin}" run --leader-elect=false --admin-addr="${E2E_ADMIN_ADDR}" --log-format=text \
-    >"${E2E_OUT}/operator.log" 2>&1 &
+    >>"${E2E_OUT}/operator.log" 2>&1 &
   echo $! >"${E2E_OUT}/operator.pid"
   log "operator started locally (pid $!, ${bin#"${ROOT}/"}, log e2e/_out/operator.log, proxy image ${E2E_IMAGE})"
   local deadline=$((SECONDS + 120))
@@ -1312,7 +1322,8 @@ scenario_fleet() {
   after="$(operator_requests)"
   read -r worst last pods <<<"$(fleet_times fleet)"
   rss="$(operator_rss_bytes)"
-  python3 - "${n}" "${all_ready}" "${worst}" "${last}" "${solo}" "${rss}" "${before}" "${after}" <<'PY' || fail "the fleet missed its targets (table above)"
+  local created_ok=1
+  python3 - "${n}" "${all_ready}" "${worst}" "${last}" "${solo}" "${rss}" "${before}" "${after}" <<'PY' || created_ok=0
 import sys
 n, all_ready, worst, last, solo, rss = (int(float(x)) for x in sys.argv[1:7])
 def counts(text):
@@ -1341,7 +1352,72 @@ for f in failed: print("MISSED:", f)
 sys.exit(1 if failed else 0)
 PY
   assert_eq "${pods}" "${n}" "ready fleet pods (one per app)"
+  fleet_change "${n}"
+  ((created_ok)) || fail "the fleet's creation missed its targets (table above)"
   k delete meteorapps -l e2e-fleet --wait=false >/dev/null || fail "cannot delete the fleet"
+}
+
+# fleet_change N: a fleet-wide change under operator crashes, as issue 20 measured it: every fleet
+# app's image changes (server-side apply, 100 apps a call; E2E_FLEET_NEW_IMAGE, default
+# traefik/whoami:v1.10.1: on kind, load it first), and the operator is SIGKILLed 3 s after each
+# call (E2E_FLEET_KILLS, default 5). e2e/fleet/poll.py reads every app each 2 s meanwhile;
+# e2e/fleet/report.py prints when every Deployment carried the new image and every app was Ready
+# again, and each app's lag from its apply to status.observedGeneration (p50, p99, max; 2 s
+# resolution). Fails past E2E_FLEET_LAG_P99 (30 s, issue 20's target) or 900 s in all.
+fleet_change() {
+  local n="$1" image="${E2E_FLEET_NEW_IMAGE:-traefik/whoami:v1.10.1}" kills="${E2E_FLEET_KILLS:-5}"
+  local out="${E2E_OUT}/fleet-change" batch=100 from poller killed=0 started
+  rm -rf "${out}" && mkdir -p "${out}"
+  python3 "${E2E_DIR}/fleet/poll.py" "${NS}" "${n}" "${image}" "${out}" &
+  poller=$!
+  started="${EPOCHREALTIME}"
+  for ((from = 0; from < n; from += batch)); do
+    python3 - "${from}" "$((from + batch < n ? from + batch : n))" "${image}" <<'PY' >"${out}/batch.yaml"
+import sys
+start, end, image = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+for i in range(start, end):
+    print(f"""---
+apiVersion: meteorfleet.dev/v1alpha1
+kind: MeteorApp
+metadata: {{name: fleet-{i:04d}}}
+spec:
+  image: {image}""")
+PY
+    k apply --server-side --field-manager=e2e-fleet-change -f "${out}/batch.yaml" >/dev/null \
+      || fail "cannot change the image of fleet apps ${from}..$((from + batch))"
+    echo "${from} $((from + batch < n ? from + batch : n)) ${EPOCHREALTIME}" >>"${out}/applied"
+    if ((killed < kills)); then
+      sleep 3
+      operator_sigkill
+      killed=$((killed + 1))
+    fi
+  done
+  log "changed the image of ${n} apps to ${image} in $(awk -v a="${started}" -v b="${EPOCHREALTIME}" 'BEGIN { printf "%.0f", b - a }') s, SIGKILLing the operator ${killed} times meanwhile"
+  local rc=0
+  wait "${poller}" || rc=$?
+  python3 "${E2E_DIR}/fleet/report.py" "${out}" "${started}" "${E2E_FLEET_LAG_P99:-30}" "${rc}" "${killed}" \
+    || fail "the fleet-wide change missed its targets (above; progress: ${out#"${ROOT}/"}/progress)"
+}
+
+# operator_sigkill: SIGKILL the operator mid-work. A local one is started again at once; in the
+# cluster, the Lease holder's pod is deleted with no grace (its Deployment makes a new one).
+operator_sigkill() {
+  if [[ "${E2E_OPERATOR}" == local ]]; then
+    local pid
+    pid="$(cat "${E2E_OUT}/operator.pid")"
+    kill -KILL "${pid}" 2>/dev/null || fail "the local operator (pid ${pid}) was not running"
+    local i
+    for ((i = 0; i < 50; i++)); do kill -0 "${pid}" 2>/dev/null || break; sleep 0.1; done
+    log "SIGKILLed the local operator (pid ${pid})"
+    start_local_operator
+  else
+    local pod
+    pod="$(lease_holder_pod)"
+    [[ -n "${pod}" ]] || fail "no operator pod holds the Lease"
+    kubectl -n "${OPERATOR_NAMESPACE}" delete pod "${pod}" --grace-period=0 --force >/dev/null 2>&1 \
+      || fail "cannot kill operator pod ${pod}"
+    log "killed operator pod ${pod} (no grace)"
+  fi
 }
 
 # fleet_manifests PREFIX N: N MeteorApps of one small whoami pod each, labelled e2e-fleet=PREFIX.
