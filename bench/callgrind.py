@@ -12,6 +12,11 @@ bench.py's `get` phase, takes 2,000 warm-up GETs, has its counters zeroed
 (`callgrind_control -z`), serves BENCH_N GETs (20,000) from `oha -c64`, and its counters are
 dumped (`callgrind_control -d`). Printed: instructions per request and the ratio.
 Run by `bash bench/run.sh callgrind` (about a minute).
+
+With BENCH_BASELINE_BIN=PATH (another build of `meteor-proxy`, e.g. of the commit before a
+change), that binary is measured the same way too, a second table compares the two, and the
+script exits 1 when this build takes more than BENCH_MAX_INCREASE (3 %) more instructions per
+request than the baseline for any kind: the budget of hot-path additions such as metrics.
 """
 import glob
 import json
@@ -25,6 +30,21 @@ import bench as B  # noqa: E402  (the harness: processes, ports, backends, the p
 
 N = int(os.environ.get("BENCH_N", "20000"))
 WORK = f"{B.WORK}/callgrind"
+BASELINE = os.environ.get("BENCH_BASELINE_BIN")
+MAX_INCREASE = float(os.environ.get("BENCH_MAX_INCREASE", "0.03"))
+
+
+class Baseline(B.Ours):
+    """Ours, started from BENCH_BASELINE_BIN instead of PROXY_BIN."""
+    name = "meteor-proxy-baseline"
+
+    def __init__(self, backends):
+        cmd = B.PROXY_CMD
+        B.PROXY_CMD = [BASELINE]
+        try:
+            super().__init__(backends)
+        finally:
+            B.PROXY_CMD = cmd
 
 
 def under_callgrind(cls, backends, out):
@@ -80,7 +100,7 @@ def main():
     static = B.nginx_static_backends(ports)
     backends = [("b1", ports[0]), ("b2", ports[1])]
     try:
-        rows = []
+        rows, compared, over = [], [], []
         kinds = (("get", "small GET"), ("cookie", "small GET with the sticky cookie"),
                  ("xff", "small GET with one X-Forwarded-For line, one trusted hop"))
         for kind, label in kinds:
@@ -89,10 +109,23 @@ def main():
             B.log(f"[callgrind] {kind}: ours {ours:.0f}, haproxy {haproxy:.0f}")
             rows.append(f"| {label}: instructions per request (callgrind, {N} requests, oha -c64) "
                         f"| {ours:,.0f} | {haproxy:,.0f} | {ours / haproxy:.2f} |")
+            if BASELINE:
+                base = instructions_per_request(Baseline, backends, kind)
+                change = ours / base - 1
+                B.log(f"[callgrind] {kind}: baseline {base:.0f}, change {change:+.1%}")
+                compared.append(f"| {label} | {ours:,.0f} | {base:,.0f} | {change:+.1%} |")
+                if change > MAX_INCREASE:
+                    over.append(f"{kind}: {change:+.1%}")
     finally:
         B.stop(static)
     print("\n| metric | meteor-proxy | HAProxy | ours / HAProxy |\n| --- | ---: | ---: | ---: |")
     print("\n".join(rows))
+    if BASELINE:
+        print(f"\n| instructions per request | this build | baseline ({BASELINE}) | change |\n"
+              "| --- | ---: | ---: | ---: |")
+        print("\n".join(compared))
+        if over:
+            sys.exit(f"more than {MAX_INCREASE:.0%} above the baseline: {', '.join(over)}")
 
 
 if __name__ == "__main__":

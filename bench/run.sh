@@ -13,6 +13,9 @@
 #                                   BENCH_N=1000 open WebSockets)
 #        bash bench/run.sh callgrind   (instructions per small GET, ours and HAProxy under
 #                                   valgrind: bench/callgrind.py, about a minute)
+#        BENCH_BASELINE_BIN=PATH bash bench/run.sh callgrind   (the same, and this build
+#                                   against another meteor-proxy binary, e.g. the commit before
+#                                   a hot-path change: fails above 3 % more instructions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 autoscaling="" callgrind=""

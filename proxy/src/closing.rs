@@ -90,8 +90,9 @@ impl Closer {
 }
 
 /// Resolves at the tunnel's close instant: its slot in the earliest-closing window open on
-/// `followed` (its backend's drain, the proxy's shutdown). A withdrawn window releases it.
-pub async fn slot(mut followed: [Windows; 2]) {
+/// `followed` (its backend's drain, the proxy's shutdown), with the index in `followed` of
+/// that window. A withdrawn window releases it.
+pub async fn slot(mut followed: [Windows; 2]) -> usize {
     // Per followed closer: the slot drawn and the window it came from, so one window gives
     // one slot however often the tunnel looks.
     let mut drawn: [Option<(Instant, Arc<Window>)>; 2] = [None, None];
@@ -102,10 +103,14 @@ pub async fn slot(mut followed: [Windows; 2]) {
                 *drawn = current.map(|w| (w.close_at(), w));
             }
         }
-        let earliest = drawn.iter().flatten().map(|(at, _)| *at).min();
+        let earliest = drawn
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| d.as_ref().map(|(at, _)| (*at, i)))
+            .min();
         let [drain, shutdown] = &mut followed;
         tokio::select! {
-            () = sleep_until(earliest) => return,
+            () = sleep_until(earliest.map(|(at, _)| at)) => return earliest.map_or(0, |(_, i)| i),
             () = changed(drain) => {}
             () = changed(shutdown) => {}
         }
@@ -213,6 +218,19 @@ mod tests {
             }
             closed
         })
+    }
+
+    /// A tunnel learns which window closed it: its backend's drain (0) or the shutdown (1).
+    #[tokio::test(start_paused = true)]
+    async fn the_window_that_closes_a_tunnel_is_named() {
+        for (drain_length, shutdown_length, which) in [(2, 60, 0), (60, 2, 1)] {
+            let (drain, shutdown) = (Closer::default(), Closer::default());
+            let wait = tokio::spawn(slot([drain.follow(), shutdown.follow()]));
+            tokio::task::yield_now().await;
+            drain.open(drain_length * SECOND, 1);
+            shutdown.open(shutdown_length * SECOND, 1);
+            assert_eq!(wait.await.unwrap(), which);
+        }
     }
 
     #[tokio::test(start_paused = true)]

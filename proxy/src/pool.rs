@@ -1,6 +1,7 @@
 //! A backend's idle keep-alive connections ([`Pool`]) and the connection they hold ([`Conn`]:
-//! its socket, read buffer and what the response parser remembers of it). It keeps and checks
-//! idle connections; it never writes a request or reads a response (that is [`crate::upstream`]).
+//! its socket, read buffer, byte counters and what the response parser remembers of it). It
+//! keeps and checks idle connections; it never writes a request or reads a response (that is
+//! [`crate::upstream`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderName};
 use tokio::net::TcpStream;
 use tokio_util::bytes::BytesMut;
+
+use crate::metrics::Traffic;
 
 /// Idle connections kept per backend.
 const MAX_IDLE: usize = 512;
@@ -25,6 +28,8 @@ pub struct Conn {
     /// The header names of the last response, by position, as sent and as parsed: a backend
     /// sends the same names in the same order, and a comparison is cheaper than parsing one.
     pub(crate) names: Names,
+    /// Its backend's byte counters.
+    pub(crate) traffic: Traffic,
 }
 
 /// Header names seen, by position, with what each is to the parser.
@@ -63,13 +68,14 @@ impl Kind {
 }
 
 impl Conn {
-    /// A connection over `io` with empty buffers.
-    pub(crate) fn new(io: TcpStream) -> Self {
+    /// A connection over `io` with empty buffers, its bytes counted in `traffic`.
+    pub(crate) fn new(io: TcpStream, traffic: Traffic) -> Self {
         Conn {
             io,
             buf: BytesMut::new(),
             head: Vec::new(),
             names: Vec::new(),
+            traffic,
         }
     }
 

@@ -44,6 +44,7 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -56,11 +57,12 @@ use super::closing::{self, Closer};
 use super::config::ProxyArgs;
 use super::cookie::{self, CookieSigner};
 use super::deadline::{HeadDeadline, HeadWatch, StallBudget, Timer, WriteDeadline};
-use super::metrics::{Metrics, Reason, Refusal};
+use super::metrics::{Close, Handshake, Metrics, Reason, Refusal, Traffic, WebSocketMetrics};
 use super::ratelimit::RateLimiter;
 use super::rebalance;
 use super::sockjs;
 use super::tls::ReloadingAcceptor;
+use super::tunnel::Ended;
 use super::upstream::{self, RequestBody};
 
 const X_FORWARDED_FOR: HeaderName = client::X_FORWARDED_FOR;
@@ -125,9 +127,12 @@ pub struct Proxy {
     clients: Arc<Slots>,
     /// Client writes waiting at once (stalled responses).
     stalls: Arc<StallBudget>,
-    refused_max: prometheus_client::metrics::counter::Counter,
-    refused_client: prometheus_client::metrics::counter::Counter,
-    evicted: prometheus_client::metrics::counter::Counter,
+    refused_max: Counter,
+    refused_client: Counter,
+    evicted: Counter,
+    /// TLS handshakes by [`Handshake`] (with TLS only).
+    handshakes: Option<[Counter; 3]>,
+    websockets: Arc<WebSocketMetrics>,
     /// The client connections open (not their tunnels), by address: at the cap, the one that
     /// has waited longest for a request head makes room for a new one.
     open: std::sync::Mutex<std::collections::HashMap<usize, std::sync::Weak<ClientInfo>>>,
@@ -163,6 +168,10 @@ impl Proxy {
         let refused_max = metrics.refused(Refusal::MaxConnections);
         let refused_client = metrics.refused(Refusal::PerClient);
         let evicted = metrics.refused(Refusal::Evicted);
+        let handshakes = settings
+            .tls
+            .then(|| Handshake::ALL.map(|result| metrics.handshakes(result)));
+        let websockets = Arc::new(metrics.websockets());
         Self {
             balancer,
             signer,
@@ -176,6 +185,8 @@ impl Proxy {
             refused_max,
             refused_client,
             evicted,
+            handshakes,
+            websockets,
             open: Default::default(),
             shutdown: CancellationToken::new(),
             closing: Closer::default(),
@@ -257,12 +268,24 @@ impl Proxy {
                     None => proxy.serve_held(stream, peer, held).await,
                     Some(acceptor) => {
                         let handshake = acceptor.accept(stream);
+                        let counted = |result: Handshake| {
+                            if let Some(counters) = &proxy.handshakes {
+                                counters[result as usize].inc(); // `ALL` is in order
+                            }
+                        };
                         match tokio::time::timeout(proxy.settings.header_timeout, handshake).await {
-                            Ok(Ok(stream)) => proxy.serve_held(stream, peer, held).await,
+                            Ok(Ok(stream)) => {
+                                counted(Handshake::Ok);
+                                proxy.serve_held(stream, peer, held).await
+                            }
                             Ok(Err(error)) => {
+                                counted(Handshake::Failed);
                                 tracing::debug!(%error, %peer, "TLS handshake failed")
                             }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            Err(_) => {
+                                counted(Handshake::TimedOut);
+                                tracing::debug!(%peer, "TLS handshake timed out")
+                            }
                         }
                     }
                 }
@@ -396,6 +419,7 @@ impl Proxy {
             };
             let hops = self.settings.trusted_hops;
             prepare_headers(req.headers_mut(), client, &self.proto, upgrade, hops);
+            let started = Instant::now();
             let Some((backend, set_cookie)) = self.route(&req, client) else {
                 self.metrics.reject(Reason::NoBackend);
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
@@ -406,7 +430,8 @@ impl Proxy {
             let outcome = self
                 .forward_upgrade(&mut req, backend.enter(), slot, client)
                 .await;
-            return self.finish(outcome.map_err(|f| (f, None)), &backend, set_cookie);
+            let outcome = outcome.map_err(|f| (f, None));
+            return self.finish(outcome, &backend, set_cookie, started);
         }
         // Written by the upstream client after the request's headers, not inserted in the map.
         let hops = self.settings.trusted_hops;
@@ -419,6 +444,7 @@ impl Proxy {
             RequestBody::Stream(body)
         };
         let mut request = Request::from_parts(parts, body);
+        let started = Instant::now();
         let mut attempts = 2;
         loop {
             attempts -= 1;
@@ -426,13 +452,14 @@ impl Proxy {
                 self.metrics.reject(Reason::NoBackend);
                 return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
             };
-            let outcome = self.forward(request, &added, backend.enter(), client).await;
+            let guard = backend.enter();
+            let outcome = self.forward(request, &added, guard, client, started).await;
             match outcome {
                 Err((Failure::Connect, Some(unsent))) if attempts > 0 => {
                     backend.connect_failed();
                     request = unsent;
                 }
-                outcome => return self.finish(outcome, &backend, set_cookie),
+                outcome => return self.finish(outcome, &backend, set_cookie, started),
             }
         }
     }
@@ -473,16 +500,22 @@ impl Proxy {
     }
 
     /// The answer for a forwarding outcome, with a new sticky cookie if the client needs one.
+    /// Counted in the backend's request durations (from `started`) now, unless its body comes
+    /// from the backend's connection ([`Direct`], counted when it ends).
     fn finish(
         &self,
         outcome: Result<Response<ProxyBody>, (Failure, Option<Request<RequestBody>>)>,
         backend: &Backend,
         set_cookie: bool,
+        started: Instant,
     ) -> Response<ProxyBody> {
-        match outcome {
+        let response = match outcome {
             Ok(mut response) => {
                 if set_cookie && let Some(value) = self.sticky_cookie(backend) {
                     response.headers_mut().append(header::SET_COOKIE, value);
+                }
+                if let ProxyBody::Direct(_) = response.body() {
+                    return response;
                 }
                 response
             }
@@ -498,7 +531,10 @@ impl Proxy {
                 backend.metrics.upstream_errors.inc();
                 local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
             }
-        }
+        };
+        let status = response.status().as_u16();
+        backend.metrics.answered(status, started.elapsed());
+        response
     }
 
     /// The `Set-Cookie` value naming `backend`, signed at most once a second per backend.
@@ -557,6 +593,7 @@ impl Proxy {
         added: &Forwarded,
         guard: ActiveGuard,
         client: &ClientInfo,
+        started: Instant,
     ) -> Result<Response<ProxyBody>, (Failure, Option<Request<RequestBody>>)> {
         let backend = &guard.0;
         let (added, count) = added.headers();
@@ -572,7 +609,9 @@ impl Proxy {
             let (mut conn, idle) = match pooled {
                 Some((conn, idle)) => (conn, Some(idle)),
                 None => {
-                    match upstream::connect(backend.addr, self.settings.connect_timeout).await {
+                    let timeout = self.settings.connect_timeout;
+                    let traffic = &backend.metrics.traffic;
+                    match upstream::connect(backend.addr, timeout, traffic).await {
                         Ok(conn) => (conn, None),
                         Err(_) => return Err((Failure::Connect, Some(request))),
                     }
@@ -596,6 +635,8 @@ impl Proxy {
                         body,
                         guard,
                         max_idle,
+                        started,
+                        status: head.status.as_u16(),
                     };
                     let mut response = Response::new(ProxyBody::Direct(direct));
                     *response.status_mut() = head.status;
@@ -670,25 +711,31 @@ impl Proxy {
         let idle = self.settings.idle_timeout;
         let hard_stop = self.hard_stop.clone();
         let windows = [backend.closing.follow(), self.closing.follow()];
+        let websockets = self.websockets.clone();
         self.tracker.spawn(async move {
             let (Ok(client), Ok(upstream)) = tokio::join!(from_client, from_backend) else {
                 return;
             };
+            websockets.opened.inc();
             let mut open = TunnelGuard::new(&backend);
             let closed = async {
                 tokio::select! {
-                    () = closing::slot(windows) => {}
+                    window = closing::slot(windows) => {
+                        if window == 0 { Close::Drain } else { Close::Shutdown }
+                    }
                     // Whatever is left at a deadline (slots end by it; these are the backstop).
-                    () = backend.drained.cancelled() => {}
-                    () = hard_stop.cancelled() => {}
+                    () = backend.drained.cancelled() => Close::Drain,
+                    () = hard_stop.cancelled() => Close::Shutdown,
                     // Chosen to move to an emptier backend (`rebalance`).
-                    () = open.moved() => {}
+                    () = open.moved() => Close::Rebalance,
                 }
             };
-            tokio::select! {
-                _ = tunnel(client, upstream, idle) => {}
-                () = closing::PolledOnWake::new(closed) => {}
-            }
+            let traffic = &backend.metrics.traffic;
+            let reason = tokio::select! {
+                ended = tunnel(client, upstream, idle, traffic) => ended,
+                reason = closing::PolledOnWake::new(closed) => reason,
+            };
+            websockets.closed(reason);
             drop((guard, slot, held));
         });
         let (parts, _) = response.into_parts();
@@ -1093,16 +1140,18 @@ pub fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     response
 }
 
-/// Copies bytes both ways until both sides close or `idle` passes with no traffic.
+/// Copies bytes both ways until both sides close or `idle` passes with no traffic, counting
+/// them in `traffic`; returns why it ended.
 async fn tunnel(
     client: hyper::upgrade::Upgraded,
     upstream: hyper::upgrade::Upgraded,
     idle: Duration,
-) {
+    traffic: &Traffic,
+) -> Close {
     // The upstream side is always the plain TCP connection made in `forward_upgrade`.
     let Ok(upstream) = upstream.downcast::<TokioIo<TcpStream>>() else {
         tracing::error!("upgraded upstream connection is not TCP");
-        return;
+        return Close::Backend;
     };
     let (upstream, upstream_pending) = (upstream.io.into_inner(), upstream.read_buf);
     let result = match client.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
@@ -1111,17 +1160,25 @@ async fn tunnel(
             let client_pending = client.read_buf;
             // Its writes keep their deadline and count against the stall budget.
             let client = client.io.into_inner();
-            super::tunnel::splice(client, client_pending, upstream, upstream_pending, idle).await
+            let (pending, up_pending) = (client_pending, upstream_pending);
+            super::tunnel::splice(client, pending, upstream, up_pending, idle, traffic).await
         }
         // TLS clients: through hyper's upgraded stream.
         Err(client) => {
             let client = TokioIo::new(client);
-            super::tunnel::splice(client, Bytes::new(), upstream, upstream_pending, idle).await
+            let pending = upstream_pending;
+            super::tunnel::splice(client, Bytes::new(), upstream, pending, idle, traffic).await
         }
     };
-    if let Err(error) = result {
+    let (reason, error) = match result {
+        Ended::Client(error) => (Close::Client, error),
+        Ended::Backend(error) => (Close::Backend, error),
+        Ended::Idle => (Close::Idle, None),
+    };
+    if let Some(error) = error {
         tracing::debug!(%error, "tunnel ended with an error");
     }
+    reason
 }
 
 /// The body of a response to the client: streamed from a backend or made locally.
@@ -1142,10 +1199,15 @@ pub struct Direct {
     guard: ActiveGuard,
     /// `--upstream-idle-timeout`: the pool closes connections idle this long.
     max_idle: Duration,
+    /// When the request was routed, and the response's status: its request duration.
+    started: Instant,
+    status: u16,
 }
 
 impl Drop for Direct {
     fn drop(&mut self) {
+        let metrics = &self.guard.0.metrics;
+        metrics.answered(self.status, self.started.elapsed());
         if let Some(conn) = self.body.reusable() {
             self.guard.0.pool.put(conn, self.max_idle);
         }
@@ -1683,5 +1745,376 @@ mod tests {
         let mut plain = HeaderMap::new();
         plain.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(!is_upgrade(&plain), "Upgrade without Connection: upgrade");
+    }
+
+    /// The value of the series `series` (name and labels, as printed) in `metrics`' registry.
+    fn series(metrics: &Metrics, series: &str) -> Option<f64> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry()).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Waits (5 s at most) until `series` reads `value`.
+    async fn until_series(metrics: &Metrics, series_name: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while series(metrics, series_name) != Some(value) {
+            assert!(
+                Instant::now() < deadline,
+                "{series_name} is {:?}, not {value}",
+                series(metrics, series_name)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Reads one response (head and `content-length` body) from `client`.
+    async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(client: &mut R) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let mut head = String::new();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), client.read_line(&mut line));
+            assert!(read.await.unwrap().unwrap() > 0, "cut short: {head}");
+            if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
+                length = n.trim().parse().unwrap();
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        client.read_exact(&mut body).await.unwrap();
+        head
+    }
+
+    /// Every answer counts in its backend's duration histogram under its status class (the
+    /// proxy's own 502 included), and the bytes each way are exactly what the backend read and
+    /// wrote.
+    #[tokio::test]
+    async fn answers_are_counted_by_backend_and_status_class_with_their_bytes() {
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        // `/missing` gets 404, `/moved` 301, `/broken` a closed connection, the rest 200.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (read, written) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (r, w) = (read.clone(), written.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (r, w) = (r.clone(), w.clone());
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    let (mut line, mut path) = (String::new(), String::new());
+                    while let Ok(n @ 1..) = stream.read_line(&mut line).await {
+                        r.fetch_add(n as u64, Relaxed);
+                        if let Some(rest) = line.strip_prefix("GET ") {
+                            path = rest.split(' ').next().unwrap().to_string();
+                        } else if line == "\r\n" {
+                            let answer: &[u8] = match path.as_str() {
+                                "/broken" => return,
+                                "/missing" => b"HTTP/1.1 404 Not Found\r\ncontent-length: 4\r\n\r\nnope",
+                                "/moved" => b"HTTP/1.1 301 Moved\r\nlocation: /\r\ncontent-length: 0\r\n\r\n",
+                                _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                            };
+                            stream.get_mut().write_all(answer).await.unwrap();
+                            w.fetch_add(answer.len() as u64, Relaxed);
+                        }
+                        line.clear();
+                    }
+                });
+            }
+        });
+        let proxy = proxy_to(addr, Duration::from_secs(5));
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let peer = SocketAddr::from(([192, 0, 2, 1], 40_000));
+        tokio::spawn(proxy.clone().serve_connection(server, peer));
+        let mut client = BufReader::new(client);
+        for (path, status) in [
+            ("/", "200"),
+            ("/missing", "404"),
+            ("/", "200"),
+            ("/moved", "301"),
+            ("/broken", "502"),
+        ] {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            client
+                .get_mut()
+                .write_all(request.as_bytes())
+                .await
+                .unwrap();
+            let head = read_response(&mut client).await;
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status}")),
+                "{path}: {head}"
+            );
+        }
+        let metrics = &proxy.metrics;
+        let duration = |class, part| {
+            format!(
+                "meteor_proxy_request_duration_seconds_{part}{{backend=\"{addr}\",class=\"{class}\"}}"
+            )
+        };
+        for (class, count) in [
+            ("1xx", 0.0),
+            ("2xx", 2.0),
+            ("3xx", 1.0),
+            ("4xx", 1.0),
+            ("5xx", 1.0),
+        ] {
+            until_series(metrics, &duration(class, "count"), count).await;
+        }
+        let inf = format!(
+            "meteor_proxy_request_duration_seconds_bucket{{le=\"+Inf\",backend=\"{addr}\",class=\"2xx\"}}"
+        );
+        let fast = inf.replace("+Inf", "5.0");
+        assert_eq!(series(metrics, &inf), Some(2.0));
+        assert_eq!(
+            series(metrics, &fast),
+            Some(2.0),
+            "a loopback answer takes under 5 s"
+        );
+        let sum = series(metrics, &duration("2xx", "sum")).unwrap();
+        assert!(sum > 0.0 && sum < 10.0, "{sum}");
+        let sent = format!("meteor_proxy_backend_sent_bytes_total{{backend=\"{addr}\"}}");
+        let received = format!("meteor_proxy_backend_received_bytes_total{{backend=\"{addr}\"}}");
+        assert_eq!(series(metrics, &sent), Some(read.load(Relaxed) as f64));
+        assert_eq!(
+            series(metrics, &received),
+            Some(written.load(Relaxed) as f64)
+        );
+        assert!(written.load(Relaxed) > 0);
+        // A backend that left and drained takes its series along.
+        let backend = proxy.balancer.backends()[0].clone();
+        proxy.balancer.update(&[]);
+        proxy.balancer.finish_drain(&backend);
+        assert_eq!(series(metrics, &duration("2xx", "count")), None);
+        assert_eq!(series(metrics, &sent), None);
+    }
+
+    /// Each WebSocket tunnel counts when it opens, and when it closes under the reason that
+    /// closed it.
+    #[tokio::test]
+    async fn websocket_closes_are_counted_by_reason() {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        // Upgrades everything; on `/backend-closes` it then says "bye" and closes, otherwise it
+        // echoes until the proxy closes.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    let (mut line, mut path) = (String::new(), String::new());
+                    while stream.read_line(&mut line).await.unwrap_or(0) > 0 && line != "\r\n" {
+                        if let Some(rest) = line.strip_prefix("GET ") {
+                            path = rest.split(' ').next().unwrap().to_string();
+                        }
+                        line.clear();
+                    }
+                    let switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+                    stream.get_mut().write_all(switch).await.unwrap();
+                    if path == "/backend-closes" {
+                        stream.get_mut().write_all(b"bye").await.unwrap();
+                        return;
+                    }
+                    let mut buf = [0; 1024];
+                    while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                        stream.get_mut().write_all(&buf[..n]).await.unwrap();
+                    }
+                });
+            }
+        });
+        let proxy = proxy_to(addr, Duration::from_secs(1));
+        let backend = proxy.balancer.backends()[0].clone();
+        // A client connection upgraded to a WebSocket on `path`.
+        let open = |path: &'static str| {
+            let proxy = proxy.clone();
+            async move {
+                let (client, server) = tokio::io::duplex(64 * 1024);
+                let peer = SocketAddr::from(([192, 0, 2, 1], 40_000));
+                tokio::spawn(proxy.serve_connection(server, peer));
+                let mut client = BufReader::new(client);
+                let request = format!(
+                    "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+                );
+                client
+                    .get_mut()
+                    .write_all(request.as_bytes())
+                    .await
+                    .unwrap();
+                let head = read_response(&mut client).await;
+                assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+                client
+            }
+        };
+        let closed =
+            |reason| format!("meteor_proxy_websockets_closed_total{{reason=\"{reason}\"}}");
+        let metrics = &proxy.metrics;
+        // The backend says goodbye and closes.
+        let mut client = open("/backend-closes").await;
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"bye");
+        client.get_mut().shutdown().await.unwrap();
+        until_series(metrics, &closed("backend"), 1.0).await;
+        // The client closes.
+        let mut client = open("/echo").await;
+        client.get_mut().shutdown().await.unwrap();
+        client.read_to_end(&mut rest).await.unwrap();
+        until_series(metrics, &closed("client"), 1.0).await;
+        // The rebalancer picks it.
+        let _client = open("/echo").await;
+        until_series(metrics, "meteor_proxy_websockets_opened_total", 3.0).await;
+        assert!(
+            backend
+                .movable
+                .close_oldest(tokio::time::Instant::now(), Duration::ZERO)
+        );
+        until_series(metrics, &closed("rebalance"), 1.0).await;
+        // Its backend drains.
+        let _client = open("/echo").await;
+        until_series(metrics, "meteor_proxy_websockets_opened_total", 4.0).await;
+        backend.closing.open(Duration::from_millis(100), 1);
+        until_series(metrics, &closed("drain"), 1.0).await;
+        backend.closing.withdraw();
+        // Nothing passes for the idle timeout (1 s).
+        let _client = open("/echo").await;
+        until_series(metrics, &closed("idle"), 1.0).await;
+        // The proxy shuts down.
+        let _client = open("/echo").await;
+        until_series(metrics, "meteor_proxy_websockets_opened_total", 6.0).await;
+        proxy.begin_shutdown(Duration::from_millis(100));
+        until_series(metrics, &closed("shutdown"), 1.0).await;
+        for reason in [
+            "client",
+            "backend",
+            "idle",
+            "drain",
+            "rebalance",
+            "shutdown",
+        ] {
+            assert_eq!(series(metrics, &closed(reason)), Some(1.0), "{reason}");
+        }
+        // Each upgrade counts as an answer of class 1xx.
+        let upgrades = format!(
+            "meteor_proxy_request_duration_seconds_count{{backend=\"{addr}\",class=\"1xx\"}}"
+        );
+        assert_eq!(series(metrics, &upgrades), Some(6.0));
+    }
+
+    /// TLS handshakes count as ok, failed (not TLS) or timed out (nothing within the header
+    /// timeout).
+    #[tokio::test]
+    async fn tls_handshakes_are_counted_by_result() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_rustls::rustls;
+        let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/tls");
+        let (cert, key) = (peers.join("cert.pem"), peers.join("key.pem"));
+        let acceptor = ReloadingAcceptor::new(cert, key).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let balancer = Arc::new(Balancer::new(2, 2, metrics.clone()));
+        let settings = Settings {
+            header_timeout: Duration::from_millis(300),
+            ..Settings::from_args(&ProxyArgs::defaults(), true)
+        };
+        let signer = CookieSigner::new(b"a key of sixteen bytes or more", 86_400);
+        let proxy = Arc::new(Proxy::new(
+            balancer,
+            signer,
+            settings,
+            None,
+            metrics.clone(),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(proxy.clone().serve(listener, Some(acceptor)));
+        let handshakes =
+            |result| format!("meteor_proxy_tls_handshakes_total{{result=\"{result}\"}}");
+        // A TLS client (that takes any certificate: the test one is its own CA): ok, and 503
+        // (no backend).
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        assert!(answer.starts_with(b"HTTP/1.1 503"), "{answer:?}");
+        until_series(&metrics, &handshakes("ok"), 1.0).await;
+        // Plain HTTP on the TLS port: failed.
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let _ = plain.read_to_end(&mut answer).await;
+        until_series(&metrics, &handshakes("failed"), 1.0).await;
+        // Silence: timed out.
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        until_series(&metrics, &handshakes("timeout"), 1.0).await;
+        assert_eq!(series(&metrics, &handshakes("ok")), Some(1.0));
+        assert_eq!(series(&metrics, &handshakes("failed")), Some(1.0));
+    }
+
+    /// A certificate verifier that takes any certificate (signatures still checked).
+    #[derive(Debug)]
+    struct AnyCertificate(Arc<tokio_rustls::rustls::crypto::CryptoProvider>);
+
+    impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<
+            tokio_rustls::rustls::client::danger::ServerCertVerified,
+            tokio_rustls::rustls::Error,
+        > {
+            Ok(tokio_rustls::rustls::client::danger::ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &tokio_rustls::rustls::DigitallySignedStruct,
+        ) -> Result<
+            tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+            tokio_rustls::rustls::Error,
+        > {
+            let algorithms = &self.0.signature_verification_algorithms;
+            tokio_rustls::rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &tokio_rustls::rustls::DigitallySignedStruct,
+        ) -> Result<
+            tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+            tokio_rustls::rustls::Error,
+        > {
+            let algorithms = &self.0.signature_verification_algorithms;
+            tokio_rustls::rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
     }
 }

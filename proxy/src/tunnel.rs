@@ -3,7 +3,9 @@
 //! Both directions read into one scratch buffer per thread and write straight on, so an idle
 //! tunnel holds no buffer and a busy one allocates nothing per read; bytes are copied to the
 //! heap only when the receiving side cannot take them at once, and freed once it has.
-//! Half-closes are passed on; the tunnel ends after an idle timeout via [`Activity`].
+//! Half-closes are passed on; the tunnel ends after an idle timeout via [`Activity`]. Each read
+//! adds its bytes to the backend's counters, one atomic add; a tunnel says how it ended
+//! ([`Ended`]).
 
 use std::cell::RefCell;
 use std::io;
@@ -13,8 +15,11 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use hyper::body::{Buf, Bytes};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+
+use crate::metrics::Traffic;
 
 /// Size of the per-thread scratch buffer: the most one read takes.
 const CHUNK: usize = 16 * 1024;
@@ -62,39 +67,80 @@ impl Default for Activity {
     }
 }
 
+/// How a tunnel ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The client closed its side first, or its connection failed (the error).
+    Client(Option<io::Error>),
+    /// The backend closed its side first, or its connection failed (the error).
+    Backend(Option<io::Error>),
+    /// No byte either way for the idle timeout.
+    Idle,
+}
+
 /// Tunnels between two streams, first delivering bytes each side had already sent
-/// (`*_pending`, read ahead by the HTTP parser). Ends when both directions closed, on an error,
-/// or after `idle` without traffic.
+/// (`*_pending`, read ahead by the HTTP parser), counting the bytes read from each side in
+/// `traffic` (the client's as sent to the backend). Ends when both directions closed, on an
+/// error, or after `idle` without traffic.
 pub async fn splice<A, B>(
     mut client: A,
     client_pending: Bytes,
     mut upstream: B,
     upstream_pending: Bytes,
     idle: Duration,
-) -> io::Result<()>
+    traffic: &Traffic,
+) -> Ended
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = Activity::new();
-    let mut up = Direction::new(client_pending);
-    let mut down = Direction::new(upstream_pending);
+    let mut up = Direction::new(client_pending, &traffic.sent);
+    let mut down = Direction::new(upstream_pending, &traffic.received);
+    // Which side closed first: the one whose reading direction saw its end first.
+    let mut first: Option<fn(Option<io::Error>) -> Ended> = None;
     let both = std::future::poll_fn(|cx| {
-        let up_done = up.poll(&mut client, &mut upstream, cx, &activity)?;
-        let down_done = down.poll(&mut upstream, &mut client, cx, &activity)?;
+        let up_done = up
+            .poll(&mut client, &mut upstream, cx, &activity)
+            .map_err(|(side, e)| match side {
+                Side::Reading => Ended::Client(Some(e)),
+                Side::Writing => Ended::Backend(Some(e)),
+            })?;
+        let down_done = down
+            .poll(&mut upstream, &mut client, cx, &activity)
+            .map_err(|(side, e)| match side {
+                Side::Reading => Ended::Backend(Some(e)),
+                Side::Writing => Ended::Client(Some(e)),
+            })?;
+        if first.is_none() {
+            if up.eof {
+                first = Some(Ended::Client);
+            } else if down.eof {
+                first = Some(Ended::Backend);
+            }
+        }
         match (up_done, down_done) {
-            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok(())),
+            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok::<_, Ended>(())),
             _ => Poll::Pending,
         }
     });
     tokio::select! {
-        result = both => result,
-        _ = activity.idle_for(idle) => Ok(()),
+        result = both => match result {
+            Ok(()) => first.unwrap_or(Ended::Client)(None),
+            Err(ended) => ended,
+        },
+        _ = activity.idle_for(idle) => Ended::Idle,
     }
 }
 
+/// Which side of a [`Direction`] failed.
+enum Side {
+    Reading,
+    Writing,
+}
+
 /// One direction of a tunnel.
-struct Direction {
+struct Direction<'a> {
     /// Bytes read but not yet written (empty, holding no memory, while the writer keeps up).
     backlog: Bytes,
     /// Written since the last flush.
@@ -102,15 +148,19 @@ struct Direction {
     /// The reader closed: pass the half-close on.
     eof: bool,
     done: bool,
+    /// Bytes read from `from`.
+    read: &'a Counter,
 }
 
-impl Direction {
-    fn new(pending: Bytes) -> Self {
+impl<'a> Direction<'a> {
+    fn new(pending: Bytes, read: &'a Counter) -> Self {
+        read.inc_by(pending.len() as u64);
         Self {
             backlog: pending,
             unflushed: false,
             eof: false,
             done: false,
+            read,
         }
     }
 
@@ -122,26 +172,28 @@ impl Direction {
         to: &mut W,
         cx: &mut Context<'_>,
         activity: &Activity,
-    ) -> Poll<io::Result<()>>
+    ) -> Poll<Result<(), (Side, io::Error)>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        let writing = |e| (Side::Writing, e);
         if self.done {
             return Poll::Ready(Ok(()));
         }
         loop {
             while !self.backlog.is_empty() {
-                let n = ready!(Pin::new(&mut *to).poll_write(cx, &self.backlog))?;
+                let n =
+                    ready!(Pin::new(&mut *to).poll_write(cx, &self.backlog)).map_err(writing)?;
                 if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    return Poll::Ready(Err(writing(io::ErrorKind::WriteZero.into())));
                 }
                 self.backlog.advance(n);
                 self.unflushed = true;
             }
             self.backlog = Bytes::new(); // let the copy go
             if self.eof {
-                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                ready!(Pin::new(&mut *to).poll_shutdown(cx)).map_err(writing)?;
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
@@ -150,7 +202,12 @@ impl Direction {
                 Poll::Ready(result) => result?,
                 Poll::Pending => {
                     // Nothing more to read for now: push out what the writer buffered (TLS).
-                    if self.unflushed && Pin::new(&mut *to).poll_flush(cx)?.is_ready() {
+                    if self.unflushed
+                        && Pin::new(&mut *to)
+                            .poll_flush(cx)
+                            .map_err(writing)?
+                            .is_ready()
+                    {
                         self.unflushed = false;
                     }
                     return Poll::Pending;
@@ -167,20 +224,21 @@ impl Direction {
         to: &mut W,
         cx: &mut Context<'_>,
         scratch: &mut [u8],
-    ) -> Poll<io::Result<()>>
+    ) -> Poll<Result<(), (Side, io::Error)>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         let mut buf = ReadBuf::new(scratch);
-        ready!(Pin::new(&mut *from).poll_read(cx, &mut buf))?;
+        ready!(Pin::new(&mut *from).poll_read(cx, &mut buf)).map_err(|e| (Side::Reading, e))?;
         let data = buf.filled();
         if data.is_empty() {
             self.eof = true;
             return Poll::Ready(Ok(()));
         }
+        self.read.inc_by(data.len() as u64);
         let written = match Pin::new(&mut *to).poll_write(cx, data) {
-            Poll::Ready(result) => result?,
+            Poll::Ready(result) => result.map_err(|e| (Side::Writing, e))?,
             Poll::Pending => 0,
         };
         self.unflushed = true;
@@ -240,18 +298,24 @@ mod tests {
                 assert_eq!(got[999], i as u8);
             }
         });
+        let traffic = Traffic::default();
         let before = ALLOCATED.with(Cell::get);
-        runtime
-            .block_on(splice(
-                a,
-                Bytes::new(),
-                b,
-                Bytes::new(),
-                Duration::from_secs(30),
-            ))
-            .unwrap();
+        let ended = runtime.block_on(splice(
+            a,
+            Bytes::new(),
+            b,
+            Bytes::new(),
+            Duration::from_secs(30),
+            &traffic,
+        ));
         let allocated = ALLOCATED.with(Cell::get) - before;
         peers.join().unwrap();
+        assert!(
+            matches!(ended, Ended::Client(None) | Ended::Backend(None)),
+            "{ended:?}"
+        );
+        assert_eq!(traffic.sent.get(), (MESSAGES * 1000) as u64);
+        assert_eq!(traffic.received.get(), 0);
         // One scratch buffer per thread at most, nothing per message.
         assert!(
             allocated <= CHUNK + 4096,
@@ -270,13 +334,19 @@ mod tests {
     async fn copies_pending_bytes_both_ways_and_passes_half_close() {
         let (mut client, proxy_client_side) = pair().await;
         let (proxy_upstream_side, mut upstream) = pair().await;
-        let task = tokio::spawn(splice(
-            proxy_client_side,
-            Bytes::from_static(b"early"),
-            proxy_upstream_side,
-            Bytes::from_static(b"hello"),
-            Duration::from_secs(5),
-        ));
+        let traffic = Traffic::default();
+        let counted = traffic.clone();
+        let task = tokio::spawn(async move {
+            splice(
+                proxy_client_side,
+                Bytes::from_static(b"early"),
+                proxy_upstream_side,
+                Bytes::from_static(b"hello"),
+                Duration::from_secs(5),
+                &counted,
+            )
+            .await
+        });
         let mut buf = [0u8; 5];
         upstream.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"early");
@@ -301,29 +371,100 @@ mod tests {
             tail, b"bye",
             "the other direction still flows after a half-close"
         );
-        tokio::time::timeout(Duration::from_secs(5), task)
+        let ended = tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .unwrap()
+            .unwrap();
+        assert!(matches!(ended, Ended::Client(None)), "{ended:?}");
+        assert_eq!(traffic.sent.get(), 5 + (1 << 20), "pending bytes count too");
+        assert_eq!(traffic.received.get(), 5 + 3);
+    }
+
+    /// The side that closes first is the one a tunnel names; a reset is that side's too.
+    #[tokio::test]
+    async fn a_tunnel_says_which_side_ended_it() {
+        for backend_first in [true, false] {
+            let (mut client, a) = pair().await;
+            let (b, mut upstream) = pair().await;
+            let task = tokio::spawn(async move {
+                let traffic = Traffic::default();
+                splice(
+                    a,
+                    Bytes::new(),
+                    b,
+                    Bytes::new(),
+                    Duration::from_secs(5),
+                    &traffic,
+                )
+                .await
+            });
+            let (first, second) = if backend_first {
+                (&mut upstream, &mut client)
+            } else {
+                (&mut client, &mut upstream)
+            };
+            first.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            second.read_to_end(&mut rest).await.unwrap();
+            second.shutdown().await.unwrap();
+            let ended = tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .unwrap()
+                .unwrap();
+            match ended {
+                Ended::Backend(None) if backend_first => {}
+                Ended::Client(None) if !backend_first => {}
+                other => panic!("backend first: {backend_first}: {other:?}"),
+            }
+        }
+        // The backend's connection reset (closed with unread bytes): the backend's end.
+        let (mut client, a) = pair().await;
+        let (b, upstream) = pair().await;
+        let task = tokio::spawn(async move {
+            let traffic = Traffic::default();
+            splice(
+                a,
+                Bytes::new(),
+                b,
+                Bytes::new(),
+                Duration::from_secs(5),
+                &traffic,
+            )
+            .await
+        });
+        client.write_all(b"unread").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let linger = socket2::SockRef::from(&upstream);
+        linger.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(upstream);
+        let ended = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
             .unwrap()
             .unwrap();
+        assert!(matches!(ended, Ended::Backend(_)), "{ended:?}");
     }
 
     #[tokio::test]
     async fn idle_tunnels_close() {
         let (mut client, a) = pair().await;
         let (b, _upstream) = pair().await;
-        let task = tokio::spawn(splice(
-            a,
-            Bytes::new(),
-            b,
-            Bytes::new(),
-            Duration::from_millis(200),
-        ));
-        tokio::time::timeout(Duration::from_secs(5), task)
+        let task = tokio::spawn(async move {
+            let traffic = Traffic::default();
+            splice(
+                a,
+                Bytes::new(),
+                b,
+                Bytes::new(),
+                Duration::from_millis(200),
+                &traffic,
+            )
+            .await
+        });
+        let ended = tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .unwrap()
-            .unwrap()
             .unwrap();
+        assert!(matches!(ended, Ended::Idle), "{ended:?}");
         let mut buf = Vec::new();
         assert_eq!(
             client.read_to_end(&mut buf).await.unwrap(),

@@ -34,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::bytes::{Buf, BytesMut};
 
+use crate::metrics::Traffic;
 use crate::pool::{Conn, Kind, Names};
 
 /// Longest response head read (hyper's own limit is about 400 KiB).
@@ -125,10 +126,14 @@ pub async fn open(addr: std::net::SocketAddr, timeout: Duration) -> io::Result<T
     Ok(io)
 }
 
-/// Opens a new connection to `addr`.
-pub async fn connect(addr: std::net::SocketAddr, timeout: Duration) -> io::Result<Conn> {
+/// Opens a new connection to `addr`, its bytes counted in `traffic`.
+pub async fn connect(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+    traffic: &Traffic,
+) -> io::Result<Conn> {
     let io = open(addr, timeout).await?;
-    Ok(Conn::new(io))
+    Ok(Conn::new(io, traffic.clone()))
 }
 
 /// One exchange on `io`, a connection to a backend: a `GET /` (or `HEAD /`) sent, the response
@@ -140,7 +145,7 @@ pub async fn replay_exchange(
     io: TcpStream,
     head_request: bool,
 ) -> Result<(StatusCode, Vec<u8>, bool), Error> {
-    let mut conn = Conn::new(io);
+    let mut conn = Conn::new(io, Traffic::default());
     let mut request = Request::new(RequestBody::Empty);
     if head_request {
         *request.method_mut() = Method::HEAD;
@@ -246,6 +251,7 @@ impl Conn {
             .write_all(&self.head[written..])
             .await
             .map_err(Error::Sent)?;
+        self.traffic.sent.inc_by(self.head.len() as u64);
         if let RequestBody::Stream(_) = request.body() {
             let chunked = is_chunked(request.headers());
             let body = std::mem::replace(request.body_mut(), RequestBody::Empty);
@@ -278,13 +284,17 @@ impl Conn {
             if chunked {
                 let size = Bytes::from(format!("{:x}\r\n", data.len()));
                 let mut frame = size.chain(data).chain(&b"\r\n"[..]);
+                let framed = frame.remaining() as u64;
                 self.io.write_all_buf(&mut frame).await?;
+                self.traffic.sent.inc_by(framed);
             } else {
                 self.io.write_all(&data).await?;
+                self.traffic.sent.inc_by(data.len() as u64);
             }
         }
         if chunked {
             self.io.write_all(b"0\r\n\r\n").await?;
+            self.traffic.sent.inc_by(5);
         }
         Ok(())
     }
@@ -328,6 +338,7 @@ impl Conn {
         let n = read.filled().len();
         // SAFETY: `poll_read` initialized the first `n` bytes of the spare capacity.
         unsafe { self.buf.set_len(self.buf.len() + n) };
+        self.traffic.received.inc_by(n as u64);
         Poll::Ready(Ok(n))
     }
 }
@@ -1094,7 +1105,9 @@ mod tests {
             b"HTTP/1.1 200 OK\r\n\r\nuntil the end",
         ])
         .await;
-        let mut conn = connect(addr, Duration::from_secs(2)).await.unwrap();
+        let mut conn = connect(addr, Duration::from_secs(2), &Traffic::default())
+            .await
+            .unwrap();
         for (method, path, expected, reusable) in [
             (Method::GET, "/one", &b"hello"[..], true),
             (Method::GET, "/two", b"abcde", true),
@@ -1139,7 +1152,9 @@ mod tests {
             (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "invalid"),
         ] {
             let (addr, _seen) = backend(vec![answer]).await;
-            let mut conn = connect(addr, Duration::from_secs(2)).await.unwrap();
+            let mut conn = connect(addr, Duration::from_secs(2), &Traffic::default())
+                .await
+                .unwrap();
             let mut request = Request::new(RequestBody::Empty);
             *request.uri_mut() = "/".parse().unwrap();
             request
@@ -1337,11 +1352,17 @@ mod tests {
         let pool = Pool::default();
         let hour = Duration::from_secs(3600);
         for _ in 0..2 {
-            pool.put(connect(addr, hour).await.unwrap(), hour);
+            pool.put(
+                connect(addr, hour, &Traffic::default()).await.unwrap(),
+                hour,
+            );
         }
         assert_eq!(pool.idle(), 2);
         // Returned with a zero idle limit: both older ones have expired by it.
-        pool.put(connect(addr, hour).await.unwrap(), Duration::ZERO);
+        pool.put(
+            connect(addr, hour, &Traffic::default()).await.unwrap(),
+            Duration::ZERO,
+        );
         assert_eq!(pool.idle(), 1);
         drop(accepting.await.unwrap());
     }

@@ -720,6 +720,22 @@ fn admin_reports_backends_health_and_metrics() {
         )),
         "{metrics}"
     );
+    // Two answers of each backend, 2xx, in its duration histogram; bytes both ways.
+    let live = backends[0].addr.to_string();
+    for id in [&live, &dead] {
+        let count = format!(
+            "meteor_proxy_request_duration_seconds_count{{backend=\"{id}\",class=\"2xx\"}} 2"
+        );
+        assert!(metrics.contains(&count), "{metrics}");
+    }
+    assert!(
+        metrics.contains("# TYPE meteor_proxy_request_duration_seconds histogram"),
+        "{metrics}"
+    );
+    for way in ["sent", "received"] {
+        let series = format!("meteor_proxy_backend_{way}_bytes_total{{backend=\"{live}\"}}");
+        assert!(metric(&proxy, &series) > 0, "{metrics}");
+    }
     assert_eq!(get(proxy.admin, "/-/healthz", None).status, 200);
     // Traffic never reaches the admin port's paths.
     assert_eq!(get(proxy.addr, "/-/status", None).status, 404);
@@ -825,6 +841,9 @@ fn forwarded_headers_tls_termination_and_https_redirect() {
     for _ in 0..2 {
         assert_eq!(ws.next_json()["backend"], "b1");
     }
+    let handshakes = metric(&proxy, "meteor_proxy_tls_handshakes_total{result=\"ok\"}");
+    assert!(handshakes >= 3, "{handshakes} TLS handshakes");
+    assert!(metric(&proxy, "meteor_proxy_websockets_opened_total") >= 2);
     let moved = get(redirect, "/sockjs/info?t=1", None);
     assert_eq!(moved.status, 301);
     assert_eq!(
