@@ -123,18 +123,58 @@ pub enum LogFormat {
 /// Failures that make a reconcile retry with backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[from] kube::Error),
+    /// An API request failed; `step` says what the reconcile was doing (the API's message names
+    /// the object).
+    #[error("{step}: {source}")]
+    Api {
+        step: Step,
+        #[source]
+        source: kube::Error,
+    },
     #[error("the MeteorApp has no namespace")]
     MissingNamespace,
 }
 
+/// Where in a reconcile a request failed, in the user's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    References,
+    Namesakes,
+    RollbackTarget,
+    AppTier,
+    Routing,
+    Mongo,
+    Status,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::References => "reading the Secrets and ConfigMaps the spec references",
+            Step::Namesakes => "looking up names other owners may hold",
+            Step::RollbackTarget => "reading the ReplicaSet to roll back to",
+            Step::AppTier => "applying the app tier (Deployments, Service, budget, autoscaler)",
+            Step::Routing => "applying the routing tier",
+            Step::Mongo => "reconciling the managed MongoDB",
+            Step::Status => "writing the status",
+        })
+    }
+}
+
 impl Error {
+    /// Wraps a failed request of `step`.
+    pub fn at(step: Step) -> impl Fn(kube::Error) -> Error + Copy {
+        move |source| Error::Api { step, source }
+    }
+
     /// Stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(_)) => "api_status",
-            Error::Kube(_) => "api_transport",
+            Error::Api {
+                source: kube::Error::Api(_),
+                ..
+            } => "api_status",
+            Error::Api { .. } => "api_transport",
             Error::MissingNamespace => "missing_namespace",
         }
     }

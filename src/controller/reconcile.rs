@@ -6,7 +6,7 @@
 use super::apply::{self, Applied};
 use super::listed::Unparsed;
 use super::slots::Slot;
-use super::{Context, Error, ListedApp};
+use super::{Context, Error, ListedApp, Step};
 use crate::api::{MeteorApp, MeteorAppStatus, RolloutStatus};
 use crate::build::{self, Desired, Inputs, MongoWiring, meta};
 use crate::plan::{self, RolloutFacts, RolloutPlan, TierFacts, TierWants};
@@ -62,14 +62,20 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
     // task's stack is only a few MiB.
     let outcome = match Box::pin(pass(&app, &ctx, &namespace)).await {
         Ok(outcome) => outcome,
-        Err(Error::Kube(kube::Error::Api(refusal))) => {
+        Err(Error::Api {
+            step,
+            source: kube::Error::Api(refusal),
+        }) => {
             // Say why on the object (silence is the worst answer), then back off and retry.
-            let outcome = Outcome::refused(&app, &refusal);
+            let outcome = Outcome::refused(&app, step, &refusal);
             let new_status = status_for(&app, &ctx, outcome);
             if let Err(error) = publish_status(&app, &ctx, &namespace, new_status).await {
                 tracing::warn!(app = %app.name_any(), %error, "could not report the refusal on the status");
             }
-            return Err(Error::Kube(kube::Error::Api(refusal)));
+            return Err(Error::Api {
+                step,
+                source: kube::Error::Api(refusal),
+            });
         }
         Err(error) => return Err(error),
     };
@@ -126,13 +132,14 @@ impl Outcome {
     }
 
     /// The API refused a request: Forbidden (RBAC) or another persistent error.
-    fn refused(app: &MeteorApp, refusal: &kube::core::Status) -> Self {
+    fn refused(app: &MeteorApp, step: Step, refusal: &kube::core::Status) -> Self {
         let verdict = if refusal.code == 403 {
             Verdict::Refused {
                 reason: "Forbidden",
                 message: format!(
-                    "the API refused the operator a request: {}; its ServiceAccount needs that \
-                     permission (the chart's ClusterRole grants every one the operator uses)",
+                    "{step}: the API refused the operator a request: {}; its ServiceAccount \
+                     needs that permission (the chart's ClusterRole grants every one the \
+                     operator uses)",
                     refusal.message
                 ),
             }
@@ -140,7 +147,7 @@ impl Outcome {
             Verdict::Refused {
                 reason: "ApplyFailed",
                 message: format!(
-                    "a request to the API failed ({} {}): {}",
+                    "{step}: a request to the API failed ({} {}): {}",
                     refusal.code, refusal.reason, refusal.message
                 ),
             }
@@ -161,7 +168,10 @@ async fn pass(app: &MeteorApp, ctx: &Context, namespace: &str) -> Result<Outcome
         &ctx.build_options,
         &mut crate::build::mongo::secrets::OsRandom,
     );
-    if let Some(taken) = super::namesakes::of_core(ctx, app, &desired).await? {
+    if let Some(taken) = super::namesakes::of_core(ctx, app, &desired)
+        .await
+        .map_err(Error::at(Step::Namesakes))?
+    {
         return Ok(Outcome::stopped(
             app,
             Verdict::Problem(Problem::NameConflict(taken)),
@@ -384,6 +394,7 @@ async fn converge(
         mongo,
     } = desired;
     let applier = &ctx.applier;
+    let app_tier = Error::at(Step::AppTier);
     let mut writes = 0;
     let mut written = Written::default();
     let app_name = meta::app_name(app);
@@ -395,12 +406,15 @@ async fn converge(
     if !matches!(app_write, AppWrite::Keep)
         && replicas(Some(&app_deployment)) < replicas(observed_app.as_deref())
     {
-        writes += Box::pin(super::scale_down::set_deletion_costs(ctx, app, namespace)).await?;
+        writes += Box::pin(super::scale_down::set_deletion_costs(ctx, app, namespace))
+            .await
+            .map_err(app_tier)?;
     }
     written.app = match app_write {
         AppWrite::Desired => match applier
             .apply(app_deployment, observed_app.as_deref())
-            .await?
+            .await
+            .map_err(app_tier)?
         {
             Applied::Written(deployment) => Some(deployment),
             Applied::Unchanged => None,
@@ -410,7 +424,7 @@ async fn converge(
             if let Some(spec) = rolled_back.spec.as_mut() {
                 spec.template = *template;
             }
-            Some(applier.write(&hash, rolled_back).await?)
+            Some(applier.write(&hash, rolled_back).await.map_err(app_tier)?)
         }
         AppWrite::Keep => None,
     };
@@ -418,24 +432,39 @@ async fn converge(
     if write_workers {
         match worker {
             Some(worker) => {
-                if let Applied::Written(deployment) =
-                    applier.apply(worker, observed_worker.as_deref()).await?
+                if let Applied::Written(deployment) = applier
+                    .apply(worker, observed_worker.as_deref())
+                    .await
+                    .map_err(app_tier)?
                 {
                     writes += 1;
                     written.worker = Some(deployment);
                 }
             }
-            None => writes += u64::from(applier.delete(owned(app, observed_worker)).await?),
+            None => {
+                writes += u64::from(
+                    applier
+                        .delete(owned(app, observed_worker))
+                        .await
+                        .map_err(app_tier)?,
+                )
+            }
         }
     }
 
     // The way in, before the front Service: that may only switch to proxy pods that serve.
     // Boxed: its state machine is large, and every reconcile future lives on a task's stack.
-    let routing = Box::pin(super::routing::reconcile(ctx, app, namespace, routing)).await?;
+    let routing = Box::pin(super::routing::reconcile(ctx, app, namespace, routing))
+        .await
+        .map_err(Error::at(Step::Routing))?;
     writes += routing.writes;
     let observed = ctx.observed(&ctx.services, namespace, &app_name);
     if !(routing.hold_front_service() && observed.is_some()) {
-        writes += applier.apply(service, observed.as_deref()).await?.writes();
+        writes += applier
+            .apply(service, observed.as_deref())
+            .await
+            .map_err(app_tier)?
+            .writes();
     }
     written.routing = Some(routing.seen);
     written.requeue = routing.requeue;
@@ -443,29 +472,50 @@ async fn converge(
     let observed = ctx.observed(&ctx.budgets, namespace, &app_name);
     match disruption_budget {
         Some(budget) => {
-            if let Applied::Written(_) = applier.apply(budget, observed.as_deref()).await? {
+            if let Applied::Written(_) = applier
+                .apply(budget, observed.as_deref())
+                .await
+                .map_err(app_tier)?
+            {
                 writes += 1;
             }
         }
-        None => writes += u64::from(applier.delete(owned(app, observed)).await?),
+        None => {
+            writes += u64::from(
+                applier
+                    .delete(owned(app, observed))
+                    .await
+                    .map_err(app_tier)?,
+            )
+        }
     }
 
     let observed = ctx.observed(&ctx.autoscalers, namespace, &app_name);
     written.autoscaler = Some(match autoscaler {
         Some(autoscaler) => {
-            let applied = applier.apply(autoscaler, observed.as_deref()).await?;
+            let applied = applier
+                .apply(autoscaler, observed.as_deref())
+                .await
+                .map_err(app_tier)?;
             writes += applied.writes();
             applied.written().map(Arc::new).or(observed)
         }
         None => {
-            writes += u64::from(applier.delete(owned(app, observed)).await?);
+            writes += u64::from(
+                applier
+                    .delete(owned(app, observed))
+                    .await
+                    .map_err(app_tier)?,
+            );
             None
         }
     });
 
     // Managed MongoDB, after the app tier: the app Deployment exists regardless, and its pods
     // start as soon as the URLs Secret and a primary are there.
-    written.mongo = super::mongo::reconcile(ctx, app, mongo).await?;
+    written.mongo = super::mongo::reconcile(ctx, app, mongo)
+        .await
+        .map_err(Error::at(Step::Mongo))?;
     writes += written.mongo.as_ref().map_or(0, |m| m.writes);
 
     ctx.metrics.wrote(writes);
@@ -497,7 +547,8 @@ async fn rollback_template(
     let selector = meta::template_selector(app, to);
     let list = replica_sets
         .list(&ListParams::default().labels(&selector))
-        .await?;
+        .await
+        .map_err(Error::at(Step::RollbackTarget))?;
     let app_name = meta::app_name(app);
     let template = list
         .items
@@ -608,7 +659,8 @@ async fn write_status(
         &PatchParams::apply(meta::FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
-    .await?;
+    .await
+    .map_err(Error::at(Step::Status))?;
     ctx.metrics.wrote(1);
 
     let reference = reference(metadata, namespace);

@@ -4,7 +4,7 @@
 //! No Secret data is kept in memory: only versions and the resulting hash.
 
 use super::index::{Resolved, Source};
-use super::{Context, Error, ListedApp};
+use super::{Context, Error, ListedApp, Step};
 use crate::api::MeteorApp;
 use crate::problem::Problem;
 use crate::references::{self, Fetched, SourceKind};
@@ -63,14 +63,16 @@ async fn fetch(
             SourceKind::Secret => {
                 let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
                     .get_opt(&reference.name)
-                    .await?;
+                    .await
+                    .map_err(Error::at(Step::References))?;
                 let version = secret.as_ref().and_then(|s| s.resource_version());
                 (secret.map(secret_data), version)
             }
             SourceKind::ConfigMap => {
                 let config_map = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
                     .get_opt(&reference.name)
-                    .await?;
+                    .await
+                    .map_err(Error::at(Step::References))?;
                 let version = config_map.as_ref().and_then(|c| c.resource_version());
                 (config_map.map(config_map_data), version)
             }
