@@ -5,15 +5,8 @@
 mod support;
 
 use http::{Method, StatusCode};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use meteor_operator::api::MeteorApp;
-use meteor_operator::build::{self, Inputs, MongoWiring};
-use meteor_operator::controller::stamped;
-use meteor_operator::references::{self, Fetched, SourceKind};
-use std::collections::BTreeMap;
+use support::cluster::Cluster;
 use support::*;
 
 const MONGO: &str = "/api/v1/namespaces/default/secrets/todos-mongo";
@@ -24,56 +17,24 @@ const MONGO_URL: &str = "mongodb://db-0,db-1/todos?replicaSet=rs0";
 const HASH: &str = "meteorfleet.dev/config-hash";
 
 /// The minimal app with `TOKEN` from key `token` of Secret `todos-api` as its third variable.
-fn app_with_token() -> MeteorApp {
-    let mut app = minimal_app();
-    app.spec.env = serde_json::from_value(serde_json::json!([
-        {"name": "A", "value": "a"},
-        {"name": "B", "value": "b"},
-        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "todos-api", "key": "token"}}},
-    ]))
-    .unwrap();
-    app
+fn app_with_token() -> TestApp {
+    app().spec(|spec| {
+        spec.env = serde_json::from_value(serde_json::json!([
+            {"name": "A", "value": "a"},
+            {"name": "B", "value": "b"},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "todos-api", "key": "token"}}},
+        ]))
+        .unwrap()
+    })
 }
 
 fn secret(name: &str, data: &[(&str, &str)]) -> (StatusCode, serde_json::Value) {
     (StatusCode::OK, secret_json(name, data))
 }
 
-/// The children a previous reconcile applied when `todos-api` held `api` (None: not read).
-fn applied_children(
-    app: &MeteorApp,
-    api: Option<&[(&str, &str)]>,
-) -> (Deployment, Service, Option<PodDisruptionBudget>) {
-    let bytes = |pairs: &[(&str, &str)]| {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-            .collect::<BTreeMap<_, _>>()
-    };
-    let mut fetched: Fetched = BTreeMap::from([(
-        (SourceKind::Secret, "todos-mongo".to_string()),
-        Some(bytes(&[("MONGO_URL", MONGO_URL)])),
-    )]);
-    if let Some(api) = api {
-        fetched.insert((SourceKind::Secret, "todos-api".into()), Some(bytes(api)));
-    }
-    let inputs = Inputs {
-        config_hash: references::resolve(app, &fetched).unwrap(),
-        mongo: MongoWiring::for_app(app).unwrap(),
-    };
-    let desired = build::desired(app, &inputs);
-    (
-        rolled_out(stamped(desired.app), 2),
-        stamped(desired.service),
-        desired.disruption_budget.map(stamped),
-    )
-}
-
-/// `app` with the status a previous reconcile wrote for `deployment`.
-fn with_settled_status(mut app: MeteorApp, deployment: &Deployment) -> MeteorApp {
-    let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
-    app.status = Some(support::settled(&app, deployment, &earlier));
-    app
+/// The children a previous reconcile applied when `todos-api` held `api`.
+fn applied_reading(app: &MeteorApp, api: &[(&str, &str)]) -> Cluster {
+    Cluster::from_desired(app, desired_children_reading(app, &[("todos-api", api)]), 0)
 }
 
 fn template_hash(deployment: &serde_json::Value) -> String {
@@ -86,9 +47,11 @@ fn template_hash(deployment: &serde_json::Value) -> String {
 #[tokio::test]
 async fn a_missing_env_secret_is_degraded_with_its_field_and_no_child_is_written() {
     // The app runs as it was before the env reference was added.
-    let (deployment, service, budget) = applied_children(&minimal_app(), None);
-    let mut app = with_settled_status(app_with_token(), &deployment);
-    app.metadata.generation = Some(2);
+    let cluster = Cluster::applied(&minimal_app(), 0);
+    let app = app_with_token()
+        .settled_over(&cluster.deployments[0])
+        .generation(2)
+        .build();
 
     let script = vec![
         Expect::get(MONGO, secret("todos-mongo", &[("MONGO_URL", MONGO_URL)])),
@@ -96,17 +59,8 @@ async fn a_missing_env_secret_is_degraded_with_its_field_and_no_child_is_written
         Expect::status(&app),
         Expect::event(),
     ];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(
-        client,
-        vec![deployment],
-        vec![service],
-        budget.into_iter().collect(),
-    );
-    reconcile_with(app, ctx, &transcript, task, n)
-        .await
-        .expect("a missing Secret is reported, not retried as an error");
+    let (result, transcript) = cluster.run(app, script).await;
+    result.expect("a missing Secret is reported, not retried as an error");
 
     let message = "spec.env[2].valueFrom.secretKeyRef: Secret default/todos-api not found";
     let status = transcript.body_of(Method::PATCH, STATUS);
@@ -133,10 +87,10 @@ async fn a_missing_env_secret_is_degraded_with_its_field_and_no_child_is_written
 #[tokio::test]
 async fn a_changed_env_secret_value_rolls_the_app_deployment() {
     let app = app_with_token();
-    let (deployment, service, budget) =
-        applied_children(&app, Some(&[("token", "one"), ("other", "x")]));
-    let before = template_hash(&serde_json::to_value(&deployment).unwrap());
-    let app = with_settled_status(app, &deployment);
+    let cluster = applied_reading(&app.clone().build(), &[("token", "one"), ("other", "x")]);
+    let deployment = &cluster.deployments[0];
+    let before = template_hash(&serde_json::to_value(deployment).unwrap());
+    let app = app.settled_over(deployment).build();
 
     let script = vec![
         Expect::get(MONGO, secret("todos-mongo", &[("MONGO_URL", MONGO_URL)])),
@@ -148,32 +102,22 @@ async fn a_changed_env_secret_value_rolls_the_app_deployment() {
         Expect::patch(DEPLOYMENT),
         Expect::status(&app),
     ];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(
-        client,
-        vec![deployment],
-        vec![service],
-        budget.into_iter().collect(),
-    );
-    reconcile_with(app, ctx, &transcript, task, n)
-        .await
-        .expect("reconcile succeeds");
+    let transcript = cluster.reconcile(app, script).await;
     let after = template_hash(&transcript.body_of(Method::PATCH, DEPLOYMENT));
     assert_ne!(after, before, "a new config hash rolls the pods");
 }
 
 #[tokio::test]
 async fn another_key_of_the_env_secret_changing_writes_nothing_and_each_secret_is_read_once() {
-    let mut app = app_with_token();
     // The Mongo Secret is also read whole through envFrom: still one GET for it.
-    app.spec.env_from = serde_json::from_value(serde_json::json!([
-        {"secretRef": {"name": "todos-mongo"}},
-    ]))
-    .unwrap();
-    let (deployment, service, budget) =
-        applied_children(&app, Some(&[("token", "one"), ("other", "x")]));
-    let app = with_settled_status(app, &deployment);
+    let app = app_with_token().spec(|spec| {
+        spec.env_from = serde_json::from_value(serde_json::json!([
+            {"secretRef": {"name": "todos-mongo"}},
+        ]))
+        .unwrap()
+    });
+    let cluster = applied_reading(&app.clone().build(), &[("token", "one"), ("other", "x")]);
+    let app = app.settled_over(&cluster.deployments[0]).build();
 
     let script = vec![
         Expect::get(MONGO, secret("todos-mongo", &[("MONGO_URL", MONGO_URL)])),
@@ -182,16 +126,6 @@ async fn another_key_of_the_env_secret_changing_writes_nothing_and_each_secret_i
             secret("todos-api", &[("token", "one"), ("other", "y")]),
         ),
     ];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(
-        client,
-        vec![deployment],
-        vec![service],
-        budget.into_iter().collect(),
-    );
-    reconcile_with(app, ctx, &transcript, task, n)
-        .await
-        .expect("reconcile succeeds");
+    let transcript = cluster.reconcile(app, script).await;
     assert_eq!(transcript.writes(), Vec::<String>::new());
 }

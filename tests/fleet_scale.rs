@@ -85,13 +85,9 @@ fn secret_version(version: &str) -> PartialObjectMeta<Secret> {
 /// watch) stays the same, later passes reuse the result, and a new version is fetched again.
 #[tokio::test]
 async fn unchanged_references_are_not_fetched_again_and_a_new_version_is() {
-    let mut app = minimal_app();
+    let app = support::app().settled().build();
     let (deployment, service, budget) = applied_children(&app);
     let deployment = rolled_out(deployment, 2);
-    let at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
-    );
-    app.status = Some(settled(&app, &deployment, &at));
     let script = vec![
         Expect::get(SECRET, secret_with_version("7")),
         Expect::get(SECRET, secret_with_version("8")),

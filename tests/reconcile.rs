@@ -5,24 +5,20 @@ mod support;
 
 use http::{Method, StatusCode};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use meteor_operator::api::{MeteorApp, MeteorAppStatus};
 use meteor_operator::build::{self, Inputs, MongoWiring};
 use meteor_operator::controller::stamped;
 use meteor_operator::status::{self, RolloutState, Verdict};
+use support::cluster::{Cluster, earlier};
 use support::*;
 
 const WORKER: &str = "/apis/apps/v1/namespaces/default/deployments/todos-worker";
 
 #[tokio::test]
 async fn first_visit_applies_every_child_and_sets_conditions() {
-    let script = first_visit_script();
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(client, vec![], vec![], vec![]);
-    reconcile_with(minimal_app(), ctx, &transcript, task, n)
-        .await
-        .expect("reconcile succeeds");
+    let transcript = Cluster::empty()
+        .reconcile(minimal_app(), first_visit_script())
+        .await;
 
     let seen = transcript.seen();
     let apply = seen
@@ -70,34 +66,17 @@ async fn first_visit_applies_every_child_and_sets_conditions() {
 
 #[tokio::test]
 async fn steady_state_makes_no_write_request() {
-    let mut app = minimal_app();
-    let (deployment, service, budget) = applied_children(&app);
-    let deployment = rolled_out(deployment, 2);
     // The status a previous reconcile wrote for exactly these observations.
-    let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
-    app.status = Some(settled(&app, &deployment, &earlier));
-
+    let app = app().settled().build();
     let script = vec![Expect::get(SECRET, mongo_secret())];
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(
-        client,
-        vec![deployment],
-        vec![service],
-        budget.into_iter().collect(),
-    );
-    reconcile_with(app, ctx, &transcript, task, 1)
-        .await
-        .expect("reconcile succeeds");
+    let transcript = Cluster::applied(&app, 0).reconcile(app, script).await;
     assert_eq!(transcript.writes(), Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn spec_change_rewrites_only_what_changed() {
     let old = minimal_app();
-    let (deployment, service, budget) = applied_children(&old);
-    let mut app = old.clone();
-    app.spec.replicas = 3;
-    app.metadata.generation = Some(2);
+    let app = app().replicas(3).generation(2).build();
 
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
@@ -105,17 +84,7 @@ async fn spec_change_rewrites_only_what_changed() {
         // The Service and the PDB do not depend on the replica count: not rewritten.
         Expect::status(&app),
     ];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(
-        client,
-        vec![rolled_out(deployment, 2)],
-        vec![service],
-        budget.into_iter().collect(),
-    );
-    reconcile_with(app, ctx, &transcript, task, n)
-        .await
-        .expect("reconcile succeeds");
+    let transcript = Cluster::applied(&old, 0).reconcile(app, script).await;
     assert_eq!(
         transcript.body_of(Method::PATCH, DEPLOYMENT)["spec"]["replicas"],
         3
@@ -124,28 +93,14 @@ async fn spec_change_rewrites_only_what_changed() {
 
 #[tokio::test]
 async fn invalid_spec_touches_no_child_and_reports_why() {
-    let mut good = minimal_app();
-    let (deployment, service, budget) = applied_children(&good);
-    let deployment = rolled_out(deployment, 2);
-    let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
-    good.status = Some(settled(&good, &deployment, &earlier));
-    let mut app = good.clone();
+    let good = app().settled();
+    let cluster = Cluster::applied(&good.clone().build(), 0);
     // Written before the CRD rule existed, or straight to etcd: the backstop must catch it.
-    app.spec.replicas = -1;
-    app.metadata.generation = Some(2);
+    let app = good.replicas(-1).generation(2).build();
 
     let script = vec![Expect::status(&app), Expect::event()];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(
-        client,
-        vec![deployment],
-        vec![service],
-        budget.into_iter().collect(),
-    );
-    reconcile_with(app, ctx, &transcript, task, n)
-        .await
-        .expect("a bad spec is reported, not retried");
+    let (result, transcript) = cluster.run(app, script).await;
+    result.expect("a bad spec is reported, not retried");
 
     let status = transcript.body_of(Method::PATCH, STATUS);
     // The pods of generation 1 still serve: Ready stays True and speaks for generation 1, so
@@ -173,12 +128,8 @@ async fn missing_secret_is_reported_and_creates_nothing() {
         Expect::status(&minimal_app()),
         Expect::event(),
     ];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(client, vec![], vec![], vec![]);
-    reconcile_with(minimal_app(), ctx, &transcript, task, n)
-        .await
-        .expect("reconcile reports the problem");
+    let (result, transcript) = Cluster::empty().run(minimal_app(), script).await;
+    result.expect("reconcile reports the problem");
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(
         condition(&status, "Degraded")["reason"],
@@ -193,17 +144,17 @@ async fn missing_secret_is_reported_and_creates_nothing() {
 
 #[tokio::test]
 async fn unparseable_settings_leave_the_running_deployment_alone() {
-    let mut app = minimal_app();
-    let (deployment, service, budget) = applied_children(&app);
-    let deployment = rolled_out(deployment, 2);
-    let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
-    app.status = Some(settled(&app, &deployment, &earlier));
-    app.spec.settings = Some(
-        serde_json::from_value(serde_json::json!({
-            "configMapKeyRef": {"name": "todos-settings", "key": "settings.json"}
-        }))
-        .unwrap(),
-    );
+    let app = app()
+        .settled()
+        .spec(|spec| {
+            spec.settings = Some(
+                serde_json::from_value(serde_json::json!({
+                    "configMapKeyRef": {"name": "todos-settings", "key": "settings.json"}
+                }))
+                .unwrap(),
+            )
+        })
+        .build();
     let config_map = serde_json::json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "todos-settings", "namespace": "default"},
@@ -218,17 +169,8 @@ async fn unparseable_settings_leave_the_running_deployment_alone() {
         Expect::status(&app),
         Expect::event(),
     ];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(
-        client,
-        vec![deployment],
-        vec![service],
-        budget.into_iter().collect(),
-    );
-    reconcile_with(app, ctx, &transcript, task, n)
-        .await
-        .expect("reconcile reports the problem");
+    let (result, transcript) = Cluster::applied(&minimal_app(), 0).run(app, script).await;
+    result.expect("reconcile reports the problem");
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Ready")["status"], "True");
     assert_eq!(condition(&status, "Degraded")["reason"], "InvalidSettings");
@@ -243,9 +185,7 @@ async fn unparseable_settings_leave_the_running_deployment_alone() {
 
 #[tokio::test]
 async fn workers_back_to_zero_delete_the_worker_deployment_and_one_replica_drops_the_pdb() {
-    let mut with_workers = minimal_app();
-    with_workers.spec.workers.replicas = 1;
-    let (deployment, service, budget) = applied_children(&with_workers);
+    let with_workers = app().workers(1).build();
     let worker = {
         let inputs = Inputs {
             config_hash: "x".into(),
@@ -253,9 +193,7 @@ async fn workers_back_to_zero_delete_the_worker_deployment_and_one_replica_drops
         };
         stamped(build::worker_deployment(&with_workers, &inputs).unwrap())
     };
-    let mut app = with_workers.clone();
-    app.spec.workers.replicas = 0;
-    app.spec.replicas = 1;
+    let app = app().workers(0).replicas(1).build();
 
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
@@ -264,17 +202,10 @@ async fn workers_back_to_zero_delete_the_worker_deployment_and_one_replica_drops
         Expect::delete(PDB),
         Expect::status(&app),
     ];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(
-        client,
-        vec![rolled_out(deployment, 2), worker],
-        vec![service],
-        budget.into_iter().collect(),
-    );
-    reconcile_with(app, ctx, &transcript, task, n)
-        .await
-        .expect("reconcile succeeds");
+    Cluster::applied(&with_workers, 0)
+        .with_deployment(worker)
+        .reconcile(app, script)
+        .await;
 }
 
 #[tokio::test]
@@ -286,28 +217,17 @@ async fn a_child_we_do_not_control_is_never_deleted() {
     foreign.metadata.name = Some("todos-worker".into());
     foreign.metadata.owner_references = None;
 
-    let mut single = app.clone();
-    single.spec.replicas = 1;
-    let (deployment, service_single, _) = applied_children(&single);
-    assert_eq!(service, service_single);
+    let single = support::app().replicas(1).build();
+    let cluster = Cluster::applied(&single, 0).with_deployment(foreign);
+    assert_eq!(cluster.services, vec![service]);
+    assert!(cluster.budgets.is_empty());
     // Ready for the first time (no event for that), and no DELETE of the foreign Deployment.
     let script = vec![Expect::get(SECRET, mongo_secret()), Expect::status(&single)];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(
-        client,
-        vec![rolled_out(deployment, 1), foreign],
-        vec![service],
-        vec![],
-    );
-    reconcile_with(single, ctx, &transcript, task, n)
-        .await
-        .expect("reconcile succeeds");
+    cluster.reconcile(single, script).await;
 }
 
 /// The status of `app` while half its pods are ready, computed at an earlier time.
 fn half_ready_status(app: &MeteorApp, deployment: &Deployment) -> MeteorAppStatus {
-    let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
     let mut half = rolled_out(deployment.clone(), 2);
     let s = half.status.as_mut().unwrap();
     s.ready_replicas = Some(1);
@@ -318,7 +238,7 @@ fn half_ready_status(app: &MeteorApp, deployment: &Deployment) -> MeteorAppStatu
         Some(&half),
         None,
         None,
-        &earlier,
+        &earlier(),
     )
 }
 
@@ -326,10 +246,11 @@ fn half_ready_status(app: &MeteorApp, deployment: &Deployment) -> MeteorAppStatu
 /// before (its rollout history says so), so the return to Ready is also a Normal event.
 async fn becomes_ready(was_available: bool) -> Transcript {
     let mut app = minimal_app();
-    let (deployment, service, budget) = applied_children(&app);
-    let mut status = half_ready_status(&app, &deployment);
+    let cluster = Cluster::applied(&app, 0);
+    let deployment = &cluster.deployments[0];
+    let mut status = half_ready_status(&app, deployment);
     if was_available {
-        let template = meteor_operator::plan::TierFacts::of(&deployment).template;
+        let template = meteor_operator::plan::TierFacts::of(deployment).template;
         status.rollout = Some(meteor_operator::api::RolloutStatus {
             available_template: template,
             ..Default::default()
@@ -340,17 +261,7 @@ async fn becomes_ready(was_available: bool) -> Transcript {
     if was_available {
         script.push(Expect::event());
     }
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(
-        client,
-        vec![rolled_out(deployment, 2)],
-        vec![service],
-        budget.into_iter().collect(),
-    );
-    reconcile_with(app, ctx, &transcript, task, n)
-        .await
-        .expect("reconcile succeeds");
+    let transcript = cluster.reconcile(app, script).await;
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Ready")["status"], "True");
     assert_eq!(condition(&status, "Ready")["reason"], "AllReplicasReady");
@@ -401,10 +312,7 @@ async fn api_failure_is_reported_and_retried() {
         Expect::status(&minimal_app()),
         Expect::event(),
     ];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(client, vec![], vec![], vec![]);
-    let result = reconcile_with(minimal_app(), ctx, &transcript, task, n).await;
+    let (result, transcript) = Cluster::empty().run(minimal_app(), script).await;
     assert!(
         result.is_err(),
         "an API failure must trigger the error policy"
@@ -433,12 +341,8 @@ async fn an_unlabelled_namesake_is_never_taken_over() {
         Expect::status(&minimal_app()),
         Expect::event(),
     ];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(client, vec![], vec![], vec![]);
-    reconcile_with(minimal_app(), ctx, &transcript, task, n)
-        .await
-        .expect("a conflict is reported, not retried");
+    let (result, transcript) = Cluster::empty().run(minimal_app(), script).await;
+    result.expect("a conflict is reported, not retried");
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Degraded")["reason"], "NameConflict");
     let message = condition(&status, "Degraded")["message"].as_str().unwrap();
@@ -454,58 +358,34 @@ async fn an_unlabelled_namesake_is_never_taken_over() {
 async fn once_ready_the_next_resync_writes_nothing() {
     // Reconcile 1: the Deployment became available, so status flips to Ready (+ one event).
     let mut app = minimal_app();
-    let (deployment, service, budget) = applied_children(&app);
-    let deployment = rolled_out(deployment, 2);
-    let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
+    let cluster = Cluster::applied(&app, 0);
     app.status = Some(status::compute(
         &app,
         &Verdict::Applied(RolloutState::AsSpecified),
         None,
         None,
         None,
-        &earlier,
+        &earlier(),
     ));
     let script = vec![Expect::get(SECRET, mongo_secret()), Expect::status(&app)];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(
-        client,
-        vec![deployment.clone()],
-        vec![service.clone()],
-        budget.clone().into_iter().collect(),
-    );
-    reconcile_with(app.clone(), ctx, &transcript, task, n)
-        .await
-        .expect("reconcile succeeds");
+    let transcript = cluster.clone().reconcile(app.clone(), script).await;
 
     // Reconcile 2 sees the status exactly as the API stored it (a JSON round trip of what was
     // applied) and must write nothing: no status, no second Ready event.
     let applied = transcript.body_of(Method::PATCH, STATUS);
     app.status = Some(serde_json::from_value(applied["status"].clone()).unwrap());
-    let (client, transcript, task) = mock_client(vec![Expect::get(SECRET, mongo_secret())]);
-    let ctx = context(
-        client,
-        vec![deployment],
-        vec![service],
-        budget.into_iter().collect(),
-    );
-    reconcile_with(app, ctx, &transcript, task, 1)
-        .await
-        .expect("reconcile succeeds");
+    let transcript = cluster
+        .reconcile(app, vec![Expect::get(SECRET, mongo_secret())])
+        .await;
     assert_eq!(transcript.writes(), Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn an_app_being_deleted_is_left_to_garbage_collection() {
     let mut app = minimal_app();
-    app.metadata.deletion_timestamp = Some(Time(
-        k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
-    ));
-    let (client, transcript, task) = mock_client(vec![]);
-    let ctx = context(client, vec![], vec![], vec![]);
-    reconcile_with(app, ctx, &transcript, task, 0)
-        .await
-        .expect("nothing to do");
+    app.metadata.deletion_timestamp = Some(earlier());
+    let (result, transcript) = Cluster::empty().run(app, vec![]).await;
+    result.expect("nothing to do");
     assert!(transcript.seen().is_empty());
 }
 
@@ -520,19 +400,12 @@ async fn an_app_that_does_not_parse_is_reported_and_nothing_else_is_touched() {
                  "mongo": {"external": {"url": {"name": "todos-mongo", "key": "MONGO_URL"}}}},
     }));
     let script = vec![Expect::status(&minimal_app()), Expect::event()];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(client, vec![], vec![], vec![]);
-    let result = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        reconcile_listed(std::sync::Arc::new(listed), ctx.clone()),
-    )
-    .await
-    .unwrap();
-    drop(ctx);
+    let (result, transcript) = Cluster::empty()
+        .visit(script, |ctx| {
+            reconcile_listed(std::sync::Arc::new(listed), ctx)
+        })
+        .await;
     result.expect("reported, not retried");
-    let matched = task.await.unwrap();
-    assert_eq!(matched, n, "{:?}", transcript.seen());
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Ready")["reason"], "InvalidSpec");
     let message = condition(&status, "Ready")["message"].as_str().unwrap();

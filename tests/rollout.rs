@@ -9,28 +9,36 @@ use http::{Method, StatusCode};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use meteor_operator::api::{MeteorApp, RolloutStatus};
 use meteor_operator::build::meta;
-use meteor_operator::controller::{Context, Metrics, RolloutSlots, reconcile, stamped};
+use meteor_operator::controller::{reconcile, stamped};
 use meteor_operator::plan::TierFacts;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use support::cluster::Cluster;
 use support::*;
 
 const REPLICA_SETS: &str = "/apis/apps/v1/namespaces/default/replicasets";
-fn app_with_image(image: &str) -> MeteorApp {
-    let mut app = minimal_app();
-    app.spec.image = image.into();
-    app
-}
 
 /// The children of `app` exactly as a previous reconcile applied them.
 fn children(app: &MeteorApp) -> (Deployment, Service, PodDisruptionBudget) {
     let (mut deployment, service, budget) = applied_children(app);
     deployment.metadata.uid = Some("deployment-uid".into());
     (deployment, service, budget.unwrap())
+}
+
+/// The caches after a reconcile applied `app`, its Deployment since become what `running` makes
+/// of it (stuck, rolling ...).
+fn cluster(app: &MeteorApp, running: impl FnOnce(Deployment) -> Deployment) -> Cluster {
+    let (deployment, service, budget) = children(app);
+    Cluster {
+        deployments: vec![running(deployment)],
+        services: vec![service],
+        budgets: vec![budget],
+        ..Cluster::default()
+    }
 }
 
 /// An app pod of `template` whose container restarted `restarts` times, as the pod cache holds it.
@@ -48,10 +56,6 @@ fn template_of(deployment: &Deployment) -> String {
     TierFacts::of(deployment).template.unwrap()
 }
 
-fn at(second: i64) -> Time {
-    Time(k8s_openapi::jiff::Timestamp::from_second(second).unwrap())
-}
-
 /// A rollout of `deployment`'s template that gave up: new pods never became available.
 fn stuck(mut deployment: Deployment) -> Deployment {
     deployment = rolled_out(deployment, 2);
@@ -67,48 +71,27 @@ fn stuck(mut deployment: Deployment) -> Deployment {
     deployment
 }
 
-fn context_with_slots(
-    client: kube::Client,
-    deployments: Vec<Deployment>,
-    services: Vec<Service>,
-    budgets: Vec<PodDisruptionBudget>,
-    slots: usize,
-) -> Arc<Context> {
-    let mut ctx = Context::new(
-        client,
-        store_of(deployments),
-        store_of(services),
-        store_of(budgets),
-        Arc::new(Metrics::default()),
-    );
-    ctx.slots = RolloutSlots::new(slots);
-    Arc::new(ctx)
-}
-
-/// The status a reconcile wrote for a healthy app running `deployment`, with `history`.
-fn stored_status(
-    app: &MeteorApp,
-    deployment: &Deployment,
-    history: RolloutStatus,
-) -> meteor_operator::api::MeteorAppStatus {
-    settled_with(app, deployment, history, &at(1_700_000_000))
+/// `history` remembering `good` (of `image`) as the last available template.
+fn available(good: &Deployment, image: &str) -> RolloutStatus {
+    RolloutStatus {
+        available_template: Some(template_of(good)),
+        available_image: Some(image.into()),
+        ..RolloutStatus::default()
+    }
 }
 
 #[tokio::test]
 async fn a_rollout_that_never_gets_healthy_is_rolled_back_and_stays_there() {
     // v1 rolled out fine; the spec then moved to v2, whose pods never became available.
-    let v1 = app_with_image("ghcr.io/example/todos:1");
-    let (good, service, budget) = children(&v1);
+    let v1 = app().image("ghcr.io/example/todos:1").build();
+    let (good, _, _) = children(&v1);
     let good_template = template_of(&good);
-    let mut app = app_with_image("ghcr.io/example/todos:2");
-    app.metadata.generation = Some(2);
-    let (failing, _, _) = children(&app);
-    let history = RolloutStatus {
-        available_template: Some(good_template.clone()),
-        available_image: Some("ghcr.io/example/todos:1".into()),
-        ..RolloutStatus::default()
-    };
-    app.status = Some(stored_status(&app, &rolled_out(good.clone(), 2), history));
+    let history = available(&good, "ghcr.io/example/todos:1");
+    let app = app()
+        .image("ghcr.io/example/todos:2")
+        .generation(2)
+        .settled_with_history(&rolled_out(good.clone(), 2), history)
+        .build();
 
     // The Deployment's revision history still has v1's ReplicaSet.
     let mut rs_template = good.spec.as_ref().unwrap().template.clone();
@@ -136,17 +119,7 @@ async fn a_rollout_that_never_gets_healthy_is_rolled_back_and_stays_there() {
         Expect::status(&app),
         Expect::event(),
     ];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(
-        client,
-        vec![stuck(failing)],
-        vec![service.clone()],
-        vec![budget.clone()],
-    );
-    reconcile_with(app.clone(), ctx, &transcript, task, n)
-        .await
-        .expect("reconcile succeeds");
+    let transcript = cluster(&app, stuck).reconcile(app.clone(), script).await;
 
     let query = transcript.query_of(REPLICA_SETS);
     assert!(
@@ -198,15 +171,14 @@ async fn a_rollout_that_never_gets_healthy_is_rolled_back_and_stays_there() {
     rolled_back = rolled_out(rolled_back, 2);
     // (The mock answered the rollback without a Deployment status, so the first pass saw no
     // ready pod; now Ready comes back: one status write and one Normal event, no Deployment.)
-    let (client, transcript, task) = mock_client(vec![
+    let script = vec![
         Expect::get(SECRET, mongo_secret()),
         Expect::status(&after),
         Expect::event(),
-    ]);
-    let ctx = context(client, vec![rolled_back], vec![service], vec![budget]);
-    reconcile_with(after, ctx, &transcript, task, 3)
-        .await
-        .expect("reconcile succeeds");
+    ];
+    let transcript = cluster(&after, |_| rolled_back)
+        .reconcile(after, script)
+        .await;
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Ready")["status"], "True");
     assert_eq!(condition(&status, "Degraded")["reason"], "RolledBack");
@@ -219,21 +191,21 @@ async fn a_rollout_that_never_gets_healthy_is_rolled_back_and_stays_there() {
 
 #[tokio::test]
 async fn new_pods_in_a_crash_loop_count_as_a_failed_rollout() {
-    let v1 = app_with_image("todos:1");
-    let (good, service, budget) = children(&v1);
-    let mut app = app_with_image("todos:2");
-    app.spec.rollout.rollback_on_restarts = 3;
+    let (good, _, _) = children(&app().image("todos:1").build());
+    let history = available(&good, "todos:1");
+    let app = app()
+        .image("todos:2")
+        .spec(|spec| spec.rollout.rollback_on_restarts = 3)
+        .settled_with_history(&rolled_out(good, 2), history)
+        .build();
     let (failing, _, _) = children(&app);
-    let history = RolloutStatus {
-        available_template: Some(template_of(&good)),
-        available_image: Some("todos:1".into()),
-        ..RolloutStatus::default()
-    };
-    app.status = Some(stored_status(&app, &rolled_out(good, 2), history));
     // Rolling out, not yet past the deadline; one new pod restarted 4 times.
-    let mut rolling = rolled_out(failing.clone(), 2);
-    rolling.status.as_mut().unwrap().updated_replicas = Some(1);
-    rolling.status.as_mut().unwrap().replicas = Some(3);
+    let rolling = |failing| {
+        let mut rolling = rolled_out(failing, 2);
+        rolling.status.as_mut().unwrap().updated_replicas = Some(1);
+        rolling.status.as_mut().unwrap().replicas = Some(3);
+        rolling
+    };
     // From the cache of pods: a reconcile lists none.
     let pods = vec![
         new_pod("todos-new-1", &template_of(&failing), 4),
@@ -252,12 +224,10 @@ async fn new_pods_in_a_crash_loop_count_as_a_failed_rollout() {
         ),
         Expect::status(&app),
     ];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context_with_pods(client, vec![rolling], vec![service], vec![budget], pods);
-    reconcile_with(app.clone(), ctx, &transcript, task, n)
-        .await
-        .expect("reconcile succeeds");
+    let transcript = cluster(&app, rolling)
+        .with_pods(pods)
+        .reconcile(app.clone(), script)
+        .await;
     // Without a target the rollout carries on; the history forgets the vanished template.
     assert!(
         transcript
@@ -273,17 +243,14 @@ async fn new_pods_in_a_crash_loop_count_as_a_failed_rollout() {
 #[tokio::test]
 async fn a_crash_loop_with_a_target_rolls_back_and_auto_rollback_off_does_not() {
     for auto_rollback in [true, false] {
-        let v1 = app_with_image("todos:1");
-        let (good, service, budget) = children(&v1);
-        let mut app = app_with_image("todos:2");
-        app.spec.rollout.auto_rollback = auto_rollback;
+        let (good, _, _) = children(&app().image("todos:1").build());
+        let history = available(&good, "todos:1");
+        let app = app()
+            .image("todos:2")
+            .spec(|spec| spec.rollout.auto_rollback = auto_rollback)
+            .settled_with_history(&rolled_out(good.clone(), 2), history)
+            .build();
         let (failing, _, _) = children(&app);
-        let history = RolloutStatus {
-            available_template: Some(template_of(&good)),
-            available_image: Some("todos:1".into()),
-            ..RolloutStatus::default()
-        };
-        app.status = Some(stored_status(&app, &rolled_out(good.clone(), 2), history));
         let script = if auto_rollback {
             let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {}, "items": [
                 {"metadata": {"name": "todos-1", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
@@ -300,15 +267,16 @@ async fn a_crash_loop_with_a_target_rolls_back_and_auto_rollback_off_does_not() 
             // Off: no pod is even looked at, nothing is rolled back.
             vec![Expect::get(SECRET, mongo_secret()), Expect::status(&app)]
         };
-        let n = script.len();
         let pods = vec![new_pod("p", &template_of(&failing), 3)];
-        let mut rolling = rolled_out(failing, 2);
-        rolling.status.as_mut().unwrap().updated_replicas = Some(1);
-        let (client, transcript, task) = mock_client(script);
-        let ctx = context_with_pods(client, vec![rolling], vec![service], vec![budget], pods);
-        reconcile_with(app, ctx, &transcript, task, n)
-            .await
-            .expect("reconcile succeeds");
+        let rolling = |failing| {
+            let mut rolling = rolled_out(failing, 2);
+            rolling.status.as_mut().unwrap().updated_replicas = Some(1);
+            rolling
+        };
+        let transcript = cluster(&app, rolling)
+            .with_pods(pods)
+            .reconcile(app, script)
+            .await;
         let status = transcript.body_of(Method::PATCH, STATUS);
         let reason = condition(&status, "Degraded")["reason"].clone();
         assert_eq!(
@@ -329,31 +297,34 @@ async fn a_crash_loop_with_a_target_rolls_back_and_auto_rollback_off_does_not() 
     }
 }
 
-/// An app whose Deployment an older operator version built: same spec and data, another template.
-fn upgraded_app(name: &str) -> (MeteorApp, Deployment, Service, PodDisruptionBudget) {
-    let mut app = minimal_app();
-    app.metadata.name = Some(name.into());
-    app.spec.mongo.external.as_mut().unwrap().url.name = "todos-mongo".into();
-    let (mut deployment, service, budget) = children(&app);
-    let template = &mut deployment.spec.as_mut().unwrap().template;
-    template
-        .metadata
-        .as_mut()
-        .unwrap()
-        .labels
-        .as_mut()
-        .unwrap()
-        .insert(meta::TEMPLATE_HASH_LABEL.into(), "built-by-0.0.9".into());
-    let deployment = stamped(rolled_out(deployment, 2));
-    app.status = Some(stored_status(&app, &deployment, RolloutStatus::default()));
-    (app, deployment, service, budget)
+/// An app whose Deployment an older operator version built: same spec and data, another
+/// template; and its children in the caches.
+fn upgraded_app(name: &str) -> (MeteorApp, Cluster) {
+    let built_by_an_older_version = |mut deployment: Deployment| {
+        let template = &mut deployment.spec.as_mut().unwrap().template;
+        template
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(meta::TEMPLATE_HASH_LABEL.into(), "built-by-0.0.9".into());
+        stamped(rolled_out(deployment, 2))
+    };
+    let app = app().name(name);
+    let cluster = cluster(&app.clone().build(), built_by_an_older_version);
+    let app = app
+        .settled_with_history(&cluster.deployments[0], RolloutStatus::default())
+        .build();
+    (app, cluster)
 }
 
 #[tokio::test]
 async fn an_operator_upgrade_rolls_at_most_n_apps_and_a_user_change_never_waits() {
-    let (first, d1, s1, b1) = upgraded_app("todos");
-    let (second, d2, s2, b2) = upgraded_app("chat");
-    let (mut third, d3, s3, b3) = upgraded_app("shop");
+    let (first, todos) = upgraded_app("todos");
+    let (second, chat) = upgraded_app("chat");
+    let (mut third, shop) = upgraded_app("shop");
     // The user of `shop` changed its spec: that is never delayed.
     third.metadata.generation = Some(2);
     third.spec.replicas = 3;
@@ -374,34 +345,19 @@ async fn an_operator_upgrade_rolls_at_most_n_apps_and_a_user_change_never_waits(
         Expect::patch(&d("shop")),
         Expect::status(&third),
     ];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context_with_slots(
-        client,
-        vec![d1, d2, d3],
-        vec![s1, s2, s3],
-        vec![b1, b2, b3],
-        1,
-    );
-    let mut actions = Vec::new();
-    for app in [first, second.clone(), third] {
-        let action = tokio::time::timeout(
-            Duration::from_secs(10),
-            reconcile(Arc::new(app), ctx.clone()),
-        )
-        .await
-        .unwrap()
-        .expect("reconcile succeeds");
-        actions.push(action);
-    }
-    drop(ctx);
-    assert_eq!(
-        task.await.unwrap(),
-        n,
-        "{:?}",
-        transcript.unexpected.lock().unwrap()
-    );
-    assert!(transcript.unexpected.lock().unwrap().is_empty());
+    let (actions, transcript) = todos
+        .and(chat)
+        .and(shop)
+        .slots(1)
+        .visit(script, |ctx| async move {
+            let mut actions = Vec::new();
+            for app in [first, second, third] {
+                let action = reconcile(Arc::new(app), ctx.clone()).await;
+                actions.push(action.expect("reconcile succeeds"));
+            }
+            actions
+        })
+        .await;
 
     let todos = transcript.body_of(Method::PATCH, &st("todos"));
     assert_eq!(
@@ -428,13 +384,13 @@ async fn an_operator_upgrade_rolls_at_most_n_apps_and_a_user_change_never_waits(
     );
     let shop = transcript.body_of(Method::PATCH, &d("shop"));
     assert_eq!(shop["spec"]["replicas"], 3);
-    let _ = second;
 }
 
 #[tokio::test]
 async fn a_slot_frees_when_the_upgrade_completes() {
-    let (app, deployment, service, budget) = upgraded_app("todos");
-    let (client, transcript, task) = mock_client(vec![
+    let (app, cluster) = upgraded_app("todos");
+    let cluster = cluster.slots(1);
+    let script = vec![
         Expect::get(SECRET, mongo_secret()),
         Expect::patch(DEPLOYMENT),
         Expect::status(&app),
@@ -443,14 +399,10 @@ async fn a_slot_frees_when_the_upgrade_completes() {
         Expect::get(SECRET, mongo_secret()),
         Expect::status(&app),
         Expect::event(),
-    ]);
-    let ctx = context_with_slots(
-        client,
-        vec![deployment],
-        vec![service.clone()],
-        vec![budget.clone()],
-        1,
-    );
+    ];
+    let n = script.len();
+    let (client, transcript, task) = mock_client(script);
+    let ctx = cluster.clone().context(client);
     let key = kube::runtime::reflector::ObjectRef::from_obj(&app);
     reconcile(Arc::new(app.clone()), ctx.clone()).await.unwrap();
     assert!(ctx.slots.holds(&key));
@@ -460,27 +412,14 @@ async fn a_slot_frees_when_the_upgrade_completes() {
     let status = transcript.body_of(Method::PATCH, STATUS);
     let mut next = app.clone();
     next.status = Some(serde_json::from_value(status["status"].clone()).unwrap());
-    let ctx2 = Arc::new({
-        let mut c = Context::new(
-            ctx.client.clone(),
-            store_of(vec![rolled_out(written, 2)]),
-            store_of(vec![service]),
-            store_of(vec![budget]),
-            Arc::new(Metrics::default()),
-        );
-        c.slots = RolloutSlots::new(1);
-        c
-    });
+    let ctx2 = cluster
+        .app_deployment(|_| rolled_out(written, 2))
+        .context(ctx.client.clone());
     // A fresh operator process: the stored status says it held a slot; complete, it lets go.
     reconcile(Arc::new(next), ctx2.clone()).await.unwrap();
     assert!(!ctx2.slots.holds(&key));
     drop((ctx, ctx2));
-    task.await.unwrap();
-    assert!(
-        transcript.unexpected.lock().unwrap().is_empty(),
-        "{:?}",
-        transcript.unexpected
-    );
+    mock_saw_exactly(&transcript, task, n).await;
     let last = transcript
         .seen()
         .into_iter()
@@ -516,18 +455,10 @@ fn entry(
 
 #[tokio::test]
 async fn drift_in_each_child_is_put_back_and_status_writers_are_not_drift() {
-    let mut app = minimal_app();
-    let (deployment, service, budget) = children(&app);
+    let (deployment, service, budget) = children(&minimal_app());
     let deployment = rolled_out(deployment, 2);
-    app.status = Some(stored_status(
-        &app,
-        &deployment,
-        RolloutStatus {
-            available_template: Some(template_of(&deployment)),
-            available_image: Some(app.spec.image.clone()),
-            ..RolloutStatus::default()
-        },
-    ));
+    let history = available(&deployment, &minimal_app().spec.image);
+    let app = app().settled_with_history(&deployment, history).build();
     let ours = entry(
         "meteor-operator",
         None,
@@ -579,17 +510,13 @@ async fn drift_in_each_child_is_put_back_and_status_writers_are_not_drift() {
             _ => Expect::patch(path),
         };
         let script = vec![Expect::get(SECRET, mongo_secret()), answer];
-        let (client, transcript, task) = mock_client(script);
-        let ctx = context(client, vec![d], vec![s], vec![b]);
-        let result = tokio::time::timeout(
-            Duration::from_secs(10),
-            reconcile(Arc::new(app.clone()), ctx.clone()),
-        )
-        .await
-        .unwrap();
-        drop(ctx);
-        task.await.unwrap();
-        result.expect("reconcile succeeds");
+        let cluster = Cluster {
+            deployments: vec![d],
+            services: vec![s],
+            budgets: vec![b],
+            ..Cluster::default()
+        };
+        let transcript = cluster.reconcile(app.clone(), script).await;
         assert_eq!(
             transcript.writes(),
             vec![format!("PATCH {path}")],
@@ -669,10 +596,7 @@ async fn a_forbidden_request_is_reported_with_the_verb_and_resource() {
         Expect::status(&minimal_app()),
         Expect::event(),
     ];
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = context(client, vec![], vec![], vec![]);
-    let result = reconcile_with(minimal_app(), ctx, &transcript, task, n).await;
+    let (result, transcript) = Cluster::empty().run(minimal_app(), script).await;
     assert!(result.is_err(), "a refusal is retried with backoff");
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Ready")["status"], "False");

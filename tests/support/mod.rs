@@ -5,8 +5,12 @@
 
 #![allow(dead_code)]
 
+pub mod app;
 pub mod cluster;
 pub mod rbac;
+
+#[allow(unused_imports)]
+pub use app::{TestApp, app};
 
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
@@ -351,10 +355,6 @@ pub fn context_with_pods(
     budgets: Vec<PodDisruptionBudget>,
     pods: Vec<serde_json::Value>,
 ) -> Arc<Context> {
-    let pods = pods
-        .into_iter()
-        .map(|pod| serde_json::from_value(pod).expect("a pod"))
-        .collect();
     Arc::new(
         Context::new(
             client,
@@ -363,8 +363,17 @@ pub fn context_with_pods(
             store_of(budgets),
             Arc::new(Metrics::default()),
         )
-        .with_pods(store_of(pods)),
+        .with_pods(store_of(cached_pods(pods))),
     )
+}
+
+/// Pods (JSON, as the API returns them) as the cache of the operator's pods holds them.
+pub fn cached_pods(
+    pods: Vec<serde_json::Value>,
+) -> Vec<meteor_operator::controller::pods::CachedPod> {
+    pods.into_iter()
+        .map(|pod| serde_json::from_value(pod).expect("a pod"))
+        .collect()
 }
 
 /// Runs one reconcile with a time bound, then checks the mock saw exactly the script.
@@ -461,16 +470,27 @@ pub fn applied_children(app: &MeteorApp) -> (Deployment, Service, Option<PodDisr
 
 /// Every child a reconcile of `app` builds (its Mongo URL Secret as [`mongo_secret`]).
 pub fn desired_children(app: &MeteorApp) -> meteor_operator::build::Desired {
+    desired_children_reading(app, &[])
+}
+
+/// Every child a reconcile of `app` builds when it reads the Mongo URL Secret as
+/// [`mongo_secret`] and each of `secrets` (name, data) as given.
+pub fn desired_children_reading(
+    app: &MeteorApp,
+    secrets: &[(&str, &[(&str, &str)])],
+) -> meteor_operator::build::Desired {
     use meteor_operator::build::{self, Inputs, MongoWiring};
     use meteor_operator::references::{self, Fetched, SourceKind};
     use std::collections::BTreeMap;
-    let fetched: Fetched = BTreeMap::from([(
-        (SourceKind::Secret, "todos-mongo".to_string()),
-        Some(BTreeMap::from([(
-            "MONGO_URL".to_string(),
-            MONGO_URL_VALUE.as_bytes().to_vec(),
-        )])),
-    )]);
+    let bytes = |data: &[(&str, &str)]| {
+        data.iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let fetched: Fetched = std::iter::once(("todos-mongo", &[("MONGO_URL", MONGO_URL_VALUE)][..]))
+        .chain(secrets.iter().copied())
+        .map(|(name, data)| ((SourceKind::Secret, name.to_string()), Some(bytes(data))))
+        .collect();
     let inputs = Inputs {
         config_hash: references::resolve(app, &fetched).unwrap(),
         mongo: MongoWiring::for_app(app).unwrap(),
