@@ -1383,7 +1383,7 @@ metadata: {{name: fleet-{i:04d}}}
 spec:
   image: {image}""")
 PY
-    k apply --server-side --field-manager=e2e-fleet-change -f "${out}/batch.yaml" >/dev/null \
+    k apply --server-side --force-conflicts --field-manager=e2e-fleet-change -f "${out}/batch.yaml" >/dev/null \
       || fail "cannot change the image of fleet apps ${from}..$((from + batch))"
     echo "${from} $((from + batch < n ? from + batch : n)) ${EPOCHREALTIME}" >>"${out}/applied"
     if ((killed < kills)); then
