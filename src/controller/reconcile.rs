@@ -583,7 +583,11 @@ async fn publish_status(
     new_status: MeteorAppStatus,
 ) -> Result<Option<Duration>, Error> {
     let key = ObjectRef::<ListedApp>::new(&app.name_any()).within(namespace);
-    let pace = match status::change(app.status.as_ref(), &new_status) {
+    let change = status::change(app.status.as_ref(), &new_status);
+    if change != status::Change::None {
+        tracing::debug!(app = %app.name_any(), ?change, what = %status::describe_change(app.status.as_ref(), &new_status), "status changed");
+    }
+    let pace = match change {
         status::Change::None => return Ok(None),
         status::Change::Transition => None,
         status::Change::Visible => Some(PROGRESS_EVERY),

@@ -468,6 +468,39 @@ pub fn change(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> Change {
     }
 }
 
+/// What differs between two statuses, in a few words for the operator's debug log: the fields
+/// that moved, and each condition whose status or reason changed.
+pub fn describe_change(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> String {
+    let Some(old) = old else {
+        return "first status".into();
+    };
+    let mut parts = Vec::new();
+    let json = |s: &MeteorAppStatus| serde_json::to_value(s).unwrap_or_default();
+    let (before, after) = (json(old), json(new));
+    if let (Some(before), Some(after)) = (before.as_object(), after.as_object()) {
+        for key in before.keys().chain(after.keys()) {
+            if key != "conditions" && before.get(key) != after.get(key) && !parts.contains(key) {
+                parts.push(key.clone());
+            }
+        }
+    }
+    for condition in &new.conditions {
+        match find(Some(old), &condition.type_) {
+            Some(was) if was.status == condition.status && was.reason == condition.reason => {
+                if was != condition {
+                    parts.push(format!("{} (message)", condition.type_));
+                }
+            }
+            Some(was) => parts.push(format!(
+                "{} {}/{} -> {}/{}",
+                condition.type_, was.status, was.reason, condition.status, condition.reason
+            )),
+            None => parts.push(format!("{} new", condition.type_)),
+        }
+    }
+    parts.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,6 +572,29 @@ mod tests {
         assert_eq!(step(2, 0, 2), Change::Quiet, "pods created, none ready");
         assert_eq!(step(2, 1, 2), Change::Visible, "READY 0/2 -> 1/2");
         assert_eq!(step(2, 2, 2), Change::Transition, "Ready=True");
+    }
+
+    #[test]
+    fn a_change_is_described_by_what_moved() {
+        let app = app(2);
+        let status = |ready| {
+            compute(
+                &app,
+                &Verdict::Applied(RolloutState::AsSpecified),
+                Some(&deployment(2, ready, 2, false)),
+                None,
+                None,
+                &at(1),
+            )
+        };
+        let (before, after) = (status(1), status(2));
+        let said = describe_change(Some(&before), &after);
+        assert!(
+            said.contains("readyReplicas")
+                && said.contains("Ready False/WaitingForReplicas -> True/AllReplicasReady"),
+            "{said}"
+        );
+        assert_eq!(describe_change(None, &after), "first status");
     }
 
     #[test]
