@@ -12,35 +12,22 @@ use meteor_operator::api::MeteorApp;
 use meteor_operator::build::{self, horizontal_pod_autoscaler};
 use meteor_operator::status::autoscaling::readiness;
 use std::sync::Arc;
-use support::cluster::{Cluster, settled};
-use support::{
-    DEPLOYMENT, Expect, PDB, SECRET, SERVICE, STATUS, app_from_yaml, condition, mongo_secret,
-};
+use support::cluster::Cluster;
+use support::{DEPLOYMENT, Expect, PDB, SECRET, SERVICE, STATUS, TestApp, app, condition};
+use support::{default_app, mongo_secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const HPA: &str = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/todos";
 const PODS: &str = "/api/v1/namespaces/default/pods";
 const REPLICA_SETS: &str = "/apis/apps/v1/namespaces/default/replicasets";
 
-fn app(extra: &str) -> MeteorApp {
-    app_from_yaml(&format!(
-        r#"
-apiVersion: meteorfleet.dev/v1alpha1
-kind: MeteorApp
-metadata: {{ name: todos }}
-spec:
-  image: ghcr.io/example/todos:1.0.0
-  rootUrl: https://todos.example.com
-  mongo: {{ external: {{ url: {{ name: todos-mongo, key: MONGO_URL }} }} }}
-{extra}
-"#
-    ))
+/// The proxy-less app, autoscaled up to 10 replicas, with `extra` fields of `spec.autoscaling`.
+fn autoscaled_with(extra: &str) -> TestApp {
+    app().autoscaling(&format!("{{ maxReplicas: 10{extra} }}"))
 }
 
 fn autoscaled(extra: &str) -> MeteorApp {
-    app(&format!(
-        "  routing: {{ proxy: {{ enabled: false }} }}\n  autoscaling: {{ maxReplicas: 10{extra} }}"
-    ))
+    autoscaled_with(extra).build()
 }
 
 #[test]
@@ -104,17 +91,15 @@ fn the_hpa_scales_the_meteor_app_with_meteor_suited_defaults() {
         "the user's behavior wins"
     );
 
-    assert!(horizontal_pod_autoscaler(&app("")).is_none());
+    assert!(horizontal_pod_autoscaler(&default_app()).is_none());
 }
 
 /// The budget does not come and go as the autoscaler crosses 1 and 2 replicas.
 #[test]
 fn an_autoscaled_app_keeps_its_disruption_budget_at_one_replica() {
-    let mut one = autoscaled(", minReplicas: 1");
-    one.spec.replicas = 1;
+    let one = autoscaled_with(", minReplicas: 1").replicas(1).build();
     assert!(build::app_disruption_budget(&one).is_some());
-    let mut plain = app("");
-    plain.spec.replicas = 1;
+    let plain = app().with_proxy().replicas(1).build();
     assert!(build::app_disruption_budget(&plain).is_none());
 }
 
@@ -188,7 +173,7 @@ async fn a_first_visit_creates_the_hpa_and_autoscaled_waits_for_it() {
         Expect::patch(HPA),
         Expect::status(&app),
     ];
-    let transcript = Cluster::default().reconcile(app, script).await;
+    let transcript = Cluster::empty().reconcile(app, script).await;
     let hpa = transcript.body_of(Method::PATCH, HPA);
     assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "MeteorApp");
     let status = transcript.body_of(Method::PATCH, STATUS);
@@ -200,8 +185,7 @@ async fn a_first_visit_creates_the_hpa_and_autoscaled_waits_for_it() {
 #[tokio::test]
 async fn turning_autoscaling_off_deletes_the_hpa_and_keeps_the_replicas() {
     let on = autoscaled("");
-    let mut off = app("  routing: { proxy: { enabled: false } }");
-    off.status = Some(settled(&off, &Default::default()));
+    let off = app().settled().build();
     let transcript = Cluster::applied(&on, 0)
         .reconcile(
             off,
@@ -290,17 +274,9 @@ fn cached_pods(
 
 /// A routed app going from 4 to 2 replicas (the autoscaler, or `kubectl scale`).
 fn scaling_down() -> (MeteorApp, Cluster) {
-    let mut four = app("  replicas: 4");
-    four.spec.replicas = 4;
-    let mut two = app("  replicas: 2");
-    two.status = Some(settled(
-        &four,
-        &meteor_operator::status::routing::RoutingObservation {
-            proxy_ready: 2,
-            ..Default::default()
-        },
-    ));
-    (two, Cluster::applied(&four, 2))
+    let four = app().with_proxy().replicas(4).settled();
+    let cluster = Cluster::applied(&four.clone().build(), 2);
+    (four.replicas(2).build(), cluster)
 }
 
 #[tokio::test]
@@ -445,8 +421,7 @@ async fn an_endless_status_is_cut_at_its_limit_and_counts_as_no_answer() {
 /// An HPA that cannot read metrics: `Autoscaled=False` with its message, and a Warning event.
 #[tokio::test]
 async fn missing_metrics_are_reported_with_the_hpas_message_and_an_event() {
-    let mut app = autoscaled("");
-    app.status = Some(settled(&app, &Default::default()));
+    let app = autoscaled_with("").settled().build();
     let mut cluster = Cluster::applied(&app, 0);
     cluster.autoscalers[0].status = hpa_with(serde_json::json!({
         "desiredReplicas": 2,

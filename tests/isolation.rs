@@ -6,36 +6,28 @@
 mod support;
 
 use http::Method;
-use meteor_operator::api::MeteorApp;
 use support::cluster::Cluster;
-use support::{Expect, app_from_yaml, condition, mongo_secret, not_found};
+use support::{Expect, TestApp, app, condition, mongo_secret, not_found};
 
 const SECRET: &str = "/api/v1/namespaces/default/secrets/todos-mongo";
 const STATUS: &str = "/apis/meteorfleet.dev/v1alpha1/namespaces/default/meteorapps/shop-app/status";
 
 /// A MeteorApp with the proxy on (the default), named `name`, with a uid of its own.
-fn shop(name: &str) -> MeteorApp {
-    let mut app = app_from_yaml(&format!(
-        r#"
-apiVersion: meteorfleet.dev/v1alpha1
-kind: MeteorApp
-metadata: {{ name: {name} }}
-spec:
-  image: ghcr.io/example/shop:1.0.0
-  rootUrl: https://{name}.example.com
-  mongo: {{ external: {{ url: {{ name: todos-mongo, key: MONGO_URL }} }} }}
-"#
-    ));
-    app.metadata.uid = Some(format!("uid-{name}"));
-    app
+fn shop(name: &str) -> TestApp {
+    app()
+        .with_proxy()
+        .name(name)
+        .image("ghcr.io/example/shop:1.0.0")
+        .root_url(&format!("https://{name}.example.com"))
+        .uid(&format!("uid-{name}"))
 }
 
 /// `shop` runs with its proxy; `shop-app` arrives. Its front Service would be `shop`'s app
 /// Service, which `shop`'s proxies follow: refused, naming both apps, and nothing written.
 #[tokio::test]
 async fn an_app_named_after_anothers_child_is_refused_and_writes_nothing() {
-    let cluster = Cluster::applied(&shop("shop"), 2);
-    let intruder = shop("shop-app");
+    let cluster = Cluster::applied(&shop("shop").build(), 2);
+    let intruder = shop("shop-app").build();
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
         // Its app Deployment `shop-app` is nobody's: looked up, not there.
@@ -68,14 +60,7 @@ async fn an_app_named_after_anothers_child_is_refused_and_writes_nothing() {
 /// The same cache, the app that owns the children: nothing is refused and nothing written.
 #[tokio::test]
 async fn the_owner_of_those_children_goes_on_as_before() {
-    let mut owner = shop("shop");
-    owner.status = Some(support::cluster::settled(
-        &owner,
-        &meteor_operator::status::routing::RoutingObservation {
-            proxy_ready: 2,
-            ..Default::default()
-        },
-    ));
+    let owner = shop("shop").settled().build();
     let cluster = Cluster::applied(&owner, 2);
     let transcript = cluster
         .reconcile(owner, vec![Expect::get(SECRET, mongo_secret())])

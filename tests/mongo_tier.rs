@@ -9,28 +9,22 @@ use http::{Method, StatusCode};
 use meteor_operator::api::MeteorApp;
 use meteor_operator::build::mongo as mongo_build;
 use meteor_operator::controller::mongo as tier;
+use meteor_operator::status::mongo::TierReport;
 use serde_json::{Value, json};
-use support::{Expect, Reply, app_from_yaml, mock_client, not_found, secret_json};
+use support::cluster::Cluster;
+use support::{Expect, Reply, Transcript, not_found, secret_json};
 
 const NS: &str = "/api/v1/namespaces/default";
 const STS: &str = "/apis/apps/v1/namespaces/default/statefulsets/shop-mongo";
 
-fn app(extra: &str) -> meteor_operator::api::MeteorApp {
-    app_from_yaml(&format!(
-        r#"
-apiVersion: meteorfleet.dev/v1alpha1
-kind: MeteorApp
-metadata: {{ name: shop }}
-spec:
-  image: ghcr.io/example/shop:1.0.0
-  rootUrl: https://shop.example.com
-  routing: {{ proxy: {{ enabled: false }} }}
-  mongo:
-    managed:
-      members: 3
-{extra}
-"#
-    ))
+/// `shop`, with a managed replica set of three members (`spec.mongo.managed` as `managed`).
+fn app(managed: &str) -> MeteorApp {
+    support::app().named("shop").mongo_managed(managed).build()
+}
+
+/// `shop` with three members and every default.
+fn shop() -> MeteorApp {
+    support::app().named("shop").managed_mongo().build()
 }
 
 fn post(path: &str) -> Expect {
@@ -82,22 +76,10 @@ async fn first_reconcile_creates_secrets_once_and_the_tier() {
     let urls = format!("{NS}/secrets/shop-mongo-urls");
     script.push(Expect::patch(&urls));
     script.push(Expect::patch(STS));
-    let expected = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = support::context(client, vec![], vec![], vec![]);
-
-    let report = reconcile_tier(&ctx, &app(""))
-        .await
+    let (report, transcript) = reconcile_tier(Cluster::empty(), shop(), script).await;
+    let report = report
         .expect("no API error")
         .expect("a managed app has a tier");
-    drop(ctx);
-    let matched = task.await.unwrap();
-    assert!(
-        transcript.unexpected.lock().unwrap().is_empty(),
-        "{:?}",
-        transcript.unexpected
-    );
-    assert_eq!(matched, expected);
 
     assert_eq!(report.readiness.reason, "Provisioning");
     assert!(!report.readiness.ready);
@@ -179,13 +161,8 @@ async fn existing_and_racing_secrets_are_never_overwritten() {
     let urls = format!("{NS}/secrets/shop-mongo-urls");
     script.push(Expect::patch(&urls));
     script.push(Expect::patch(STS));
-    let expected = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = support::context(client, vec![], vec![], vec![]);
-
-    reconcile_tier(&ctx, &app("")).await.expect("no API error");
-    drop(ctx);
-    assert_eq!(task.await.unwrap(), expected, "{:?}", transcript.unexpected);
+    let (report, transcript) = reconcile_tier(Cluster::empty(), shop(), script).await;
+    report.expect("no API error");
     let mongo_url = decode(&transcript.body_of(Method::PATCH, &urls)["data"]["MONGO_URL"]);
     assert!(
         mongo_url.starts_with("mongodb://app:winner@"),
@@ -218,56 +195,25 @@ async fn a_missing_user_supplied_secret_is_reported_not_generated() {
     script.extend(tier_objects());
     // No credentials: no URLs Secret, and no StatefulSet scale-down on a guess.
     script.push(Expect::patch(STS));
-    let expected = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = support::context(client, vec![], vec![], vec![]);
-
-    let report = reconcile_tier(&ctx, &app("      secrets: { root: my-root }"))
-        .await
-        .expect("no API error")
-        .unwrap();
-    drop(ctx);
-    assert_eq!(task.await.unwrap(), expected, "{:?}", transcript.unexpected);
-    assert!(transcript.unexpected.lock().unwrap().is_empty());
+    let app = app("{ members: 3, secrets: { root: my-root } }");
+    let (report, _) = reconcile_tier(Cluster::empty(), app, script).await;
+    let report = report.expect("no API error").unwrap();
     assert_eq!(report.readiness.reason, "Provisioning");
 }
 
 #[tokio::test]
 async fn external_mongo_makes_no_requests() {
-    let (client, transcript, task) = mock_client(vec![]);
-    let ctx = support::context(client, vec![], vec![], vec![]);
     let external = support::minimal_app();
-    assert!(reconcile_tier(&ctx, &external).await.unwrap().is_none());
-    drop(ctx);
-    assert_eq!(task.await.unwrap(), 0);
+    let (report, transcript) = reconcile_tier(Cluster::empty(), external, vec![]).await;
+    assert!(report.unwrap().is_none());
     assert!(transcript.seen().is_empty());
 }
 
 #[tokio::test]
 async fn reconcile_holds_ready_until_mongo_is_ready() {
-    use k8s_openapi::api::apps::v1::DeploymentStatus;
-    use meteor_operator::build::{self, Inputs, MongoWiring};
-    use meteor_operator::controller::stamped;
-    use meteor_operator::references::{self, Fetched};
-
-    let app = app("");
+    let app = shop();
     // The app tier is already rolled out and unchanged: the core alone would say Ready.
-    let inputs = Inputs {
-        config_hash: references::resolve(&app, &Fetched::new()).unwrap(),
-        mongo: MongoWiring::for_app(&app).unwrap(),
-    };
-    let desired = build::desired(&app, &inputs);
-    let mut deployment = stamped(desired.app);
-    deployment.metadata.generation = Some(1);
-    deployment.status = Some(DeploymentStatus {
-        observed_generation: Some(1),
-        replicas: Some(2),
-        ready_replicas: Some(2),
-        available_replicas: Some(2),
-        updated_replicas: Some(2),
-        ..DeploymentStatus::default()
-    });
-    let budgets = desired.disruption_budget.map(stamped).into_iter().collect();
+    let cluster = Cluster::applied(&app, 0);
 
     // A new managed tier: each of its names is looked up once, in case another owner holds it.
     let mut script = vec![
@@ -298,17 +244,8 @@ async fn reconcile_holds_ready_until_mongo_is_ready() {
     script.push(Expect::patch(&urls));
     script.push(Expect::patch(STS));
     script.push(Expect::status(&app));
-    let n = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = support::context(
-        client,
-        vec![deployment],
-        vec![stamped(desired.service)],
-        budgets,
-    );
-    let action = support::reconcile_with(app.clone(), ctx, &transcript, task, n)
-        .await
-        .expect("reconcile succeeds");
+    let (action, transcript) = cluster.run(app.clone(), script).await;
+    let action = action.expect("reconcile succeeds");
     // The replica set asks to be looked at again soon, not at the 5-minute resync.
     assert_eq!(
         action,
@@ -451,27 +388,21 @@ fn storage_class(allow: bool) -> (StatusCode, Value) {
 }
 
 /// A set seen with 3 members before, now asked for 1 member and 20Gi, with every member down.
-fn resized_app() -> meteor_operator::api::MeteorApp {
-    let mut a = app("      storage: { size: 20Gi, storageClassName: fast }");
-    if let Some(m) = a.spec.mongo.managed.as_mut() {
-        m.members = 1;
-    }
-    a.status = Some(meteor_operator::api::MeteorAppStatus {
-        mongo: Some(meteor_operator::api::MongoStatus {
-            members: 3,
+fn resized_app() -> MeteorApp {
+    support::app()
+        .named("shop")
+        .mongo_managed("{ members: 1, storage: { size: 20Gi, storageClassName: fast } }")
+        .status(meteor_operator::api::MeteorAppStatus {
+            mongo: Some(meteor_operator::api::MongoStatus {
+                members: 3,
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
-    });
-    a
+        })
+        .build()
 }
 
-async fn run_resize(
-    allow: bool,
-) -> (
-    meteor_operator::status::mongo::TierReport,
-    support::Transcript,
-) {
+async fn run_resize(allow: bool) -> (TierReport, Transcript) {
     let mut script = existing_secrets();
     script.extend(tier_objects());
     let urls = format!("{NS}/secrets/shop-mongo-urls");
@@ -492,36 +423,14 @@ async fn run_resize(
         }
     }
     script.push(Expect::patch(STS));
-    let expected = script.len();
-    let (client, transcript, task) = mock_client(script);
     let mut statefulset = existing_statefulset();
     meteor_operator::controller::trim::statefulset(&mut statefulset);
-    let ctx = meteor_operator::controller::Context::new(
-        client,
-        support::store_of(vec![]),
-        support::store_of(vec![]),
-        support::store_of(vec![]),
-        std::sync::Arc::new(meteor_operator::controller::Metrics::default()),
-    )
-    .with_mongo_caches(
-        support::store_of(vec![statefulset]),
-        support::store_of(vec![]),
-        support::store_of(vec![]),
-    );
-    let app = resized_app();
-    let report = tier::reconcile_with(
-        &ctx,
-        &app,
-        meteor_operator::build::mongo::desired(&app),
-        |_, _| AllDown,
-    )
-    .await
-    .expect("no API error")
-    .unwrap();
-    drop(ctx);
-    assert_eq!(task.await.unwrap(), expected, "{:?}", transcript.unexpected);
-    assert!(transcript.unexpected.lock().unwrap().is_empty());
-    (report, transcript)
+    let cluster = Cluster {
+        statefulsets: vec![statefulset],
+        ..Cluster::default()
+    };
+    let (report, transcript) = reconcile_tier_all_down(cluster, resized_app(), script).await;
+    (report.expect("no API error").unwrap(), transcript)
 }
 
 #[tokio::test]
@@ -575,7 +484,7 @@ async fn a_settled_tier_reads_only_the_credential_secrets() {
     use meteor_operator::build::mongo::secrets::{Credentials, Placeholder};
     use meteor_operator::build::mongo::{TierOptions, desired_with, urls_secret};
     use meteor_operator::controller::stamped;
-    let app = app("");
+    let app = shop();
     let tier = desired_with(&app, &TierOptions::default(), &mut Placeholder).unwrap();
     let user = |name: &str, password: &str| Credentials {
         username: name.into(),
@@ -588,32 +497,16 @@ async fn a_settled_tier_reads_only_the_credential_secrets() {
     let mut script = existing_secrets();
     // The StatefulSet gets the replicas the (unreachable) set allows: its one write here.
     script.push(Expect::patch(STS));
-    let expected = script.len();
-    let (client, transcript, task) = mock_client(script);
-    let ctx = meteor_operator::controller::Context::new(
-        client,
-        support::store_of(vec![]),
-        support::store_of(vec![stamped(tier.service)]),
-        support::store_of(vec![stamped(tier.pdb)]),
-        std::sync::Arc::new(meteor_operator::controller::Metrics::default()),
-    )
-    .with_mongo_caches(
-        support::store_of(vec![statefulset]),
-        support::store_of(vec![stamped(tier.network_policy)]),
-        support::store_of(vec![urls.metadata.into_response_partial()]),
-    );
-    let report = tier::reconcile_with(
-        &ctx,
-        &app,
-        meteor_operator::build::mongo::desired(&app),
-        |_, _| AllDown,
-    )
-    .await
-    .expect("no API error")
-    .unwrap();
-    drop(ctx);
-    assert_eq!(task.await.unwrap(), expected, "{:?}", transcript.unexpected);
-    assert!(transcript.unexpected.lock().unwrap().is_empty());
+    let cluster = Cluster {
+        services: vec![stamped(tier.service)],
+        budgets: vec![stamped(tier.pdb)],
+        statefulsets: vec![statefulset],
+        network_policies: vec![stamped(tier.network_policy)],
+        secrets: vec![urls.metadata.into_response_partial()],
+        ..Cluster::default()
+    };
+    let (report, transcript) = reconcile_tier_all_down(cluster, app, script).await;
+    let report = report.expect("no API error").unwrap();
     // No GET of the Service, PDB, NetworkPolicy, URLs Secret or StatefulSet, no PVC list (the
     // size is the claim template's).
     let gets: Vec<String> = transcript
@@ -631,10 +524,29 @@ async fn a_settled_tier_reads_only_the_credential_secrets() {
     assert_eq!(report.readiness.message, "waiting for mongod pods to start");
 }
 
-/// The tier's reconcile of `app`, with the tier built from `app` as a reconcile builds it.
+/// The tier's reconcile of `app` over `cluster` (the tier built from `app` as a reconcile builds
+/// it), checked to have made exactly the requests of `script`.
 async fn reconcile_tier(
-    ctx: &meteor_operator::controller::Context,
-    app: &MeteorApp,
-) -> Result<Option<meteor_operator::status::mongo::TierReport>, kube::Error> {
-    tier::reconcile(ctx, app, mongo_build::desired(app)).await
+    cluster: Cluster,
+    app: MeteorApp,
+    script: Vec<Expect>,
+) -> (Result<Option<TierReport>, kube::Error>, Transcript) {
+    cluster
+        .visit(script, |ctx| async move {
+            tier::reconcile(&ctx, &app, mongo_build::desired(&app)).await
+        })
+        .await
+}
+
+/// [`reconcile_tier`] with every member of the replica set down.
+async fn reconcile_tier_all_down(
+    cluster: Cluster,
+    app: MeteorApp,
+    script: Vec<Expect>,
+) -> (Result<Option<TierReport>, kube::Error>, Transcript) {
+    cluster
+        .visit(script, |ctx| async move {
+            tier::reconcile_with(&ctx, &app, mongo_build::desired(&app), |_, _| AllDown).await
+        })
+        .await
 }

@@ -10,11 +10,9 @@ use http::{Method, StatusCode};
 use meteor_operator::api::MeteorApp;
 use meteor_operator::controller::stamped;
 use meteor_operator::status::routing::{RouteState, RoutingObservation};
-use support::cluster::{Cluster, settled};
-use support::{
-    DEPLOYMENT, Expect, PDB, Reply, SECRET, SERVICE, STATUS, app_from_yaml, condition, default_app,
-    minimal_app, mongo_secret,
-};
+use support::cluster::Cluster;
+use support::{DEPLOYMENT, Expect, PDB, Reply, SECRET, SERVICE, STATUS, app, condition};
+use support::{default_app, minimal_app, mongo_secret};
 
 const PROXY: &str = "/apis/apps/v1/namespaces/default/deployments/todos-proxy";
 const APP_SERVICE: &str = "/api/v1/namespaces/default/services/todos-app";
@@ -60,18 +58,7 @@ fn proxy_tier_created() -> Vec<Expect> {
 }
 
 fn with_routing(yaml: &str) -> MeteorApp {
-    app_from_yaml(&format!(
-        r#"
-apiVersion: meteorfleet.dev/v1alpha1
-kind: MeteorApp
-metadata: {{ name: todos }}
-spec:
-  image: ghcr.io/example/todos:1.0.0
-  rootUrl: https://todos.example.com
-  mongo: {{ external: {{ url: {{ name: todos-mongo, key: MONGO_URL }} }} }}
-  routing: {yaml}
-"#
-    ))
+    app().routing(yaml).build()
 }
 
 /// The proxy's objects missing from the caches are looked up, then created; the cookie Secret
@@ -94,7 +81,7 @@ async fn a_first_visit_creates_the_proxy_tier_and_ready_waits_for_a_proxy() {
         Expect::patch(PDB),
         Expect::status(&app),
     ]);
-    let transcript = Cluster::default().reconcile(app, script).await;
+    let transcript = Cluster::empty().reconcile(app, script).await;
 
     let cookie = transcript.body_of(Method::POST, SECRETS);
     assert_eq!(cookie["metadata"]["name"], "todos-proxy-cookie");
@@ -136,8 +123,7 @@ async fn a_first_visit_creates_the_proxy_tier_and_ready_waits_for_a_proxy() {
 /// A routed app whose objects all match: no write, and the cookie Secret is not created again.
 #[tokio::test]
 async fn a_routed_app_at_rest_writes_nothing() {
-    let mut app = default_app();
-    app.status = Some(settled(&app, &serving()));
+    let app = app().with_proxy().settled().build();
     let transcript = Cluster::applied(&app, 2)
         .reconcile(app.clone(), vec![Expect::get(SECRET, mongo_secret())])
         .await;
@@ -152,8 +138,7 @@ async fn a_routed_app_at_rest_writes_nothing() {
 #[tokio::test]
 async fn turning_the_proxy_off_deletes_its_tier_but_keeps_the_cookie_secret() {
     let on = default_app();
-    let mut off = minimal_app();
-    off.status = Some(settled(&on, &serving()));
+    let off = app().with_proxy().settled().without_proxy().build();
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
         Expect::patch(DEPLOYMENT),
@@ -196,8 +181,7 @@ async fn turning_the_proxy_off_deletes_its_tier_but_keeps_the_cookie_secret() {
 #[tokio::test]
 async fn turning_the_proxy_on_switches_the_front_service_once_a_proxy_is_ready() {
     let off = minimal_app();
-    let mut on = default_app();
-    on.status = Some(settled(&off, &RoutingObservation::default()));
+    let on = app().settled().with_proxy().build();
     let mut script = vec![
         Expect::get(SECRET, mongo_secret()),
         Expect::patch(DEPLOYMENT),
@@ -216,13 +200,13 @@ async fn turning_the_proxy_on_switches_the_front_service_once_a_proxy_is_ready()
     // A proxy pod is ready: the front Service switches to the proxy pods.
     let mut cluster = Cluster::applied(&on, 1);
     cluster.services[0] = support::applied_children(&off).1;
-    on.status = Some(settled(
-        &on,
-        &RoutingObservation {
+    let on = app()
+        .with_proxy()
+        .settled_seeing(&RoutingObservation {
             proxy_ready: 1,
             ..RoutingObservation::default()
-        },
-    ));
+        })
+        .build();
     let script = vec![Expect::get(SECRET, mongo_secret()), Expect::patch(SERVICE)];
     let transcript = cluster.reconcile(on, script).await;
     let front = transcript.body_of(Method::PATCH, SERVICE);
@@ -237,9 +221,11 @@ async fn turning_the_proxy_on_switches_the_front_service_once_a_proxy_is_ready()
 #[tokio::test]
 async fn an_ingress_gives_way_to_an_http_route() {
     let ingress = with_routing("{ ingress: {} }");
-    let mut gateway =
-        with_routing("{ gateway: { parentRefs: [{ name: edge, namespace: infra }] } }");
-    gateway.status = Some(settled(&ingress, &serving()));
+    let gateway = app()
+        .routing("{ ingress: {} }")
+        .settled()
+        .routing("{ gateway: { parentRefs: [{ name: edge, namespace: infra }] } }")
+        .build();
     let mut cluster = Cluster::applied(&ingress, 2);
     cluster.gateway_api = true;
     let script = vec![
@@ -263,8 +249,10 @@ async fn an_ingress_gives_way_to_an_http_route() {
 /// the proxy keeps serving (`Ready` stays True).
 #[tokio::test]
 async fn without_gateway_api_no_route_is_sent_and_the_status_says_why() {
-    let mut app = with_routing("{ gateway: { parentRefs: [{ name: edge }] } }");
-    app.status = Some(settled(&app, &serving()));
+    let app = app()
+        .routing("{ gateway: { parentRefs: [{ name: edge }] } }")
+        .settled()
+        .build();
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
         Expect::status(&app),
@@ -292,8 +280,7 @@ async fn without_gateway_api_no_route_is_sent_and_the_status_says_why() {
 /// owner is checked, and nothing of the proxy is written: `NameTaken`, Degraded, one event.
 #[tokio::test]
 async fn a_foreign_secret_under_the_cookie_name_stops_the_proxy_tier() {
-    let mut app = default_app();
-    app.status = Some(settled(&app, &serving()));
+    let app = app().with_proxy().settled().build();
     let mut cluster = Cluster::applied(&app, 2);
     cluster.secrets.clear();
     let conflict = serde_json::json!({
@@ -336,14 +323,13 @@ async fn a_foreign_secret_under_the_cookie_name_stops_the_proxy_tier() {
 /// event (not two), and nothing is rewritten.
 #[tokio::test]
 async fn a_tls_secret_of_the_wrong_type_is_reported_once() {
-    let mut app = with_routing("{ tls: { secretName: todos-tls } }");
-    app.status = Some(settled(
-        &app,
-        &RoutingObservation {
+    let app = app()
+        .routing("{ tls: { secretName: todos-tls } }")
+        .settled_seeing(&RoutingObservation {
             tls_secret: Some(meteor_operator::status::routing::TlsSecretState::Valid),
             ..serving()
-        },
-    ));
+        })
+        .build();
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
         Expect::get(
@@ -405,10 +391,10 @@ fn route_states_follow_the_gateways_conditions() {
 /// certificate without holding `Ready`.
 #[tokio::test]
 async fn an_ingress_and_its_certificate_are_created_and_the_address_reported() {
-    let mut app = with_routing(
-        "{ ingress: { className: nginx }, tls: { issuerRef: { name: letsencrypt, kind: ClusterIssuer } } }",
-    );
-    app.status = Some(settled(&app, &serving()));
+    let app = app()
+        .routing("{ ingress: { className: nginx }, tls: { issuerRef: { name: letsencrypt, kind: ClusterIssuer } } }")
+        .settled()
+        .build();
     let mut cluster = Cluster::applied(&app, 2);
     cluster.ingresses.clear();
     cluster.certificates.clear();
@@ -450,8 +436,7 @@ async fn an_ingress_and_its_certificate_are_created_and_the_address_reported() {
 /// A route and a certificate the spec no longer asks for are deleted, and nothing else is.
 #[tokio::test]
 async fn a_route_and_a_certificate_no_longer_wanted_are_deleted() {
-    let mut app = default_app();
-    app.status = Some(settled(&app, &serving()));
+    let app = app().with_proxy().settled().build();
     let mut cluster = Cluster::applied(&app, 2);
     let before = with_routing("{ gateway: { parentRefs: [{ name: edge }] } }");
     let issued = with_routing("{ tls: { issuerRef: { name: letsencrypt } } }");

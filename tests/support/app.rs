@@ -73,6 +73,11 @@ impl TestApp {
         self
     }
 
+    /// The proxy turned off, nothing else in front (the minimal app's way in).
+    pub fn without_proxy(self) -> Self {
+        self.routing("{ proxy: { enabled: false } }")
+    }
+
     /// `spec.routing` as written in YAML (the proxy on unless it says otherwise).
     pub fn routing(mut self, yaml: &str) -> Self {
         self.0.spec.routing = parse("spec.routing", yaml);
