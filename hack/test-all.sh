@@ -3,8 +3,8 @@
 #
 # Runs, in order, failing fast with a clear message:
 #   1. tools        hack/install-tools.sh (pinned helm, kubectl, kubernetes-validate in .tools/)
-#   2. scripts      shellcheck of hack/, e2e/ and bench/ scripts and .ci/run; the Python helpers
-#                   and benchmarks compile; hadolint of the Dockerfile
+#   2. scripts      shellcheck of hack/, e2e/, bench/ and monitoring/ scripts and .ci/run; the
+#                   Python helpers, benchmarks and monitoring tests compile; hadolint of the Dockerfile
 #   3. fmt          cargo fmt --all -- --check
 #   4. clippy       cargo clippy --workspace --all-targets -- -D warnings
 #   5. test         cargo test --workspace (the operator and the proxy crate), and the scale
@@ -14,8 +14,15 @@
 #   7. render       `meteor-operator render` of every examples/*.yaml and e2e/testdata/*.yaml
 #                   validates strictly; every e2e/invalid/*.yaml is refused
 #   8. chart        helm lint --strict and helm template (default and every-option values),
-#                   validated strictly, checked by hack/check-chart.py; unknown values refused
+#                   validated strictly, checked by hack/check-chart.py; unknown values refused;
+#                   the dashboards, PrometheusRule and PodMonitor off by default, all there with
+#                   every option
 #   9. install      manifests/install.yaml is what hack/gen-install.sh generates
+#  10. monitoring   monitoring/sync.sh --check; promtool check rules and test rules; every alert
+#                   has a firing and a silent test and a runbook; monitoring/live-test.py: every
+#                   dashboard query and alert expression against a real Prometheus scraping
+#                   proxies under traffic and a running operator (about a minute), and the
+#                   dashboard rendered to a PNG
 # and ends with a summary line "test-all: N passed, N failed" (N counts steps).
 # Run some steps only: bash hack/test-all.sh chart install   (tools always runs first)
 set -euo pipefail
@@ -28,7 +35,7 @@ ALL_VALUES="${CHART}/ci/all-options-values.yaml"
 WORK="$(mktemp -d)"
 trap 'rm -rf "${WORK}"' EXIT
 
-STEPS=(tools scripts fmt clippy test crd render chart install)
+STEPS=(tools scripts fmt clippy test crd render chart install monitoring)
 passed=0
 current=""
 
@@ -72,19 +79,19 @@ operator() { cargo run -q --bin meteor-operator -- "$@"; }
 step_tools() {
   step tools "install pinned tools into .tools/"
   bash hack/install-tools.sh
-  need helm kubectl kubernetes-validate shellcheck hadolint
+  need helm kubectl kubernetes-validate shellcheck hadolint prometheus promtool
   done_step
 }
 
 # ------------------------------------------------------------------------------------------------
 step_scripts() {
-  step scripts "shellcheck of hack/, e2e/, bench/, .ci/run; Python compiles; hadolint Dockerfile"
+  step scripts "shellcheck of hack/, e2e/, bench/, monitoring/, .ci/run; Python compiles; hadolint Dockerfile"
   local -a scripts
-  mapfile -t scripts < <(find hack e2e bench -name '*.sh' -type f | sort)
+  mapfile -t scripts < <(find hack e2e bench monitoring -name '*.sh' -type f | sort)
   shellcheck -x "${scripts[@]}" .ci/run || fail "shellcheck found problems (above)"
   info "shellcheck: ${#scripts[@]} scripts and .ci/run"
-  "${TOOLS_DIR}/venv/bin/python" -m py_compile hack/*.py bench/*.py ||
-    fail "a Python helper or benchmark does not compile"
+  "${TOOLS_DIR}/venv/bin/python" -m py_compile hack/*.py bench/*.py monitoring/*.py ||
+    fail "a Python helper, benchmark or monitoring test does not compile"
   hadolint Dockerfile || fail "hadolint found problems in the Dockerfile (above)"
   done_step
 }
@@ -217,8 +224,28 @@ step_chart() {
       || fail "NOTES.txt (values: ${values_args:-default}) does not render the kubectl wait hint: ${notes}"
   done
   info "NOTES.txt renders (default and every-option values)"
+  # Monitoring is off by default and all there with every option.
+  local kind want_default want_all got
+  for kind in PrometheusRule PodMonitor grafana_dashboard; do
+    case "${kind}" in
+      grafana_dashboard) want_default=0 want_all="$(find monitoring/dashboards -name '*.json' | wc -l)" ;;
+      *) want_default=0 want_all=1 ;;
+    esac
+    for file in chart-default chart-all; do
+      if [[ "${kind}" == grafana_dashboard ]]; then
+        got="$(grep -c '^    grafana_dashboard: "1"$' "${WORK}/${file}.yaml" || true)"
+      else
+        got="$(grep -c "^kind: ${kind}$" "${WORK}/${file}.yaml" || true)"
+      fi
+      local want="${want_default}"
+      [[ "${file}" == chart-all ]] && want="${want_all}"
+      [[ "${got}" == "${want}" ]] || fail "${file}: ${got} ${kind} objects, want ${want}"
+    done
+  done
+  info "dashboards, PrometheusRule, PodMonitor: off by default, all there with every option"
   # The values schema is strict: an unknown key must be refused.
-  for bad_value in bogus=1 image.bogus=1 serviceMonitor.bogus=1 logFormat=xml replicas=0; do
+  for bad_value in bogus=1 image.bogus=1 serviceMonitor.bogus=1 logFormat=xml replicas=0 \
+    prometheusRule.bogus=1 grafanaDashboards.bogus=1 proxyPodMonitor.bogus=1; do
     if helm template meteor-operator "${CHART}" --set "${bad_value}" >/dev/null 2>"${WORK}/err"; then
       fail "helm template --set ${bad_value} succeeded; values.schema.json must refuse it"
     fi
@@ -236,6 +263,23 @@ step_install() {
     fail "manifests/install.yaml is stale (diff above: - committed, + generated); fix: bash hack/gen-install.sh"
   fi
   validate_manifests "${WORK}/install.yaml"
+  done_step
+}
+
+# ------------------------------------------------------------------------------------------------
+step_monitoring() {
+  step monitoring "alert rules (promtool), dashboards and alerts against a live Prometheus"
+  bash monitoring/sync.sh --check \
+    || fail "the chart's dashboards or monitoring/rules/meteor-operator.rules.yaml are stale (diff above); fix: bash monitoring/sync.sh"
+  promtool check rules monitoring/rules/meteor-operator.rules.yaml || fail "promtool check rules failed (above)"
+  (cd monitoring/rules && promtool test rules meteor-operator.test.yaml) || fail "promtool test rules failed (above)"
+  "${TOOLS_DIR}/venv/bin/python" monitoring/check-rules.py || fail "an alert lacks a test case or a runbook (above)"
+  # The operator binary serves both sides: `run` against a fake API server, and `proxy`.
+  cargo build -q --bin meteor-operator || fail "cargo build --bin meteor-operator failed"
+  local rc=0
+  "${TOOLS_DIR}/venv/bin/python" monitoring/live-test.py \
+    --operator "${CARGO_TARGET_DIR:-target}/debug/meteor-operator" --png "${WORK}/dashboard-app.png" || rc=$?
+  ((rc == 0)) || fail "monitoring/live-test.py failed (exit ${rc}, above)"
   done_step
 }
 

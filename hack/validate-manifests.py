@@ -11,10 +11,10 @@ strict mode: unknown fields are errors. Unlike the kubernetes-validate CLI, a ki
 is an ERROR, not a warning, except for:
   * kinds defined by a CRD passed with --crd: checked against the CRD's openAPIV3Schema
     (structural, strict: unknown fields are errors; CEL rules are NOT evaluated here);
-  * monitoring.coreos.com/v1 ServiceMonitor, gateway.networking.k8s.io/v1 HTTPRoute and
-    cert-manager.io/v1 Certificate: checked against small built-in schemas covering the fields
-    this project uses, with the upstream CRDs' names, enums and patterns (unknown fields are
-    errors).
+  * monitoring.coreos.com/v1 ServiceMonitor, PodMonitor and PrometheusRule,
+    gateway.networking.k8s.io/v1 HTTPRoute and cert-manager.io/v1 Certificate: checked against
+    small built-in schemas covering the fields this project uses, with the upstream CRDs' names,
+    enums and patterns (unknown fields are errors).
 Also an error: a file with no objects, an object without apiVersion/kind/metadata.name, and the same
 kind/namespace/name twice in one file.
 Exit status: 0 when every object passed, 1 otherwise.
@@ -151,6 +151,61 @@ HTTP_ROUTE_SCHEMA = resource("gateway.networking.k8s.io/v1", "HTTPRoute", strict
     })},
 }, ["parentRefs", "rules"]))
 
+LABEL_NAME = {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"}
+RELABELING = strict({
+    "sourceLabels": {"type": "array", "items": LABEL_NAME},
+    "separator": {"type": "string"},
+    "targetLabel": LABEL_NAME,
+    "regex": {"type": "string"},
+    "modulus": {"type": "integer", "minimum": 1},
+    "replacement": {"type": "string"},
+    "action": {"enum": ["replace", "Replace", "keep", "Keep", "drop", "Drop", "hashmod", "HashMod",
+                        "labelmap", "LabelMap", "labeldrop", "LabelDrop", "labelkeep", "LabelKeep",
+                        "lowercase", "Lowercase", "uppercase", "Uppercase", "keepequal", "KeepEqual",
+                        "dropequal", "DropEqual"]},
+})
+LABEL_SELECTOR = strict({
+    "matchLabels": STRING_MAP,
+    "matchExpressions": {"type": "array", "items": {"type": "object"}},
+})
+NAMESPACE_SELECTOR = strict({"any": {"type": "boolean"}, "matchNames": {"type": "array", "items": STRING}})
+
+POD_MONITOR_SCHEMA = resource("monitoring.coreos.com/v1", "PodMonitor", strict({
+    "jobLabel": {"type": "string"},
+    "podTargetLabels": {"type": "array", "items": STRING},
+    "selector": LABEL_SELECTOR,
+    "namespaceSelector": NAMESPACE_SELECTOR,
+    "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": strict({
+        "port": STRING,
+        "path": {"type": "string", "pattern": "^/"},
+        "scheme": {"enum": ["http", "https"]},
+        "interval": DURATION,
+        "scrapeTimeout": DURATION,
+        "honorLabels": {"type": "boolean"},
+        "relabelings": {"type": "array", "items": RELABELING},
+        "metricRelabelings": {"type": "array", "items": RELABELING},
+    })},
+}, ["selector", "podMetricsEndpoints"]))
+
+# The Prometheus Operator's PrometheusRule: rule groups as Prometheus loads them (its rule file
+# format; promtool checks the expressions themselves).
+PROMETHEUS_RULE_SCHEMA = resource("monitoring.coreos.com/v1", "PrometheusRule", strict({
+    "groups": {"type": "array", "minItems": 1, "items": strict({
+        "name": STRING,
+        "interval": DURATION,
+        "limit": {"type": "integer", "minimum": 0},
+        "rules": {"type": "array", "minItems": 1, "items": {
+            "oneOf": [
+                strict({"alert": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"},
+                        "expr": STRING, "for": DURATION, "keep_firing_for": DURATION,
+                        "labels": STRING_MAP, "annotations": STRING_MAP}, ["alert", "expr"]),
+                strict({"record": {"type": "string", "pattern": "^[a-zA-Z_:][a-zA-Z0-9_:]*$"},
+                        "expr": STRING, "labels": STRING_MAP}, ["record", "expr"]),
+            ],
+        }},
+    }, ["name", "rules"])},
+}, ["groups"]))
+
 CERTIFICATE_SCHEMA = resource("cert-manager.io/v1", "Certificate", strict({
     "secretName": STRING,
     "dnsNames": {"type": "array", "items": STRING},
@@ -274,6 +329,8 @@ def main():
 
     custom = {
         ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR_SCHEMA,
+        ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR_SCHEMA,
+        ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE_SCHEMA,
         ("gateway.networking.k8s.io/v1", "HTTPRoute"): HTTP_ROUTE_SCHEMA,
         ("cert-manager.io/v1", "Certificate"): CERTIFICATE_SCHEMA,
     }
