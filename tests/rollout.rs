@@ -6,7 +6,7 @@
 mod support;
 
 use http::{Method, StatusCode};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
@@ -54,21 +54,6 @@ fn new_pod(name: &str, template: &str, restarts: i32) -> serde_json::Value {
 
 fn template_of(deployment: &Deployment) -> String {
     TierFacts::of(deployment).template.unwrap()
-}
-
-/// A rollout of `deployment`'s template that gave up: new pods never became available.
-fn stuck(mut deployment: Deployment) -> Deployment {
-    deployment = rolled_out(deployment, 2);
-    let s = deployment.status.as_mut().unwrap();
-    s.replicas = Some(3);
-    s.updated_replicas = Some(1);
-    s.conditions = Some(vec![DeploymentCondition {
-        type_: "Progressing".into(),
-        status: "False".into(),
-        reason: Some("ProgressDeadlineExceeded".into()),
-        ..DeploymentCondition::default()
-    }]);
-    deployment
 }
 
 /// `history` remembering `good` (of `image`) as the last available template.

@@ -81,6 +81,22 @@ pub fn rolled_out(mut deployment: Deployment, replicas: i32) -> Deployment {
     deployment
 }
 
+/// A rollout of `deployment`'s template that gave up: two old pods still serve beside one new pod
+/// that never became available, and the progress deadline passed.
+pub fn stuck(deployment: Deployment) -> Deployment {
+    let mut deployment = rolled_out(deployment, 2);
+    let s = deployment.status.as_mut().unwrap();
+    s.replicas = Some(3);
+    s.updated_replicas = Some(1);
+    s.conditions = Some(vec![k8s_openapi::api::apps::v1::DeploymentCondition {
+        type_: "Progressing".into(),
+        status: "False".into(),
+        reason: Some("ProgressDeadlineExceeded".into()),
+        ..Default::default()
+    }]);
+    deployment
+}
+
 /// A Secret as the API returns it.
 pub fn secret_json(name: &str, data: &[(&str, &str)]) -> serde_json::Value {
     use base64::Engine;
