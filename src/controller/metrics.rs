@@ -51,6 +51,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     leader: Gauge,
     resident_memory: Gauge,
+    generation_lag: Histogram,
     apps: Arc<AppSeries>,
 }
 
@@ -110,6 +111,14 @@ impl Metrics {
             "Resident memory of the operator process",
             resident_memory.clone(),
         );
+        let generation_lag = Histogram::new([
+            0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+        ]);
+        registry.register(
+            "meteor_operator_generation_observed_seconds",
+            "From the watch delivering a MeteorApp's new generation to a status write reporting it observed",
+            generation_lag.clone(),
+        );
         let apps = Arc::new(AppSeries::new(clock));
         registry.register_collector(Box::new(apps.clone()));
         Self {
@@ -121,6 +130,7 @@ impl Metrics {
             requests,
             leader,
             resident_memory,
+            generation_lag,
             apps,
         }
     }
@@ -149,6 +159,11 @@ impl Metrics {
                 controller: CONTROLLER.into(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// A spec change reached `status.observedGeneration` after `waited`.
+    pub fn generation_observed(&self, waited: Duration) {
+        self.generation_lag.observe(waited.as_secs_f64());
     }
 
     /// Counts `n` write requests.
@@ -239,8 +254,8 @@ pub fn request_kind(method: &http::Method, path: &str, query: &str) -> &'static 
 
 /// Series of an app not fed for this long are dropped. Every app the leader holds is reconciled
 /// at least every 300 s (the resync, or the error backoff's longest step), so this only removes
-/// apps deleted without a reconcile seeing them go (a plain `kubectl delete`: the object leaves
-/// the cache at once and kube-runtime skips its reconcile).
+/// apps whose deletion neither a watch event nor a reconcile delivered: deleted while the watch
+/// was down, a relist drops them without a Delete event.
 const FORGET_AFTER_SECONDS: f64 = 900.0;
 
 /// Upper bounds of `meteor_app_rollout_duration_seconds`, in seconds (then +Inf).

@@ -8,6 +8,7 @@ pub mod client;
 pub mod drift;
 mod expected;
 mod feed;
+mod generations;
 mod index;
 mod leader;
 mod listed;
@@ -198,6 +199,8 @@ pub struct Context {
     pub owned_secrets: Store<PartialObjectMeta<Secret>>,
     /// Which apps reference which Secrets and ConfigMaps, and what they resolved to.
     pub index: index::SharedIndex,
+    /// When each app's newest generation arrived, for the lag to `observedGeneration`.
+    pub generations: generations::Generations,
     /// Every Secret's and ConfigMap's resource version (names and versions only), so an app's
     /// unchanged references are not fetched again.
     pub secret_versions: Store<PartialObjectMeta<Secret>>,
@@ -246,6 +249,7 @@ impl Context {
             network_policies: empty_store(),
             owned_secrets: empty_store(),
             index: index::SharedIndex::default(),
+            generations: generations::Generations::default(),
             secret_versions: empty_store(),
             config_map_versions: empty_store(),
             recorder,
@@ -666,7 +670,7 @@ pub async fn run_with(
     )));
     // A standby lists and watches too, so winning the Lease costs no LIST of every Secret,
     // ConfigMap and child before the first reconcile.
-    let caches = Caches::start(&client, args.namespace.as_deref());
+    let caches = Caches::start(&client, args.namespace.as_deref(), metrics.clone());
     // Ready once MeteorApps are listed: not while their CRD is missing or the API unreachable.
     let mut apps_listed = caches.apps_listed.clone();
     let _ready = AbortOnDropHandle::new(tokio::spawn({
@@ -792,6 +796,8 @@ struct Caches {
     owned_secrets: Store<PartialObjectMeta<Secret>>,
     /// Which apps reference each Secret/ConfigMap, kept from the same events as `apps`.
     index: index::SharedIndex,
+    /// When each app's newest generation arrived, from the same events.
+    generations: generations::Generations,
     /// The operator's writes the child caches have not shown yet (cleared by their watches).
     expected: Arc<expected::Expected>,
     secret_versions: Store<PartialObjectMeta<Secret>>,
@@ -825,7 +831,7 @@ struct Feeds {
 
 impl Caches {
     /// Starts every watch (needs a Tokio runtime).
-    fn start(client: &Client, namespace: Option<&str>) -> Self {
+    fn start(client: &Client, namespace: Option<&str>, metrics: Arc<Metrics>) -> Self {
         let expected = Arc::new(expected::Expected::default());
         let owned = Owned {
             client,
@@ -868,6 +874,7 @@ impl Caches {
         let (apps, app_writer) = reflector::store();
         let (listed, apps_listed) = tokio::sync::watch::channel(false);
         let index = index::SharedIndex::default();
+        let generations = generations::Generations::default();
         let app_events = watcher(
             scoped_api::<ListedApp>(client, namespace),
             watcher::Config::default().any_semantic(),
@@ -876,6 +883,16 @@ impl Caches {
         .modify(trim::app)
         .reflect(app_writer)
         .inspect(index.observer())
+        .inspect(generations.observer())
+        // A deleted app's series go at once (a plain delete is never reconciled).
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(ListedApp {
+                parsed: Ok(app), ..
+            })) = event
+            {
+                metrics.app_deleted(app);
+            }
+        })
         .inspect(move |event| {
             if matches!(event, Ok(watcher::Event::InitDone)) {
                 listed.send_replace(true);
@@ -891,6 +908,7 @@ impl Caches {
             network_policies,
             owned_secrets,
             index,
+            generations,
             expected,
             secret_versions,
             config_map_versions,
@@ -954,6 +972,7 @@ async fn run_reconciler(
         network_policies,
         owned_secrets,
         index: app_index,
+        generations,
         expected,
         secret_versions,
         config_map_versions,
@@ -968,6 +987,7 @@ async fn run_reconciler(
         .with_routing_caches(routing)
         .with_autoscalers(autoscalers)
         .with_pods(pods);
+    ctx.generations = generations;
     // Kept for as long as the controller runs: dropping it would stop the pod watch.
     let _pods = feeds.pods;
     ctx.build_options.routing.proxy_image = args.proxy_image.clone();

@@ -596,6 +596,7 @@ async fn publish_status(
     if let Some(wait) = pace.and_then(|every| ctx.progress_wait(&key, every)) {
         return Ok(Some(wait));
     }
+    let observed_generation = new_status.observed_generation;
     write_status(
         ctx,
         &app.metadata,
@@ -604,7 +605,12 @@ async fn publish_status(
         new_status,
     )
     .await?;
-    ctx.status_written(key);
+    ctx.status_written(key.clone());
+    if let Some(waited) =
+        observed_generation.and_then(|generation| ctx.generations.observed(&key, generation))
+    {
+        ctx.metrics.generation_observed(waited);
+    }
     Ok(None)
 }
 
