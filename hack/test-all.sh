@@ -90,7 +90,7 @@ step_scripts() {
   mapfile -t scripts < <(find hack e2e bench monitoring -name '*.sh' -type f | sort)
   shellcheck -x "${scripts[@]}" .ci/run || fail "shellcheck found problems (above)"
   info "shellcheck: ${#scripts[@]} scripts and .ci/run"
-  "${TOOLS_DIR}/venv/bin/python" -m py_compile hack/*.py bench/*.py monitoring/*.py ||
+  "${TOOLS_DIR}/venv/bin/python" -m py_compile hack/*.py bench/*.py monitoring/*.py e2e/*/*.py ||
     fail "a Python helper, benchmark or monitoring test does not compile"
   hadolint Dockerfile || fail "hadolint found problems in the Dockerfile (above)"
   done_step
