@@ -195,25 +195,31 @@ async fn turning_autoscaling_off_deletes_the_hpa_and_keeps_the_replicas() {
     assert_eq!(transcript.writes(), vec![format!("DELETE {HPA}")]);
 }
 
-/// A proxy's `/-/status` on loopback address `ip` (port shared by the caller's proxies).
-async fn proxy_status(
-    ip: &str,
-    port: u16,
-    backends: serde_json::Value,
-) -> tokio::task::JoinHandle<()> {
-    let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
-    let body = serde_json::json!({ "backends": backends }).to_string();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut request = vec![0u8; 4096];
-            let _ = stream.read(&mut request).await;
-            let reply = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(reply.as_bytes()).await;
-        }
-    })
+/// Proxies answering `/-/status` with `backends`, each on its own loopback address and all on
+/// one port (as every proxy pod listens on the same one): that port, and the servers to stop.
+async fn proxies(
+    backends: Vec<(&str, serde_json::Value)>,
+) -> (u16, Vec<tokio::task::JoinHandle<()>>) {
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let mut servers = Vec::new();
+    for (ip, backends) in backends {
+        let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
+        let body = serde_json::json!({ "backends": backends }).to_string();
+        servers.push(tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = vec![0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            }
+        }));
+    }
+    (port, servers)
 }
 
 /// The uid of the proxy tier's ReplicaSet in [`proxy_replica_sets`].
@@ -283,37 +289,31 @@ fn scaling_down() -> (MeteorApp, Cluster) {
 async fn before_a_scale_down_each_pod_costs_its_sessions_over_every_proxy() {
     let (two, mut cluster) = scaling_down();
     // Two proxies, each on its own loopback address, on one port.
-    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = probe.local_addr().unwrap().port();
-    drop(probe);
-    let first = proxy_status(
-        "127.0.0.1",
-        port,
-        serde_json::json!([
-            { "id": "10.0.0.1:3000", "active": 5 },
-            { "id": "10.0.0.2:3000", "active": 0 },
-            { "id": "10.0.0.3:3000", "active": 2, "terminating": false },
-        ]),
-    )
-    .await;
-    let second = proxy_status(
-        "127.0.0.2",
-        port,
-        serde_json::json!([
-            { "id": "10.0.0.1:3000", "active": 3 },
-            { "id": "10.0.0.4:3000", "active": 7 },
-            // Draining: whatever it holds is leaving anyway.
-            { "id": "10.0.0.2:3000", "active": 40, "terminating": true },
-        ]),
-    )
-    .await;
-    // A pod labelled as a proxy of this app, not of the proxy tier: never asked (it would claim
-    // that todos-c holds everyone).
-    let impostor = proxy_status(
-        "127.0.0.3",
-        port,
-        serde_json::json!([{ "id": "10.0.0.3:3000", "active": 100000 }]),
-    )
+    let (port, servers) = proxies(vec![
+        (
+            "127.0.0.1",
+            serde_json::json!([
+                { "id": "10.0.0.1:3000", "active": 5 },
+                { "id": "10.0.0.2:3000", "active": 0 },
+                { "id": "10.0.0.3:3000", "active": 2, "terminating": false },
+            ]),
+        ),
+        (
+            "127.0.0.2",
+            serde_json::json!([
+                { "id": "10.0.0.1:3000", "active": 3 },
+                { "id": "10.0.0.4:3000", "active": 7 },
+                // Draining: whatever it holds is leaving anyway.
+                { "id": "10.0.0.2:3000", "active": 40, "terminating": true },
+            ]),
+        ),
+        // A pod labelled as a proxy of this app, not of the proxy tier: never asked (it would
+        // claim that todos-c holds everyone).
+        (
+            "127.0.0.3",
+            serde_json::json!([{ "id": "10.0.0.3:3000", "active": 100000 }]),
+        ),
+    ])
     .await;
     let mut forged = pod("todos-proxy-x", "127.0.0.3", "proxy", None);
     forged["metadata"]["ownerReferences"][0]["uid"] = "uid-forged-rs".into();
@@ -333,9 +333,7 @@ async fn before_a_scale_down_each_pod_costs_its_sessions_over_every_proxy() {
         Expect::status(&two),
     ];
     let transcript = cluster.reconcile(two, script).await;
-    first.abort();
-    second.abort();
-    impostor.abort();
+    servers.iter().for_each(|server| server.abort());
     let cost = |name: &str| {
         transcript.body_of(Method::PATCH, &format!("{PODS}/{name}"))["metadata"]["annotations"]
             ["controller.kubernetes.io/pod-deletion-cost"]

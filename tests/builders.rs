@@ -2,7 +2,7 @@
 
 mod support;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use meteor_operator::api::MeteorApp;
@@ -33,6 +33,11 @@ fn pod(deployment: &Deployment) -> &PodSpec {
 
 fn container(deployment: &Deployment) -> &Container {
     &pod(deployment).containers[0]
+}
+
+fn rolling_update(deployment: &Deployment) -> &RollingUpdateDeployment {
+    let strategy = deployment.spec.as_ref().unwrap().strategy.as_ref();
+    strategy.unwrap().rolling_update.as_ref().unwrap()
 }
 
 fn env<'a>(container: &'a Container, name: &str) -> Option<&'a EnvVar> {
@@ -95,13 +100,7 @@ fn defaults_follow_the_reference() {
     let desired = desired(&app);
     let spec = desired.app.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(2));
-    let rolling = spec
-        .strategy
-        .as_ref()
-        .unwrap()
-        .rolling_update
-        .as_ref()
-        .unwrap();
+    let rolling = rolling_update(&desired.app);
     assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
     assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
 
@@ -200,13 +199,7 @@ fn every_field_of_the_production_example_lands_in_place() {
     let spec = desired.app.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(6));
     assert_eq!(spec.min_ready_seconds, Some(20));
-    let rolling = spec
-        .strategy
-        .as_ref()
-        .unwrap()
-        .rolling_update
-        .as_ref()
-        .unwrap();
+    let rolling = rolling_update(&desired.app);
     assert_eq!(rolling.max_surge, Some(IntOrString::Int(2)));
 
     let pod = pod(&desired.app);

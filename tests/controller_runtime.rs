@@ -147,6 +147,20 @@ impl FakeApi {
         self.refused.lock().unwrap().clone()
     }
 
+    /// Another replica, `holder`, takes or renews the Lease for `seconds` from now.
+    fn lease_held_by(&self, holder: &str, seconds: i64) {
+        self.leases.lock().unwrap().write(
+            OPERATOR_NAMESPACE,
+            LEASE,
+            "other-manager",
+            &json!({
+                "holderIdentity": holder, "leaseDurationSeconds": seconds,
+                "acquireTime": now_micro(), "renewTime": now_micro(),
+            }),
+            Write::Update,
+        )
+    }
+
     fn lease_history(&self) -> Vec<LeaseWrite> {
         self.leases.lock().unwrap().history.clone()
     }
@@ -809,40 +823,10 @@ const WATCHED: [&str; 17] = [
     "/api/v1/pods",
 ];
 
-fn is_watch(seen: &Seen) -> bool {
-    seen.query.split('&').any(|p| p == "watch=true")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn caches_fill_on_a_standby_and_reconciles_start_once_it_leads() {
-    let fake = FakeApi::new(vec![todos()]);
-    // Another replica holds the Lease, renewing it every 200 ms of its 3 s.
-    let other = "other-replica_0";
-    let renewing = Arc::new(AtomicBool::new(true));
-    let renew = move |fake: &FakeApi| {
-        fake.leases.lock().unwrap().write(
-            OPERATOR_NAMESPACE,
-            LEASE,
-            "other-manager",
-            &json!({
-                "holderIdentity": other, "leaseDurationSeconds": 3,
-                "acquireTime": now_micro(), "renewTime": now_micro(),
-            }),
-            Write::Update,
-        )
-    };
-    renew(&fake);
-    let renewer = tokio::spawn({
-        let (fake, renewing) = (fake.clone(), renewing.clone());
-        async move {
-            while renewing.load(Ordering::Relaxed) {
-                renew(&fake);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    });
-
-    let args = RunArgs {
+/// The settings of an operator run in this process: leader election on the test's Lease, every
+/// namespace, default grace.
+fn run_args() -> RunArgs {
+    RunArgs {
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         log_format: LogFormat::Text,
         leader_elect: true,
@@ -854,16 +838,62 @@ async fn caches_fill_on_a_standby_and_reconciles_start_once_it_leads() {
         cluster_domain: "cluster.local".into(),
         proxy_image: "ghcr.io/example/meteor-operator:test".into(),
         shutdown_grace_seconds: meteor_operator::controller::DEFAULT_SHUTDOWN_GRACE_SECONDS,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(run_with(
-        fake.client(),
-        Default::default(),
-        args,
+    }
+}
+
+/// `run_with` on the fake's client, in this process, until [`InProcess::stop`].
+struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    run: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    fn start(fake: &Arc<FakeApi>, args: RunArgs) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(run_with(
+            fake.client(),
+            Default::default(),
+            args,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self { stop, run }
+    }
+
+    /// Shuts it down as SIGTERM does; what `run_with` returned, within 10 s.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.run)
+            .await
+            .expect("run stops in time")
+            .expect("run's task ran")
+    }
+}
+
+fn is_watch(seen: &Seen) -> bool {
+    seen.query.split('&').any(|p| p == "watch=true")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_fill_on_a_standby_and_reconciles_start_once_it_leads() {
+    let fake = FakeApi::new(vec![todos()]);
+    // Another replica holds the Lease, renewing it every 200 ms of its 3 s.
+    let other = "other-replica_0";
+    let renewing = Arc::new(AtomicBool::new(true));
+    let renew = move |fake: &FakeApi| fake.lease_held_by(other, 3);
+    renew(&fake);
+    let renewer = tokio::spawn({
+        let (fake, renewing) = (fake.clone(), renewing.clone());
         async move {
-            let _ = stopped.await;
-        },
-    ));
+            while renewing.load(Ordering::Relaxed) {
+                renew(&fake);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+
+    let run = InProcess::start(&fake, run_args());
 
     // Standing by, every cache lists and then watches (a reflector watches only after its list
     // is stored: the cache is ready).
@@ -941,12 +971,7 @@ async fn caches_fill_on_a_standby_and_reconciles_start_once_it_leads() {
     assert_eq!(status["status"]["observedGeneration"], 1);
 
     // Shutting down releases the Lease.
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .expect("run stops in time")
-        .expect("run's task ran")
-        .expect("run ends without error");
+    run.stop().await.expect("run ends without error");
     assert_eq!(fake.holder(), None, "released on shutdown");
     assert_eq!(fake.refused(), Vec::<String>::new());
 }
@@ -1174,16 +1199,7 @@ async fn sigterm_ends_a_process_whose_api_server_never_answers() {
 async fn sigterm_ends_a_standby_at_once_and_leaves_the_lease_alone() {
     let fake = FakeApi::new(vec![todos()]);
     let other = "other-replica_0";
-    fake.leases.lock().unwrap().write(
-        OPERATOR_NAMESPACE,
-        LEASE,
-        "other-manager",
-        &json!({
-            "holderIdentity": other, "leaseDurationSeconds": 3600,
-            "acquireTime": now_micro(), "renewTime": now_micro(),
-        }),
-        Write::Update,
-    );
+    fake.lease_held_by(other, 3600);
     let server = format!("http://{}", fake.serve().await);
     let operator = Operator::start(&server, true, 60);
     let mut ready = None;
@@ -1345,39 +1361,20 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_the_standby_takes_ove
 async fn a_namespaced_operator_asks_only_in_its_namespace() {
     let fake = FakeApi::new(vec![todos()]);
     let args = RunArgs {
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        log_format: LogFormat::Text,
         leader_elect: false,
-        lease_name: LEASE.into(),
         lease_namespace: None,
-        concurrency: 2,
-        max_upgrade_rollouts: meteor_operator::controller::DEFAULT_UPGRADE_ROLLOUTS,
         namespace: Some("default".into()),
-        cluster_domain: "cluster.local".into(),
-        proxy_image: "ghcr.io/example/meteor-operator:test".into(),
         shutdown_grace_seconds: 5,
+        ..run_args()
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(run_with(
-        fake.client(),
-        Default::default(),
-        args,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let run = InProcess::start(&fake, args);
     const STATUS: &str =
         "/apis/meteorfleet.dev/v1alpha1/namespaces/default/meteorapps/todos/status";
     eventually("the app is reconciled", Duration::from_secs(20), || {
         fake.seen().iter().any(|s| s.path == STATUS)
     })
     .await;
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .expect("run stops in time")
-        .unwrap()
-        .unwrap();
+    run.stop().await.unwrap();
     let seen = fake.seen();
     let kinds = seen.iter().filter(|s| is_watch(s)).count();
     assert!(kinds >= 15, "only {kinds} watches");

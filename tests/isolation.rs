@@ -6,7 +6,7 @@
 mod support;
 
 use http::Method;
-use support::cluster::Cluster;
+use support::cluster::{Cluster, reconcile_again};
 use support::{Expect, TestApp, app, condition, mongo_secret, not_found};
 
 const SECRET: &str = "/api/v1/namespaces/default/secrets/todos-mongo";
@@ -61,9 +61,6 @@ async fn an_app_named_after_anothers_child_is_refused_and_writes_nothing() {
 #[tokio::test]
 async fn the_owner_of_those_children_goes_on_as_before() {
     let owner = shop("shop").settled().build();
-    let cluster = Cluster::applied(&owner, 2);
-    let transcript = cluster
-        .reconcile(owner, vec![Expect::get(SECRET, mongo_secret())])
-        .await;
+    let transcript = reconcile_again(&owner, vec![Expect::get(SECRET, mongo_secret())]).await;
     assert_eq!(transcript.writes(), Vec::<String>::new());
 }

@@ -52,6 +52,14 @@ fn tier(app: &MeteorApp) -> MongoTier {
     desired_with(app, &TierOptions::default(), &mut Counter::default()).expect("managed")
 }
 
+/// The names of the Secrets the tier creates once.
+fn created_once(tier: &MongoTier) -> Vec<String> {
+    tier.create_once
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect()
+}
+
 fn json_of<T: serde::Serialize>(t: &T) -> Value {
     serde_json::to_value(t).unwrap()
 }
@@ -293,11 +301,7 @@ fn network_policy_admits_only_this_app_its_labelled_clients_and_the_operator() {
 fn generated_secrets_and_their_retention() {
     let a = managed(json!({}));
     let t = tier(&a);
-    let names: Vec<String> = t
-        .create_once
-        .iter()
-        .map(|s| s.metadata.name.clone().unwrap())
-        .collect();
+    let names = created_once(&t);
     assert_eq!(
         names,
         [
@@ -349,11 +353,7 @@ fn generated_secrets_and_their_retention() {
 fn user_supplied_secrets_are_used_not_generated() {
     let a = managed(json!({ "secrets": { "root": "my-root", "keyfile": "my-key" } }));
     let t = tier(&a);
-    let names: Vec<String> = t
-        .create_once
-        .iter()
-        .map(|s| s.metadata.name.clone().unwrap())
-        .collect();
+    let names = created_once(&t);
     assert_eq!(names, ["shop-mongo-app", "shop-mongo-oplog"]);
     assert_eq!(mongo::secret_name(&a, SecretKind::Root), "my-root");
     let sts = json_of(&t.statefulset);

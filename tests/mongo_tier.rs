@@ -16,6 +16,7 @@ use support::{Expect, Reply, Transcript, not_found, secret_json};
 
 const NS: &str = "/api/v1/namespaces/default";
 const STS: &str = "/apis/apps/v1/namespaces/default/statefulsets/shop-mongo";
+const URLS: &str = "/api/v1/namespaces/default/secrets/shop-mongo-urls";
 
 /// `shop`, with a managed replica set of three members (`spec.mongo.managed` as `managed`).
 fn app(managed: &str) -> MeteorApp {
@@ -51,6 +52,24 @@ fn tier_objects() -> Vec<Expect> {
     vec![Expect::patch(&svc), Expect::patch(pdb), Expect::patch(np)]
 }
 
+/// A new tier's writes: each credential Secret looked up and created, the tier's objects
+/// applied, then the URLs Secret and the StatefulSet.
+fn new_tier() -> Vec<Expect> {
+    let mut script = Vec::new();
+    for kind in ["keyfile", "root", "app", "oplog"] {
+        let name = format!("shop-mongo-{kind}");
+        script.push(Expect::get(
+            &format!("{NS}/secrets/{name}"),
+            not_found("secrets", &name),
+        ));
+        script.push(post(&format!("{NS}/secrets")));
+    }
+    script.extend(tier_objects());
+    script.push(Expect::patch(URLS));
+    script.push(Expect::patch(STS));
+    script
+}
+
 fn decode(v: &Value) -> String {
     use base64::Engine;
     String::from_utf8(
@@ -63,20 +82,7 @@ fn decode(v: &Value) -> String {
 
 #[tokio::test]
 async fn first_reconcile_creates_secrets_once_and_the_tier() {
-    let mut script = Vec::new();
-    for kind in ["keyfile", "root", "app", "oplog"] {
-        let name = format!("shop-mongo-{kind}");
-        script.push(Expect::get(
-            &format!("{NS}/secrets/{name}"),
-            not_found("secrets", &name),
-        ));
-        script.push(post(&format!("{NS}/secrets")));
-    }
-    script.extend(tier_objects());
-    let urls = format!("{NS}/secrets/shop-mongo-urls");
-    script.push(Expect::patch(&urls));
-    script.push(Expect::patch(STS));
-    let (report, transcript) = reconcile_tier(Cluster::empty(), shop(), script).await;
+    let (report, transcript) = reconcile_tier(Cluster::empty(), shop(), new_tier()).await;
     let report = report
         .expect("no API error")
         .expect("a managed app has a tier");
@@ -110,7 +116,7 @@ async fn first_reconcile_creates_secrets_once_and_the_tier() {
     );
 
     // The URLs Secret carries the password just generated, never the pod spec.
-    let urls_body = transcript.body_of(Method::PATCH, &urls);
+    let urls_body = transcript.body_of(Method::PATCH, URLS);
     let mongo_url = decode(&urls_body["data"]["MONGO_URL"]);
     assert!(
         mongo_url.starts_with(&format!("mongodb://app:{app_pw}@shop-mongo-0.")),
@@ -158,12 +164,11 @@ async fn existing_and_racing_secrets_are_never_overwritten() {
         &[("username", "oplog"), ("password", "op")],
     ));
     script.extend(tier_objects());
-    let urls = format!("{NS}/secrets/shop-mongo-urls");
-    script.push(Expect::patch(&urls));
+    script.push(Expect::patch(URLS));
     script.push(Expect::patch(STS));
     let (report, transcript) = reconcile_tier(Cluster::empty(), shop(), script).await;
     report.expect("no API error");
-    let mongo_url = decode(&transcript.body_of(Method::PATCH, &urls)["data"]["MONGO_URL"]);
+    let mongo_url = decode(&transcript.body_of(Method::PATCH, URLS)["data"]["MONGO_URL"]);
     assert!(
         mongo_url.starts_with("mongodb://app:winner@"),
         "{mongo_url}"
@@ -231,18 +236,7 @@ async fn reconcile_holds_ready_until_mongo_is_ready() {
             not_found("networkpolicies", "shop-mongo"),
         ),
     ];
-    for kind in ["keyfile", "root", "app", "oplog"] {
-        let name = format!("shop-mongo-{kind}");
-        script.push(Expect::get(
-            &format!("{NS}/secrets/{name}"),
-            not_found("secrets", &name),
-        ));
-        script.push(post(&format!("{NS}/secrets")));
-    }
-    script.extend(tier_objects());
-    let urls = format!("{NS}/secrets/shop-mongo-urls");
-    script.push(Expect::patch(&urls));
-    script.push(Expect::patch(STS));
+    script.extend(new_tier());
     script.push(Expect::status(&app));
     let (action, transcript) = cluster.run(app.clone(), script).await;
     let action = action.expect("reconcile succeeds");
@@ -405,8 +399,7 @@ fn resized_app() -> MeteorApp {
 async fn run_resize(allow: bool) -> (TierReport, Transcript) {
     let mut script = existing_secrets();
     script.extend(tier_objects());
-    let urls = format!("{NS}/secrets/shop-mongo-urls");
-    script.push(Expect::patch(&urls));
+    script.push(Expect::patch(URLS));
     script.push(Expect::get(
         &format!("{NS}/persistentvolumeclaims"),
         pvc_list(),

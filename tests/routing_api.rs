@@ -10,7 +10,7 @@ use http::{Method, StatusCode};
 use meteor_operator::api::MeteorApp;
 use meteor_operator::controller::stamped;
 use meteor_operator::status::routing::{RouteState, RoutingObservation};
-use support::cluster::Cluster;
+use support::cluster::{Cluster, reconcile_again};
 use support::{DEPLOYMENT, Expect, PDB, Reply, SECRET, SERVICE, STATUS, app, condition};
 use support::{default_app, minimal_app, mongo_secret};
 
@@ -124,9 +124,7 @@ async fn a_first_visit_creates_the_proxy_tier_and_ready_waits_for_a_proxy() {
 #[tokio::test]
 async fn a_routed_app_at_rest_writes_nothing() {
     let app = app().with_proxy().settled().build();
-    let transcript = Cluster::applied(&app, 2)
-        .reconcile(app.clone(), vec![Expect::get(SECRET, mongo_secret())])
-        .await;
+    let transcript = reconcile_again(&app, vec![Expect::get(SECRET, mongo_secret())]).await;
     assert_eq!(transcript.writes(), Vec::<String>::new());
     let status = app.status.as_ref().unwrap();
     let routed = status.conditions.iter().find(|c| c.type_ == "Routed");
@@ -258,9 +256,7 @@ async fn without_gateway_api_no_route_is_sent_and_the_status_says_why() {
         Expect::status(&app),
         Expect::event(),
     ];
-    let transcript = Cluster::applied(&app, 2)
-        .reconcile(app.clone(), script)
-        .await;
+    let transcript = reconcile_again(&app, script).await;
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Routed")["status"], "False");
     assert_eq!(condition(&status, "Routed")["reason"], "NoGatewayAPI");
@@ -342,9 +338,7 @@ async fn a_tls_secret_of_the_wrong_type_is_reported_once() {
         Expect::status(&app),
         Expect::event(),
     ];
-    let transcript = Cluster::applied(&app, 2)
-        .reconcile(app.clone(), script)
-        .await;
+    let transcript = reconcile_again(&app, script).await;
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Routed")["reason"], "TLSSecretInvalid");
     assert_eq!(condition(&status, "Degraded")["reason"], "TLSSecretInvalid");

@@ -77,8 +77,23 @@ fn applied<'a>(
 
 const AS_SPECIFIED: Verdict = Verdict::Applied(RolloutState::AsSpecified);
 
-/// Every condition as (type, status, reason), in the status's order.
-fn conditions(status: &MeteorAppStatus) -> Vec<(&str, &str, &str)> {
+/// A condition as (type, status, reason).
+type Said<'a> = (&'a str, &'a str, &'a str);
+
+/// What the core says of an app whose pods all run the spec and serve.
+const READY: Said = ("Ready", "True", "AllReplicasReady");
+const ROLLED_OUT: Said = ("Progressing", "False", "RolloutComplete");
+const NO_PROBLEM: Said = ("Degraded", "False", "AsExpected");
+/// The way in, when nothing in front of the front Service waits for anyone.
+const ROUTED: Said = ("Routed", "True", "Routed");
+
+/// The status step of this pass.
+fn pass(app: &MeteorApp, report: PassReport) -> MeteorAppStatus {
+    status::of_pass(app, report, &now())
+}
+
+/// Every condition, in the status's order.
+fn conditions(status: &MeteorAppStatus) -> Vec<Said<'_>> {
     status
         .conditions
         .iter()
@@ -147,14 +162,14 @@ fn the_app_tier() {
     // Observed: nothing yet. Plan: apply. Conditions: waiting for the pods.
     let facts = rollout_facts(&app, &desired, None, None);
     assert_eq!(plan::decide(&facts), RolloutPlan::Apply);
-    let status = status::of_pass(&app, applied(&AS_SPECIFIED, None, &seen), &now());
+    let status = pass(&app, applied(&AS_SPECIFIED, None, &seen));
     assert_eq!(
         conditions(&status),
         [
             ("Ready", "False", "WaitingForReplicas"),
             ("Progressing", "True", "RollingOut"),
-            ("Degraded", "False", "AsExpected"),
-            ("Routed", "True", "Routed"),
+            NO_PROBLEM,
+            ROUTED,
         ]
     );
     assert_eq!(message(&status, "Ready"), "0/3 app processes ready");
@@ -167,19 +182,16 @@ fn the_app_tier() {
     let history = plan::next_history(&facts, &RolloutPlan::Apply);
     let template = template_hash(&desired.app).map(String::from);
     assert_eq!(history.as_ref().unwrap().available_template, template);
-    let pass = PassReport {
-        history,
-        ..applied(&AS_SPECIFIED, Some(&cached), &seen)
-    };
-    let status = status::of_pass(&app, pass, &now());
+    let status = pass(
+        &app,
+        PassReport {
+            history,
+            ..applied(&AS_SPECIFIED, Some(&cached), &seen)
+        },
+    );
     assert_eq!(
         conditions(&status),
-        [
-            ("Ready", "True", "AllReplicasReady"),
-            ("Progressing", "False", "RolloutComplete"),
-            ("Degraded", "False", "AsExpected"),
-            ("Routed", "True", "Routed"),
-        ]
+        [READY, ROLLED_OUT, NO_PROBLEM, ROUTED,]
     );
     assert_eq!(status.replica_summary.as_deref(), Some("3/3"));
 
@@ -218,18 +230,20 @@ fn the_app_tier() {
         good_image: history.available_image.clone().unwrap(),
         failure: history.failure.clone().unwrap(),
     });
-    let pass = PassReport {
-        history: Some(history),
-        ..applied(&rolled_back, Some(&failing), &seen)
-    };
-    let status = status::of_pass(&app, pass, &now());
+    let status = pass(
+        &app,
+        PassReport {
+            history: Some(history),
+            ..applied(&rolled_back, Some(&failing), &seen)
+        },
+    );
     assert_eq!(
         conditions(&status),
         [
             ("Ready", "False", "RolloutStuck"),
             ("Progressing", "True", "RolledBack"),
             ("Degraded", "True", "RolledBack"),
-            ("Routed", "True", "Routed"),
+            ROUTED,
         ]
     );
     assert_eq!(
@@ -266,11 +280,13 @@ fn the_worker_tier() {
     progress.available_replicas = Some(0);
     let facts = rollout_facts(&app, &desired, Some(&cached_app), Some(&starting));
     assert_eq!(plan::decide(&facts), RolloutPlan::Apply);
-    let pass = PassReport {
-        worker: Some(&starting),
-        ..applied(&AS_SPECIFIED, Some(&cached_app), &seen)
-    };
-    let status = status::of_pass(&app, pass, &now());
+    let status = pass(
+        &app,
+        PassReport {
+            worker: Some(&starting),
+            ..applied(&AS_SPECIFIED, Some(&cached_app), &seen)
+        },
+    );
     assert_eq!(
         conditions(&status)[..2],
         [
@@ -285,18 +301,14 @@ fn the_worker_tier() {
 
     // Observed: the worker's pod available too. Conditions: Ready, the rollout complete.
     let ready = rolled_out(stamped(worker.clone()), 1);
-    let pass = PassReport {
-        worker: Some(&ready),
-        ..applied(&AS_SPECIFIED, Some(&cached_app), &seen)
-    };
-    let status = status::of_pass(&app, pass, &now());
-    assert_eq!(
-        conditions(&status)[..2],
-        [
-            ("Ready", "True", "AllReplicasReady"),
-            ("Progressing", "False", "RolloutComplete"),
-        ]
+    let status = pass(
+        &app,
+        PassReport {
+            worker: Some(&ready),
+            ..applied(&AS_SPECIFIED, Some(&cached_app), &seen)
+        },
     );
+    assert_eq!(conditions(&status)[..2], [READY, ROLLED_OUT,]);
 
     // Observed: the worker runs a template an older operator version built from the same spec
     // and data. Plan: that change waits for an upgrade slot (the spec did not change).
@@ -347,17 +359,13 @@ fn the_routing_tier() {
 
     // Observed: no proxy pod ready. Conditions: not Ready, and Routed says why.
     let none_ready = RoutingObservation::default();
-    let status = status::of_pass(
-        &app,
-        applied(&AS_SPECIFIED, Some(&cached), &none_ready),
-        &now(),
-    );
+    let status = pass(&app, applied(&AS_SPECIFIED, Some(&cached), &none_ready));
     assert_eq!(
         conditions(&status),
         [
             ("Ready", "False", "ProxyNotReady"),
-            ("Progressing", "False", "RolloutComplete"),
-            ("Degraded", "False", "AsExpected"),
+            ROLLED_OUT,
+            NO_PROBLEM,
             ("Routed", "False", "ProxyNotReady"),
         ]
     );
@@ -367,19 +375,10 @@ fn the_routing_tier() {
         proxy_ready: 2,
         ..RoutingObservation::default()
     };
-    let status = status::of_pass(
-        &app,
-        applied(&AS_SPECIFIED, Some(&cached), &serving),
-        &now(),
-    );
+    let status = pass(&app, applied(&AS_SPECIFIED, Some(&cached), &serving));
     assert_eq!(
         conditions(&status),
-        [
-            ("Ready", "True", "AllReplicasReady"),
-            ("Progressing", "False", "RolloutComplete"),
-            ("Degraded", "False", "AsExpected"),
-            ("Routed", "True", "Routed"),
-        ]
+        [READY, ROLLED_OUT, NO_PROBLEM, ROUTED,]
     );
     assert_eq!(
         message(&status, "Routed"),
@@ -399,15 +398,8 @@ fn the_routing_tier() {
     let ingress = desired.routing.ingress.expect("an Ingress");
     let rules = ingress.spec.unwrap().rules.unwrap();
     assert_eq!(rules[0].host.as_deref(), Some("todos.example.com"));
-    let status = status::of_pass(
-        &app,
-        applied(&AS_SPECIFIED, Some(&cached), &serving),
-        &now(),
-    );
-    assert_eq!(
-        conditions(&status)[0],
-        ("Ready", "True", "AllReplicasReady")
-    );
+    let status = pass(&app, applied(&AS_SPECIFIED, Some(&cached), &serving));
+    assert_eq!(conditions(&status)[0], READY);
     assert_eq!(
         conditions(&status)[3],
         ("Routed", "False", "IngressPending")
@@ -491,21 +483,20 @@ fn the_autoscaling_tier() {
     // does not hold Ready.
     let cached = Cluster::applied(&app, 0);
     let seen = RoutingObservation::default();
-    let status = status::of_pass(
+    let status = pass(
         &app,
         PassReport {
             autoscaler: Some(cached.autoscalers.first()),
             ..applied(&AS_SPECIFIED, cached.deployments.first(), &seen)
         },
-        &now(),
     );
     assert_eq!(
         conditions(&status),
         [
-            ("Ready", "True", "AllReplicasReady"),
-            ("Progressing", "False", "RolloutComplete"),
-            ("Degraded", "False", "AsExpected"),
-            ("Routed", "True", "Routed"),
+            READY,
+            ROLLED_OUT,
+            NO_PROBLEM,
+            ROUTED,
             ("Autoscaled", "False", "Pending"),
         ]
     );
@@ -525,13 +516,12 @@ fn the_autoscaling_tier() {
         },
     }))
     .unwrap();
-    let status = status::of_pass(
+    let status = pass(
         &app,
         PassReport {
             autoscaler: Some(Some(&active)),
             ..applied(&AS_SPECIFIED, cached.deployments.first(), &seen)
         },
-        &now(),
     );
     assert_eq!(
         conditions(&status)[4],
@@ -605,11 +595,23 @@ fn the_managed_mongo_tier() {
     let cached = Cluster::applied(&app, 0).deployments.remove(0);
     let seen = RoutingObservation::default();
     let of_pass = |report: &TierReport| {
-        let pass = PassReport {
+        let report = PassReport {
             mongo: Some(report),
             ..applied(&AS_SPECIFIED, Some(&cached), &seen)
         };
-        status::of_pass(&app, pass, &now())
+        pass(&app, report)
+    };
+    // One step of the tier: the plan's one change from the facts, and the tier's report of them.
+    let step = |facts: &Facts| {
+        let action = replset::plan(&target, facts);
+        let report = TierReport {
+            readiness: readiness(&target, facts, &action, None),
+            storage: None,
+            mongo: mongo_status(&target, facts),
+            requeue: replset::REQUEUE_WAIT,
+            writes: 0,
+        };
+        (action, report)
     };
 
     // Observed: no member answers yet. Plan: wait for them. Conditions: MongoReady provisioning,
@@ -619,24 +621,17 @@ fn the_managed_mongo_tier() {
         hellos: vec![None, None, None],
         ..Facts::default()
     };
-    let step = replset::plan(&target, &starting);
-    assert_eq!(step, Action::Wait(Wait::NoneReachable));
-    let report = TierReport {
-        readiness: readiness(&target, &starting, &step, None),
-        storage: None,
-        mongo: mongo_status(&target, &starting),
-        requeue: replset::REQUEUE_WAIT,
-        writes: 0,
-    };
+    let (action, report) = step(&starting);
+    assert_eq!(action, Action::Wait(Wait::NoneReachable));
     let status = of_pass(&report);
     assert_eq!(
         conditions(&status),
         [
             ("Ready", "False", "MongoNotReady"),
-            ("Progressing", "False", "RolloutComplete"),
-            ("Degraded", "False", "AsExpected"),
+            ROLLED_OUT,
+            NO_PROBLEM,
             ("MongoReady", "False", "Provisioning"),
-            ("Routed", "True", "Routed"),
+            ROUTED,
         ]
     );
     assert_eq!(
@@ -690,24 +685,17 @@ fn the_managed_mongo_tier() {
         was_initialized: true,
         ..Facts::default()
     };
-    let step = replset::plan(&target, &healthy);
-    assert_eq!(step, Action::Healthy);
-    let report = TierReport {
-        readiness: readiness(&target, &healthy, &step, None),
-        storage: None,
-        mongo: mongo_status(&target, &healthy),
-        requeue: replset::REQUEUE_IDLE,
-        writes: 0,
-    };
+    let (action, report) = step(&healthy);
+    assert_eq!(action, Action::Healthy);
     let status = of_pass(&report);
     assert_eq!(
         conditions(&status),
         [
-            ("Ready", "True", "AllReplicasReady"),
-            ("Progressing", "False", "RolloutComplete"),
-            ("Degraded", "False", "AsExpected"),
+            READY,
+            ROLLED_OUT,
+            NO_PROBLEM,
             ("MongoReady", "True", "Ready"),
-            ("Routed", "True", "Routed"),
+            ROUTED,
         ]
     );
     let mongo = status.mongo.unwrap();

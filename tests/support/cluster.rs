@@ -61,6 +61,12 @@ impl Cluster {
         Self::from_desired(app, desired_children(app), proxy_ready)
     }
 
+    /// What a reconcile of `app` applied, everything since rolled out: its pods and proxies ready.
+    pub fn settled(app: &MeteorApp) -> Self {
+        let proxies = meteor_operator::build::routing::proxy_replicas(app).unwrap_or(0);
+        Self::applied(app, proxies)
+    }
+
     /// What a reconcile of `app` applied when it built `desired` (its references read as they
     /// were then), its app pods rolled out and `proxy_ready` proxies ready.
     pub fn from_desired(app: &MeteorApp, desired: Desired, proxy_ready: i32) -> Self {
@@ -232,6 +238,12 @@ fn optional<K: meteor_operator::controller::Child>(
     } else {
         Optional::absent()
     }
+}
+
+/// The next reconcile of `app` over what its last one applied ([`Cluster::settled`]) against
+/// `script`, checked to have made exactly those requests and to have succeeded.
+pub async fn reconcile_again(app: &MeteorApp, script: Vec<Expect>) -> Transcript {
+    Cluster::settled(app).reconcile(app.clone(), script).await
 }
 
 pub fn earlier() -> Time {
