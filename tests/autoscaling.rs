@@ -346,6 +346,18 @@ async fn before_a_scale_down_each_pod_costs_its_sessions_over_every_proxy() {
     assert_eq!(deployment["spec"]["replicas"], 2);
 }
 
+/// The requests of a scale-down whose sessions are unknown: the proxy tier's ReplicaSets, a
+/// Warning event, then the Deployment and the status.
+fn scale_down_unknown_sessions(two: &MeteorApp) -> Vec<Expect> {
+    vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::get(REPLICA_SETS, proxy_replica_sets()),
+        Expect::event(),
+        Expect::patch(DEPLOYMENT),
+        Expect::status(two),
+    ]
+}
+
 #[tokio::test]
 async fn a_scale_down_goes_ahead_with_a_warning_when_the_proxies_do_not_answer() {
     let (two, mut cluster) = scaling_down();
@@ -354,13 +366,7 @@ async fn a_scale_down_goes_ahead_with_a_warning_when_the_proxies_do_not_answer()
     cluster.admin_port = Some(probe.local_addr().unwrap().port());
     drop(probe);
     cluster.pods = cached_pods(vec![pod("todos-proxy-1", "127.0.0.1", "proxy", None)]);
-    let script = vec![
-        Expect::get(SECRET, mongo_secret()),
-        Expect::get(REPLICA_SETS, proxy_replica_sets()),
-        Expect::event(),
-        Expect::patch(DEPLOYMENT),
-        Expect::status(&two),
-    ];
+    let script = scale_down_unknown_sessions(&two);
     let transcript = cluster.reconcile(two, script).await;
     let event = transcript.event();
     assert_eq!(event["type"], "Warning");
@@ -398,13 +404,7 @@ async fn an_endless_status_is_cut_at_its_limit_and_counts_as_no_answer() {
         }
     });
     cluster.pods = cached_pods(vec![pod("todos-proxy-1", "127.0.0.1", "proxy", None)]);
-    let script = vec![
-        Expect::get(SECRET, mongo_secret()),
-        Expect::get(REPLICA_SETS, proxy_replica_sets()),
-        Expect::event(),
-        Expect::patch(DEPLOYMENT),
-        Expect::status(&two),
-    ];
+    let script = scale_down_unknown_sessions(&two);
     let transcript = cluster.reconcile(two, script).await;
     endless.abort();
     let note = transcript.event()["note"].as_str().unwrap().to_string();

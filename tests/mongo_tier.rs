@@ -92,12 +92,7 @@ async fn first_reconcile_creates_secrets_once_and_the_tier() {
     assert_eq!(report.writes, 4 + 3 + 1 + 1);
 
     // Credential Secrets were POSTed with fresh random passwords, and only POSTed.
-    let posts: Vec<Value> = transcript
-        .seen()
-        .into_iter()
-        .filter(|s| s.method == Method::POST)
-        .map(|s| s.body)
-        .collect();
+    let posts = transcript.bodies(Method::POST);
     assert_eq!(posts.len(), 4);
     let app_pw = decode(&posts[2]["data"]["password"]);
     assert_eq!(app_pw.len(), 48);
@@ -502,12 +497,7 @@ async fn a_settled_tier_reads_only_the_credential_secrets() {
     let report = report.expect("no API error").unwrap();
     // No GET of the Service, PDB, NetworkPolicy, URLs Secret or StatefulSet, no PVC list (the
     // size is the claim template's).
-    let gets: Vec<String> = transcript
-        .seen()
-        .into_iter()
-        .filter(|s| s.method == Method::GET)
-        .map(|s| s.path)
-        .collect();
+    let gets = transcript.paths(Method::GET);
     assert_eq!(gets.len(), 4, "{gets:?}");
     assert!(
         gets.iter().all(|p| p.contains("/secrets/shop-mongo-")),
@@ -517,18 +507,16 @@ async fn a_settled_tier_reads_only_the_credential_secrets() {
     assert_eq!(report.readiness.message, "waiting for mongod pods to start");
 }
 
+/// What the tier's reconcile returned, and the requests it made.
+type TierVisit = (Result<Option<TierReport>, kube::Error>, Transcript);
+
 /// The tier's reconcile of `app` over `cluster` (the tier built from `app` as a reconcile builds
 /// it), checked to have made exactly the requests of `script`.
-async fn reconcile_tier(
-    cluster: Cluster,
-    app: MeteorApp,
-    script: Vec<Expect>,
-) -> (Result<Option<TierReport>, kube::Error>, Transcript) {
-    cluster
-        .visit(script, |ctx| async move {
-            tier::reconcile(&ctx, &app, mongo_build::desired(&app)).await
-        })
-        .await
+async fn reconcile_tier(cluster: Cluster, app: MeteorApp, script: Vec<Expect>) -> TierVisit {
+    let run = |ctx: std::sync::Arc<_>| async move {
+        tier::reconcile(&ctx, &app, mongo_build::desired(&app)).await
+    };
+    cluster.visit(script, run).await
 }
 
 /// [`reconcile_tier`] with every member of the replica set down.
@@ -536,10 +524,10 @@ async fn reconcile_tier_all_down(
     cluster: Cluster,
     app: MeteorApp,
     script: Vec<Expect>,
-) -> (Result<Option<TierReport>, kube::Error>, Transcript) {
-    cluster
-        .visit(script, |ctx| async move {
-            tier::reconcile_with(&ctx, &app, mongo_build::desired(&app), |_, _| AllDown).await
-        })
-        .await
+) -> TierVisit {
+    let run = |ctx: std::sync::Arc<_>| async move {
+        let desired = mongo_build::desired(&app);
+        tier::reconcile_with(&ctx, &app, desired, |_, _| AllDown).await
+    };
+    cluster.visit(script, run).await
 }

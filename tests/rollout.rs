@@ -52,6 +52,12 @@ fn new_pod(name: &str, template: &str, restarts: i32) -> serde_json::Value {
     })
 }
 
+/// `template` with the pod label `key: value`.
+fn label(template: &mut k8s_openapi::api::core::v1::PodTemplateSpec, key: &str, value: &str) {
+    let labels = template.metadata.as_mut().unwrap().labels.as_mut().unwrap();
+    labels.insert(key.into(), value.into());
+}
+
 fn template_of(deployment: &Deployment) -> String {
     TierFacts::of(deployment).template.unwrap()
 }
@@ -80,14 +86,7 @@ async fn a_rollout_that_never_gets_healthy_is_rolled_back_and_stays_there() {
 
     // The Deployment's revision history still has v1's ReplicaSet.
     let mut rs_template = good.spec.as_ref().unwrap().template.clone();
-    rs_template
-        .metadata
-        .as_mut()
-        .unwrap()
-        .labels
-        .as_mut()
-        .unwrap()
-        .insert("pod-template-hash".into(), "5d4f8b7c9".into());
+    label(&mut rs_template, "pod-template-hash", "5d4f8b7c9");
     let replica_sets = json!({
         "apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {},
         "items": [{
@@ -287,14 +286,7 @@ async fn a_crash_loop_with_a_target_rolls_back_and_auto_rollback_off_does_not() 
 fn upgraded_app(name: &str) -> (MeteorApp, Cluster) {
     let built_by_an_older_version = |mut deployment: Deployment| {
         let template = &mut deployment.spec.as_mut().unwrap().template;
-        template
-            .metadata
-            .as_mut()
-            .unwrap()
-            .labels
-            .as_mut()
-            .unwrap()
-            .insert(meta::TEMPLATE_HASH_LABEL.into(), "built-by-0.0.9".into());
+        label(template, meta::TEMPLATE_HASH_LABEL, "built-by-0.0.9");
         stamped(rolled_out(deployment, 2))
     };
     let app = app().name(name);
@@ -539,22 +531,16 @@ async fn a_change_by_someone_else_after_our_write_is_seen_from_field_ownership()
     ctx.applier.baselines().written(&answer.metadata);
     let mut untouched = answer.clone();
     meteor_operator::controller::trim::deployment(&mut untouched);
-    untouched
-        .metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(
-            meteor_operator::controller::APPLIED_HASH_ANNOTATION.into(),
-            hash.clone(),
-        );
-    scaled
-        .metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(
-            meteor_operator::controller::APPLIED_HASH_ANNOTATION.into(),
-            hash.clone(),
-        );
+    for cached in [&mut untouched, &mut scaled] {
+        cached
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                meteor_operator::controller::APPLIED_HASH_ANNOTATION.into(),
+                hash.clone(),
+            );
+    }
     assert!(!ctx.applier.needs_write(&hash, Some(&untouched)));
     assert!(ctx.applier.needs_write(&hash, Some(&scaled)));
 }

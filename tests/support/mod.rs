@@ -250,6 +250,22 @@ impl Transcript {
             .unwrap_or_else(|| panic!("no request to {path} was made"))
             .query
     }
+    /// The bodies of the `method` requests, in order.
+    pub fn bodies(&self, method: Method) -> Vec<serde_json::Value> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.method == method)
+            .map(|s| s.body)
+            .collect()
+    }
+    /// The paths of the `method` requests, in order.
+    pub fn paths(&self, method: Method) -> Vec<String> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.method == method)
+            .map(|s| s.path)
+            .collect()
+    }
     pub fn writes(&self) -> Vec<String> {
         self.seen()
             .into_iter()
