@@ -14,6 +14,7 @@
 //! counts.
 
 use super::apply::Child;
+use crate::api::{MeteorApp, MeteorAppStatus};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
@@ -38,6 +39,16 @@ struct Written {
 #[derive(Default)]
 pub struct Expected {
     written: Mutex<HashMap<Key, Written>>,
+    /// The MeteorApp status last written per app, with the version the API answered: status
+    /// writes trigger no reconcile, but a Deployment event can start one before the MeteorApp
+    /// watch delivers the write, and it would compare against the older status and write again.
+    statuses: Mutex<HashMap<(String, String), WrittenStatus>>,
+}
+
+struct WrittenStatus {
+    version: Option<String>,
+    status: MeteorAppStatus,
+    at: Instant,
 }
 
 fn key_of<K: Child>(namespace: &str, name: &str) -> Key {
@@ -124,6 +135,39 @@ impl Expected {
         }
     }
 
+    /// Records the API's answer to a status write of a MeteorApp.
+    pub fn status_written(&self, answer: &MeteorApp) {
+        let Some(status) = answer.status.clone() else {
+            return;
+        };
+        let mut statuses = self.statuses.lock().expect("lock is never poisoned");
+        statuses.retain(|_, w| w.at.elapsed() < AT_MOST);
+        statuses.insert(
+            (answer.namespace().unwrap_or_default(), answer.name_any()),
+            WrittenStatus {
+                version: answer.resource_version(),
+                status,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// `app` with the status last written, when its cached version predates that write.
+    pub fn with_written_status(&self, app: Arc<MeteorApp>) -> Arc<MeteorApp> {
+        let key = (app.namespace().unwrap_or_default(), app.name_any());
+        let mut statuses = self.statuses.lock().expect("lock is never poisoned");
+        let Some(written) = statuses.get(&key) else {
+            return app;
+        };
+        if written.at.elapsed() >= AT_MOST || at_least(app.resource_version(), &written.version) {
+            statuses.remove(&key);
+            return app;
+        }
+        let mut fresher = (*app).clone();
+        fresher.status = Some(written.status.clone());
+        Arc::new(fresher)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Written>> {
         self.written.lock().expect("lock is never poisoned")
     }
@@ -201,6 +245,36 @@ mod tests {
     /// On a real cluster the Deployment controller writes status right after the operator's
     /// write, and the watch can deliver both before the write's answer is recorded: the cache,
     /// already past the written version, is what a reconcile must see (with the status).
+    #[test]
+    fn a_written_status_stands_in_until_the_cached_app_reaches_it() {
+        let app = |version: &str, ready: i32| {
+            let mut app: MeteorApp = serde_json::from_value(serde_json::json!({
+                "apiVersion": "meteorfleet.dev/v1alpha1", "kind": "MeteorApp",
+                "metadata": {"name": "todos", "namespace": "default", "resourceVersion": version},
+                "spec": {"image": "todos:1", "rootUrl": "https://todos.example.com",
+                         "mongo": {"external": {"url": {"name": "m", "key": "u"}}}},
+            }))
+            .unwrap();
+            app.status = (ready >= 0).then(|| MeteorAppStatus {
+                ready_replicas: ready,
+                ..MeteorAppStatus::default()
+            });
+            Arc::new(app)
+        };
+        let expected = Expected::default();
+        // Nothing written: the cached app as it is.
+        assert_eq!(expected.with_written_status(app("10", -1)).status, None);
+        expected.status_written(&app("12", 1));
+        // The cache still holds version 10 (no status yet): the written status stands in.
+        let seen = expected.with_written_status(app("10", -1));
+        assert_eq!(seen.status.as_ref().map(|s| s.ready_replicas), Some(1));
+        // The watch delivered version 13 (the write and a later change): the cache wins.
+        let seen = expected.with_written_status(app("13", 2));
+        assert_eq!(seen.status.as_ref().map(|s| s.ready_replicas), Some(2));
+        // And the entry is gone.
+        assert_eq!(expected.with_written_status(app("10", -1)).status, None);
+    }
+
     #[test]
     fn a_cache_already_past_the_write_is_seen_at_once() {
         let expected = Arc::new(Expected::default());

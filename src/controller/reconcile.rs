@@ -57,6 +57,8 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
         return Ok(Action::await_change());
     }
     let namespace = app.namespace().ok_or(Error::MissingNamespace)?;
+    // The status this operator last wrote, when the MeteorApp watch has not delivered it yet.
+    let app = ctx.applier.expected().with_written_status(app);
 
     // Boxed: the whole pass is a large state machine (every API call of every tier), and a
     // task's stack is only a few MiB.
@@ -664,13 +666,15 @@ async fn write_status(
         "kind": MeteorApp::kind(&()),
         "status": new_status,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(meta::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::at(Step::Status))?;
+    let answer = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(meta::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::at(Step::Status))?;
+    ctx.applier.expected().status_written(&answer);
     ctx.metrics.wrote(1);
 
     let reference = reference(metadata, namespace);
