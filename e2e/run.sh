@@ -9,8 +9,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=autoscaling/scenario.sh
 source "${E2E_DIR}/autoscaling/scenario.sh"
+# shellcheck source=plugin/scenario.sh
+source "${E2E_DIR}/plugin/scenario.sh"
 
-SCENARIOS=(install quickstart basic scale workers settings invalid rollback drift readiness-generation routing autoscaling delete failover fleet)
+SCENARIOS=(install quickstart basic scale workers settings invalid rollback drift readiness-generation routing autoscaling plugin delete failover fleet)
 
 # === scenarios ===================================================================================
 # Each runs in its own subshell with set -e; `fail` ends it; `skip` ends it as SKIP (it could not
