@@ -369,34 +369,21 @@ pub fn forbidden(message: &str) -> Response<Body> {
         .unwrap()
 }
 
-/// A Context over `client` with caches holding the given children.
+/// A Context over `client` with caches holding the given children (see also
+/// [`cluster::Cluster::context`], which holds every kind).
 pub fn context(
     client: Client,
     deployments: Vec<Deployment>,
     services: Vec<Service>,
     budgets: Vec<PodDisruptionBudget>,
 ) -> Arc<Context> {
-    context_with_pods(client, deployments, services, budgets, vec![])
-}
-
-/// [`context`] whose cache of the operator's pods holds `pods` (JSON, as the API returns them).
-pub fn context_with_pods(
-    client: Client,
-    deployments: Vec<Deployment>,
-    services: Vec<Service>,
-    budgets: Vec<PodDisruptionBudget>,
-    pods: Vec<serde_json::Value>,
-) -> Arc<Context> {
-    Arc::new(
-        Context::new(
-            client,
-            store_of(deployments),
-            store_of(services),
-            store_of(budgets),
-            Arc::new(Metrics::default()),
-        )
-        .with_pods(store_of(cached_pods(pods))),
-    )
+    Arc::new(Context::new(
+        client,
+        store_of(deployments),
+        store_of(services),
+        store_of(budgets),
+        Arc::new(Metrics::default()),
+    ))
 }
 
 /// Pods (JSON, as the API returns them) as the cache of the operator's pods holds them.
@@ -406,25 +393,6 @@ pub fn cached_pods(
     pods.into_iter()
         .map(|pod| serde_json::from_value(pod).expect("a pod"))
         .collect()
-}
-
-/// Runs one reconcile with a time bound, then checks the mock saw exactly the script.
-pub async fn reconcile_with(
-    app: MeteorApp,
-    ctx: Arc<Context>,
-    transcript: &Transcript,
-    task: tokio::task::JoinHandle<usize>,
-    expected: usize,
-) -> Result<kube::runtime::controller::Action, meteor_operator::controller::Error> {
-    let result = tokio::time::timeout(
-        Duration::from_secs(10),
-        meteor_operator::controller::reconcile(Arc::new(app), ctx.clone()),
-    )
-    .await
-    .expect("reconcile finished in time");
-    drop(ctx);
-    mock_saw_exactly(transcript, task, expected).await;
-    result
 }
 
 /// Once every client of the mock is dropped: the mock saw exactly `expected` requests, none
