@@ -21,7 +21,8 @@ scenario_plugin() {
   printf '%s\n' "${out}" | sed 's/^/      /' | head -40
   grep -q "Ready" <<<"${out}" || fail "kubectl meteor status ${APP} shows no Ready condition"
   template="$(get "deployment/${APP}" '{.spec.template.metadata.labels.meteorfleet\.dev/template-hash}')"
-  grep -q "${template}" <<<"${out}" || fail "kubectl meteor status ${APP} does not show the pods' template ${template}"
+  # The plugin shows a template as its first 10 characters, as kubectl shows pod-template-hash.
+  grep -q "${template:0:10}" <<<"${out}" || fail "kubectl meteor status ${APP} does not show the pods' template ${template:0:10}"
   log "ok: kubectl meteor status ${APP} shows its conditions and its pods' template ${template}"
 
   status="$(meteor sessions "${APP}" -o json 2>"${E2E_OUT}/plugin/sessions.err")" || fail "kubectl meteor sessions ${APP} failed: $(cat "${E2E_OUT}/plugin/sessions.err")"
