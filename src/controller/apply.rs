@@ -178,6 +178,28 @@ impl Applier {
         Ok(written)
     }
 
+    /// A child the spec may or may not want: applied over `observed` when `desired` is set,
+    /// else `observed` deleted if `owner_uid` controls it. The API's answer to a write, and the
+    /// requests made (0 or 1).
+    pub async fn apply_or_delete<K: Child>(
+        &self,
+        owner_uid: Option<String>,
+        desired: Option<K>,
+        observed: Option<Arc<K>>,
+    ) -> Result<(Option<K>, u64), kube::Error> {
+        match desired {
+            Some(desired) => {
+                let applied = self.apply(desired, observed.as_deref()).await?;
+                let writes = applied.writes();
+                Ok((applied.written(), writes))
+            }
+            None => {
+                let deleted = self.delete(controlled_by(owner_uid, observed)).await?;
+                Ok((None, u64::from(deleted)))
+            }
+        }
+    }
+
     /// Creates `object` unless an object of its name exists: a POST, never an update, for what
     /// must not change once written (generated keys and passwords: replacing one would lock out
     /// a running database or end every signed session). `None`: one exists already (`409`),

@@ -432,26 +432,12 @@ async fn converge(
     };
     writes += u64::from(written.app.is_some());
     if write_workers {
-        match worker {
-            Some(worker) => {
-                if let Applied::Written(deployment) = applier
-                    .apply(worker, observed_worker.as_deref())
-                    .await
-                    .map_err(app_tier)?
-                {
-                    writes += 1;
-                    written.worker = Some(deployment);
-                }
-            }
-            None => {
-                writes += u64::from(
-                    applier
-                        .delete(owned(app, observed_worker))
-                        .await
-                        .map_err(app_tier)?,
-                )
-            }
-        }
+        let (deployment, n) = applier
+            .apply_or_delete(app.uid(), worker, observed_worker)
+            .await
+            .map_err(app_tier)?;
+        writes += n;
+        written.worker = deployment;
     }
 
     // The way in, before the front Service: that may only switch to proxy pods that serve.
@@ -472,45 +458,24 @@ async fn converge(
     written.requeue = routing.requeue;
 
     let observed = ctx.observed(&ctx.budgets, namespace, &app_name);
-    match disruption_budget {
-        Some(budget) => {
-            if let Applied::Written(_) = applier
-                .apply(budget, observed.as_deref())
-                .await
-                .map_err(app_tier)?
-            {
-                writes += 1;
-            }
-        }
-        None => {
-            writes += u64::from(
-                applier
-                    .delete(owned(app, observed))
-                    .await
-                    .map_err(app_tier)?,
-            )
-        }
-    }
+    let (_, n) = applier
+        .apply_or_delete(app.uid(), disruption_budget, observed)
+        .await
+        .map_err(app_tier)?;
+    writes += n;
 
     let observed = ctx.observed(&ctx.autoscalers, namespace, &app_name);
-    written.autoscaler = Some(match autoscaler {
-        Some(autoscaler) => {
-            let applied = applier
-                .apply(autoscaler, observed.as_deref())
-                .await
-                .map_err(app_tier)?;
-            writes += applied.writes();
-            applied.written().map(Arc::new).or(observed)
-        }
-        None => {
-            writes += u64::from(
-                applier
-                    .delete(owned(app, observed))
-                    .await
-                    .map_err(app_tier)?,
-            );
-            None
-        }
+    let wanted = autoscaler.is_some();
+    let (hpa, n) = applier
+        .apply_or_delete(app.uid(), autoscaler, observed.clone())
+        .await
+        .map_err(app_tier)?;
+    writes += n;
+    // As written, else as cached; none once the spec no longer wants one.
+    written.autoscaler = Some(if wanted {
+        hpa.map(Arc::new).or(observed)
+    } else {
+        None
     });
 
     // Managed MongoDB, after the app tier: the app Deployment exists regardless, and its pods
