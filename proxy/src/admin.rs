@@ -1,7 +1,7 @@
 //! The admin port, separate from traffic: `GET /-/status` (the seeds' check_status page as JSON:
 //! every backend with its readiness, health and active sessions), `GET /-/healthz` (200 while
 //! serving, 503 once shutting down) and `GET /metrics` (Prometheus text format: the
-//! [`Metrics`] families and the per-pod session gauge, [`registry`]).
+//! [`Metrics`] families, the per-pod session gauge and the backends by state, [`registry`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Backend;
 use crate::balancer::Balancer;
 use crate::metrics::Metrics;
 
@@ -135,11 +136,12 @@ impl Admin {
     }
 }
 
-/// The registry of `/metrics`: `metrics`' families with the per-pod session gauge of
-/// `balancer`'s backends.
+/// The registry of `/metrics`: `metrics`' families with the per-pod session gauge and the
+/// backends-by-state gauge of `balancer`'s backends.
 pub fn registry(metrics: &Metrics, balancer: Arc<Balancer>) -> Registry {
     let mut r = metrics.registry();
-    r.register_collector(Box::new(PodSessions(balancer)));
+    r.register_collector(Box::new(PodSessions(balancer.clone())));
+    r.register_collector(Box::new(BackendStates(balancer)));
     r
 }
 
@@ -171,6 +173,80 @@ impl Collector for PodSessions {
                 labels.push(("pod", pod.name.clone()));
             }
             ConstGauge::new(backend.active()).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The state of a backend as `meteor_proxy_backends` counts it. Each backend is in exactly one,
+/// taken in this order of precedence:
+/// 1. `down`: failing health checks (`!is_up()`), whatever discovery says;
+/// 2. `draining`: up, but terminating or removed from discovery (kept for its existing
+///    sessions until its drain deadline);
+/// 3. `not_ready`: up, listed, not terminating, but not ready per discovery;
+/// 4. `serving`: everything else, which is exactly [`Backend::accepts_new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    Serving,
+    Draining,
+    NotReady,
+    Down,
+}
+
+impl BackendState {
+    /// Every state, in declaration order (`state as usize` indexes it), the order the series
+    /// are emitted in.
+    pub const ALL: [Self; 4] = [Self::Serving, Self::Draining, Self::NotReady, Self::Down];
+
+    pub fn of(backend: &Backend) -> Self {
+        if !backend.is_up() {
+            Self::Down
+        } else if backend.is_terminating() || backend.is_removed() {
+            Self::Draining
+        } else if !backend.is_ready() {
+            Self::NotReady
+        } else {
+            Self::Serving
+        }
+    }
+
+    /// The value of the `state` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Serving => "serving",
+            Self::Draining => "draining",
+            Self::NotReady => "not_ready",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// `meteor_proxy_backends{state}`: the backends this proxy knows, counted by [`BackendState`].
+/// All four states are emitted at every scrape, 0 when none, so an alert on
+/// `meteor_proxy_backends{state="serving"} == 0` fires with no backend at all and no traffic.
+/// Read from the backends at each scrape, like [`PodSessions`].
+pub struct BackendStates(pub Arc<Balancer>);
+
+impl std::fmt::Debug for BackendStates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackendStates")
+    }
+}
+
+impl Collector for BackendStates {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut counts = [0i64; BackendState::ALL.len()];
+        for backend in self.0.backends().iter() {
+            counts[BackendState::of(backend) as usize] += 1;
+        }
+        let mut family = encoder.encode_descriptor(
+            "backends",
+            "Backends this proxy knows, by state: serving (takes new sessions), draining (terminating or removed, keeps its sessions), not_ready, down (failing health checks)",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (state, count) in BackendState::ALL.into_iter().zip(counts) {
+            ConstGauge::new(count).encode(family.encode_family(&[("state", state.label())])?)?;
         }
         Ok(())
     }
@@ -216,5 +292,132 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry(&metrics, balancer))
             .unwrap();
         assert!(!text.contains("meteor_proxy_backend_sessions{"), "{text}");
+    }
+
+    /// The `meteor_proxy_backends` lines of `balancer`'s registry.
+    fn state_lines(metrics: &Metrics, balancer: &Arc<Balancer>) -> Vec<String> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry(metrics, balancer.clone()))
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("meteor_proxy_backends{"))
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn backends_by_state_count_each_backend_once() {
+        let metrics = Arc::new(Metrics::default());
+        let balancer = Arc::new(Balancer::new(2, 2, metrics.clone()));
+        let spec = |port: u16| BackendSpec::ready(([10, 0, 0, 1], port).into());
+        let not_ready = BackendSpec {
+            ready: false,
+            ..spec(3002)
+        };
+        let terminating = BackendSpec {
+            terminating: true,
+            ..spec(3003)
+        };
+        let down_and_terminating = BackendSpec {
+            terminating: true,
+            ..spec(3006)
+        };
+        let down_not_ready = BackendSpec {
+            ready: false,
+            ..spec(3007)
+        };
+        balancer.update(&[
+            spec(3000),
+            spec(3001),
+            not_ready.clone(),
+            terminating.clone(),
+            spec(3004), // removed below
+            spec(3005), // down by health checks
+            down_and_terminating.clone(),
+            down_not_ready.clone(),
+            spec(3008), // down by a failed connect
+        ]);
+        let by_id = |port: u16| {
+            let id = format!("10.0.0.1:{port}");
+            balancer
+                .backends()
+                .iter()
+                .find(|b| *b.id == id)
+                .unwrap()
+                .clone()
+        };
+        for port in [3005, 3006, 3007] {
+            by_id(port).observe_health(false);
+            by_id(port).observe_health(false);
+        }
+        by_id(3008).connect_failed();
+        // 3004 leaves discovery: kept, draining, for its sessions.
+        balancer.update(&[
+            spec(3000),
+            spec(3001),
+            not_ready,
+            terminating,
+            spec(3005),
+            down_and_terminating,
+            down_not_ready,
+            spec(3008),
+        ]);
+        assert_eq!(balancer.backends().len(), 9);
+        assert_eq!(
+            state_lines(&metrics, &balancer),
+            [
+                r#"meteor_proxy_backends{state="serving"} 2"#,
+                r#"meteor_proxy_backends{state="draining"} 2"#,
+                r#"meteor_proxy_backends{state="not_ready"} 1"#,
+                r#"meteor_proxy_backends{state="down"} 4"#,
+            ]
+        );
+        // `serving` is what takes new sessions.
+        let serving = balancer
+            .backends()
+            .iter()
+            .filter(|b| BackendState::of(b) == BackendState::Serving)
+            .count();
+        let accepting = balancer
+            .backends()
+            .iter()
+            .filter(|b| b.accepts_new())
+            .count();
+        assert_eq!(serving, accepting);
+        // A down backend that recovers counts as serving again.
+        by_id(3005).observe_health(true);
+        by_id(3005).observe_health(true);
+        assert_eq!(
+            state_lines(&metrics, &balancer),
+            [
+                r#"meteor_proxy_backends{state="serving"} 3"#,
+                r#"meteor_proxy_backends{state="draining"} 2"#,
+                r#"meteor_proxy_backends{state="not_ready"} 1"#,
+                r#"meteor_proxy_backends{state="down"} 3"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn backends_by_state_all_zero_without_backends() {
+        let metrics = Arc::new(Metrics::default());
+        let balancer = Arc::new(Balancer::new(2, 2, metrics.clone()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry(&metrics, balancer.clone()))
+            .unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l == "# TYPE meteor_proxy_backends gauge"),
+            "{text}"
+        );
+        assert_eq!(
+            state_lines(&metrics, &balancer),
+            [
+                r#"meteor_proxy_backends{state="serving"} 0"#,
+                r#"meteor_proxy_backends{state="draining"} 0"#,
+                r#"meteor_proxy_backends{state="not_ready"} 0"#,
+                r#"meteor_proxy_backends{state="down"} 0"#,
+            ]
+        );
     }
 }
