@@ -222,9 +222,11 @@ fn status_mongo_round_trips() {
         ready_members: 2,
         primary: Some("shop-mongo-0.shop-mongo.default.svc.cluster.local:27017".into()),
         replication_lag_seconds: Some(4),
+        oplog_window_seconds: Some(90_000),
     };
     let v = serde_json::to_value(&s).unwrap();
     assert_eq!(v["readyMembers"], 2);
     assert_eq!(v["replicationLagSeconds"], 4);
+    assert_eq!(v["oplogWindowSeconds"], 90_000);
     assert_eq!(serde_json::from_value::<MongoStatus>(v).unwrap(), s);
 }

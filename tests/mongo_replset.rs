@@ -324,6 +324,13 @@ impl MongoAdmin for Fake {
         Ok(ReplStatus { members })
     }
 
+    async fn oplog_window(&self, h: &str, who: Identity) -> Result<Option<i64>, AdminError> {
+        let mut w = self.w();
+        let i = w.auth(h, who, &self.root_pw)?;
+        // A day of history once the member has a config, as a default-sized oplog might hold.
+        Ok(w.nodes[i].config.as_ref().map(|_| 86_400))
+    }
+
     async fn initiate(
         &self,
         h: &str,

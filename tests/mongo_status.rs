@@ -77,6 +77,7 @@ fn healthy(n: usize, lag: i64) -> Facts {
                 })
                 .collect(),
         }),
+        oplog_window_seconds: Some(86_400),
         identity: Some(Identity::Root),
         missing_users: vec![],
         problem: None,
@@ -103,6 +104,7 @@ fn healthy_set_is_ready_with_status() {
             ready_members: 3,
             primary: Some(host(0)),
             replication_lag_seconds: Some(4),
+            oplog_window_seconds: Some(86_400),
         })
     );
 }
@@ -276,6 +278,7 @@ fn report(ready: bool) -> TierReport {
             ready_members: if ready { 3 } else { 0 },
             primary: None,
             replication_lag_seconds: None,
+            oplog_window_seconds: None,
         }),
         requeue: Duration::from_secs(10),
         writes: 0,

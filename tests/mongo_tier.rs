@@ -278,6 +278,9 @@ impl meteor_operator::mongo::replset::MongoAdmin for AllDown {
     ) -> Result<meteor_operator::mongo::replset::ReplStatus, Down> {
         Err(down(h))
     }
+    async fn oplog_window(&self, h: &str, _: Who) -> Result<Option<i64>, Down> {
+        Err(down(h))
+    }
     async fn initiate(&self, h: &str, _: Who, _: &Config) -> Result<(), Down> {
         Err(down(h))
     }

@@ -567,11 +567,25 @@ async fn a_forbidden_request_is_reported_with_the_verb_and_resource() {
         Expect::status(&minimal_app()),
         Expect::event(),
     ];
-    let (result, transcript) = Cluster::empty().run(minimal_app(), script).await;
+    let ((result, metrics), transcript) = Cluster::empty()
+        .visit(script, |ctx| async move {
+            let result = reconcile(Arc::new(minimal_app()), ctx.clone()).await;
+            (result, ctx.metrics.encode())
+        })
+        .await;
     assert!(result.is_err(), "a refusal is retried with backoff");
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Ready")["status"], "False");
     assert_eq!(condition(&status, "Ready")["reason"], "Forbidden");
+    // The per-app series say so too, for the NotReady alert and the dashboards.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("meteor_app_condition{")
+                && l.contains(r#"type="Ready",status="False",reason="Forbidden""#)
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
     assert_eq!(condition(&status, "Degraded")["reason"], "Forbidden");
     let message = condition(&status, "Degraded")["message"].as_str().unwrap();
     assert!(

@@ -681,6 +681,7 @@ fn the_managed_mongo_tier() {
                 })
                 .collect(),
         }),
+        oplog_window_seconds: Some(172_800),
         identity: Some(Identity::Root),
         was_initialized: true,
         ..Facts::default()
@@ -702,6 +703,7 @@ fn the_managed_mongo_tier() {
     assert_eq!((mongo.members, mongo.ready_members), (3, 3));
     assert_eq!(mongo.primary, Some(host(0)));
     assert_eq!(mongo.replication_lag_seconds, Some(2));
+    assert_eq!(mongo.oplog_window_seconds, Some(172_800));
 
     // Given: storage grown to 20Gi on a class that allows expansion. Plan: each member's claim
     // patched. Conditions: MongoStorageResized says so.

@@ -241,4 +241,8 @@ pub struct MongoStatus {
     /// Largest replication lag of a secondary behind the primary, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_lag_seconds: Option<i64>,
+    /// Seconds between the oldest and the newest entry of the primary's oplog, when known: how
+    /// long a member may be away and still catch up without a full initial sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oplog_window_seconds: Option<i64>,
 }

@@ -330,6 +330,7 @@ struct MongoState {
     ready: i32,
     primary: bool,
     lag: Option<i64>,
+    oplog_window: Option<i64>,
 }
 
 fn conditions_of(status: Option<&MeteorAppStatus>) -> Vec<ConditionState> {
@@ -447,6 +448,7 @@ impl AppSeries {
             ready: m.ready_members,
             primary: m.primary.is_some(),
             lag: m.replication_lag_seconds,
+            oplog_window: m.oplog_window_seconds,
         });
     }
 
@@ -479,7 +481,7 @@ struct AppFamily {
     value: fn(&AppState, f64) -> Option<f64>,
 }
 
-const APP_FAMILIES: [AppFamily; 19] = [
+const APP_FAMILIES: [AppFamily; 20] = [
     AppFamily {
         name: "meteor_app_replicas_desired",
         help: "App processes the MeteorApp asks for (spec.replicas, which an autoscaler sets)",
@@ -598,6 +600,17 @@ const APP_FAMILIES: [AppFamily; 19] = [
         help: "Largest replication lag of a secondary behind the primary (status.mongo.replicationLagSeconds, when known)",
         kind: MetricType::Gauge,
         value: |s, _| s.mongo.as_ref().and_then(|m| m.lag).map(|lag| lag as f64),
+    },
+    AppFamily {
+        name: "meteor_app_mongo_oplog_window_seconds",
+        help: "Seconds between the oldest and the newest entry of the primary's oplog: how long a member may be away and still catch up (status.mongo.oplogWindowSeconds, when known)",
+        kind: MetricType::Gauge,
+        value: |s, _| {
+            s.mongo
+                .as_ref()
+                .and_then(|m| m.oplog_window)
+                .map(|w| w as f64)
+        },
     },
 ];
 
@@ -842,6 +855,7 @@ mod tests {
             ready_members: 2,
             primary: Some("todos-mongo-0".into()),
             replication_lag_seconds: Some(12),
+            oplog_window_seconds: Some(7_200),
         });
         metrics.app_status(&todos, &seen);
         let get = |name| value(&metrics, name, "todos");
@@ -858,6 +872,7 @@ mod tests {
         assert_eq!(get("meteor_app_mongo_members_ready"), Some(2.0));
         assert_eq!(get("meteor_app_mongo_primary"), Some(1.0));
         assert_eq!(get("meteor_app_mongo_replication_lag_seconds"), Some(12.0));
+        assert_eq!(get("meteor_app_mongo_oplog_window_seconds"), Some(7_200.0));
 
         // The proxy turned off, autoscaling removed, the primary lost.
         seen.routing = None;

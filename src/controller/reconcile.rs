@@ -71,6 +71,7 @@ pub async fn reconcile(app: Arc<MeteorApp>, ctx: Arc<Context>) -> Result<Action,
             // Say why on the object (silence is the worst answer), then back off and retry.
             let outcome = Outcome::refused(&app, step, &refusal);
             let new_status = status_for(&app, &ctx, outcome);
+            ctx.metrics.app_status(&app, &new_status);
             if let Err(error) = publish_status(&app, &ctx, &namespace, new_status).await {
                 tracing::warn!(app = %app.name_any(), %error, "could not report the refusal on the status");
             }

@@ -223,6 +223,23 @@ fn parse_status(reply: &Document) -> ReplStatus {
     ReplStatus { members }
 }
 
+/// Seconds from the `ts` of the oplog entry in `oldest` to that in `newest` (two `find`
+/// replies); `None` when either batch is empty or has no timestamp.
+fn oplog_window(oldest: &Document, newest: &Document) -> Option<i64> {
+    let seconds = |reply: &Document| {
+        let batch = reply
+            .get_document("cursor")
+            .ok()?
+            .get_array("firstBatch")
+            .ok()?;
+        match batch.first()?.as_document()?.get("ts")? {
+            Bson::Timestamp(ts) => Some(i64::from(ts.time)),
+            _ => None,
+        }
+    };
+    Some(seconds(newest)? - seconds(oldest)?)
+}
+
 /// The live config document `raw` with the operator's members, version `config.version`, and
 /// everything else (settings, tags, hidden, ...) as it was. `Err(live version)` when the live
 /// config is not the one `config` was planned from.
@@ -301,6 +318,24 @@ impl MongoAdmin for DriverAdmin {
             .run(host, Some(who), "admin", doc! { "replSetGetStatus": 1 })
             .await?;
         Ok(parse_status(&reply))
+    }
+
+    async fn oplog_window(&self, host: &str, who: Identity) -> Result<Option<i64>, AdminError> {
+        // The oldest and the newest entry, in natural (insertion) order: what
+        // `rs.printReplicationInfo()` reports as the log length.
+        let end = |direction: i32| {
+            doc! {
+                "find": "oplog.rs",
+                "sort": { "$natural": direction },
+                "projection": { "ts": 1, "_id": 0 },
+                "limit": 1,
+                "singleBatch": true,
+                "maxTimeMS": 5000,
+            }
+        };
+        let oldest = self.run(host, Some(who), "local", end(1)).await?;
+        let newest = self.run(host, Some(who), "local", end(-1)).await?;
+        Ok(oplog_window(&oldest, &newest))
     }
 
     async fn initiate(
@@ -423,6 +458,27 @@ mod tests {
     //! The document handling of the driver path, on documents shaped like mongod's replies.
     use super::*;
     use mongodb::bson::DateTime;
+
+    fn find_reply(batch: Vec<Document>) -> Document {
+        doc! { "cursor": { "firstBatch": batch, "id": 0_i64, "ns": "local.oplog.rs" }, "ok": 1.0 }
+    }
+
+    fn entry(time: u32) -> Document {
+        doc! { "ts": Bson::Timestamp(mongodb::bson::Timestamp { time, increment: 3 }) }
+    }
+
+    #[test]
+    fn the_oplog_window_spans_the_oldest_to_the_newest_entry() {
+        let oldest = find_reply(vec![entry(1_700_000_000)]);
+        let newest = find_reply(vec![entry(1_700_090_000)]);
+        assert_eq!(oplog_window(&oldest, &newest), Some(90_000));
+        // An empty oplog, or an entry without a timestamp, gives no figure.
+        assert_eq!(oplog_window(&find_reply(vec![]), &newest), None);
+        assert_eq!(
+            oplog_window(&oldest, &find_reply(vec![doc! { "ts": 5 }])),
+            None
+        );
+    }
 
     fn live_config() -> Document {
         doc! {

@@ -197,6 +197,13 @@ pub trait MongoAdmin: Sync {
     ) -> impl Future<Output = Res<Option<ReplConfig>>> + Send;
     /// `replSetGetStatus`.
     fn status(&self, host: &str, who: Identity) -> impl Future<Output = Res<ReplStatus>> + Send;
+    /// Seconds between the oldest and the newest entry of `local.oplog.rs` on `host`; `None`
+    /// when the oplog is empty.
+    fn oplog_window(
+        &self,
+        host: &str,
+        who: Identity,
+    ) -> impl Future<Output = Res<Option<i64>>> + Send;
     /// `replSetInitiate` with `config`.
     fn initiate(
         &self,
@@ -283,6 +290,8 @@ pub struct Facts {
     pub primary: Option<usize>,
     /// `replSetGetStatus` from the primary.
     pub status: Option<ReplStatus>,
+    /// The primary's oplog window in seconds, when it could be read.
+    pub oplog_window_seconds: Option<i64>,
     /// Identity accepted on the members.
     pub identity: Option<Identity>,
     /// Users of the target found missing (checked on the primary).
@@ -487,6 +496,8 @@ pub async fn observe(admin: &impl MongoAdmin, target: &Target, kube: KubeFacts) 
     facts.primary = Some(at);
     let host = target.host(at);
     facts.status = admin.status(host, identity).await.ok();
+    // A figure for status and alerts only: a failed read changes no step.
+    facts.oplog_window_seconds = admin.oplog_window(host, identity).await.ok().flatten();
 
     match identity {
         Identity::Keyfile => {

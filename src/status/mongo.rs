@@ -183,6 +183,7 @@ pub fn mongo_status(target: &Target, facts: &Facts) -> Option<MongoStatus> {
         ready_members: ready as i32,
         primary: facts.primary.map(|p| target.host(p).to_string()),
         replication_lag_seconds: lag,
+        oplog_window_seconds: facts.oplog_window_seconds,
     })
 }
 
@@ -240,6 +241,7 @@ pub fn fold_status(
                     ready_members: 0,
                     primary: None,
                     replication_lag_seconds: None,
+                    oplog_window_seconds: None,
                     ..m
                 })
             });
