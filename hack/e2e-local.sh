@@ -12,6 +12,12 @@
 #   K8S_BIN                 folder with kube-apiserver and kube-controller-manager (default /opt/k8s/bin)
 #   E2E_LOCAL_TIMEOUT       seconds the whole suite may take (default 7200); then it is stopped
 #   E2E_LOCAL_CLUSTER_DIR   the control plane's state folder (default /tmp/meteor-e2e-local)
+#   E2E_LOCAL_NODES         fake nodes, 250 pods each (default 3; with E2E_FLEET_PROXY=true, enough
+#                           for E2E_FLEET_APPS apps of one app pod and two proxy pods each)
+#   E2E_FLEET_PROXY=true    the fleet scenario's apps keep their proxy tier (issue 20's run). The
+#                           proxy pods are then only marked Running and Ready, not run: a fleet's
+#                           proxies do not fit the 240 addresses of fkbr0. Only `fleet` (and
+#                           `install`) make sense in this mode, which the script enforces.
 # Everything it starts (control plane, fake kubelet and its pods, metrics API, the suite and a
 # local operator) is stopped when it exits, also on failure and Ctrl-C. Its own files stay in
 # e2e/_out/loopback/ (pod logs in pods/, the control plane's logs in cluster-logs/, e2e.log).
@@ -38,10 +44,18 @@ METRICS_IMAGE="e2e-local/fake-metrics:0"
 # suite labels for it (the apps of e2e/testdata/{app,routing,autoscaling}.yaml through
 # spec.podLabels, the autoscaling load pod, the metrics API below).
 RUN_SELECTORS=(
-  "app.kubernetes.io/name=meteor,app.kubernetes.io/component=proxy"
   "app.kubernetes.io/name=meteor-operator,app.kubernetes.io/instance=meteor-operator"
   "e2e.meteorfleet.dev/run-on-loopback=true"
 )
+E2E_FLEET_PROXY="${E2E_FLEET_PROXY:-false}"
+if [[ "${E2E_FLEET_PROXY}" == true ]]; then
+  # 3 pods per fleet app, the solo app's, the operator's and the metrics API's, plus headroom.
+  E2E_LOCAL_NODES="${E2E_LOCAL_NODES:-$(((3 * (${E2E_FLEET_APPS:-500} + 1) + 50 + 249) / 250))}"
+else
+  RUN_SELECTORS+=("app.kubernetes.io/name=meteor,app.kubernetes.io/component=proxy")
+  E2E_LOCAL_NODES="${E2E_LOCAL_NODES:-3}"
+fi
+export E2E_FLEET_PROXY
 
 KUBELET_PID=""
 CPU_PID=""
@@ -197,16 +211,17 @@ start_kubelet() {
   for selector in "${RUN_SELECTORS[@]}"; do rules+=(--run "${selector}::${runtime}"); done
   [[ -e /etc/meteor-proxy ]] || ETC_PROXY_CREATED=1
   ip link show fkbr0 >/dev/null 2>&1 || BRIDGE_CREATED=1
-  (cd "${ROOT}" && exec python3 "${HARNESS}/fake_kubelet.py" --seconds $((E2E_LOCAL_TIMEOUT + 900)) "${rules[@]}") \
+  (cd "${ROOT}" && exec python3 "${HARNESS}/fake_kubelet.py" --nodes "${E2E_LOCAL_NODES}" \
+    --seconds $((E2E_LOCAL_TIMEOUT + 900)) "${rules[@]}") \
     >"${STATE}/fake-kubelet.log" 2>&1 &
   KUBELET_PID=$!
   local deadline=$((SECONDS + 60))
-  until [[ "$(kubectl get nodes --no-headers 2>/dev/null | grep -c ' Ready ')" -ge 3 ]]; do
+  until [[ "$(kubectl get nodes --no-headers 2>/dev/null | grep -c ' Ready ')" -ge "${E2E_LOCAL_NODES}" ]]; do
     kill -0 "${KUBELET_PID}" 2>/dev/null || die "fake_kubelet.py exited: $(tail -5 "${STATE}/fake-kubelet.log")"
     ((SECONDS < deadline)) || die "the fake kubelet's nodes are not Ready within 60s: $(tail -5 "${STATE}/fake-kubelet.log")"
     sleep 1
   done
-  say "fake kubelet: 3 nodes Ready; it runs the pods matching: ${RUN_SELECTORS[*]}"
+  say "fake kubelet: ${E2E_LOCAL_NODES} nodes Ready; it runs the pods matching: ${RUN_SELECTORS[*]}"
 }
 
 # start_metrics: fake_metrics.py as the metrics API (a pod in kube-system behind APIService
@@ -302,6 +317,14 @@ main() {
   rm -rf "${STATE}/pods" "${STATE}/pids" "${STATE}/cluster-logs" "${STATE}/e2e.log"
   mkdir -p "${STATE}/pods" "${STATE}/pids"
   NETNS_BEFORE="$(ip netns list 2>/dev/null | awk '{print $1}' | paste -sd' ' -)"
+  if [[ "${E2E_FLEET_PROXY}" == true ]]; then
+    local scenario
+    for scenario in "$@"; do
+      [[ "${scenario}" == install || "${scenario}" == fleet ]] \
+        || missing "E2E_FLEET_PROXY=true runs only the fleet scenario (no proxy really runs): not ${scenario}"
+    done
+    (($# > 0)) || missing "E2E_FLEET_PROXY=true runs only the fleet scenario: bash hack/e2e-local.sh fleet"
+  fi
   trap cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
