@@ -5,12 +5,17 @@
 
 Each file is one `helm template` of charts/meteor-operator (any values). Checked:
   * every templated object carries the chart's labels;
-  * the ClusterRole and the Roles grant exactly the permissions of hack/rbac-used.txt, which the
-    tests record from the requests the code really sends (nothing missing, nothing extra, no
-    wildcards): a permission the code needs is added to the chart's clusterrole.yaml or role.yaml
+  * the operator's ClusterRole and the Roles grant exactly the permissions of hack/rbac-used.txt,
+    which the tests record from the requests the code really sends (nothing missing, nothing extra,
+    no wildcards): a permission the code needs is added to the chart's clusterrole.yaml or role.yaml
     and `bash hack/sync-rbac.sh` records it once a test exercises it; with watchNamespace the
     namespaced permissions are a Role in that namespace and only cluster-scoped ones are
     cluster-wide;
+  * the aggregated ClusterRoles for people (templates/aggregate-clusterroles.yaml), when rendered:
+    exactly two, <fullname>-edit (labels aggregate-to-admin and aggregate-to-edit) and
+    <fullname>-view (aggregate-to-view), granting exactly the verbs of AGGREGATED on meteorapps
+    and meteorapps/status, bound to nothing; and, rendering the chart itself (`helm` on PATH):
+    there with default values, absent with --set rbac.aggregateToDefaultRoles=false;
   * the operator Deployment: restricted security context, args, downward-API env, admin port,
     probes, resources; a PodDisruptionBudget exists exactly when replicas > 1;
   * the metrics Service exposes port `metrics` to the container's `admin` port;
@@ -28,6 +33,7 @@ Exit status 1 on any failed check.
 import json
 import os
 import re
+import subprocess
 import sys
 
 import yaml
@@ -36,6 +42,7 @@ RBAC_USED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rbac-used.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DASHBOARDS = os.path.join(ROOT, "monitoring", "dashboards")
 RULES = os.path.join(ROOT, "monitoring", "rules", "meteor-operator.rules.yaml")
+CHART = os.path.join(ROOT, "charts", "meteor-operator")
 
 
 def used_rules(path=RBAC_USED):
@@ -64,6 +71,21 @@ USED = used_rules()
 CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"), ("storage.k8s.io", "storageclasses")}
 LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
           "app.kubernetes.io/managed-by", "helm.sh/chart")
+
+# The aggregated ClusterRoles for people: name suffix -> (aggregation labels, {(group, resource): verbs}).
+# Users never write status (the operator owns it): read-only even in -edit.
+AGGREGATE_PREFIX = "rbac.authorization.k8s.io/aggregate-to-"
+READ = {"get", "list", "watch"}
+AGGREGATED = {
+    "-edit": ({"admin", "edit"}, {
+        ("meteorfleet.dev", "meteorapps"): READ | {"create", "update", "patch", "delete", "deletecollection"},
+        ("meteorfleet.dev", "meteorapps/status"): READ,
+    }),
+    "-view": ({"view"}, {
+        ("meteorfleet.dev", "meteorapps"): READ,
+        ("meteorfleet.dev", "meteorapps/status"): READ,
+    }),
+}
 
 errors = []
 
@@ -145,12 +167,84 @@ def check_deployment(dep, where):
         check(any(a == "--leader-elect=true" for a in args), f"{where}: replicas > 1 needs --leader-elect=true")
 
 
+def aggregates_to(obj):
+    """The built-in roles ("admin", "edit", "view") a ClusterRole's labels aggregate it into."""
+    labels = obj["metadata"].get("labels") or {}
+    return {k[len(AGGREGATE_PREFIX):] for k, v in labels.items() if k.startswith(AGGREGATE_PREFIX) and v == "true"}
+
+
+def is_aggregated(obj):
+    labels = obj["metadata"].get("labels") or {}
+    return any(k.startswith(AGGREGATE_PREFIX) for k in labels)
+
+
+def check_aggregated(path, roles, fullname, bindings):
+    """The aggregated ClusterRoles of one rendered file: none, or exactly -edit and -view."""
+    if not roles:
+        return
+    names = sorted(r["metadata"]["name"] for r in roles)
+    want_names = sorted(fullname + suffix for suffix in AGGREGATED)
+    check(names == want_names, f"{path}: aggregated ClusterRoles {names}, want {want_names}")
+    for role in roles:
+        name = role["metadata"]["name"]
+        suffix = name[len(fullname):] if name.startswith(fullname) else None
+        if suffix not in AGGREGATED:
+            continue
+        want_labels, want_rules = AGGREGATED[suffix]
+        got_labels = aggregates_to(role)
+        check(got_labels == want_labels, f"{path}: ClusterRole/{name}: aggregates to {sorted(got_labels)} "
+              f"(labels {AGGREGATE_PREFIX}*: \"true\"), want {sorted(want_labels)}")
+        check("aggregationRule" not in role, f"{path}: ClusterRole/{name}: must not have an aggregationRule")
+        got = flatten_rules(role)
+        if got is None:
+            errors.append(f"{path}: ClusterRole/{name}: wildcard ('*') in rules")
+            continue
+        for key in sorted(set(got) | set(want_rules)):
+            check(got.get(key, set()) == want_rules.get(key, set()),
+                  f"{path}: ClusterRole/{name}: {key[0]} {key[1]}: verbs {sorted(got.get(key, set()))}, "
+                  f"want {sorted(want_rules.get(key, set()))}")
+    for binding in bindings:
+        check(binding["roleRef"]["name"] not in names,
+              f"{path}: {binding['kind']}/{binding['metadata']['name']} binds aggregated ClusterRole "
+              f"{binding['roleRef']['name']}: they are for people, through admin/edit/view")
+
+
+def check_aggregation_toggle():
+    """Renders the chart: the aggregated ClusterRoles are on by default, absent when turned off."""
+    for extra, want in (([], 2), (["--set", "rbac.aggregateToDefaultRoles=false"], 0)):
+        command = ["helm", "template", "meteor-operator", CHART, "--namespace", "meteor-system"] + extra
+        what = " ".join(["helm template"] + extra)
+        try:
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        except (OSError, subprocess.CalledProcessError) as e:
+            errors.append(f"{what} failed: {getattr(e, 'stderr', '') or e}")
+            continue
+        docs = [d for d in yaml.safe_load_all(out) if d]
+        roles = [d for d in docs if d["kind"] == "ClusterRole" and is_aggregated(d)]
+        check(len(roles) == want, f"{what}: {len(roles)} aggregated ClusterRoles, want {want}")
+        operator = [d for d in docs if d["kind"] == "ClusterRole" and not is_aggregated(d)]
+        check(len(operator) == 1, f"{what}: {len(operator)} operator ClusterRoles, want 1")
+        if want and len(operator) == 1:
+            before = len(errors)
+            check_aggregated(what, roles, operator[0]["metadata"]["name"],
+                             [d for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")])
+            if len(errors) == before:
+                print(f"ok    {what}: ClusterRoles {', '.join(sorted(r['metadata']['name'] for r in roles))} "
+                      f"aggregated into admin/edit/view")
+        elif not want and not roles:
+            print(f"ok    {what}: no aggregated ClusterRole")
+
+
 def check_file(path):
     with open(path) as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
     by_kind = {}
+    aggregated = []
     for doc in docs:
-        by_kind.setdefault(doc["kind"], []).append(doc)
+        if doc["kind"] == "ClusterRole" and is_aggregated(doc):
+            aggregated.append(doc)  # for people (check_aggregated), not the operator's
+        else:
+            by_kind.setdefault(doc["kind"], []).append(doc)
         if doc["kind"] == "CustomResourceDefinition":
             continue  # crds/ is copied verbatim by Helm
         labels = doc["metadata"].get("labels") or {}
@@ -158,6 +252,9 @@ def check_file(path):
             check(label in labels, f"{path}: {doc['kind']}/{doc['metadata']['name']}: label {label} missing")
         check(labels.get("app.kubernetes.io/name") == "meteor-operator",
               f"{path}: {doc['kind']}/{doc['metadata']['name']}: app.kubernetes.io/name must be meteor-operator")
+    if len(by_kind.get("ClusterRole", [])) == 1:
+        check_aggregated(path, aggregated, by_kind["ClusterRole"][0]["metadata"]["name"],
+                         by_kind.get("ClusterRoleBinding", []) + by_kind.get("RoleBinding", []))
 
     for kind in ("ClusterRole", "ClusterRoleBinding", "ServiceAccount", "Service", "Deployment"):
         check(len(by_kind.get(kind, [])) == 1, f"{path}: expected exactly one {kind}, got {len(by_kind.get(kind, []))}")
@@ -274,6 +371,7 @@ def main():
         before = len(errors)
         check_file(path)
         print(f"{'ok   ' if len(errors) == before else 'ERROR'} chart contract: {path}")
+    check_aggregation_toggle()
     for error in errors:
         print(f"ERROR {error}")
     return 1 if errors else 0
