@@ -80,10 +80,12 @@ AGGREGATED = {
     "-edit": ({"admin", "edit"}, {
         ("meteorfleet.dev", "meteorapps"): READ | {"create", "update", "patch", "delete", "deletecollection"},
         ("meteorfleet.dev", "meteorapps/status"): READ,
+        ("meteorfleet.dev", "meteorapps/scale"): {"get", "update", "patch"},
     }),
     "-view": ({"view"}, {
         ("meteorfleet.dev", "meteorapps"): READ,
         ("meteorfleet.dev", "meteorapps/status"): READ,
+        ("meteorfleet.dev", "meteorapps/scale"): {"get"},
     }),
 }
 
