@@ -242,23 +242,31 @@ fn half_ready_status(app: &MeteorApp, deployment: &Deployment) -> MeteorAppStatu
     )
 }
 
-/// A rolled-out app becomes Ready: one status write. `was_available`: it had been available
-/// before (its rollout history says so), so the return to Ready is also a Normal event.
-async fn becomes_ready(was_available: bool) -> Transcript {
+/// A rolled-out app becomes Ready: one status write. `after_problem`: it was Degraded (a
+/// Warning said so), so the return to Ready is also a Normal event; else Ready after waiting for
+/// pods is news for nobody.
+async fn becomes_ready(after_problem: bool) -> Transcript {
     let mut app = minimal_app();
     let cluster = Cluster::applied(&app, 0);
     let deployment = &cluster.deployments[0];
     let mut status = half_ready_status(&app, deployment);
-    if was_available {
-        let template = meteor_operator::plan::TierFacts::of(deployment).template;
-        status.rollout = Some(meteor_operator::api::RolloutStatus {
-            available_template: template,
-            ..Default::default()
-        });
+    let template = meteor_operator::plan::TierFacts::of(deployment).template;
+    status.rollout = Some(meteor_operator::api::RolloutStatus {
+        available_template: template,
+        ..Default::default()
+    });
+    if after_problem {
+        let degraded = status
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == "Degraded")
+            .unwrap();
+        degraded.status = "True".into();
+        degraded.reason = "ReferenceNotFound".into();
     }
     app.status = Some(status);
     let mut script = vec![Expect::get(SECRET, mongo_secret()), Expect::status(&app)];
-    if was_available {
+    if after_problem {
         script.push(Expect::event());
     }
     let transcript = cluster.reconcile(app, script).await;
@@ -269,22 +277,24 @@ async fn becomes_ready(was_available: bool) -> Transcript {
         condition(&status, "Progressing")["reason"],
         "RolloutComplete"
     );
-    // Degraded stayed False: its transition time is kept.
-    assert_eq!(
-        condition(&status, "Degraded")["lastTransitionTime"],
-        "2023-11-14T22:13:20Z"
-    );
+    if !after_problem {
+        // Degraded stayed False: its transition time is kept.
+        assert_eq!(
+            condition(&status, "Degraded")["lastTransitionTime"],
+            "2023-11-14T22:13:20Z"
+        );
+    }
     transcript
 }
 
 #[tokio::test]
-async fn a_new_app_becomes_ready_with_one_status_write_and_no_event() {
+async fn an_app_ready_after_waiting_for_pods_has_one_status_write_and_no_event() {
     let transcript = becomes_ready(false).await;
     assert_eq!(transcript.writes().len(), 1, "{:?}", transcript.writes());
 }
 
 #[tokio::test]
-async fn an_app_ready_again_says_so_once_in_an_event() {
+async fn an_app_ready_again_after_a_problem_says_so_once_in_an_event() {
     let transcript = becomes_ready(true).await;
     let event = transcript.event();
     assert_eq!(event["type"], "Normal");

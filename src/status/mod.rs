@@ -99,15 +99,17 @@ pub fn announcements(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> Ve
         }
     }
     let was_ready = find(old, READY).is_some_and(|c| c.status == "True");
-    // Only a return to Ready is news: a new app's first Ready shows in its status, and an event
-    // for it would be one more write per app of a fleet.
-    let was_available = old
-        .and_then(|o| o.rollout.as_ref())
-        .is_some_and(|r| r.available_template.is_some());
+    // Only the end of a problem announced above is news: a new app's first Ready, or Ready after
+    // waiting for pods, shows in its status, and an event for it would be one more write per app
+    // of a fleet (a new app's tiers rarely become ready at once, so "first" is not one write).
+    let had_problem = old_degraded.is_some_and(|c| c.status == "True")
+        || problems.iter().any(|(type_, is_problem)| {
+            find(old, type_).is_some_and(|c| c.status == "False" && is_problem(&c.reason))
+        });
     if let Some(ready) = find(Some(new), READY)
         && ready.status == "True"
         && !was_ready
-        && was_available
+        && had_problem
     {
         out.push(Announcement {
             warning: false,
