@@ -917,6 +917,19 @@ async fn caches_fill_on_a_standby_and_reconciles_start_once_it_leads() {
             seen.method,
             seen.path
         );
+        // Every initial list comes in pages (a restart's memory peak is a page per kind), never
+        // whole from the API server's cache (`resourceVersion=0`, where `limit` is ignored). (The
+        // optional kinds' CRDs are watched by name: one object.)
+        let by_name = seen.query.contains("fieldSelector=metadata.name");
+        if WATCHED.contains(&seen.path.as_str()) && !is_watch(&seen) && !by_name {
+            let params: Vec<&str> = seen.query.split('&').collect();
+            assert!(
+                params.contains(&"limit=100") && !params.contains(&"resourceVersion=0"),
+                "list of {} not paged: {}",
+                seen.path,
+                seen.query
+            );
+        }
         // Secrets and ConfigMaps: metadata only, never their data.
         if seen.path == "/api/v1/secrets" || seen.path == "/api/v1/configmaps" {
             assert!(

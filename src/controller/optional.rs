@@ -82,7 +82,7 @@ pub fn start<K: Child>(
 
     let (store, writer) = reflector::store();
     let api = super::scoped_api::<K>(client, namespace);
-    let config = watcher::Config::default().labels(selector).any_semantic();
+    let config = super::watch_config().labels(selector);
     let observer = expected.observer::<K>();
     let mut wait = installed.clone();
     let events = futures::stream::once(async move {
