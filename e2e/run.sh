@@ -12,7 +12,7 @@ source "${E2E_DIR}/autoscaling/scenario.sh"
 # shellcheck source=plugin/scenario.sh
 source "${E2E_DIR}/plugin/scenario.sh"
 
-SCENARIOS=(install quickstart basic scale workers settings invalid rollback drift readiness-generation routing autoscaling plugin delete failover fleet)
+SCENARIOS=(install quickstart basic scale workers settings invalid rollback drift readiness-generation routing autoscaling plugin monitoring delete failover fleet)
 
 # === scenarios ===================================================================================
 # Each runs in its own subshell with set -e; `fail` ends it; `skip` ends it as SKIP (it could not
@@ -1153,6 +1153,114 @@ and "x-forwarded-for" not in json.loads(o["body"])["headers"]' \
 o["status"] == 200 and any(c.startswith("meteor-sticky=") for c in o["headers"].get("set-cookie", []))' \
     "GET /peer/whoami through svc/${ROUTE} goes through the proxy again (cookie meteor-sticky set)"
   stop_port_forward front
+}
+
+# monitoring: a real Prometheus on this host (Debian's, as hack/test-all.sh's monitoring step runs
+# it) scrapes the operator and the proxy pods of two apps under traffic, labelled as the chart's
+# ServiceMonitor and PodMonitor label them; monitoring/live-test.py --against-cluster evaluates
+# every dashboard panel and variable and every alert rule through its HTTP API and fails on a
+# misspelled or missing series (e2e/README.md). The apps: the base app (plain HTTP) and e2e-mon,
+# the SockJS app of testdata/routing.yaml with TLS terminated by its proxies and a rate limit, so
+# that TLS handshakes and 429s have series too; and e2e-mon-refused, whose Deployment the API
+# server refuses (a pod label value over 63 characters), so that reconcile errors have series:
+# the operator declares no family while it has no sample. The proxies are reached at their pod
+# IPs on the loopback control plane, through port-forwards on kind; the operator at
+# E2E_ADMIN_ADDR (local) or through its metrics Service (in-cluster).
+scenario_monitoring() {
+  local mon=e2e-mon python="${TOOLS_DIR}/venv/bin/python" out="${E2E_OUT}/monitoring" rc=0
+  local app pod port url metrics deadline
+  local -a pods=() targets=()
+  command -v prometheus >/dev/null 2>&1 \
+    || fail "prometheus not on PATH: this scenario runs Prometheus on this host (bash hack/install-tools.sh installs Debian's package)"
+  [[ -x "${python}" ]] || python=python3
+  "${python}" -c 'import yaml' 2>/dev/null || fail "${python} cannot import yaml (pyyaml): monitoring/live-test.py reads the rule file with it"
+  rm -rf "${out}"
+  mkdir -p "${out}"
+  trap 'rc=$?; stop_port_forwards || true
+    if [[ "${E2E_KEEP}" != 1 ]]; then
+      k delete meteorapp e2e-mon e2e-mon-refused --ignore-not-found --wait=false >/dev/null 2>&1 || true
+      k delete secret e2e-mon-tls --ignore-not-found >/dev/null 2>&1 || true
+    fi
+    exit "${rc}"' EXIT
+
+  ensure_app_ready
+  k create secret tls "${mon}-tls" --cert="${ROOT}/proxy/tests/peers/tls/cert.pem" --key="${ROOT}/proxy/tests/peers/tls/key.pem" \
+    --dry-run=client -o yaml | k apply -f - >/dev/null || fail "cannot create Secret ${mon}-tls"
+  k apply --server-side --force-conflicts --field-manager=e2e -f - >/dev/null <<YAML || fail "cannot apply meteorapp/${mon}"
+apiVersion: meteorfleet.dev/v1alpha1
+kind: MeteorApp
+metadata:
+  name: ${mon}
+spec:
+  image: ${E2E_SOCKJS_IMAGE}
+  imagePullPolicy: IfNotPresent
+  replicas: 2
+  port: 3000
+  rootUrl: https://mon.e2e.example.com
+  healthCheck: {path: /peer/health}
+  mongo: {external: {url: {name: e2e-mongo, key: MONGO_URL}}}
+  resources: {requests: {cpu: 10m, memory: 32Mi}, limits: {memory: 128Mi}}
+  podLabels: {e2e.meteorfleet.dev/run-on-loopback: "true"}
+  rollout: {drainSeconds: 0, shutdownSeconds: 5}
+  routing:
+    proxy: {rateLimit: {requestsPerSecond: 20, burst: 20}}
+    tls: {secretName: ${mon}-tls}
+YAML
+  wait_routed "meteorapp/${mon}"
+  k apply --server-side --force-conflicts --field-manager=e2e -f - >/dev/null <<YAML || fail "cannot apply meteorapp/${mon}-refused"
+apiVersion: meteorfleet.dev/v1alpha1
+kind: MeteorApp
+metadata:
+  name: ${mon}-refused
+spec:
+  image: traefik/whoami:v1.10
+  replicas: 1
+  port: 3000
+  rootUrl: http://refused.e2e.example.com
+  mongo: {external: {url: {name: e2e-mongo, key: MONGO_URL}}}
+  podLabels: {e2e.meteorfleet.dev/too-long: "$(printf 'x%.0s' {1..64})"}
+  routing: {proxy: {enabled: false}}
+YAML
+  wait_condition 120 "meteorapp/${mon}-refused" Degraded True
+  log "meteorapp/${mon}-refused: $(cond "meteorapp/${mon}-refused" Degraded reason): $(cond "meteorapp/${mon}-refused" Degraded message)"
+
+  # Each proxy pod: its admin port (scraped) and its client port (8080; 8443 for e2e-mon's HTTPS).
+  for app in "${APP}" "${mon}"; do
+    deadline=$((SECONDS + 120))
+    until mapfile -t pods < <(ready_pods "app.kubernetes.io/instance=${app},app.kubernetes.io/component=proxy" | awk '{print $1}') \
+      && ((${#pods[@]} == 2)); do
+      ((SECONDS < deadline)) || fail "want 2 ready proxy pods of ${app} within 120s, found ${#pods[@]}: ${pods[*]}"
+      sleep 2
+    done
+    for pod in "${pods[@]}"; do
+      port_forward "mon-admin-${pod}" "pod/${pod}" 9090
+      if [[ "${app}" == "${mon}" ]]; then
+        port_forward "mon-https-${pod}" "pod/${pod}" 8443
+        url="https://${PF_URL["mon-https-${pod}"]#http://}"
+      else
+        port_forward "mon-http-${pod}" "pod/${pod}" 8080
+        url="${PF_URL["mon-http-${pod}"]}"
+      fi
+      targets+=("${NS}/${app}/${pod}=${PF_URL["mon-admin-${pod}"]#http://}+${url}")
+    done
+  done
+  if [[ "${E2E_OPERATOR}" == local ]]; then
+    metrics="http://${E2E_ADMIN_ADDR}/metrics"
+  else
+    port="$(kubectl -n "${OPERATOR_NAMESPACE}" get service "${OPERATOR_RELEASE}-metrics" -o 'jsonpath={.spec.ports[?(@.name=="metrics")].port}')" \
+      || fail "cannot read service ${OPERATOR_NAMESPACE}/${OPERATOR_RELEASE}-metrics"
+    NS="${OPERATOR_NAMESPACE}" port_forward mon-operator "svc/${OPERATOR_RELEASE}-metrics" "${port}"
+    metrics="${PF_URL[mon-operator]}/metrics"
+  fi
+
+  log "monitoring/live-test.py --against-cluster: Prometheus scrapes ${metrics} and ${#targets[*]} proxy pods (output also in ${out#"${ROOT}/"}/live-test.txt)"
+  "${python}" "${ROOT}/monitoring/live-test.py" --against-cluster --operator-metrics "${metrics}" \
+    --proxy-targets "$(IFS=,; echo "${targets[*]}")" --apps "${NS}/${APP},${NS}/${mon}" 2>&1 \
+    | tee "${out}/live-test.txt" || rc=$?
+  ((rc == 0)) || fail "monitoring/live-test.py --against-cluster failed (exit ${rc}; its FAIL lines above)"
+  grep -q '^live-test --against-cluster: passed$' "${out}/live-test.txt" \
+    || fail "monitoring/live-test.py --against-cluster exited 0 without its closing line 'passed'"
+  log "ok: every dashboard panel and variable and every alert rule evaluated against the operator and ${#targets[*]} proxy pods"
 }
 
 scenario_delete() {

@@ -33,6 +33,26 @@ each such metric is declared in a scrape, and listed as "declared, no series her
 --data writes the "Meteor / App" dashboard's panels for app todos over the run (query_range) as
 JSON; --png renders that with monitoring/render-dashboard.py (python3-matplotlib, run with
 /usr/bin/python3). Exit status: 0 passed, 1 failed, 2 could not run (a tool missing).
+
+Against a running cluster (the e2e scenario `monitoring`, e2e/run.sh), nothing is started but
+Prometheus:
+
+    live-test.py --against-cluster --operator-metrics http://127.0.0.1:18080/metrics \\
+        --proxy-targets NS/APP/POD=10.244.0.7:9090[+https://10.244.0.7:8443],... [--apps NS/APP,...]
+        [--proxy-http-port 8080] [--seconds 40] [--keep]
+
+Prometheus scrapes the operator's metrics (job meteor-operator-metrics, as the chart's
+ServiceMonitor names it) and each proxy pod's admin port /metrics (job
+meteor-system/meteor-operator-proxies, labels namespace, app, pod, container and endpoint, as the
+chart's PodMonitor gives them; honor_labels as both do), every second. Traffic goes through each
+proxy pod's client port (+URL, default http://ADMIN_HOST:--proxy-http-port; https:// for a proxy
+terminating TLS): GETs with a 404, a burst of 40 every 5 s (a rate-limited app answers some with
+429), WebSockets, SockJS xhr-polling sessions when the app serves SockJS at /sockjs (as
+e2e/routing/backend.js does), plain HTTP sent to an HTTPS port (a failed handshake). After
+--seconds the same checks run, the dashboards' variables bound to --apps (default: the apps of
+--proxy-targets), and the closing line is `live-test --against-cluster: passed` (or FAILED). A
+proxy through which no request got a 200 is a failure too (its series would say nothing). The
+shared part (Prometheus, the checks, the report) is monitoring/promcheck.py.
 """
 
 import argparse
@@ -52,18 +72,17 @@ import tempfile
 import threading
 import time
 import urllib.parse
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import fake_apiserver  # noqa: E402
+from promcheck import (DASHBOARDS, NO_SERIES, OPERATOR_JOB, Checker, Procs, check_all,  # noqa: E402
+                       check_dashboards, counts, declared_families, free_port, http_get, legend, log,
+                       report, start_prometheus, substitute)
 
 NAMESPACE = "shop"
-OPERATOR_JOB = "meteor-operator-metrics"
-RULES = os.path.join(HERE, "rules", "meteor-operator.rules.yaml")
-DASHBOARDS = os.path.join(HERE, "dashboards")
 TLS = os.path.join(ROOT, "proxy", "tests", "peers", "tls")
 # Each dashboard's variable bindings: a panel must return data for at least one of them.
 BINDINGS = {
@@ -71,19 +90,9 @@ BINDINGS = {
     "app": [{"namespace": NAMESPACE, "app": "todos"}, {"namespace": NAMESPACE, "app": "chat"}],
     "proxy": [{"namespace": NAMESPACE, "app": a} for a in ("todos", "chat", "broken")],
 }
-GRAFANA = {"__rate_interval": "30s", "__interval": "5s", "__range": "5m"}
-KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
-            "unless", "offset", "inf", "nan", "atan2"}
-
-
-def log(message):
-    print(f"    {message}", flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# --against-cluster: the job names the chart's ServiceMonitor and PodMonitor give (the Prometheus
+# Operator names a PodMonitor's job NAMESPACE/NAME; meteor-operator-proxies in meteor-system).
+PROXY_JOB = "meteor-system/meteor-operator-proxies"
 
 
 # --- backends ------------------------------------------------------------------------------------
@@ -139,38 +148,6 @@ def start_backend():
 
 # --- processes ------------------------------------------------------------------------------------
 
-class Procs:
-    def __init__(self, workdir):
-        self.workdir = workdir
-        self.procs = []
-
-    def start(self, name, argv, env=None):
-        log_path = os.path.join(self.workdir, f"{name}.log")
-        out = open(log_path, "wb")
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
-        self.procs.append((name, proc, log_path))
-        return proc, log_path
-
-    def stop(self):
-        for _, proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.time() + 10
-        for _, proc, _ in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def check_alive(self):
-        for name, proc, log_path in self.procs:
-            if proc.poll() is not None:
-                tail = open(log_path, errors="replace").read()[-2000:]
-                raise SystemExit(f"FAILED: {name} exited ({proc.returncode}):\n{tail}")
-
-
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -194,23 +171,6 @@ def start_proxy(procs, operator, name, backends, extra=()):
     proc, log_path = procs.start(f"proxy-{name}", argv, {"RUST_LOG": "info"})
     found = wait_for_line(log_path, r"proxy serving.*?listen=(\S+).*?admin=(\S+)", proc)
     return found.group(1), found.group(2)
-
-
-def http_get(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.status, response.read()
-
-
-def wait_http(url, seconds=30):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            if http_get(url)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"FAILED: {url} did not answer 200 within {seconds}s")
 
 
 # --- traffic --------------------------------------------------------------------------------------
@@ -329,210 +289,282 @@ class Traffic:
             self.stopping.wait(1.0)
 
 
-# --- Prometheus -----------------------------------------------------------------------------------
+# --- traffic through a cluster's proxy pods (--against-cluster) ------------------------------------
 
-class Prometheus:
-    def __init__(self, url):
-        self.url = url
-
-    def api(self, path, **params):
-        query = urllib.parse.urlencode(params, doseq=True)
-        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as response:
-            body = json.load(response)
-        if body.get("status") != "success":
-            raise RuntimeError(f"{path} {params}: {body}")
-        return body["data"]
-
-    def query(self, expr):
-        try:
-            return self.api("query", query=expr)["result"], None
-        except urllib.error.HTTPError as e:
-            return None, e.read().decode(errors="replace")[:300]
-
-    def series(self, name, start):
-        return self.api("series", **{"match[]": name, "start": f"{start:.3f}"})
+def insecure_tls():
+    """A client TLS context that takes any certificate (the test apps' are self-signed)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
-def declared_families(texts):
-    """Metric names a scrape declares (# TYPE), with the sample names they stand for."""
-    names = set()
-    for text in texts:
-        for match in re.finditer(r"^# TYPE (\S+) (\w+)", text, re.M):
-            name, kind = match.groups()
-            names.add(name)
-            if kind == "counter":
-                names.add(name + "_total")
-            if kind == "histogram":
-                names.update(name + suffix for suffix in ("_bucket", "_sum", "_count"))
-    return names
+def connect(url, timeout=10):
+    """An HTTP(S)Connection to http(s)://HOST:PORT."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "https":
+        return http.client.HTTPSConnection(parsed.hostname, parsed.port, timeout=timeout, context=insecure_tls())
+    return http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
 
 
-def substitute(expr, binding):
-    values = {**GRAFANA, **binding}
-    return re.sub(r"\$\{?(\w+)\}?", lambda m: values.get(m.group(1), m.group(0)), expr)
+class WebSocket:
+    """A client WebSocket (RFC 6455, masked frames) on a plain or TLS socket."""
 
+    def __init__(self, url, path, timeout=10):
+        parsed = urllib.parse.urlsplit(url)
+        sock = socket.create_connection((parsed.hostname, parsed.port), timeout=timeout)
+        if parsed.scheme == "https":
+            try:
+                sock = insecure_tls().wrap_socket(sock, server_hostname=parsed.hostname)
+            except OSError:
+                sock.close()
+                raise
+        self.sock = sock
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                self.sock.close()
+                raise OSError("closed during the handshake")
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            self.sock.close()
+            raise OSError(head.split(b"\r\n", 1)[0].decode(errors="replace"))
 
-def selectors(expr):
-    """(metric name, matchers text) of every vector selector in a PromQL expression."""
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
-    found = []
-    for m in re.finditer(r"(?<![\w.$\"])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?", text):
-        name, matchers = m.group(1), m.group(2) or ""
-        if name in KEYWORDS:
-            continue
-        if not matchers and text[m.end():].lstrip().startswith("("):
-            continue  # a function or an aggregation
-        found.append((name, matchers))
-    return found
+    def send(self, payload, opcode=0x1):
+        mask = os.urandom(4)
+        n = len(payload)
+        head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big"))
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
 
-
-def label_names(matchers):
-    return re.findall(r"(\w+)\s*(?:=~|!~|!=|=)\s*\"", matchers)
-
-
-def variable_selector(query):
-    """label_values(SELECTOR, LABEL) -> (SELECTOR, LABEL)."""
-    m = re.fullmatch(r"\s*label_values\((.*),\s*(\w+)\)\s*", query)
-    return (m.group(1), m.group(2)) if m else (None, None)
-
-
-class Checker:
-    def __init__(self, prom, declared, start):
-        self.prom, self.declared, self.start = prom, declared, start
-        self.failures = []
-        self.conditional = {}
-        self._labels = {}
-
-    def labels_of(self, name):
-        if name not in self._labels:
-            keys = set()
-            for series in self.prom.series(name, self.start):
-                keys.update(series)
-            self._labels[name] = keys
-        return self._labels[name]
-
-    def check_selectors(self, where, expr):
-        """Every metric known, every label name carried. Returns whether every selector matched
-        series right now."""
-        all_matched = True
-        for name, matchers in selectors(expr):
-            labels = self.labels_of(name)
-            if not labels:
-                if name in self.declared:
-                    self.conditional.setdefault(name, set()).add(where)
-                    all_matched = False
-                else:
-                    self.failures.append(f"{where}: no series {name} and no scrape declares it (misspelled or missing): {expr}")
-                continue
-            for label in label_names(matchers):
-                if label not in labels:
-                    self.failures.append(f"{where}: no series of {name} has a label {label!r} (it has {sorted(labels - {'__name__'})}): {expr}")
-            if matchers:
-                result, error = self.prom.query(f"{name}{matchers}")
-                if error or not result:
-                    self.conditional.setdefault(f"{name}{matchers}", set()).add(where)
-                    all_matched = False
-        return all_matched
-
-    def evaluate(self, where, expr):
-        result, error = self.prom.query(expr)
-        if error:
-            self.failures.append(f"{where}: Prometheus refused the expression: {error}: {expr}")
+    def frame(self):
+        """(opcode, payload) of a whole frame at the head of the buffer (taken off it), or None."""
+        b = self.buf
+        if len(b) < 2:
             return None
-        return result
+        n, at = b[1] & 0x7F, 2
+        if n == 126:
+            n, at = (int.from_bytes(b[2:4], "big"), 4) if len(b) >= 4 else (None, 4)
+        elif n == 127:
+            n, at = (int.from_bytes(b[2:10], "big"), 10) if len(b) >= 10 else (None, 10)
+        if n is None or len(b) < at + n:
+            return None
+        self.buf = b[at + n:]
+        return b[0] & 0x0F, b[at:at + n]
 
-
-def check_dashboards(checker):
-    rows = []
-    for path in sorted(os.listdir(DASHBOARDS)):
-        if not path.endswith(".json"):
-            continue
-        name = path[:-5]
-        board = json.load(open(os.path.join(DASHBOARDS, path)))
-        bindings = BINDINGS.get(name)
-        if bindings is None:
-            checker.failures.append(f"{path}: no variable bindings in live-test.py BINDINGS")
-            continue
-        for variable in board.get("templating", {}).get("list", []):
-            if variable.get("type") != "query":
+    def recv(self):
+        """The next text or binary frame's payload (server frames are not masked)."""
+        while True:
+            frame = self.frame()
+            if frame is None:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise OSError("closed")
+                self.buf += chunk
                 continue
-            query = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
-            selector, label = variable_selector(query)
-            where = f"{name} variable ${variable['name']}"
-            if selector is None:
-                checker.failures.append(f"{where}: not a label_values(selector, label) query: {query}")
-                continue
-            ok = False
-            for binding in bindings:
-                expr = substitute(f"count by ({label}) ({selector})", binding)
-                checker.check_selectors(where, substitute(selector, binding))
-                result = checker.evaluate(where, expr)
-                ok = ok or any(r["metric"].get(label) for r in result or [])
-            if not ok:
-                checker.failures.append(f"{where}: {query} gives no value for any binding")
-            rows.append((where, "values" if ok else "NONE"))
-        for panel in board["panels"]:
-            for target in panel.get("targets", []):
-                where = f"{name} / {panel['title']} / {target['refId']}"
-                data = check_panel_expr(checker, where, target["expr"], bindings)
-                rows.append((where, "data" if data else "declared, no series here"))
-    return rows
+            opcode, payload = frame
+            if opcode == 0x8:
+                raise OSError("closed by the server")
+            if opcode in (0x1, 0x2):
+                return payload
+
+    def close(self):
+        try:
+            self.send((1000).to_bytes(2, "big"), 0x8)
+        except OSError:
+            pass
+        self.sock.close()
 
 
-def check_panel_expr(checker, where, expr, bindings):
-    """A panel's query: its selectors known, and data for some binding unless a selector matched
-    nothing (a series that exists only under some condition). Returns whether it had data."""
-    data = False
-    matched = True
-    for binding in bindings:
-        bound = substitute(expr, binding)
-        matched = checker.check_selectors(where, bound) and matched
-        data = bool(checker.evaluate(where, bound)) or data
-    if not data and matched:
-        checker.failures.append(f"{where}: returns nothing for every binding although each selector matched series: {expr}")
-    return data
+class ClusterTraffic:
+    """Clients of each proxy pod's client port until stop(): GETs (200s, a 404, a slower one) and
+    a burst of 40 every 5 s (429s from a rate-limited app); sessions: when the app serves SockJS
+    at /sockjs (e2e/routing/backend.js, also the loopback control plane's stand-in for
+    traefik/whoami), raw SockJS WebSockets (/sockjs/websocket, two held for the whole run) and
+    SockJS xhr-polling sessions, otherwise WebSockets to /echo (traefik/whoami's echo); on an
+    HTTPS port, plain HTTP now and then (a failed TLS handshake). Nothing here fails the test but
+    a proxy through which no request got a 200 (silent())."""
+
+    def __init__(self, proxies):
+        self.proxies = proxies  # [(label, http(s)://HOST:PORT)]
+        self.stopping = threading.Event()
+        self.threads = []
+        self.counts = {}
+        self.held = []
+        self.lock = threading.Lock()
+
+    def count(self, what):
+        with self.lock:
+            self.counts[what] = self.counts.get(what, 0) + 1
+
+    def run(self, target, *args):
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def start(self):
+        for label, url in self.proxies:
+            sockjs = self.serves_sockjs(url)
+            log(f"traffic through {label} ({url}): GETs, bursts, "
+                f"{'SockJS sessions' if sockjs else 'WebSockets to /echo'}"
+                f"{', plain HTTP to its HTTPS port' if url.startswith('https:') else ''}")
+            self.run(self.requests, label, url)
+            self.run(self.bursts, label, url)
+            self.run(self.sessions, url, sockjs)
+            if url.startswith("https:"):
+                self.run(self.bad_handshakes, url)
+
+    def stop(self):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=15)
+        for ws in self.held:
+            ws.close()
+        self.held = []
+
+    def silent(self):
+        """The proxies through which no request was answered 200."""
+        return [label for label, _ in self.proxies if not self.counts.get(f"{label} 200")]
+
+    @staticmethod
+    def serves_sockjs(url):
+        try:
+            conn = connect(url)
+            conn.request("GET", "/sockjs/info")
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            return response.status == 200 and "websocket" in json.loads(body)
+        except (OSError, ValueError, http.client.HTTPException):
+            return False
+
+    def get(self, label, url, conn, path):
+        """One GET on conn (a new one when None); returns the connection to reuse, or None."""
+        try:
+            conn = conn or connect(url)
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            self.count(f"{label} {response.status}")
+            if response.getheader("Connection", "").lower() != "close":
+                return conn
+        except (OSError, http.client.HTTPException):
+            self.count(f"{label} error")
+        if conn is not None:
+            conn.close()
+        return None
+
+    def requests(self, label, url):
+        paths = ["/"] * 8 + ["/peer/whoami", "/peer/burn?ms=20", "/e2e-monitoring-missing"]
+        conn = None
+        i = 0
+        while not self.stopping.is_set():
+            conn = self.get(label, url, conn, paths[i % len(paths)])
+            i += 1
+            if conn is not None and i % 25 == 0:  # a new connection (and TLS handshake) now and then
+                conn.close()
+                conn = None
+            self.stopping.wait(0.1)
+        if conn is not None:
+            conn.close()
+
+    def bursts(self, label, url):
+        while not self.stopping.wait(5):
+            conn = None
+            for _ in range(40):
+                conn = self.get(label, url, conn, "/")
+            if conn is not None:
+                conn.close()
+
+    def websocket(self, url, sockjs):
+        """A WebSocket that answered: SockJS's hello then the echo of a message, or /echo's echo."""
+        ws = WebSocket(url, "/sockjs/websocket" if sockjs else "/echo")
+        try:
+            if sockjs:
+                ws.recv()  # {"backend": ..., "hello": true}
+            ws.send(b"monitoring")
+            ws.recv()
+        except OSError:
+            ws.close()
+            raise
+        return ws
+
+    def xhr_session(self, url):
+        """A SockJS xhr-polling session: open, the hello, a message sent and its echo."""
+        base = f"/sockjs/{int.from_bytes(os.urandom(2), 'big') % 1000:03d}/{os.urandom(6).hex()}"
+        conn = connect(url)
+        cookie = {}
+
+        def post(path, body=b""):
+            headers = {"Content-Type": "text/plain"}
+            if cookie:
+                headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookie.items())
+            conn.request("POST", base + path, body=body, headers=headers)
+            response = conn.getresponse()
+            text = response.read().decode(errors="replace")
+            for name, value in response.getheaders():
+                if name.lower() == "set-cookie":
+                    k, _, v = value.split(";", 1)[0].partition("=")
+                    cookie[k.strip()] = v.strip()
+            return response.status, text
+
+        try:
+            replies = []
+            status, text = post("/xhr")
+            if status != 200 or not text.startswith("o"):
+                raise OSError(f"open: {status} {text[:40]!r}")
+            status, text = post("/xhr_send", json.dumps(["monitoring"]).encode())
+            if status not in (200, 204):
+                raise OSError(f"send: {status} {text[:40]!r}")
+            while len(replies) < 2:
+                status, text = post("/xhr")
+                if status != 200 or not text.startswith("a"):
+                    raise OSError(f"poll: {status} {text[:40]!r}")
+                replies += json.loads(text[1:])
+        finally:
+            conn.close()
+
+    def sessions(self, url, sockjs):
+        for _ in range(2):
+            try:
+                self.held.append(self.websocket(url, sockjs))
+                self.count("websocket held")
+            except (OSError, ValueError):
+                self.count("websocket error")
+        i = 0
+        while not self.stopping.is_set():
+            i += 1
+            if sockjs and i % 2 == 0:
+                try:
+                    self.xhr_session(url)
+                    self.count("sockjs xhr-polling session")
+                except (OSError, ValueError, http.client.HTTPException):
+                    self.count("sockjs xhr-polling error")
+            else:
+                try:
+                    self.websocket(url, sockjs).close()
+                    self.count("websocket")
+                except (OSError, ValueError):
+                    self.count("websocket error")
+            self.stopping.wait(0.5)
+
+    def bad_handshakes(self, url):
+        parsed = urllib.parse.urlsplit(url)
+        while not self.stopping.wait(2.0):
+            try:
+                with socket.create_connection((parsed.hostname, parsed.port), timeout=5) as sock:
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                    sock.recv(64)
+            except OSError:
+                pass
+            self.count("plain HTTP to an HTTPS port")
 
 
-def self_check(prom, declared, start):
-    """The checker catches what it is for: each of these must fail."""
-    bindings = [{"namespace": NAMESPACE, "app": "todos"}]
-    broken = {
-        "a misspelled metric": 'sum(rate(meteor_proxy_request_duraton_seconds_count{namespace="$namespace"}[1m]))',
-        "a misspelled label": 'max(meteor_app_condition{namespace="$namespace",aap="$app"})',
-        "a join that cannot match": 'meteor_app_replicas_ready{namespace="$namespace",app="$app"} / on (backend) meteor_proxy_active_sessions{namespace="$namespace",app="$app"}',
-    }
-    missed = []
-    for what, expr in broken.items():
-        checker = Checker(prom, declared, start)
-        check_panel_expr(checker, "self-check", expr, bindings)
-        if not checker.failures:
-            missed.append(what)
-    return missed
-
-
-def check_rules(checker, prom):
-    import yaml
-    rows = []
-    groups = yaml.safe_load(open(RULES))["groups"]
-    for group in groups:
-        for rule in group["rules"]:
-            name = rule.get("alert") or rule.get("record")
-            where = f"rule {name}"
-            checker.check_selectors(where, rule["expr"])
-            result = checker.evaluate(where, rule["expr"])
-            rows.append((where, f"returns {len(result)} series" if result else "returns nothing now"))
-    live = prom.api("rules")["groups"]
-    loaded = 0
-    for group in live:
-        for rule in group["rules"]:
-            loaded += 1
-            if rule.get("health") != "ok":
-                checker.failures.append(f"rule {rule['name']}: health {rule.get('health')}: {rule.get('lastError')}")
-    want = sum(len(g["rules"]) for g in groups)
-    if loaded != want:
-        checker.failures.append(f"Prometheus loaded {loaded} rules, the file has {want}")
-    return rows
-
+# --- Prometheus -----------------------------------------------------------------------------------
 
 def export_app_dashboard(prom, start, end, out):
     """The "Meteor / App" panels for app todos, as query_range results (without the first 20
@@ -567,11 +599,6 @@ def export_app_dashboard(prom, start, end, out):
         json.dump({"title": board["title"], "binding": binding, "seconds": end - start, "panels": panels}, f, indent=1)
 
 
-def legend(fmt, metric):
-    text = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: metric.get(m.group(1), ""), fmt).strip()
-    return text or ",".join(f"{k}={v}" for k, v in metric.items() if k != "__name__")
-
-
 # --- main -----------------------------------------------------------------------------------------
 
 def main():
@@ -582,12 +609,24 @@ def main():
     parser.add_argument("--data", help="write the app dashboard's data for todos here (JSON)")
     parser.add_argument("--png", help="render the app dashboard into this PNG (needs --data or a temp file)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, TSDB)")
+    cluster = parser.add_argument_group("against a cluster (--against-cluster)")
+    cluster.add_argument("--against-cluster", action="store_true",
+                         help="scrape a running operator and running proxy pods instead of starting them")
+    cluster.add_argument("--operator-metrics", metavar="URL", help="the operator's metrics, e.g. http://127.0.0.1:18080/metrics")
+    cluster.add_argument("--proxy-targets", metavar="NS/APP/POD=ADMIN[+URL],...",
+                         help="each proxy pod: its admin address (host:port, /metrics is scraped) and the "
+                              "URL of its client port (default: http://, the admin host and --proxy-http-port)")
+    cluster.add_argument("--proxy-http-port", type=int, default=8080, help="the proxies' HTTP port (default 8080)")
+    cluster.add_argument("--apps", metavar="NS/APP,...",
+                         help="the app and proxy dashboards' variable bindings (default: the apps of --proxy-targets)")
     args = parser.parse_args()
 
     for tool in ("prometheus",):
         if not shutil.which(tool):
             print(f"cannot run: {tool} not on PATH (bash hack/install-tools.sh installs Debian's prometheus)")
             return 2
+    if args.against_cluster:
+        return against_cluster(args, parser)
     if not os.access(args.operator, os.X_OK):
         print(f"cannot run: {args.operator} is not built (cargo build --bin meteor-operator)")
         return 2
@@ -631,25 +670,13 @@ def main():
         log(f"operator: admin {operator_admin}, leading, fake API server http://{host}:{port}")
 
         # Prometheus.
-        prom_port = free_port()
-        config = os.path.join(workdir, "prometheus.yml")
         proxies = [(todos, "todos"), (chat, "chat"), (broken, "broken")]
-        with open(config, "w") as f:
-            json.dump({
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-                "rule_files": [RULES],
-                "scrape_configs": [
-                    {"job_name": OPERATOR_JOB, "honor_labels": True,
-                     "static_configs": [{"targets": [operator_admin]}]},
-                    {"job_name": "meteor-proxies", "honor_labels": True,
-                     "static_configs": [{"targets": [p[1]], "labels": {"namespace": NAMESPACE, "app": a}} for p, a in proxies]},
-                ],
-            }, f)
-        prometheus, prom_log = procs.start("prometheus", [
-            "prometheus", f"--config.file={config}", f"--storage.tsdb.path={os.path.join(workdir, 'tsdb')}",
-            f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn", "--storage.tsdb.retention.time=1h"])
-        prom = Prometheus(f"http://127.0.0.1:{prom_port}")
-        wait_http(f"{prom.url}/-/ready", 60)
+        prom = start_prometheus(procs, workdir, [
+            {"job_name": OPERATOR_JOB, "honor_labels": True,
+             "static_configs": [{"targets": [operator_admin]}]},
+            {"job_name": "meteor-proxies", "honor_labels": True,
+             "static_configs": [{"targets": [p[1]], "labels": {"namespace": NAMESPACE, "app": a}} for p, a in proxies]},
+        ])
         log(f"prometheus: {prom.url}, scraping every second")
         start = time.time()
 
@@ -667,13 +694,8 @@ def main():
             raise SystemExit(f"FAILED: targets not all up ({len(targets)}): {down}")
         scrapes = [http_get(f"http://{a}/metrics")[1].decode() for a in (operator_admin, todos[1], chat[1], broken[1])]
         checker = Checker(prom, declared_families(scrapes), start - 5)
-        rows = check_dashboards(checker)
-        rows += check_rules(checker, prom)
-        missed = self_check(prom, checker.declared, start - 5)
-        if missed:
-            checker.failures.append(f"self-check: the checker did not catch {', '.join(missed)}")
-        else:
-            rows.append(("self-check: a misspelled metric, a misspelled label, a join that cannot match", "each caught"))
+        rows = check_dashboards(checker, BINDINGS)
+        rows += check_all(prom, checker, {"namespace": NAMESPACE, "app": "todos"})
         end = time.time()
         if args.data or args.png:
             data = args.data or os.path.join(workdir, "app-dashboard.json")
@@ -684,30 +706,7 @@ def main():
                 log(f"rendered {args.png}")
         traffic.stop()
         traffic = None
-
-        width = max(len(r[0]) for r in rows)
-        print()
-        for where, what in rows:
-            print(f"    {where:<{width}}  {what}")
-        if checker.conditional:
-            print("\n    declared by the scrapes, no series in this run (series that exist only under")
-            print("    conditions the run does not create), by selector:")
-            for selector, wheres in sorted(checker.conditional.items()):
-                print(f"      {selector}  ({len(wheres)} uses)")
-        firing = [a for a in prom.api("alerts")["alerts"]]
-        print("\n    alerts Prometheus holds now: " +
-              (", ".join(sorted(f"{a['labels']['alertname']}({a['labels'].get('app', '')}) {a['state']}" for a in firing)) or "none"))
-        panels = sum(1 for r in rows if " / " in r[0])
-        print(f"\n    {panels} panel queries, {sum(1 for r in rows if r[0].startswith('rule '))} rules, "
-              f"{sum(1 for r in rows if 'variable' in r[0])} variable queries checked")
-        if checker.failures:
-            print()
-            for failure in checker.failures:
-                print(f"    FAIL {failure}")
-            print(f"\nlive-test: FAILED ({len(checker.failures)} problems)")
-            return 1
-        print("\nlive-test: passed")
-        return 0
+        return report(prom, checker, rows, "live-test")
     finally:
         signal.alarm(0)
         if traffic:
@@ -721,6 +720,121 @@ def main():
             print(f"    kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def parse_proxy_targets(text, http_port):
+    """NS/APP/POD=ADMIN[+URL],... -> [{namespace, app, pod, admin, url}]."""
+    proxies = []
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        name, _, addresses = item.partition("=")
+        parts = name.split("/")
+        admin, _, url = addresses.partition("+")
+        url = url or f"http://{admin.rsplit(':', 1)[0]}:{http_port}"
+        parsed = urllib.parse.urlsplit(url)
+        if len(parts) != 3 or not all(parts) or ":" not in admin or parsed.scheme not in ("http", "https") \
+                or not parsed.port:
+            raise ValueError(f"--proxy-targets: not NS/APP/POD=HOST:PORT[+http(s)://HOST:PORT]: {item!r}")
+        proxies.append({"namespace": parts[0], "app": parts[1], "pod": parts[2], "admin": admin,
+                        "url": f"{parsed.scheme}://{parsed.netloc}"})
+    return proxies
+
+
+def against_cluster(args, parser):
+    """--against-cluster: Prometheus scrapes the given operator and proxy pods (labelled as the
+    chart's ServiceMonitor and PodMonitor label them), traffic through the proxies, the checks."""
+    try:
+        proxies = parse_proxy_targets(args.proxy_targets, args.proxy_http_port)
+    except ValueError as e:
+        parser.error(str(e))
+    if not args.operator_metrics or not proxies:
+        parser.error("--against-cluster needs --operator-metrics and --proxy-targets")
+    operator = urllib.parse.urlsplit(args.operator_metrics)
+    if operator.scheme not in ("http", "https") or not operator.netloc:
+        parser.error(f"--operator-metrics: not an http(s) URL: {args.operator_metrics}")
+    if args.apps:
+        apps = [a.strip().split("/") for a in args.apps.split(",") if a.strip()]
+        if not all(len(a) == 2 and all(a) for a in apps):
+            parser.error(f"--apps: not NS/APP,...: {args.apps}")
+    else:
+        apps = []
+        for p in proxies:
+            if [p["namespace"], p["app"]] not in apps:
+                apps.append([p["namespace"], p["app"]])
+    app_bindings = [{"namespace": ns, "app": app} for ns, app in apps]
+    bindings = {"fleet": [{"job": OPERATOR_JOB}], "app": app_bindings, "proxy": app_bindings}
+    proxied = [b for b in app_bindings if any((p["namespace"], p["app"]) == (b["namespace"], b["app"]) for p in proxies)]
+    if not proxied:
+        parser.error("--apps: none of them has a proxy in --proxy-targets")
+
+    def expire(*_):
+        raise TimeoutError(f"the live test ran past --timeout {args.timeout}s")
+    signal.signal(signal.SIGALRM, expire)
+    signal.alarm(args.timeout)
+
+    workdir = tempfile.mkdtemp(prefix="meteor-live-cluster-")
+    procs = Procs(workdir)
+    traffic = None
+    try:
+        prom = start_prometheus(procs, workdir, [
+            {"job_name": OPERATOR_JOB, "honor_labels": True, "scheme": operator.scheme,
+             "metrics_path": operator.path or "/metrics", "static_configs": [{"targets": [operator.netloc]}]},
+            {"job_name": PROXY_JOB, "honor_labels": True,
+             "static_configs": [{"targets": [p["admin"]],
+                                 "labels": {"namespace": p["namespace"], "app": p["app"], "pod": p["pod"],
+                                            "container": "proxy", "endpoint": "admin"}} for p in proxies]},
+        ])
+        log(f"prometheus: {prom.url}, scraping every second: the operator ({args.operator_metrics}, job {OPERATOR_JOB}) "
+            f"and {len(proxies)} proxy pods (job {PROXY_JOB})")
+        for p in proxies:
+            log(f"proxy {p['namespace']}/{p['app']}/{p['pod']}: admin {p['admin']}, clients {p['url']}")
+        wait_targets_up(prom, 1 + len(proxies), 60)
+        log("every target up")
+        start = time.time()
+
+        traffic = ClusterTraffic([(f"{p['app']}/{p['pod']}", p["url"]) for p in proxies])
+        traffic.start()
+        deadline = start + args.seconds
+        while time.time() < deadline:
+            procs.check_alive()
+            time.sleep(1)
+        log("traffic: " + ", ".join(f"{k}: {v}" for k, v in sorted(traffic.counts.items())))
+
+        wait_targets_up(prom, 1 + len(proxies), 5)
+        scrapes = [http_get(args.operator_metrics)[1].decode()]
+        scrapes += [http_get(f"http://{p['admin']}/metrics")[1].decode() for p in proxies]
+        checker = Checker(prom, declared_families(scrapes), start - 5)
+        for label in traffic.silent():
+            checker.failures.append(f"traffic: no request through proxy {label} was answered 200, so its series say nothing")
+        rows = check_dashboards(checker, bindings, owner="--apps")
+        rows += check_all(prom, checker, proxied[0])
+        traffic.stop()
+        traffic = None
+        panels, rules, variables, empty = counts(rows)
+        return report(prom, checker, rows, "live-test --against-cluster",
+                      extra=f"{len(rows) - 1} expressions evaluated; {empty} of the {panels} panel queries {NO_SERIES} "
+                            f"(apps {', '.join(b['namespace'] + '/' + b['app'] for b in app_bindings)})")
+    finally:
+        signal.alarm(0)
+        if traffic:
+            traffic.stop()
+        procs.stop()
+        if args.keep:
+            print(f"    kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def wait_targets_up(prom, want, seconds):
+    """All `want` scrape targets up (their last scrape succeeded), within `seconds`."""
+    deadline = time.time() + seconds
+    while True:
+        targets = prom.api("targets")["activeTargets"]
+        down = [t["scrapeUrl"] + ": " + (t.get("lastError") or t["health"]) for t in targets if t["health"] != "up"]
+        if not down and len(targets) == want:
+            return
+        if time.time() >= deadline:
+            raise SystemExit(f"FAILED: targets not all up ({len(targets)} of {want}) within {seconds}s: {down}")
+        time.sleep(0.5)
 
 
 if __name__ == "__main__":
