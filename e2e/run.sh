@@ -124,6 +124,38 @@ YAML
     can_i no ${check}
   done
   log "ok: operator RBAC allows the ${checked} permissions of hack/rbac-used.txt and refuses the others tested"
+  aggregated_roles_reach_users
+}
+
+# aggregated_roles_reach_users: the chart's <release>-edit and -view ClusterRoles reach people
+# through the built-in roles (kube-controller-manager's aggregation controller fills those): a
+# user bound to `edit` in the app namespace may create, patch and scale MeteorApps but not write
+# their status; one bound to `view` may read them and nothing more.
+aggregated_roles_reach_users() {
+  local role
+  for role in edit view; do
+    kubectl -n "${NS}" create rolebinding "e2e-${role}" --clusterrole="${role}" --user="e2e-${role}" \
+      --dry-run=client -o yaml | kubectl apply -f - >/dev/null || fail "cannot bind user e2e-${role} to ${role}"
+  done
+  wait_until 60 "the built-in edit role aggregates MeteorApps" user_can yes e2e-edit create meteorapps
+  local check
+  for check in "yes e2e-edit patch meteorapps" "yes e2e-edit delete meteorapps" \
+    "yes e2e-edit update meteorapps --subresource=scale" "no e2e-edit patch meteorapps --subresource=status" \
+    "yes e2e-view list meteorapps" "yes e2e-view get meteorapps --subresource=status" \
+    "no e2e-view patch meteorapps" "no e2e-view update meteorapps --subresource=scale"; do
+    # shellcheck disable=SC2086 # split into arguments on purpose
+    user_can ${check} || fail "aggregated roles: want '${check%% *}' for: kubectl auth can-i ${check#* }"
+  done
+  log "ok: users bound to the built-in edit and view roles get MeteorApp rights through the chart's aggregated roles"
+}
+
+# user_can WANT USER VERB RESOURCE [FLAGS]: may USER do it in the app namespace (yes/no)? For
+# meteorapps.meteorfleet.dev, which is installed (kubectl auth can-i needs discovery).
+user_can() {
+  local want="$1" user="$2" verb="$3" resource="$4" got
+  shift 4
+  got="$(kubectl auth can-i "${verb}" "${resource}.meteorfleet.dev" -n "${NS}" --as="${user}" "$@" 2>/dev/null || true)"
+  [[ "${got}" == "${want}" ]]
 }
 
 install_local() {

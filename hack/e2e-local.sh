@@ -312,6 +312,13 @@ run_suite() {
 }
 
 main() {
+  # One control plane at a time (fixed ports, bridge fkbr0, one CLUSTER_DIR): a second run waits
+  # here, before its build, rather than finding the first one's cluster half-way.
+  exec 9>"${E2E_LOCAL_LOCK:-/tmp/meteor-e2e-local.lock}"
+  if ! flock -n 9; then
+    say "another hack/e2e-local.sh holds ${E2E_LOCAL_LOCK:-/tmp/meteor-e2e-local.lock}: waiting for it"
+    flock -w "${E2E_LOCAL_TIMEOUT}" 9 || missing "another hack/e2e-local.sh still runs after ${E2E_LOCAL_TIMEOUT}s"
+  fi
   preflight
   mkdir -p "${STATE}"
   rm -rf "${STATE}/pods" "${STATE}/pids" "${STATE}/cluster-logs" "${STATE}/e2e.log"
