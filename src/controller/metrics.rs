@@ -66,7 +66,19 @@ impl Metrics {
     fn with_clock(clock: fn() -> f64) -> Self {
         let mut registry = Registry::default();
         let reconcile_total = Family::<ResultLabels, Counter>::default();
+        for result in ["success", "error"] {
+            reconcile_total.get_or_create(&ResultLabels {
+                controller: CONTROLLER.into(),
+                result: result.into(),
+            });
+        }
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        for error in super::Error::METRIC_LABELS {
+            reconcile_errors.get_or_create(&ErrorLabels {
+                controller: CONTROLLER.into(),
+                error: error.into(),
+            });
+        }
         let reconcile_time = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -775,6 +787,23 @@ mod tests {
     }
 
     const TODOS: &str = r#"namespace="shop",app="todos""#;
+
+    #[test]
+    fn the_reconcile_series_exist_at_zero_before_the_first_reconcile() {
+        let text = Metrics::default().encode();
+        for line in [
+            r#"controller_runtime_reconcile_total{controller="meteorapp",result="success"} 0"#,
+            r#"controller_runtime_reconcile_total{controller="meteorapp",result="error"} 0"#,
+            r#"controller_runtime_reconcile_errors_total{controller="meteorapp",error="api_status"} 0"#,
+            r#"controller_runtime_reconcile_errors_total{controller="meteorapp",error="api_transport"} 0"#,
+            r#"controller_runtime_reconcile_errors_total{controller="meteorapp",error="missing_namespace"} 0"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
+    }
 
     #[test]
     fn a_condition_is_one_series_per_type_that_follows_its_reason() {
