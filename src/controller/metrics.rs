@@ -67,17 +67,17 @@ impl Metrics {
         let mut registry = Registry::default();
         let reconcile_total = Family::<ResultLabels, Counter>::default();
         for result in ["success", "error"] {
-            reconcile_total.get_or_create(&ResultLabels {
+            drop(reconcile_total.get_or_create(&ResultLabels {
                 controller: CONTROLLER.into(),
                 result: result.into(),
-            });
+            }));
         }
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         for error in super::Error::METRIC_LABELS {
-            reconcile_errors.get_or_create(&ErrorLabels {
+            drop(reconcile_errors.get_or_create(&ErrorLabels {
                 controller: CONTROLLER.into(),
                 error: error.into(),
-            });
+            }));
         }
         let reconcile_time = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
