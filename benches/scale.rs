@@ -731,8 +731,8 @@ where
     writer
 }
 
-/// Objects per page of a cache's initial list, as the controller's `watch_config` asks for.
-const LIST_PAGE: u32 = 100;
+// Objects per page of a cache's initial list: the controller's own.
+use meteor_operator::controller::LIST_PAGE;
 
 /// Lists `api` in pages of [`LIST_PAGE`], as a watcher's initial list does, handing each object
 /// to `each` before the next page is read.

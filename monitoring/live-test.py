@@ -175,11 +175,18 @@ def start_proxy(procs, operator, name, backends, extra=()):
 
 # --- traffic --------------------------------------------------------------------------------------
 
-class Traffic:
-    """Clients of the three proxies until stop() (rates kept small: two shared cores)."""
+def arm_timeout(seconds):
+    """Ends the run with a TimeoutError once it has taken `seconds`."""
+    def expire(*_):
+        raise TimeoutError(f"the live test ran past --timeout {seconds}s")
+    signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
 
-    def __init__(self, todos, chat, broken):
-        self.todos, self.chat, self.broken = todos, chat, broken
+
+class Clients:
+    """Client threads until stop(): counts of what they saw, sockets held open meanwhile."""
+
+    def __init__(self):
         self.stopping = threading.Event()
         self.threads = []
         self.counts = {}
@@ -195,6 +202,22 @@ class Traffic:
         thread.start()
         self.threads.append(thread)
 
+    def stop(self):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=15)
+        for held in self.held:
+            held.close()
+        self.held = []
+
+
+class Traffic(Clients):
+    """Clients of the three proxies until stop() (rates kept small: two shared cores)."""
+
+    def __init__(self, todos, chat, broken):
+        super().__init__()
+        self.todos, self.chat, self.broken = todos, chat, broken
+
     def start(self):
         self.run(self.requests, self.todos, False, 0.03)
         self.run(self.requests, self.todos, False, 0.05)
@@ -202,13 +225,6 @@ class Traffic:
         self.run(self.requests, self.broken, False, 0.3)
         self.run(self.websockets)
         self.run(self.bad_handshakes)
-
-    def stop(self):
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=10)
-        for sock in self.held:
-            sock.close()
 
     def requests(self, addr, tls, pause):
         host, port = addr.rsplit(":", 1)
@@ -380,7 +396,7 @@ class WebSocket:
         self.sock.close()
 
 
-class ClusterTraffic:
+class ClusterTraffic(Clients):
     """Clients of each proxy pod's client port until stop(): GETs (200s, a 404, a slower one) and
     a burst of 40 every 5 s (429s from a rate-limited app); sessions: when the app serves SockJS
     at /sockjs (e2e/routing/backend.js, also the loopback control plane's stand-in for
@@ -390,21 +406,8 @@ class ClusterTraffic:
     a proxy through which no request got a 200 (silent())."""
 
     def __init__(self, proxies):
+        super().__init__()
         self.proxies = proxies  # [(label, http(s)://HOST:PORT)]
-        self.stopping = threading.Event()
-        self.threads = []
-        self.counts = {}
-        self.held = []
-        self.lock = threading.Lock()
-
-    def count(self, what):
-        with self.lock:
-            self.counts[what] = self.counts.get(what, 0) + 1
-
-    def run(self, target, *args):
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        thread.start()
-        self.threads.append(thread)
 
     def start(self):
         for label, url in self.proxies:
@@ -417,14 +420,6 @@ class ClusterTraffic:
             self.run(self.sessions, url, sockjs)
             if url.startswith("https:"):
                 self.run(self.bad_handshakes, url)
-
-    def stop(self):
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=15)
-        for ws in self.held:
-            ws.close()
-        self.held = []
 
     def silent(self):
         """The proxies through which no request was answered 200."""
@@ -631,10 +626,7 @@ def main():
         print(f"cannot run: {args.operator} is not built (cargo build --bin meteor-operator)")
         return 2
 
-    def expire(*_):
-        raise TimeoutError(f"the live test ran past --timeout {args.timeout}s")
-    signal.signal(signal.SIGALRM, expire)
-    signal.alarm(args.timeout)
+    arm_timeout(args.timeout)
 
     workdir = tempfile.mkdtemp(prefix="meteor-live-")
     procs = Procs(workdir)
@@ -766,10 +758,7 @@ def against_cluster(args, parser):
     if not proxied:
         parser.error("--apps: none of them has a proxy in --proxy-targets")
 
-    def expire(*_):
-        raise TimeoutError(f"the live test ran past --timeout {args.timeout}s")
-    signal.signal(signal.SIGALRM, expire)
-    signal.alarm(args.timeout)
+    arm_timeout(args.timeout)
 
     workdir = tempfile.mkdtemp(prefix="meteor-live-cluster-")
     procs = Procs(workdir)

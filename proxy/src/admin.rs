@@ -140,39 +140,54 @@ impl Admin {
 /// backends-by-state gauge of `balancer`'s backends.
 pub fn registry(metrics: &Metrics, balancer: Arc<Balancer>) -> Registry {
     let mut r = metrics.registry();
-    r.register_collector(Box::new(PodSessions(balancer.clone())));
-    r.register_collector(Box::new(BackendStates(balancer)));
+    r.register_collector(Box::new(BackendGauges(balancer)));
     r
 }
 
-/// `meteor_proxy_backend_sessions`: open requests and WebSockets per backend (the value of
-/// `active_sessions`), labelled with the backend's pod and namespace when discovery knows
-/// them, so a custom-metrics adapter can serve it per app pod. Read from the backends at each
-/// scrape: the request path keeps counting one gauge.
-pub struct PodSessions(pub Arc<Balancer>);
+/// The gauges read from the backends at each scrape (the request path keeps counting one
+/// gauge per backend):
+/// - `meteor_proxy_backend_sessions`: open requests and WebSockets per backend (the value of
+///   `active_sessions`), labelled with the backend's pod and namespace when discovery knows
+///   them, so a custom-metrics adapter can serve it per app pod;
+/// - `meteor_proxy_backends{state}`: the backends counted by [`BackendState`]. All four states
+///   are emitted, 0 when none, so an alert on `meteor_proxy_backends{state="serving"} == 0`
+///   fires with no backend at all and no traffic.
+pub struct BackendGauges(pub Arc<Balancer>);
 
-impl std::fmt::Debug for PodSessions {
+impl std::fmt::Debug for BackendGauges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PodSessions")
+        f.write_str("BackendGauges")
     }
 }
 
-impl Collector for PodSessions {
+impl Collector for BackendGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let gauge = ConstGauge::new(0i64);
+        let backends = self.0.backends();
+        let gauge = ConstGauge::new(0i64).metric_type();
         let mut family = encoder.encode_descriptor(
             "backend_sessions",
             "Open requests and WebSockets per backend, labelled with its pod",
             None,
-            gauge.metric_type(),
+            gauge,
         )?;
-        for backend in self.0.backends().iter() {
+        let mut counts = [0i64; BackendState::ALL.len()];
+        for backend in backends.iter() {
+            counts[BackendState::of(backend) as usize] += 1;
             let mut labels = vec![("backend", backend.id.to_string())];
             if let Some(pod) = &backend.pod {
                 labels.push(("namespace", pod.namespace.clone()));
                 labels.push(("pod", pod.name.clone()));
             }
             ConstGauge::new(backend.active()).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "backends",
+            "Backends this proxy knows, by state: serving (takes new sessions), draining (terminating or removed, keeps its sessions), not_ready, down (failing health checks)",
+            None,
+            gauge,
+        )?;
+        for (state, count) in BackendState::ALL.into_iter().zip(counts) {
+            ConstGauge::new(count).encode(family.encode_family(&[("state", state.label())])?)?;
         }
         Ok(())
     }
@@ -218,37 +233,6 @@ impl BackendState {
             Self::NotReady => "not_ready",
             Self::Down => "down",
         }
-    }
-}
-
-/// `meteor_proxy_backends{state}`: the backends this proxy knows, counted by [`BackendState`].
-/// All four states are emitted at every scrape, 0 when none, so an alert on
-/// `meteor_proxy_backends{state="serving"} == 0` fires with no backend at all and no traffic.
-/// Read from the backends at each scrape, like [`PodSessions`].
-pub struct BackendStates(pub Arc<Balancer>);
-
-impl std::fmt::Debug for BackendStates {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BackendStates")
-    }
-}
-
-impl Collector for BackendStates {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut counts = [0i64; BackendState::ALL.len()];
-        for backend in self.0.backends().iter() {
-            counts[BackendState::of(backend) as usize] += 1;
-        }
-        let mut family = encoder.encode_descriptor(
-            "backends",
-            "Backends this proxy knows, by state: serving (takes new sessions), draining (terminating or removed, keeps its sessions), not_ready, down (failing health checks)",
-            None,
-            ConstGauge::new(0i64).metric_type(),
-        )?;
-        for (state, count) in BackendState::ALL.into_iter().zip(counts) {
-            ConstGauge::new(count).encode(family.encode_family(&[("state", state.label())])?)?;
-        }
-        Ok(())
     }
 }
 

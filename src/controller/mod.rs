@@ -1050,7 +1050,7 @@ where
 }
 
 /// Objects per page of a cache's initial list.
-const LIST_PAGE: u32 = 100;
+pub const LIST_PAGE: u32 = 100;
 
 /// The watch of every cache. Its initial list (at start-up, and again when a watch expires) comes
 /// in pages of [`LIST_PAGE`] objects, each trimmed into the cache before the next is read, so a
