@@ -7,11 +7,11 @@
 //! - Each backend counts its open tunnels and announces its drain window to them
 //!   ([`crate::closing`]), so they close one by one rather than all at its deadline.
 //! - Each backend keeps its open tunnels oldest first ([`Movable`]), so the rebalancer
-//!   ([`crate::rebalance`]) can close single ones on a busy backend.
+//!   (`rebalance`, a layer above) can close single ones on a busy backend.
 //! - Health: a backend starts up (EndpointSlices only list pods that passed their readiness
 //!   probe), goes down after `fall` consecutive failed checks or at once on a failed connect, and
 //!   comes back after `rise` consecutive successful checks ([`HealthState`]; the checks
-//!   themselves are [`crate::health`]'s).
+//!   themselves are the `health` module's, a layer above).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::backend::{Backend, BackendSpec, HealthState};
 use crate::metrics::Metrics;
 
-/// `--rebalance-rate` and `--rebalance-tolerance` ([`crate::rebalance`]).
+/// `--rebalance-rate` and `--rebalance-tolerance` (used by `rebalance`, a layer above).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rebalancing {
     /// WebSockets closed per second at most (above 0).
@@ -65,7 +65,7 @@ impl Balancer {
         }
     }
 
-    /// This balancer with rebalancing after a scale-up ([`crate::rebalance`]).
+    /// This balancer with rebalancing after a scale-up (done by `rebalance`, a layer above).
     pub fn with_rebalancing(mut self, settings: Rebalancing) -> Self {
         self.rebalance = Some(settings);
         self

@@ -20,6 +20,10 @@
 //! 4. Wiring: [`admin`] (status page and `/metrics`), [`replay`] (one client connection from
 //!    bytes in memory, the fuzz target's harness), and this file.
 //!
+//! Doc comments follow the same direction: a module names a higher one in plain text
+//! (`rebalance`), never as a `crate::`/`super::` link, so even a plain text search for those
+//! paths finds no circle.
+//!
 //! `run` wires them: discovery feeds the balancer (starting health checks for new backends and
 //! drain timers for leaving ones), the server routes with it, SIGTERM drains everything.
 

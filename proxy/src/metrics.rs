@@ -3,7 +3,7 @@
 //! Per-backend series are created when a backend appears and removed when it is forgotten, and
 //! each backend keeps handles to its own series, so the request path only touches atomics (a
 //! request's duration is two atomic adds into [`Durations`], no lock). The per-pod session
-//! gauge, read from the backends at each scrape, is added by [`crate::admin::registry`]. Every
+//! gauge, read from the backends at each scrape, is added by `admin::registry`. Every
 //! series is listed in `docs/proxy.md` (Admin port).
 
 use std::sync::Arc;
@@ -83,7 +83,7 @@ pub enum Close {
     Idle,
     /// Its backend's drain window ([`crate::closing`]) or deadline.
     Drain,
-    /// Chosen by the rebalancer ([`crate::rebalance`]).
+    /// Chosen by the rebalancer (`rebalance`).
     Rebalance,
     /// The proxy's shutdown window or deadline.
     Shutdown,
@@ -244,7 +244,7 @@ pub struct Metrics {
     pub rejected: Family<RejectLabel, Counter>,
     /// Client connections closed by a cap ([`Refusal`]).
     pub connections_refused: Family<RefuseLabel, Counter>,
-    /// WebSockets closed to move their sessions onto emptier backends ([`crate::rebalance`]).
+    /// WebSockets closed to move their sessions onto emptier backends (`rebalance`).
     pub rebalanced: Counter,
     /// WebSocket upgrades sent by least connections because their cookie's backend was full.
     pub steered: Counter,

@@ -1,7 +1,7 @@
 //! A backend's idle keep-alive connections ([`Pool`]) and the connection they hold ([`Conn`]:
 //! its socket, read buffer, byte counters and what the response parser remembers of it). It
 //! keeps and checks idle connections; it never writes a request or reads a response (that is
-//! [`crate::upstream`]).
+//! `upstream`'s, a layer above).
 
 use std::collections::VecDeque;
 use std::io;

@@ -293,7 +293,7 @@ impl Proxy {
         }
     }
 
-    /// Serves one client connection (TCP, TLS, or bytes in memory for [`super::replay`]).
+    /// Serves one client connection (TCP, TLS, or bytes in memory for `replay`, a layer above).
     pub async fn serve_connection<S>(self: Arc<Self>, stream: S, peer: SocketAddr)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -1442,7 +1442,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn heads_are_due_within_the_header_timeout_of_each_wait() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let proxy = super::super::replay::proxy(); // header timeout 10 s, no backend: 503
+        // The flags' defaults (header timeout 10 s) and no backend: every request gets a 503.
+        let metrics = Arc::new(Metrics::default());
+        let balancer = Arc::new(Balancer::new(2, 2, metrics.clone()));
+        let settings = Settings::from_args(&ProxyArgs::defaults(), false);
+        let signer = CookieSigner::new(b"a key of sixteen bytes or more", 86_400);
+        let proxy = Arc::new(Proxy::new(balancer, signer, settings, None, metrics));
         for (input, answers) in [
             (&b""[..], 0),
             (b"GET / HTTP/1.1\r\nHost: x\r\n", 0),

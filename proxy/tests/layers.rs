@@ -4,6 +4,8 @@
 //! runs the code it reads.
 //!
 //! Code under `#[cfg(test)]` is not counted: a test may use a higher layer as its harness.
+//! Doc comments (`///`, `//!`) are read too, by a check of their own: their `crate::`/`super::`
+//! links follow the layers as imports do, so a plain text search finds no circle either.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -23,8 +25,17 @@ fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
+/// What counts as a module's use of another.
+#[derive(Clone, Copy, PartialEq)]
+enum Reading {
+    /// Paths in code.
+    Code,
+    /// Paths in code and in doc comments (intra-doc links).
+    CodeAndDocs,
+}
+
 /// Reads the crate at `src`: its modules (`name.rs`, or a `name/` directory, beside `lib.rs`).
-fn read(src: &Path) -> Crate {
+fn read(src: &Path, reading: Reading) -> Crate {
     let lib = std::fs::read_to_string(src.join("lib.rs")).expect("src/lib.rs");
     let mut files: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for entry in std::fs::read_dir(src).expect("src/") {
@@ -62,7 +73,7 @@ fn read(src: &Path) -> Crate {
             let mut used = BTreeSet::new();
             for path in paths {
                 let text = std::fs::read_to_string(path).expect("a source file");
-                used.extend(imported(&text, &modules));
+                used.extend(referenced(&text, &modules, reading));
             }
             used.remove(module);
             (module.clone(), used)
@@ -121,7 +132,12 @@ fn layer_list(lib: &str) -> Vec<(String, usize)> {
 /// The modules (of `modules`, or [`ROOT`]) that the code of `text` names through `crate::` or
 /// `super::` paths, comments, strings and `#[cfg(test)]` items left out.
 fn imported(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
-    let code = without_tests(&code_only(text));
+    referenced(text, modules, Reading::Code)
+}
+
+/// As [`imported`], with the paths of doc comments too if `reading` says so.
+fn referenced(text: &str, modules: &BTreeSet<String>, reading: Reading) -> BTreeSet<String> {
+    let code = without_tests(&code_only(text, reading == Reading::CodeAndDocs));
     let mut out = BTreeSet::new();
     let mut rest = code.as_str();
     while let Some(at) = next_path(rest) {
@@ -200,8 +216,10 @@ fn top_level_names(group: &str) -> Vec<String> {
     names
 }
 
-/// `text` with comments (doc comments included), string and character literals blanked out.
-fn code_only(text: &str) -> String {
+/// `text` with comments, string and character literals blanked out; doc comments (`///`, `//!`)
+/// too, unless `docs`: then their text stays, without braces and semicolons (so that the items
+/// of [`without_tests`] still end where the code says).
+fn code_only(text: &str, docs: bool) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
@@ -209,7 +227,16 @@ fn code_only(text: &str) -> String {
         let c = chars[i];
         let next = chars.get(i + 1).copied();
         if c == '/' && next == Some('/') {
+            let third = chars.get(i + 2).copied();
+            let doc = matches!(third, Some('/' | '!')) && chars.get(i + 3) != Some(&'/');
             while i < chars.len() && chars[i] != '\n' {
+                if docs && doc {
+                    out.push(if matches!(chars[i], '{' | '}' | ';') {
+                        ' '
+                    } else {
+                        chars[i]
+                    });
+                }
                 i += 1;
             }
         } else if c == '/' && next == Some('*') {
@@ -400,13 +427,13 @@ fn in_circles(imports: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> 
 
 #[test]
 fn every_module_is_in_one_layer() {
-    let krate = read(&src());
+    let krate = read(&src(), Reading::Code);
     assert!(krate.unlisted.is_empty(), "{}", krate.unlisted.join("\n"));
 }
 
 #[test]
 fn no_module_imports_from_a_higher_layer() {
-    let krate = read(&src());
+    let krate = read(&src(), Reading::Code);
     let upward = upward_imports(&krate);
     assert!(
         upward.is_empty(),
@@ -417,12 +444,27 @@ fn no_module_imports_from_a_higher_layer() {
 
 #[test]
 fn the_imports_form_no_circle() {
-    let krate = read(&src());
+    let krate = read(&src(), Reading::Code);
     if let Some(circle) = a_circle(&krate.imports) {
         panic!(
             "imports in a circle: {circle}; every module of a circle: {:?}",
             in_circles(&krate.imports)
         );
+    }
+}
+
+/// Doc comments link to their own layer or a lower one, so their links form no circle either.
+#[test]
+fn doc_links_follow_the_layers() {
+    let krate = read(&src(), Reading::CodeAndDocs);
+    let upward = upward_imports(&krate);
+    assert!(
+        upward.is_empty(),
+        "imports or doc links against the layers (name a higher module in plain text):\n{}",
+        upward.join("\n")
+    );
+    if let Some(circle) = a_circle(&krate.imports) {
+        panic!("imports and doc links in a circle: {circle}");
     }
 }
 
@@ -458,6 +500,18 @@ fn after() { crate::f::go() }
 "##;
     let found: Vec<String> = imported(text, &modules).into_iter().collect();
     assert_eq!(found, ["a", "b", "c", "crate root", "d", "e", "f"]);
+    // Read with its docs: the link of the `//!` line counts, the test module's still not.
+    let found: Vec<String> = referenced(text, &modules, Reading::CodeAndDocs)
+        .into_iter()
+        .collect();
+    assert_eq!(found, ["a", "b", "c", "crate root", "d", "e", "f", "g"]);
+    let docs = "//! See [`crate::a`]; {braces} in docs.\n/// Made by [`super::b::{X, Y}`].\n\
+                //// Not a doc comment: crate::c.\n#[cfg(test)]\n/// [`crate::d`]; here.\n\
+                mod tests { use crate::e; }\nfn f() {}\n";
+    let found: Vec<String> = referenced(docs, &modules, Reading::CodeAndDocs)
+        .into_iter()
+        .collect();
+    assert_eq!(found, ["a", "b"]);
 }
 
 /// The two checks fail on what they must catch.
