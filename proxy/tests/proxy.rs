@@ -23,12 +23,20 @@ fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
 }
 
-/// Installs the Node peers' packages once per test run (tests in this binary share it).
+/// Installs the Node peers' packages once per test run. nextest runs each test in a process of
+/// its own, so the processes take a file lock: one runs `npm ci` (which first deletes
+/// `node_modules`) while the others wait, then see the packages there. A marker written after a
+/// finished install, not the package folders, says they are complete.
 fn node_modules() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let dir = peers_dir();
-        if dir.join("node_modules/sockjs-client").exists() && dir.join("node_modules/ws").exists() {
+        let lock = std::fs::File::create(std::env::temp_dir().join("meteor-proxy-peers-npm.lock"))
+            .expect("the npm lock file can be created");
+        lock.lock().expect("the npm lock can be taken");
+        let marker = dir.join("node_modules/.installed-from-lock");
+        let lockfile = std::fs::read(dir.join("package-lock.json")).expect("package-lock.json");
+        if std::fs::read(&marker).is_ok_and(|installed| installed == lockfile) {
             return;
         }
         let status = Command::new("npm")
@@ -37,6 +45,7 @@ fn node_modules() {
             .status()
             .expect("npm runs (Node 20 and npm are required)");
         assert!(status.success(), "npm ci in {} failed", dir.display());
+        std::fs::write(&marker, lockfile).expect("the install marker can be written");
     });
 }
 
