@@ -7,28 +7,38 @@ WORKDIR /src
 
 # 1. Dependencies only, cached until a Cargo.toml, Cargo.lock or benches/ change: build them
 #    against dummy crates with the real manifests (the workspace: the operator at the root, the
-#    proxy crate in proxy/). (benches/ is copied because Cargo.toml names a bench target; `cargo
-#    build` does not compile it.)
+#    model crate in model/, the proxy crate in proxy/, the kubectl plugin in plugin/, which the
+#    image does not build but the workspace names). (benches/ is copied because Cargo.toml names
+#    a bench target; `cargo build` does not compile it.)
 COPY Cargo.toml Cargo.lock ./
+COPY model/Cargo.toml ./model/
 COPY proxy/Cargo.toml ./proxy/
+COPY plugin/Cargo.toml ./plugin/
 COPY benches ./benches
-RUN mkdir -p src proxy/src \
+RUN mkdir -p src model/src proxy/src plugin/src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
+    && touch model/src/lib.rs \
     && echo 'fn main() {}' > proxy/src/main.rs \
     && touch proxy/src/lib.rs \
+    && echo 'fn main() {}' > plugin/src/main.rs \
+    && touch plugin/src/lib.rs \
     && cargo build --release --locked \
-    && rm -rf src proxy/src \
+    && rm -rf src model/src proxy/src \
         target/release/meteor-operator* \
         target/release/deps/meteor_operator-* \
         target/release/deps/libmeteor_operator-* \
         target/release/.fingerprint/meteor-operator-* \
+        target/release/deps/meteor_model-* \
+        target/release/deps/libmeteor_model-* \
+        target/release/.fingerprint/meteor-model-* \
         target/release/deps/meteor_proxy-* \
         target/release/deps/libmeteor_proxy-* \
         target/release/.fingerprint/meteor-proxy-*
 
-# 2. The operator itself, with the proxy crate (its sources only, not its tests).
+# 2. The operator itself, with the model and proxy crates (their sources only, not their tests).
 COPY src ./src
+COPY model/src ./model/src
 COPY proxy/src ./proxy/src
 RUN cargo build --release --locked --bin meteor-operator \
     && install -m 0755 target/release/meteor-operator /meteor-operator

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the committed CRD copies from the Rust types (`meteor-operator crd`):
 #   crds/meteorapps.yaml and charts/meteor-operator/crds/meteorapps.yaml
-# then manifests/install.yaml, which embeds the CRD. Run after changing src/api/.
+# then manifests/install.yaml, which embeds the CRD. Run after changing model/src/api/.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -7,18 +7,22 @@
 #                   Python helpers, benchmarks and monitoring tests compile; hadolint of the Dockerfile
 #   3. fmt          cargo fmt --all -- --check
 #   4. clippy       cargo clippy --workspace --all-targets -- -D warnings
-#   5. test         cargo test --workspace (the operator and the proxy crate), and the scale
-#                   benchmark at 100 apps, proxy off and on (no write on a steady resync);
-#                   the permissions their requests needed equal hack/rbac-used.txt
-#   6. crd          `meteor-operator crd` == crds/meteorapps.yaml == the chart's copy
-#   7. render       `meteor-operator render` of every examples/*.yaml and e2e/testdata/*.yaml
+#   5. model        hack/check-model.sh: the model crate (model/, meteor-model) has no Kubernetes
+#                   client, runtime, driver or async runtime among its dependencies, its kube only
+#                   the derive and cel features, and it compiles by itself (so `kube::Client`
+#                   or the controller cannot be imported there)
+#   6. test         cargo test --workspace (the operator, the model, the proxy and the plugin
+#                   crates), and the scale benchmark at 100 apps, proxy off and on (no write on a
+#                   steady resync); the permissions their requests needed equal hack/rbac-used.txt
+#   7. crd          `meteor-operator crd` == crds/meteorapps.yaml == the chart's copy
+#   8. render       `meteor-operator render` of every examples/*.yaml and e2e/testdata/*.yaml
 #                   validates strictly; every e2e/invalid/*.yaml is refused
-#   8. chart        helm lint --strict and helm template (default and every-option values),
+#   9. chart        helm lint --strict and helm template (default and every-option values),
 #                   validated strictly, checked by hack/check-chart.py; unknown values refused;
 #                   the dashboards, PrometheusRule and PodMonitor off by default, all there with
 #                   every option
-#   9. install      manifests/install.yaml is what hack/gen-install.sh generates
-#  10. monitoring   monitoring/sync.sh --check; promtool check rules and test rules; every alert
+#  10. install      manifests/install.yaml is what hack/gen-install.sh generates
+#  11. monitoring   monitoring/sync.sh --check; promtool check rules and test rules; every alert
 #                   has a firing and a silent test and a runbook; monitoring/live-test.py: every
 #                   dashboard query and alert expression against a real Prometheus scraping
 #                   proxies under traffic and a running operator (about a minute), and the
@@ -35,7 +39,7 @@ ALL_VALUES="${CHART}/ci/all-options-values.yaml"
 WORK="$(mktemp -d)"
 trap 'rm -rf "${WORK}"' EXIT
 
-STEPS=(tools scripts fmt clippy test crd render chart install monitoring)
+STEPS=(tools scripts fmt clippy model test crd render chart install monitoring)
 passed=0
 current=""
 
@@ -111,6 +115,13 @@ step_clippy() {
 }
 
 # ------------------------------------------------------------------------------------------------
+step_model() {
+  step model "the model crate has no Kubernetes client (hack/check-model.sh)"
+  bash hack/check-model.sh || fail "the model crate (model/) can reach the API server or does not compile by itself (above)"
+  done_step
+}
+
+# ------------------------------------------------------------------------------------------------
 step_test() {
   step test "cargo test --workspace"
   # Every fake API server records the permissions its requests needed (tests/support/rbac.rs; the
@@ -118,7 +129,7 @@ step_test() {
   bash hack/sync-rbac.sh --clear
   cargo test --workspace 2>&1 | tee "${WORK}/cargo-test.log" || fail "cargo test --workspace failed (see above)"
   grep -q '^test result: ' "${WORK}/cargo-test.log" || fail "cargo test printed no 'test result:' line"
-  # Totals over every test binary and doc-test run of both crates.
+  # Totals over every test binary and doc-test run of every crate.
   awk '/^test result: /{
          for (i = 1; i <= NF; i++) {
            if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i

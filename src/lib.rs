@@ -1,15 +1,14 @@
 //! meteor-operator: runs fleets of Meteor.js apps on Kubernetes.
+//!
+//! The pure model (API types, validation, builders, plan, status, the replica-set state machine)
+//! is its own crate, `meteor-model` (model/), with no Kubernetes client; it is re-exported here
+//! under its old paths. This crate adds the I/O: the controller, the `mongodb` driver, render.
 
-pub mod api;
-pub mod build;
+pub use meteor_model::{api, build, plan, problem, references, status, validate};
+
 pub mod controller;
 pub mod mongo;
-pub mod plan;
-pub mod problem;
-pub mod references;
 pub mod render;
-pub mod status;
-pub mod validate;
 
 /// The MeteorApp CRD as YAML, exactly as committed in `crds/meteorapps.yaml`.
 pub fn crd_yaml() -> String {

@@ -68,8 +68,8 @@ fn every_string_list_and_map_of_the_schema_is_bounded() {
     let missing = bounds::unbounded(&schema());
     assert!(
         missing.is_empty(),
-        "schema nodes without a size bound (give each one in src/api, or a default in \
-         src/api/bounds.rs): {missing:#?}"
+        "schema nodes without a size bound (give each one in model/src/api, or a default in \
+         model/src/api/bounds.rs): {missing:#?}"
     );
 }
 

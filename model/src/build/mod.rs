@@ -1,6 +1,6 @@
 //! Pure builders: from a MeteorApp and the facts resolved from its references to every object
-//! the operator wants to exist. No API access here; `crate::controller` applies what these return
-//! and `crate::render` prints it.
+//! the operator wants to exist. No API access here; the operator's `controller` applies what
+//! these return and its `render` prints it.
 
 mod autoscaling;
 pub mod meta;

@@ -1,7 +1,7 @@
 //! HorizontalPodAutoscaler `<name>` (`autoscaling/v2`), with `spec.autoscaling`. It scales the
 //! MeteorApp itself through its `scale` subresource, so the HPA writes `spec.replicas` and the
 //! operator stays the only writer of the Deployment (and can pick which pods go, see
-//! `crate::controller`).
+//! the operator's `controller`).
 
 use super::meta::{Component, app_name, child_meta};
 use crate::api::{Autoscaling, DEFAULT_MIN_REPLICAS, DEFAULT_TARGET_CPU_PERCENT, MeteorApp};
