@@ -15,6 +15,7 @@ mod listed;
 mod metrics;
 pub mod mongo;
 mod namesakes;
+mod observe;
 mod optional;
 pub mod pods;
 mod reconcile;

@@ -5,6 +5,7 @@
 
 use super::apply::{self, Applied};
 use super::listed::Unparsed;
+use super::observe::{Observed, observe};
 use super::slots::Slot;
 use super::{Context, Error, ListedApp, Step};
 use crate::api::{MeteorApp, MeteorAppStatus, RolloutStatus};
@@ -122,6 +123,8 @@ struct Outcome {
     written: Written,
     /// The rollout history to store.
     history: Option<RolloutStatus>,
+    /// What the pass observed, when it got that far.
+    observed: Option<Observed>,
 }
 
 impl Outcome {
@@ -131,6 +134,7 @@ impl Outcome {
             verdict,
             written: Written::default(),
             history: app.status.as_ref().and_then(|s| s.rollout.clone()),
+            observed: None,
         }
     }
 
@@ -159,11 +163,26 @@ impl Outcome {
     }
 }
 
-/// check → build → namesakes → plan → converge. `Err` is an API failure.
+/// validate → observe → build → plan → apply (converge). `Err` is an API failure.
 async fn pass(app: &MeteorApp, ctx: &Context, namespace: &str) -> Result<Outcome, Error> {
-    let inputs = match check(app, ctx, namespace).await? {
-        Ok(inputs) => inputs,
-        Err(problem) => return Ok(Outcome::stopped(app, Verdict::Problem(problem))),
+    if let Err(problem) = validate(app) {
+        return Ok(Outcome::stopped(app, Verdict::Problem(problem)));
+    }
+    let Some(mongo) = MongoWiring::for_app(app) else {
+        return Ok(Outcome::stopped(
+            app,
+            Verdict::Problem(Problem::InvalidSpec(
+                "spec.mongo: set exactly one of external or managed".into(),
+            )),
+        ));
+    };
+    let observed = observe(app, ctx, namespace).await?;
+    let inputs = match &observed.config {
+        Ok(config_hash) => Inputs {
+            config_hash: config_hash.clone(),
+            mongo,
+        },
+        Err(problem) => return Ok(Outcome::stopped(app, Verdict::Problem(problem.clone()))),
     };
     let desired = build::desired_with(
         app,
@@ -181,18 +200,14 @@ async fn pass(app: &MeteorApp, ctx: &Context, namespace: &str) -> Result<Outcome
         ));
     }
 
-    let mut facts = rollout_facts(app, ctx, &desired);
-    if plan::wants_restart_counts(&facts) {
-        facts.crash_loop = crash_loop(ctx, app, namespace, &facts.app.template);
-    }
+    let mut facts = rollout_facts(app, &observed, &desired);
     let mut plan = plan::decide(&facts);
     let mut app_write = AppWrite::Desired;
     if let RolloutPlan::RollBack { to, .. } | RolloutPlan::StayRolledBack { to } = &plan {
         // Stamped with the spec's hash plus the target, so a steady rolled-back app makes no
         // request and a spec change is still seen.
         let hash = format!("{}-rollback-{to}", apply::desired_hash(&desired.app));
-        let observed = ctx.observed_deployment(app, &meta::app_name(app));
-        app_write = if !ctx.applier.needs_write(&hash, observed.as_deref()) {
+        app_write = if !ctx.applier.needs_write(&hash, observed.app.as_deref()) {
             AppWrite::Keep
         } else {
             match rollback_template(ctx, app, namespace, to).await? {
@@ -215,16 +230,30 @@ async fn pass(app: &MeteorApp, ctx: &Context, namespace: &str) -> Result<Outcome
     if !write_deployments {
         app_write = AppWrite::Keep;
     }
-    let written = converge(app, ctx, namespace, desired, app_write, write_deployments).await?;
+    let written = converge(
+        app,
+        ctx,
+        namespace,
+        &observed,
+        desired,
+        app_write,
+        write_deployments,
+    )
+    .await?;
     Ok(Outcome {
         verdict: Verdict::Applied(rollout),
         written,
         history,
+        observed: Some(observed),
     })
 }
 
-/// What the rollout plan looks at, from the desired Deployments and the cache.
-fn rollout_facts<'a>(app: &'a MeteorApp, ctx: &Context, desired: &Desired) -> RolloutFacts<'a> {
+/// What the rollout plan looks at: the desired Deployments and what the pass observed.
+fn rollout_facts<'a>(
+    app: &'a MeteorApp,
+    observed: &Observed,
+    desired: &Desired,
+) -> RolloutFacts<'a> {
     let wants = |deployment: &Deployment| {
         let facts = TierFacts::of(deployment);
         TierWants {
@@ -234,40 +263,23 @@ fn rollout_facts<'a>(app: &'a MeteorApp, ctx: &Context, desired: &Desired) -> Ro
             applied: apply::desired_hash(deployment),
         }
     };
-    let observed = |name: &str| {
-        ctx.observed_deployment(app, name)
-            .map(|d| TierFacts::of(&d))
-    };
-    RolloutFacts {
+    let mut facts = RolloutFacts {
         rollout: &app.spec.rollout,
         app: wants(&desired.app),
-        observed_app: observed(&meta::app_name(app)),
+        observed_app: observed.app.as_deref().map(TierFacts::of),
         worker: desired
             .worker
             .as_ref()
-            .map(|w| (wants(w), observed(&meta::worker_name(app)))),
+            .map(|w| (wants(w), observed.worker.as_deref().map(TierFacts::of))),
         generation: app.metadata.generation,
         status_generation: app.status.as_ref().and_then(|s| s.observed_generation),
         history: app.status.as_ref().and_then(|s| s.rollout.as_ref()),
         crash_loop: None,
+    };
+    if plan::wants_restart_counts(&facts) {
+        facts.crash_loop = observed.crash_loop_of(&facts.app.template);
     }
-}
-
-/// The first new pod of `template` that restarted `rollbackOnRestarts` times, if any, from the
-/// cache of pods.
-fn crash_loop(ctx: &Context, app: &MeteorApp, namespace: &str, template: &str) -> Option<String> {
-    let mut selector = meta::selector_labels(app, meta::Component::App.as_str());
-    selector.insert(meta::TEMPLATE_HASH_LABEL.into(), template.into());
-    let threshold = app.spec.rollout.rollback_on_restarts;
-    ctx.pods_of(namespace, &selector).iter().find_map(|pod| {
-        let restarts = pod.restarts()?;
-        (restarts >= threshold).then(|| {
-            format!(
-                "pod {} restarted {restarts} times (rollout.rollbackOnRestarts is {threshold})",
-                pod.name_any()
-            )
-        })
-    })
+    facts
 }
 
 /// The rollout state to report and whether the app's Deployments may be written, taking or
@@ -320,15 +332,18 @@ fn status_for(app: &MeteorApp, ctx: &Context, outcome: Outcome) -> MeteorAppStat
         verdict,
         written,
         history,
+        observed,
     } = outcome;
-    let app_deployment = written
-        .app
-        .map(Arc::new)
-        .or_else(|| ctx.observed_deployment(app, &meta::app_name(app)));
-    let worker_deployment = written
-        .worker
-        .map(Arc::new)
-        .or_else(|| ctx.observed_deployment(app, &meta::worker_name(app)));
+    // A pass that stopped before observing reports the Deployments as cached.
+    let (observed_app, observed_worker) = match observed {
+        Some(observed) => (observed.app, observed.worker),
+        None => (
+            ctx.observed_deployment(app, &meta::app_name(app)),
+            ctx.observed_deployment(app, &meta::worker_name(app)),
+        ),
+    };
+    let app_deployment = written.app.map(Arc::new).or(observed_app);
+    let worker_deployment = written.worker.map(Arc::new).or(observed_worker);
     let report = status::PassReport {
         verdict: &verdict,
         app: app_deployment.as_deref(),
@@ -339,25 +354,6 @@ fn status_for(app: &MeteorApp, ctx: &Context, outcome: Outcome) -> MeteorAppStat
         autoscaler: written.autoscaler.as_ref().map(Option::as_deref),
     };
     status::of_pass(app, report, &now())
-}
-
-/// Static validation, then the referenced Secrets and ConfigMaps. `Err` of the outer result is an
-/// API failure (retry); `Err` of the inner one is a problem the user must fix.
-async fn check(
-    app: &MeteorApp,
-    ctx: &Context,
-    namespace: &str,
-) -> Result<Result<Inputs, Problem>, Error> {
-    if let Err(problem) = validate(app) {
-        return Ok(Err(problem));
-    }
-    let Some(mongo) = MongoWiring::for_app(app) else {
-        return Ok(Err(Problem::InvalidSpec(
-            "spec.mongo: set exactly one of external or managed".into(),
-        )));
-    };
-    let resolved = super::referenced::resolve(app, ctx, namespace).await?;
-    Ok(resolved.map(|config_hash| Inputs { config_hash, mongo }))
 }
 
 /// Deployments this reconcile wrote, as the API returned them.
@@ -381,6 +377,7 @@ async fn converge(
     app: &MeteorApp,
     ctx: &Context,
     namespace: &str,
+    observed: &Observed,
     desired: Desired,
     app_write: AppWrite,
     write_workers: bool,
@@ -401,8 +398,8 @@ async fn converge(
     let mut writes = 0;
     let mut written = Written::default();
     let app_name = meta::app_name(app);
-    let observed_app = ctx.observed_deployment(app, &app_name);
-    let observed_worker = ctx.observed_deployment(app, &meta::worker_name(app));
+    let observed_app = observed.app.clone();
+    let observed_worker = observed.worker.clone();
 
     // Fewer app pods than now: first mark which hold the fewest sessions.
     let replicas = |d: Option<&Deployment>| d.and_then(|d| d.spec.as_ref()?.replicas);
@@ -443,9 +440,15 @@ async fn converge(
 
     // The way in, before the front Service: that may only switch to proxy pods that serve.
     // Boxed: its state machine is large, and every reconcile future lives on a task's stack.
-    let routing = Box::pin(super::routing::reconcile(ctx, app, namespace, routing))
-        .await
-        .map_err(Error::at(Step::Routing))?;
+    let routing = Box::pin(super::routing::reconcile(
+        ctx,
+        app,
+        namespace,
+        routing,
+        observed.tls_secret.clone(),
+    ))
+    .await
+    .map_err(Error::at(Step::Routing))?;
     writes += routing.writes;
     let observed = ctx.observed(&ctx.services, namespace, &app_name);
     if !(routing.hold_front_service() && observed.is_some()) {

@@ -9,7 +9,8 @@
 //!    unpin every session), then ServiceAccount, Role, RoleBinding, the app-only Service, the
 //!    PodDisruptionBudget and the Deployment are applied when changed. With it off they are
 //!    deleted (the cookie Secret stays, so turning it back on keeps the sessions' key).
-//! 3. The TLS Secret is read for its type and keys, once per resource version.
+//! 3. The TLS Secret's type and keys, read by the observe step once per resource version, go to
+//!    the status.
 //! 4. Ingress, HTTPRoute and Certificate are applied, or deleted when no longer wanted; the
 //!    last two only on a cluster that has their CRDs, else the status says what is missing.
 
@@ -63,6 +64,7 @@ pub async fn reconcile(
     app: &MeteorApp,
     namespace: &str,
     tier: RoutingTier,
+    tls_secret: Option<TlsSecretState>,
 ) -> Result<RoutingReport, kube::Error> {
     let mut report = RoutingReport {
         seen: RoutingObservation::default(),
@@ -101,7 +103,7 @@ pub async fn reconcile(
         None => report.writes += delete_proxy(ctx, app, namespace, observed_proxy).await?,
     }
 
-    report.seen.tls_secret = tls_secret(ctx, app, namespace).await?;
+    report.seen.tls_secret = tls_secret;
 
     let name = app_name(app);
     match tier.ingress {
@@ -269,8 +271,8 @@ async fn create_cookie_secret(
     }
 }
 
-/// The TLS Secret's state, read again only when its resource version changed.
-async fn tls_secret(
+/// The TLS Secret's state, read again only when its resource version changed (the observe step).
+pub(super) async fn tls_secret(
     ctx: &Context,
     app: &MeteorApp,
     namespace: &str,
