@@ -655,6 +655,7 @@ impl Caches {
         for crd in [
             "httproutes.gateway.networking.k8s.io",
             "certificates.cert-manager.io",
+            "podmonitors.monitoring.coreos.com",
         ] {
             let by_name = ListParams::default().fields(&format!("metadata.name={crd}"));
             let crds = all::<PartialObjectMeta<CustomResourceDefinition>>(client);
@@ -705,6 +706,7 @@ impl Caches {
             role_bindings: self.bindings.as_reader(),
             http_routes: Optional::absent(),
             certificates: Optional::absent(),
+            pod_monitors: Optional::absent(),
         })
         .with_autoscalers(self.autoscalers.as_reader())
         .with_pods(self.pods.as_reader())

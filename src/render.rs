@@ -89,6 +89,7 @@ pub fn render_app(mut app: MeteorApp) -> anyhow::Result<String> {
         routing,
         autoscaler,
         mongo,
+        pod_monitor,
     } = build::desired_with(&app, &inputs, &build::Options::default(), placeholders);
     let mut out = String::new();
     push_yaml(&mut out, &stamped(app_deployment))?;
@@ -103,6 +104,9 @@ pub fn render_app(mut app: MeteorApp) -> anyhow::Result<String> {
         push_yaml(&mut out, &stamped(budget))?;
     }
     render_routing(&mut out, &app, routing)?;
+    if let Some(monitor) = pod_monitor {
+        push_yaml(&mut out, &stamped(monitor))?;
+    }
     if let Some(tier) = mongo {
         render_mongo(&mut out, &app, tier)?;
     }

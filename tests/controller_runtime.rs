@@ -291,6 +291,7 @@ impl FakeApi {
             "rolebindings" => ("rbac.authorization.k8s.io/v1", "RoleBindingList"),
             "httproutes" => ("gateway.networking.k8s.io/v1", "HTTPRouteList"),
             "certificates" => ("cert-manager.io/v1", "CertificateList"),
+            "podmonitors" => ("monitoring.coreos.com/v1", "PodMonitorList"),
             "horizontalpodautoscalers" => ("autoscaling/v2", "HorizontalPodAutoscalerList"),
             "pods" => ("v1", "PodList"),
             other => panic!("the fake API server cannot list {other}"),
@@ -298,7 +299,7 @@ impl FakeApi {
         let items = match resource {
             "meteorapps" => self.apps.clone(),
             // This cluster has every optional CRD the operator asks for (Gateway API,
-            // cert-manager), so their watches start too.
+            // cert-manager, the Prometheus Operator), so their watches start too.
             "customresourcedefinitions" => url::form_urlencoded::parse(query.as_bytes())
                 .filter(|(key, _)| key == "fieldSelector")
                 .filter_map(|(_, selector)| {
@@ -801,9 +802,9 @@ fn todos() -> Value {
 
 /// The cluster-wide watches `run` starts, one per kind it caches or watches (Secrets twice, both
 /// metadata only: every Secret for references, the operator's own for managed MongoDB and the
-/// proxy's cookie; CRDs twice, by name: Gateway API's and cert-manager's, whose kinds are
-/// watched once they exist).
-const WATCHED: [&str; 17] = [
+/// proxy's cookie; CRDs three times, by name: Gateway API's, cert-manager's and the Prometheus
+/// Operator's PodMonitor, whose kinds are watched once they exist).
+const WATCHED: [&str; 18] = [
     "/apis/meteorfleet.dev/v1alpha1/meteorapps",
     "/apis/apps/v1/deployments",
     "/api/v1/services",
@@ -819,6 +820,7 @@ const WATCHED: [&str; 17] = [
     "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
     "/apis/gateway.networking.k8s.io/v1/httproutes",
     "/apis/cert-manager.io/v1/certificates",
+    "/apis/monitoring.coreos.com/v1/podmonitors",
     "/apis/autoscaling/v2/horizontalpodautoscalers",
     "/api/v1/pods",
 ];

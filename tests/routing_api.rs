@@ -27,6 +27,8 @@ const TLS: &str = "/api/v1/namespaces/default/secrets/todos-tls";
 const INGRESS: &str = "/apis/networking.k8s.io/v1/namespaces/default/ingresses/todos";
 const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/todos";
 const CERTIFICATE: &str = "/apis/cert-manager.io/v1/namespaces/default/certificates/todos";
+const POD_MONITOR: &str =
+    "/apis/monitoring.coreos.com/v1/namespaces/default/podmonitors/todos-proxy";
 
 fn serving() -> RoutingObservation {
     RoutingObservation {
@@ -453,4 +455,101 @@ async fn a_route_and_a_certificate_no_longer_wanted_are_deleted() {
         transcript.writes(),
         vec![format!("DELETE {ROUTE}"), format!("DELETE {CERTIFICATE}")]
     );
+}
+
+/// `routing.proxy.podMonitor` on a cluster with the Prometheus Operator: the PodMonitor's name
+/// looked up, then applied, selecting this app's proxy pods only (port `admin`, the app's name as
+/// `app`), with the user's labels beside the operator's own; `Monitored` says so.
+#[tokio::test]
+async fn a_pod_monitor_is_applied_where_the_prometheus_operator_is_installed() {
+    let app = app()
+        .routing(
+            "{ proxy: { podMonitor: { labels: { release: prometheus, \"app.kubernetes.io/name\": other }, interval: 30s } } }",
+        )
+        .settled()
+        .build();
+    let mut cluster = Cluster::applied(&app, 2);
+    cluster.pod_monitors.clear();
+    cluster.prometheus_operator = true;
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::missing(POD_MONITOR),
+        Expect::patch(POD_MONITOR),
+        Expect::status(&app),
+    ];
+    let transcript = cluster.reconcile(app, script).await;
+    let monitor = transcript.body_of(Method::PATCH, POD_MONITOR);
+    assert_eq!(monitor["kind"], "PodMonitor");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    // The operator's labels win over the user's.
+    assert_eq!(
+        monitor["metadata"]["labels"]["app.kubernetes.io/name"],
+        "meteor"
+    );
+    assert_eq!(
+        monitor["metadata"]["ownerReferences"][0]["kind"],
+        "MeteorApp"
+    );
+    let selector = &monitor["spec"]["selector"]["matchLabels"];
+    assert_eq!(selector["app.kubernetes.io/instance"], "todos");
+    assert_eq!(selector["app.kubernetes.io/component"], "proxy");
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "admin");
+    assert_eq!(endpoint["interval"], "30s");
+    assert_eq!(endpoint["honorLabels"], true);
+    assert_eq!(endpoint["relabelings"][0]["targetLabel"], "app");
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    let monitored = condition(&status, "Monitored");
+    assert_eq!(monitored["status"], "True");
+    assert_eq!(monitored["reason"], "PodMonitorApplied");
+}
+
+/// Without the PodMonitor CRD nothing is written for it: `Monitored=False NoPrometheusOperator`
+/// and a Warning event say what is missing, and the app stays Ready (it serves unscraped).
+#[tokio::test]
+async fn without_the_prometheus_operator_monitored_says_what_is_missing() {
+    let app = app()
+        .routing("{ proxy: { podMonitor: {} } }")
+        .settled()
+        .build();
+    let cluster = Cluster::applied(&app, 2);
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::status(&app),
+        Expect::event(),
+    ];
+    let transcript = cluster.reconcile(app, script).await;
+    let event = transcript.event();
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "NoPrometheusOperator");
+    let status = transcript.body_of(Method::PATCH, STATUS);
+    let monitored = condition(&status, "Monitored");
+    assert_eq!(monitored["status"], "False");
+    assert_eq!(monitored["reason"], "NoPrometheusOperator");
+    assert!(
+        monitored["message"]
+            .as_str()
+            .unwrap()
+            .contains("routing.proxy.podMonitor")
+    );
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+}
+
+/// A PodMonitor the spec no longer asks for is deleted; one of the same name that another owner
+/// holds is not (the namesake check stops the pass before it writes).
+#[tokio::test]
+async fn a_pod_monitor_no_longer_wanted_is_deleted() {
+    let app = app().with_proxy().settled().build();
+    let mut cluster = Cluster::applied(&app, 2);
+    let monitored = with_routing("{ proxy: { podMonitor: {} } }");
+    cluster
+        .pod_monitors
+        .extend(meteor_operator::build::pod_monitor(&monitored).map(stamped));
+    cluster.prometheus_operator = true;
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::delete(POD_MONITOR),
+    ];
+    let transcript = cluster.reconcile(app, script).await;
+    assert_eq!(transcript.writes(), vec![format!("DELETE {POD_MONITOR}")]);
 }

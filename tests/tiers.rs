@@ -13,6 +13,7 @@ use meteor_operator::api::{MeteorApp, MeteorAppStatus};
 use meteor_operator::build::{Desired, template_hash};
 use meteor_operator::controller::{desired_hash, stamped};
 use meteor_operator::plan::{self, RolloutFacts, RolloutPlan, TierFacts, TierWants};
+use meteor_operator::status::monitoring::MonitorState;
 use meteor_operator::status::routing::RoutingObservation;
 use meteor_operator::status::{self, PassReport, RolloutState, Verdict};
 use support::cluster::Cluster;
@@ -72,6 +73,7 @@ fn applied<'a>(
         mongo: None,
         routing: Some(routing),
         autoscaler: None,
+        pod_monitor: None,
     }
 }
 
@@ -733,4 +735,84 @@ fn the_managed_mongo_tier() {
             ("MongoStorageResized", "True", "Expanding"),
         ]
     );
+}
+
+#[test]
+fn the_monitoring_tier() {
+    // Given: todos with its proxy tier and a PodMonitor for the Prometheus labelled `team: a`.
+    let app = app()
+        .routing("{ proxy: { podMonitor: { labels: { team: a }, interval: 15s } } }")
+        .build();
+
+    // This Desired: PodMonitor `todos-proxy`, owned by the app, selecting its proxy pods only.
+    let desired = desired_children(&app);
+    let monitor = desired.pod_monitor.clone().expect("a PodMonitor");
+    assert_eq!(name(&monitor), "todos-proxy");
+    let labels = monitor.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels["team"], "a");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "meteor-operator");
+    let selector = &monitor.spec.selector.match_labels;
+    assert_eq!(selector["app.kubernetes.io/instance"], "todos");
+    assert_eq!(selector["app.kubernetes.io/component"], "proxy");
+    let endpoint = &monitor.spec.pod_metrics_endpoints[0];
+    assert_eq!(
+        (endpoint.port.as_str(), endpoint.interval.as_deref()),
+        ("admin", Some("15s"))
+    );
+    // None without the proxy (nothing to scrape), nor without podMonitor.
+    let unproxied = support::app()
+        .routing("{ proxy: { enabled: false } }")
+        .build();
+    assert!(desired_children(&unproxied).pod_monitor.is_none());
+    assert!(
+        desired_children(&support::app().build())
+            .pod_monitor
+            .is_none()
+    );
+
+    // These conditions: Monitored follows what the pass saw, and never holds Ready.
+    let cluster = Cluster::settled(&app);
+    let serving = RoutingObservation {
+        proxy_ready: 2,
+        ..RoutingObservation::default()
+    };
+    let said = |state: &MonitorState| {
+        let report = PassReport {
+            pod_monitor: Some(state),
+            ..applied(&AS_SPECIFIED, cluster.deployments.first(), &serving)
+        };
+        let status = pass(&app, report);
+        let monitored = conditions(&status)
+            .into_iter()
+            .find(|c| c.0 == "Monitored")
+            .map(|(t, s, r)| (t.to_string(), s.to_string(), r.to_string()));
+        let ready = status::find(Some(&status), "Ready").unwrap().status.clone();
+        (monitored.expect("a Monitored condition"), ready)
+    };
+    let owned = |(t, s, r): Said| (t.to_string(), s.to_string(), r.to_string());
+    assert_eq!(
+        said(&MonitorState::Applied),
+        (
+            owned(("Monitored", "True", "PodMonitorApplied")),
+            "True".into()
+        )
+    );
+    assert_eq!(
+        said(&MonitorState::NotInstalled),
+        (
+            owned(("Monitored", "False", "NoPrometheusOperator")),
+            "True".into()
+        )
+    );
+    assert_eq!(
+        said(&MonitorState::Listing),
+        (owned(("Monitored", "False", "Pending")), "True".into())
+    );
+    // An app that asks for no PodMonitor has no Monitored condition.
+    let plain = support::app().with_proxy().build();
+    let status = pass(
+        &plain,
+        applied(&AS_SPECIFIED, cluster.deployments.first(), &serving),
+    );
+    assert!(status::find(Some(&status), "Monitored").is_none());
 }

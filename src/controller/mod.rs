@@ -33,6 +33,7 @@ pub use optional::Optional;
 pub use reconcile::{reconcile, reconcile_listed};
 pub use slots::RolloutSlots;
 
+use crate::build::PodMonitor;
 use crate::build::meta::MANAGED_SELECTOR;
 use crate::build::routing::{Certificate, HTTPRoute};
 use crate::references::SourceKind;
@@ -141,10 +142,12 @@ pub enum Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     References,
+    TlsSecret,
     Namesakes,
     RollbackTarget,
     AppTier,
     Routing,
+    Monitoring,
     Mongo,
     Status,
 }
@@ -153,10 +156,12 @@ impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Step::References => "reading the Secrets and ConfigMaps the spec references",
+            Step::TlsSecret => "reading the TLS Secret (routing.tls)",
             Step::Namesakes => "looking up names other owners may hold",
             Step::RollbackTarget => "reading the ReplicaSet to roll back to",
             Step::AppTier => "applying the app tier (Deployments, Service, budget, autoscaler)",
             Step::Routing => "applying the routing tier",
+            Step::Monitoring => "applying the proxy pods' PodMonitor",
             Step::Mongo => "reconciling the managed MongoDB",
             Step::Status => "writing the status",
         })
@@ -364,6 +369,8 @@ pub struct RoutingCaches {
     pub role_bindings: Store<RoleBinding>,
     pub http_routes: Optional<HTTPRoute>,
     pub certificates: Optional<Certificate>,
+    /// The proxy pods' PodMonitors, where the cluster has the Prometheus Operator's CRD.
+    pub pod_monitors: Optional<PodMonitor>,
 }
 
 impl RoutingCaches {
@@ -376,6 +383,7 @@ impl RoutingCaches {
             role_bindings: empty_store(),
             http_routes: Optional::absent(),
             certificates: Optional::absent(),
+            pod_monitors: Optional::absent(),
         }
     }
 }
@@ -561,6 +569,12 @@ pub mod trim {
         drift::condense(&mut autoscaler.metadata);
         identity(&mut autoscaler.metadata);
         autoscaler.spec = None;
+    }
+
+    /// Metadata only: the applier needs identity, hash and field ownership.
+    pub fn pod_monitor(monitor: &mut PodMonitor) {
+        metadata_only(monitor);
+        monitor.spec = Default::default();
     }
 
     /// Keeps cert-manager's conditions.
@@ -830,6 +844,7 @@ struct Feeds {
     role_bindings: Feed<RoleBinding>,
     http_routes: Feed<HTTPRoute>,
     certificates: Feed<Certificate>,
+    pod_monitors: Feed<PodMonitor>,
     autoscalers: Feed<HorizontalPodAutoscaler>,
     /// Never opened: pod changes only keep the cache current.
     pods: Feed<CachedPod>,
@@ -874,6 +889,14 @@ impl Caches {
             "certificates.cert-manager.io",
             MANAGED_SELECTOR,
             trim::certificate,
+            &expected,
+        );
+        let (pod_monitors, pod_monitor_feed) = optional::start::<PodMonitor>(
+            client,
+            namespace,
+            "podmonitors.monitoring.coreos.com",
+            MANAGED_SELECTOR,
+            trim::pod_monitor,
             &expected,
         );
         // MeteorApps are cached without managedFields, which are often most of an object's bytes.
@@ -922,6 +945,7 @@ impl Caches {
                 role_bindings,
                 http_routes,
                 certificates,
+                pod_monitors,
             },
             autoscalers,
             pods,
@@ -947,6 +971,7 @@ impl Caches {
                 role_bindings: role_binding_feed,
                 http_routes: http_route_feed,
                 certificates: certificate_feed,
+                pod_monitors: pod_monitor_feed,
                 // The autoscaler's status: Autoscaled follows it.
                 autoscalers: autoscaler_feed,
                 pods: pod_feed,
@@ -1018,6 +1043,7 @@ async fn run_reconciler(
         .owns_stream(feeds.role_bindings.open())
         .owns_stream(feeds.http_routes.open())
         .owns_stream(feeds.certificates.open())
+        .owns_stream(feeds.pod_monitors.open())
         .owns_stream(feeds.autoscalers.open())
         .watches_stream(
             feeds.secrets.open(),

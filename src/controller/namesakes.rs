@@ -36,8 +36,8 @@ macro_rules! first_taken {
 }
 
 /// The first name taken among the children a pass writes before the way in: the app and worker
-/// Deployments, the front Service, the autoscaler, the disruption budget and the managed
-/// MongoDB's objects. Any of them taken stops the pass before it writes anything.
+/// Deployments, the front Service, the autoscaler, the disruption budget, the managed
+/// MongoDB's objects and the proxy pods' PodMonitor. Any of them taken stops the pass before it writes anything.
 pub(super) async fn of_core(
     ctx: &Context,
     app: &MeteorApp,
@@ -50,6 +50,15 @@ pub(super) async fn of_core(
         optional(ctx, app, &ctx.autoscalers, desired.autoscaler.as_ref()),
         optional(ctx, app, &ctx.budgets, desired.disruption_budget.as_ref()),
         of_mongo(ctx, app, desired.mongo.as_ref()),
+        optional(
+            ctx,
+            app,
+            &ctx.routing.pod_monitors.store,
+            desired
+                .pod_monitor
+                .as_ref()
+                .filter(|_| ctx.routing.pod_monitors.installed()),
+        ),
     )
 }
 

@@ -56,7 +56,7 @@ pub(super) async fn observe(
     let tls_secret = match &config {
         Ok(_) => super::routing::tls_secret(ctx, app, namespace)
             .await
-            .map_err(Error::at(Step::Routing))?,
+            .map_err(Error::at(Step::TlsSecret))?,
         Err(_) => None,
     };
     let app_deployment = ctx.observed(&ctx.deployments, namespace, &meta::app_name(app));

@@ -18,6 +18,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::task::AbortOnDropHandle;
 
+/// How soon to look again while an optional kind's cache is still listing.
+pub const WHILE_LISTING: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The cache of an optional kind and whether its CRD is installed.
 #[derive(Clone)]
 pub struct Optional<K: Child> {
@@ -130,6 +133,76 @@ where
             }
             // The backoff retries; the last known answer stands meanwhile.
             Err(error) => tracing::debug!(%error, "watching a CRD"),
+        }
+    }
+}
+
+/// An optional kind's child, as far as the cluster allows.
+pub(super) enum Optionally<K> {
+    NotWanted,
+    NotInstalled,
+    /// Installed, but its cache has not listed yet.
+    Listing,
+    Seen(std::sync::Arc<K>),
+}
+
+pub(super) struct OptionalOutcome<K> {
+    pub state: Optionally<K>,
+    pub writes: u64,
+    pub listing: bool,
+}
+
+/// Applies `desired` (or deletes ours, named `name`, when not wanted) where the cluster has the
+/// kind.
+pub(super) async fn apply_or_delete<K: Child>(
+    ctx: &super::Context,
+    app: &crate::api::MeteorApp,
+    namespace: &str,
+    kind: &Optional<K>,
+    name: &str,
+    desired: Option<K>,
+) -> Result<OptionalOutcome<K>, kube::Error> {
+    let outcome = |state, writes| OptionalOutcome {
+        listing: matches!(state, Optionally::Listing),
+        state,
+        writes,
+    };
+    if !kind.installed() {
+        let state = if desired.is_some() {
+            Optionally::NotInstalled
+        } else {
+            Optionally::NotWanted
+        };
+        return Ok(outcome(state, 0));
+    }
+    if !kind.listed() {
+        let state = if desired.is_some() {
+            Optionally::Listing
+        } else {
+            Optionally::NotWanted
+        };
+        return Ok(outcome(state, 0));
+    }
+    let applier = &ctx.applier;
+    match desired {
+        Some(desired) => {
+            let applied = applier.apply_cached(&kind.store, desired).await?;
+            let writes = applied.writes();
+            let current = applied
+                .written()
+                .map(std::sync::Arc::new)
+                .or_else(|| ctx.observed(&kind.store, namespace, name));
+            let state = current.map_or(Optionally::NotWanted, Optionally::Seen);
+            Ok(outcome(state, writes))
+        }
+        None => {
+            let observed = ctx.observed(&kind.store, namespace, name);
+            let writes = u64::from(
+                applier
+                    .delete(super::reconcile::owned(app, observed))
+                    .await?,
+            );
+            Ok(outcome(Optionally::NotWanted, writes))
         }
     }
 }

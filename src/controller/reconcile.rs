@@ -12,6 +12,7 @@ use crate::api::{MeteorApp, MeteorAppStatus, RolloutStatus};
 use crate::build::{self, Desired, Inputs, MongoWiring, meta};
 use crate::plan::{self, RolloutFacts, RolloutPlan, TierFacts, TierWants};
 use crate::problem::Problem;
+use crate::status::monitoring::MonitorState;
 use crate::status::{self, RolloutState, Verdict};
 use crate::validate::validate;
 use futures::FutureExt;
@@ -352,6 +353,7 @@ fn status_for(app: &MeteorApp, ctx: &Context, outcome: Outcome) -> MeteorAppStat
         mongo: written.mongo.as_ref(),
         routing: written.routing.as_ref(),
         autoscaler: written.autoscaler.as_ref().map(Option::as_deref),
+        pod_monitor: written.pod_monitor.as_ref(),
     };
     status::of_pass(app, report, &now())
 }
@@ -367,7 +369,9 @@ struct Written {
     routing: Option<crate::status::routing::RoutingObservation>,
     /// The autoscaler as written or cached, when the pass got that far.
     autoscaler: Option<Option<Arc<HorizontalPodAutoscaler>>>,
-    /// Come back this soon for the routing tier.
+    /// The proxy pods' PodMonitor, when the spec wants one.
+    pod_monitor: Option<MonitorState>,
+    /// Come back this soon for the routing tier or an optional kind's cache.
     requeue: Option<Duration>,
 }
 
@@ -392,6 +396,7 @@ async fn converge(
         routing,
         autoscaler,
         mongo,
+        pod_monitor,
     } = desired;
     let applier = &ctx.applier;
     let app_tier = Error::at(Step::AppTier);
@@ -482,6 +487,23 @@ async fn converge(
         None
     });
 
+    let monitor = super::optional::apply_or_delete(
+        ctx,
+        app,
+        namespace,
+        &ctx.routing.pod_monitors,
+        &meta::proxy_name(app),
+        pod_monitor,
+    )
+    .await
+    .map_err(Error::at(Step::Monitoring))?;
+    writes += monitor.writes;
+    written.pod_monitor = monitor_state(&monitor.state);
+    if monitor.listing {
+        let listing = super::optional::WHILE_LISTING;
+        written.requeue = Some(written.requeue.map_or(listing, |r| r.min(listing)));
+    }
+
     // Managed MongoDB, after the app tier: the app Deployment exists regardless, and its pods
     // start as soon as the URLs Secret and a primary are there.
     written.mongo = super::mongo::reconcile(ctx, app, mongo)
@@ -491,6 +513,17 @@ async fn converge(
 
     ctx.metrics.wrote(writes);
     Ok(written)
+}
+
+/// What the status says of the PodMonitor (`None`: not wanted).
+fn monitor_state<K>(state: &super::optional::Optionally<K>) -> Option<MonitorState> {
+    use super::optional::Optionally;
+    match state {
+        Optionally::NotWanted => None,
+        Optionally::NotInstalled => Some(MonitorState::NotInstalled),
+        Optionally::Listing => Some(MonitorState::Listing),
+        Optionally::Seen(_) => Some(MonitorState::Applied),
+    }
 }
 
 /// How the app Deployment is written this pass.

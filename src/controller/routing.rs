@@ -15,8 +15,8 @@
 //!    last two only on a cluster that has their CRDs, else the status says what is missing.
 
 use super::Context;
-use super::apply::{Child, namesake as taken_name};
-use super::optional::Optional;
+use super::apply::namesake as taken_name;
+use super::optional::{Optionally, WHILE_LISTING, apply_or_delete as optional_child};
 use super::reconcile::owned;
 use crate::api::MeteorApp;
 use crate::build::meta::{app_name, app_only_service_name, proxy_name};
@@ -35,9 +35,6 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use std::time::Duration;
-
-/// How soon to look again while an optional kind's cache is still listing.
-const WHILE_LISTING: Duration = Duration::from_secs(2);
 
 /// What the routing tier did and saw.
 pub struct RoutingReport {
@@ -129,6 +126,7 @@ pub async fn reconcile(
         app,
         namespace,
         &ctx.routing.http_routes,
+        &name,
         tier.http_route,
     )
     .await?;
@@ -144,6 +142,7 @@ pub async fn reconcile(
         app,
         namespace,
         &ctx.routing.certificates,
+        &name,
         tier.certificate,
     )
     .await?;
@@ -293,71 +292,6 @@ pub(super) async fn tls_secret(
         ctx.remember_tls_check(source, version, state.clone());
     }
     Ok(Some(state))
-}
-
-/// An optional kind's child, as far as the cluster allows.
-enum Optionally<K> {
-    NotWanted,
-    NotInstalled,
-    /// Installed, but its cache has not listed yet.
-    Listing,
-    Seen(std::sync::Arc<K>),
-}
-
-struct OptionalOutcome<K> {
-    state: Optionally<K>,
-    writes: u64,
-    listing: bool,
-}
-
-/// Applies `desired` (or deletes ours when not wanted) where the cluster has the kind.
-async fn optional_child<K: Child>(
-    ctx: &Context,
-    app: &MeteorApp,
-    namespace: &str,
-    kind: &Optional<K>,
-    desired: Option<K>,
-) -> Result<OptionalOutcome<K>, kube::Error> {
-    let outcome = |state, writes| OptionalOutcome {
-        listing: matches!(state, Optionally::Listing),
-        state,
-        writes,
-    };
-    if !kind.installed() {
-        let state = if desired.is_some() {
-            Optionally::NotInstalled
-        } else {
-            Optionally::NotWanted
-        };
-        return Ok(outcome(state, 0));
-    }
-    if !kind.listed() {
-        let state = if desired.is_some() {
-            Optionally::Listing
-        } else {
-            Optionally::NotWanted
-        };
-        return Ok(outcome(state, 0));
-    }
-    let applier = &ctx.applier;
-    let name = app_name(app);
-    match desired {
-        Some(desired) => {
-            let applied = applier.apply_cached(&kind.store, desired).await?;
-            let writes = applied.writes();
-            let current = applied
-                .written()
-                .map(std::sync::Arc::new)
-                .or_else(|| ctx.observed(&kind.store, namespace, &name));
-            let state = current.map_or(Optionally::NotWanted, Optionally::Seen);
-            Ok(outcome(state, writes))
-        }
-        None => {
-            let observed = ctx.observed(&kind.store, namespace, &name);
-            let writes = u64::from(applier.delete(owned(app, observed)).await?);
-            Ok(outcome(Optionally::NotWanted, writes))
-        }
-    }
 }
 
 fn ready_replicas(deployment: Option<&Deployment>) -> i32 {

@@ -15,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use meteor_operator::api::{MeteorApp, MeteorAppStatus};
-use meteor_operator::build::Desired;
 use meteor_operator::build::routing::{Certificate, HTTPRoute};
+use meteor_operator::build::{Desired, PodMonitor};
 use meteor_operator::controller::{
     Context, Metrics, Optional, RolloutSlots, RoutingCaches, stamped,
 };
@@ -37,11 +37,14 @@ pub struct Cluster {
     pub ingresses: Vec<Ingress>,
     pub routes: Vec<HTTPRoute>,
     pub certificates: Vec<Certificate>,
+    pub pod_monitors: Vec<PodMonitor>,
     /// The operator's Secrets (metadata only): the cookie Secret.
     pub secrets: Vec<PartialObjectMeta<Secret>>,
     /// Whether the cluster has Gateway API's and cert-manager's CRDs.
     pub gateway_api: bool,
     pub cert_manager: bool,
+    /// Whether the cluster has the Prometheus Operator's PodMonitor CRD.
+    pub prometheus_operator: bool,
     pub autoscalers: Vec<HorizontalPodAutoscaler>,
     /// Where the proxies' admin endpoints listen (default: the proxy's port).
     pub admin_port: Option<u16>,
@@ -100,6 +103,9 @@ impl Cluster {
             .extend(routing.certificate.map(stamped));
         cluster.autoscalers.extend(desired.autoscaler.map(stamped));
         cluster
+            .pod_monitors
+            .extend(desired.pod_monitor.map(stamped));
+        cluster
     }
 
     /// Nothing in any cache: a first visit.
@@ -137,6 +143,7 @@ impl Cluster {
         self.ingresses.extend(other.ingresses);
         self.routes.extend(other.routes);
         self.certificates.extend(other.certificates);
+        self.pod_monitors.extend(other.pod_monitors);
         self.secrets.extend(other.secrets);
         self.autoscalers.extend(other.autoscalers);
         self.pods.extend(other.pods);
@@ -144,6 +151,7 @@ impl Cluster {
         self.network_policies.extend(other.network_policies);
         self.gateway_api |= other.gateway_api;
         self.cert_manager |= other.cert_manager;
+        self.prometheus_operator |= other.prometheus_operator;
         self.admin_port = self.admin_port.or(other.admin_port);
         self.slots = self.slots.or(other.slots);
         self
@@ -215,6 +223,7 @@ impl Cluster {
             role_bindings: store_of(self.bindings),
             http_routes: optional(self.gateway_api, self.routes),
             certificates: optional(self.cert_manager, self.certificates),
+            pod_monitors: optional(self.prometheus_operator, self.pod_monitors),
         })
         .with_autoscalers(store_of(self.autoscalers))
         .with_pods(store_of(self.pods));

@@ -157,6 +157,10 @@ server-side apply (patch) of an object that may not exist yet also needs create.
   - apiGroups: ["cert-manager.io"]
     resources: ["certificates"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # The proxy pods' PodMonitor (routing.proxy.podMonitor), where the Prometheus Operator is.
+  - apiGroups: ["monitoring.coreos.com"]
+    resources: ["podmonitors"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
   # --- end of routing ---
   # Events on MeteorApps: kube-runtime's Recorder uses events.k8s.io/v1 only; it creates an
   # event and patches it when the same event repeats.

@@ -57,7 +57,7 @@ impl Routing {
 /// The sticky proxy in front of the app pods.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.enabled || !(has(self.replicas) || has(self.resources) || has(self.cookie) || has(self.rateLimit) || has(self.idleTimeoutSeconds) || has(self.image) || has(self.nodeSelector) || has(self.tolerations) || has(self.affinity) || has(self.podAnnotations) || has(self.service) || has(self.rebalance))")
+#[x_kube(validation = Rule::new("self.enabled || !(has(self.replicas) || has(self.resources) || has(self.cookie) || has(self.rateLimit) || has(self.idleTimeoutSeconds) || has(self.image) || has(self.nodeSelector) || has(self.tolerations) || has(self.affinity) || has(self.podAnnotations) || has(self.service) || has(self.rebalance) || has(self.podMonitor))")
     .message("routing.proxy: only enabled may be set while the proxy is off (enabled: false)"))]
 pub struct ProxySpec {
     /// Run the proxy (default true). Off: the front Service selects the app pods and the
@@ -105,6 +105,27 @@ pub struct ProxySpec {
     /// proxy replica, until every pod is within 20 % of the mean.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalance: Option<RebalanceSpec>,
+    /// A Prometheus Operator PodMonitor `<name>-proxy` in the app's namespace for these proxy
+    /// pods (port `admin`), for a Prometheus that picks monitors per namespace or by label.
+    /// Default: none (the chart's `proxyPodMonitor` covers every app from the operator's
+    /// namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_monitor: Option<ProxyPodMonitor>,
+}
+
+/// The proxy pods' PodMonitor.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyPodMonitor {
+    /// Labels on the PodMonitor, for the Prometheus whose `podMonitorSelector` picks it (for
+    /// example `release: prometheus`). The operator's own labels win.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Scrape interval, a Prometheus duration (`30s`, `1m`). Default: the Prometheus's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(ms|s|m|h)$')")
+        .message("must be a Prometheus duration such as 15s, 30s or 1m"))]
+    pub interval: Option<String>,
 }
 
 /// How the proxy spreads open WebSockets onto new app pods (`--rebalance-rate`,
@@ -139,6 +160,7 @@ impl Default for ProxySpec {
             pod_annotations: None,
             service: None,
             rebalance: None,
+            pod_monitor: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 mod autoscaling;
 pub mod meta;
 pub mod mongo;
+mod monitoring;
 mod pdb;
 mod pod;
 pub mod quantity;
@@ -14,6 +15,7 @@ mod workloads;
 
 pub use autoscaling::{SESSIONS_METRIC, default_behavior, horizontal_pod_autoscaler};
 pub use mongo::MongoWiring;
+pub use monitoring::{PodMonitor, PodMonitorSpec, pod_monitor};
 pub use pdb::{app_disruption_budget, proxy_disruption_budget};
 pub use pod::{CONTAINER_NAME, default_resources, pod_template};
 pub use routing::{RoutingOptions, RoutingTier};
@@ -48,6 +50,8 @@ pub struct Desired {
     pub autoscaler: Option<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
     /// The managed MongoDB replica set (`spec.mongo.managed`).
     pub mongo: Option<mongo::MongoTier>,
+    /// PodMonitor `<name>-proxy`, with `routing.proxy.podMonitor`.
+    pub pod_monitor: Option<PodMonitor>,
 }
 
 /// Knobs that come from the operator's deployment rather than the MeteorApp.
@@ -85,5 +89,6 @@ pub fn desired_with(
         routing: routing::tier(app, &options.routing),
         autoscaler: horizontal_pod_autoscaler(app),
         mongo: mongo::desired_with(app, &options.mongo, secrets),
+        pod_monitor: pod_monitor(app),
     }
 }

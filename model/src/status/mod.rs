@@ -3,8 +3,9 @@
 //!
 //! - [`conditions`]: the core condition types and the helpers every tier uses;
 //! - [`app`]: `Ready`, `Progressing`, `Degraded` and the replica figures, from the Deployments;
-//! - [`mongo`], [`routing`], [`autoscaling`]: each tier's condition and status block, folded
-//!   into what [`app`] computed (a tier the app cannot serve without holds `Ready` at False);
+//! - [`mongo`], [`routing`], [`autoscaling`], [`monitoring`]: each tier's condition and status
+//!   block, folded into what [`app`] computed (a tier the app cannot serve without holds `Ready`
+//!   at False);
 //! - [`of_pass`] folds them in that order; [`announcements`] says what a change is worth an
 //!   event for.
 //!
@@ -15,6 +16,7 @@ pub mod app;
 pub mod autoscaling;
 pub mod conditions;
 pub mod mongo;
+pub mod monitoring;
 pub mod routing;
 
 pub use app::*;
@@ -39,6 +41,8 @@ pub struct PassReport<'a> {
     pub routing: Option<&'a routing::RoutingObservation>,
     /// The autoscaler as written or cached; `None` when the pass stopped before it.
     pub autoscaler: Option<Option<&'a HorizontalPodAutoscaler>>,
+    /// The proxy pods' PodMonitor, when the spec wants one and the pass got that far.
+    pub pod_monitor: Option<&'a monitoring::MonitorState>,
 }
 
 /// The status for one pass: the core conditions, then each tier folded in.
@@ -47,6 +51,7 @@ pub fn of_pass(app: &MeteorApp, pass: PassReport, now: &Time) -> MeteorAppStatus
     mongo::fold_status(&mut status, app, pass.mongo, now);
     routing::fold_status(&mut status, app, pass.routing, now);
     autoscaling::fold_status(&mut status, app, pass.autoscaler, now);
+    monitoring::fold_status(&mut status, app, pass.pod_monitor, now);
     status
 }
 
@@ -79,11 +84,15 @@ pub fn announcements(old: Option<&MeteorAppStatus>, new: &MeteorAppStatus) -> Ve
     {
         out.push(warning(&degraded.reason, &degraded.message));
     }
-    // A routing or autoscaling problem the user must act on, unless Degraded announced it.
-    let problems: [(&str, ProblemReason); 2] = [
+    // A routing, autoscaling or monitoring problem the user must act on, unless Degraded
+    // announced it.
+    let problems: [(&str, ProblemReason); 3] = [
         (routing::ROUTED, routing::is_problem),
         (autoscaling::AUTOSCALED, |reason| {
             reason != autoscaling::PENDING
+        }),
+        (monitoring::MONITORED, |reason| {
+            reason != monitoring::PENDING
         }),
     ];
     for (type_, is_problem) in problems {

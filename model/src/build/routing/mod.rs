@@ -21,8 +21,8 @@ pub use httproute::{
 };
 pub use ingress::{IngressClassFamily, STICKINESS_GAP, ingress, ingress_gaps, service_annotations};
 pub use proxy::{
-    ADMIN_PORT, HTTP_PORT, HTTPS_PORT, PROXY_CONTAINER_NAME, default_proxy_resources,
-    proxy_deployment,
+    ADMIN_PORT, ADMIN_PORT_NAME, HTTP_PORT, HTTPS_PORT, PROXY_CONTAINER_NAME,
+    default_proxy_resources, proxy_deployment,
 };
 pub use rbac::{proxy_role, proxy_role_binding, proxy_service_account};
 

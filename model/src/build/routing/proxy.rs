@@ -36,6 +36,8 @@ pub const HTTP_PORT: i32 = 8080;
 pub const HTTPS_PORT: i32 = 8443;
 /// Admin listener: `/-/healthz`, `/-/status`, `/metrics`. On no Service.
 pub const ADMIN_PORT: i32 = 9090;
+/// The name of that port: probes and PodMonitors refer to it by name.
+pub const ADMIN_PORT_NAME: &str = "admin";
 /// Where the cookie Secret is mounted.
 const COOKIE_DIR: &str = "/etc/meteor-proxy/cookie";
 /// Where the TLS Secret is mounted.
@@ -54,7 +56,7 @@ pub fn proxy_deployment(app: &MeteorApp, options: &RoutingOptions) -> Deployment
     if tls {
         ports.push(container_port("https", HTTPS_PORT));
     }
-    ports.push(container_port("admin", ADMIN_PORT));
+    ports.push(container_port(ADMIN_PORT_NAME, ADMIN_PORT));
 
     let mut volumes = vec![secret_volume("cookie", super::cookie::secret_name(app))];
     let mut mounts = vec![mount("cookie", COOKIE_DIR)];
@@ -83,7 +85,7 @@ pub fn proxy_deployment(app: &MeteorApp, options: &RoutingOptions) -> Deployment
         readiness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {
                 path: Some("/-/healthz".into()),
-                port: IntOrString::String("admin".into()),
+                port: IntOrString::String(ADMIN_PORT_NAME.into()),
                 scheme: Some("HTTP".into()),
                 ..HTTPGetAction::default()
             }),
@@ -95,7 +97,7 @@ pub fn proxy_deployment(app: &MeteorApp, options: &RoutingOptions) -> Deployment
         // Not `/-/healthz`: it answers 503 while draining, which must not restart the proxy.
         liveness_probe: Some(Probe {
             tcp_socket: Some(TCPSocketAction {
-                port: IntOrString::String("admin".into()),
+                port: IntOrString::String(ADMIN_PORT_NAME.into()),
                 ..TCPSocketAction::default()
             }),
             period_seconds: Some(20),
