@@ -1198,6 +1198,42 @@ o["status"] == 200 and any(c.startswith("meteor-sticky=") for c in o["headers"].
 # the operator declares no family while it has no sample. The proxies are reached at their pod
 # IPs on the loopback control plane, through port-forwards on kind; the operator at
 # E2E_ADMIN_ADDR (local) or through its metrics Service (in-cluster).
+# monitoring_pod_monitor APP: routing.proxy.podMonitor on a cluster without the PodMonitor CRD
+# says so (Monitored=False NoPrometheusOperator, a Warning event) and changes nothing else; once
+# the CRD is installed (e2e/testdata/podmonitor-crd.yaml) the operator notices it by its watch and
+# applies PodMonitor APP-proxy (Monitored=True), which the real API server validated against the
+# CRD's schema; with podMonitor removed, the PodMonitor is deleted.
+monitoring_pod_monitor() {
+  local app="$1" crd=podmonitors.monitoring.coreos.com monitor
+  monitor="podmonitor/${app}-proxy"
+  kubectl get crd "${crd}" >/dev/null 2>&1 && fail "this cluster already has ${crd}; the scenario installs its own"
+  k patch "meteorapp/${app}" --type=merge \
+    -p '{"spec":{"routing":{"proxy":{"podMonitor":{"labels":{"release":"e2e"},"interval":"5s"}}}}}' >/dev/null \
+    || fail "cannot set routing.proxy.podMonitor on meteorapp/${app}"
+  wait_condition 60 "meteorapp/${app}" Monitored False NoPrometheusOperator
+  wait_until 30 "a Warning event NoPrometheusOperator on meteorapp/${app}" has_warning_event "${app}" NoPrometheusOperator
+  assert_eq "$(cond "meteorapp/${app}" Ready status)" True "Ready of meteorapp/${app} without the PodMonitor CRD"
+  log "ok: without the CRD: Monitored=False NoPrometheusOperator: $(cond "meteorapp/${app}" Monitored message)"
+  kubectl apply -f "${ROOT}/e2e/testdata/podmonitor-crd.yaml" >/dev/null || fail "cannot install the stand-in ${crd}"
+  kubectl wait --for=condition=Established --timeout=30s "crd/${crd}" >/dev/null || fail "${crd} not established"
+  wait_condition 60 "meteorapp/${app}" Monitored True PodMonitorApplied
+  assert_exists "${monitor}"
+  assert_eq "$(get "${monitor}" '{.spec.selector.matchLabels.app\.kubernetes\.io/instance}')" "${app}" "the PodMonitor's selected app"
+  assert_eq "$(get "${monitor}" '{.spec.selector.matchLabels.app\.kubernetes\.io/component}')" proxy "the PodMonitor's selected component"
+  assert_eq "$(get "${monitor}" '{.spec.podMetricsEndpoints[0].port}')" admin "the PodMonitor's port"
+  assert_eq "$(get "${monitor}" '{.spec.podMetricsEndpoints[0].interval}')" 5s "the PodMonitor's interval"
+  assert_eq "$(get "${monitor}" '{.metadata.labels.release}')" e2e "the PodMonitor's user label"
+  assert_eq "$(get "${monitor}" '{.metadata.ownerReferences[0].name}')" "${app}" "the PodMonitor's owner"
+  assert_operator_owns "${monitor}" f:spec f:podMetricsEndpoints
+  log "ok: the CRD installed while the operator ran: ${monitor} applied, Monitored=True"
+  k patch "meteorapp/${app}" --type=json -p '[{"op":"remove","path":"/spec/routing/proxy/podMonitor"}]' >/dev/null \
+    || fail "cannot remove routing.proxy.podMonitor from meteorapp/${app}"
+  wait_until 60 "${monitor} deleted once podMonitor is removed" absent "${monitor}"
+  wait_until 30 "no Monitored condition once podMonitor is removed" \
+    field_is "meteorapp/${app}" '{.status.conditions[?(@.type=="Monitored")].status}' ""
+  log "ok: podMonitor removed: ${monitor} deleted, no Monitored condition"
+}
+
 scenario_monitoring() {
   local mon=e2e-mon python="${TOOLS_DIR}/venv/bin/python" out="${E2E_OUT}/monitoring" rc=0
   local app pod port url metrics deadline
@@ -1213,6 +1249,7 @@ scenario_monitoring() {
       k delete meteorapp e2e-mon e2e-mon-refused --ignore-not-found --wait=false >/dev/null 2>&1 || true
       k delete secret e2e-mon-tls --ignore-not-found >/dev/null 2>&1 || true
     fi
+    kubectl delete crd podmonitors.monitoring.coreos.com --ignore-not-found --wait=false >/dev/null 2>&1 || true
     exit "${rc}"' EXIT
 
   ensure_app_ready
@@ -1239,6 +1276,7 @@ spec:
     tls: {secretName: ${mon}-tls}
 YAML
   wait_routed "meteorapp/${mon}"
+  monitoring_pod_monitor "${mon}"
   k apply --server-side --force-conflicts --field-manager=e2e -f - >/dev/null <<YAML || fail "cannot apply meteorapp/${mon}-refused"
 apiVersion: meteorfleet.dev/v1alpha1
 kind: MeteorApp
