@@ -1,7 +1,9 @@
-//! One reconciliation of one MeteorApp: validate → resolve references → build → apply → status.
+//! One reconciliation of one MeteorApp: validate → observe → build → plan → apply → status.
 //!
-//! Only this file and `apply.rs` talk to the API. A problem with the spec or its references
-//! stops before any child is touched, so running pods keep running as they were.
+//! Reads happen in the observe step (`observe.rs`) and in the applier's steps (namesakes,
+//! create-once Secrets, the rollback target, the routing and Mongo tiers); build, plan and status
+//! are pure, in the model crate. A problem with the spec or its references stops before any child
+//! is touched, so running pods keep running as they were.
 
 use super::apply::{self, Applied};
 use super::listed::Unparsed;
