@@ -1009,6 +1009,12 @@ async fn run_reconciler(
         pods,
         feeds,
     } = caches;
+    // A kind installed while the operator runs: the apps that waited for it get it at once.
+    let kinds_installed = futures::stream::select_all([
+        routing.http_routes.installed_later().boxed(),
+        routing.certificates.installed_later().boxed(),
+        routing.pod_monitors.installed_later().boxed(),
+    ]);
     let mut ctx = Context::new(client, deployments, services, budgets, metrics)
         .with_mongo_caches(statefulsets, network_policies, owned_secrets)
         .with_references(app_index.clone(), secret_versions, config_map_versions)
@@ -1053,6 +1059,7 @@ async fn run_reconciler(
             feeds.config_maps.open(),
             referencing_apps(app_index, SourceKind::ConfigMap),
         )
+        .reconcile_all_on(kinds_installed)
         .with_config(controller::Config::default().concurrency(args.concurrency))
         .graceful_shutdown_on(stop)
         .run(reconcile_measured, error_policy, ctx)

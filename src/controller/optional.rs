@@ -1,7 +1,8 @@
 //! Kinds whose CRDs a cluster may lack: Gateway API's HTTPRoute and cert-manager's Certificate.
 //! A watch of that one CRD (by name, metadata only) says whether the kind is installed; the
 //! kind's own watch starts once it is. So the operator starts and works on a cluster without
-//! them, notices when they are installed later, and polls nothing meanwhile.
+//! them, notices when they are installed later (every app is then reconciled once, so one that
+//! waited for the kind gets it at once), and polls nothing meanwhile.
 
 use super::apply::Child;
 use super::expected::Expected;
@@ -26,6 +27,8 @@ pub const WHILE_LISTING: std::time::Duration = std::time::Duration::from_secs(2)
 pub struct Optional<K: Child> {
     pub store: Store<K>,
     installed: watch::Receiver<bool>,
+    /// How many times the CRD appeared after the operator's first look at it.
+    installs: watch::Receiver<u64>,
     /// Keeps the CRD watch running while any copy lives.
     _crd_watch: Option<Arc<AbortOnDropHandle<()>>>,
 }
@@ -43,13 +46,26 @@ impl<K: Child> Optional<K> {
 
     fn fixed(installed: bool, store: Store<K>) -> Self {
         let (sender, installed) = watch::channel(installed);
+        let (_, installs) = watch::channel(0);
         // A receiver keeps the last value once the sender is gone.
         drop(sender);
         Self {
             store,
             installed,
+            installs,
             _crd_watch: None,
         }
+    }
+
+    /// One item each time the CRD appears after the operator first looked (not for a CRD that
+    /// was there at start-up: every app is reconciled then anyway). Ends when the CRD watch does.
+    pub fn installed_later(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        let mut installs = self.installs.clone();
+        installs.mark_unchanged();
+        futures::stream::unfold(installs, |mut installs| async move {
+            installs.changed().await.ok()?;
+            Some(((), installs))
+        })
     }
 
     /// Whether the cluster serves the kind (its CRD exists).
@@ -75,13 +91,14 @@ pub fn start<K: Child>(
     expected: &Arc<Expected>,
 ) -> (Optional<K>, Feed<K>) {
     let (present, installed) = watch::channel(false);
+    let (later, installs) = watch::channel(0);
     let crds: Api<PartialObjectMeta<CustomResourceDefinition>> = Api::all(client.clone());
     let crd_events = watcher(
         crds,
         watcher::Config::default().fields(&format!("metadata.name={crd_name}")),
     )
     .backoff(feed::backoff());
-    let crd_watch = tokio::spawn(follow_crd(crd_events, present));
+    let crd_watch = tokio::spawn(follow_crd(crd_events, present, later));
 
     let (store, writer) = reflector::store();
     let api = super::scoped_api::<K>(client, namespace);
@@ -103,14 +120,16 @@ pub fn start<K: Child>(
         Optional {
             store,
             installed,
+            installs,
             _crd_watch: Some(Arc::new(AbortOnDropHandle::new(crd_watch))),
         },
         feed,
     )
 }
 
-/// Keeps `present` equal to "the CRD exists" from its watch events.
-async fn follow_crd<S>(events: S, present: watch::Sender<bool>)
+/// Keeps `present` equal to "the CRD exists" from its watch events, and counts in `later` each
+/// time it comes to exist after the first listing.
+async fn follow_crd<S>(events: S, present: watch::Sender<bool>, later: watch::Sender<u64>)
 where
     S: futures::Stream<
             Item = Result<Event<PartialObjectMeta<CustomResourceDefinition>>, watcher::Error>,
@@ -118,19 +137,27 @@ where
 {
     let mut events = std::pin::pin!(events);
     let mut listed = false;
+    let mut first_listing = true;
+    let set = |exists: bool, first_listing: bool| {
+        let appeared = present.send_if_modified(|was| {
+            let changed = *was != exists;
+            *was = exists;
+            changed
+        }) && exists;
+        if appeared && !first_listing {
+            later.send_modify(|count| *count += 1);
+        }
+    };
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Init) => listed = false,
             Ok(Event::InitApply(_)) => listed = true,
             Ok(Event::InitDone) => {
-                present.send_replace(listed);
+                set(listed, first_listing);
+                first_listing = false;
             }
-            Ok(Event::Apply(_)) => {
-                present.send_replace(true);
-            }
-            Ok(Event::Delete(_)) => {
-                present.send_replace(false);
-            }
+            Ok(Event::Apply(_)) => set(true, first_listing),
+            Ok(Event::Delete(_)) => set(false, first_listing),
             // The backoff retries; the last known answer stands meanwhile.
             Err(error) => tracing::debug!(%error, "watching a CRD"),
         }
@@ -204,5 +231,84 @@ pub(super) async fn apply_or_delete<K: Child>(
             );
             Ok(outcome(Optionally::NotWanted, writes))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type CrdEvent = Result<Event<PartialObjectMeta<CustomResourceDefinition>>, watcher::Error>;
+
+    fn crd() -> PartialObjectMeta<CustomResourceDefinition> {
+        PartialObjectMeta::default()
+    }
+
+    /// What `follow_crd` leaves after `events`: whether the kind is installed, and how many
+    /// times it appeared after the first listing.
+    async fn follow(events: Vec<CrdEvent>) -> (bool, u64) {
+        let (present, installed) = watch::channel(false);
+        let (later, installs) = watch::channel(0);
+        follow_crd(futures::stream::iter(events), present, later).await;
+        (*installed.borrow(), *installs.borrow())
+    }
+
+    fn listing(present: bool) -> Vec<CrdEvent> {
+        let mut events = vec![Ok(Event::Init)];
+        if present {
+            events.push(Ok(Event::InitApply(crd())));
+        }
+        events.push(Ok(Event::InitDone));
+        events
+    }
+
+    #[tokio::test]
+    async fn a_crd_there_at_start_up_is_installed_but_not_installed_later() {
+        assert_eq!(follow(listing(true)).await, (true, 0));
+        // Its updates and a relist that finds it again change nothing.
+        let mut events = listing(true);
+        events.push(Ok(Event::Apply(crd())));
+        events.extend(listing(true));
+        assert_eq!(follow(events).await, (true, 0));
+    }
+
+    #[tokio::test]
+    async fn a_crd_created_while_the_operator_runs_counts_each_time_it_appears() {
+        assert_eq!(follow(listing(false)).await, (false, 0));
+        let created = || {
+            let mut events = listing(false);
+            events.push(Ok(Event::Apply(crd())));
+            events
+        };
+        assert_eq!(follow(created()).await, (true, 1));
+        // Deleted, then found again by a relist: a second appearance.
+        let mut events = created();
+        events.push(Ok(Event::Delete(crd())));
+        events.extend(listing(true));
+        assert_eq!(follow(events).await, (true, 2));
+    }
+
+    #[tokio::test]
+    async fn installed_later_yields_once_per_appearance_and_ends_with_the_watch() {
+        let (present, installed) = watch::channel(false);
+        let (later, installs) = watch::channel(0);
+        let optional = Optional::<k8s_openapi::api::core::v1::Service> {
+            store: super::super::empty_store(),
+            installed,
+            installs,
+            _crd_watch: None,
+        };
+        let appearances = optional.installed_later();
+        let mut events = listing(false);
+        events.push(Ok(Event::Apply(crd())));
+        follow_crd(futures::stream::iter(events), present, later).await;
+        // The watch ended (its sender dropped): one item, then the end.
+        let seen: Vec<()> = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            appearances.collect::<Vec<_>>(),
+        )
+        .await
+        .expect("the stream ends with the CRD watch");
+        assert_eq!(seen.len(), 1);
     }
 }
