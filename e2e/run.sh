@@ -1200,7 +1200,7 @@ o["status"] == 200 and any(c.startswith("meteor-sticky=") for c in o["headers"].
 # E2E_ADMIN_ADDR (local) or through its metrics Service (in-cluster).
 # monitoring_pod_monitor APP: routing.proxy.podMonitor on a cluster without the PodMonitor CRD
 # says so (Monitored=False NoPrometheusOperator, a Warning event) and changes nothing else; once
-# the CRD is installed (e2e/testdata/podmonitor-crd.yaml) the operator notices it by its watch and
+# the CRD is installed (e2e/crds/podmonitor.yaml) the operator notices it by its watch and
 # applies PodMonitor APP-proxy (Monitored=True), which the real API server validated against the
 # CRD's schema; with podMonitor removed, the PodMonitor is deleted.
 monitoring_pod_monitor() {
@@ -1214,7 +1214,7 @@ monitoring_pod_monitor() {
   wait_until 30 "a Warning event NoPrometheusOperator on meteorapp/${app}" has_warning_event "${app}" NoPrometheusOperator
   assert_eq "$(cond "meteorapp/${app}" Ready status)" True "Ready of meteorapp/${app} without the PodMonitor CRD"
   log "ok: without the CRD: Monitored=False NoPrometheusOperator: $(cond "meteorapp/${app}" Monitored message)"
-  kubectl apply -f "${ROOT}/e2e/testdata/podmonitor-crd.yaml" >/dev/null || fail "cannot install the stand-in ${crd}"
+  kubectl apply -f "${ROOT}/e2e/crds/podmonitor.yaml" >/dev/null || fail "cannot install the stand-in ${crd}"
   kubectl wait --for=condition=Established --timeout=30s "crd/${crd}" >/dev/null || fail "${crd} not established"
   wait_condition 60 "meteorapp/${app}" Monitored True PodMonitorApplied
   assert_exists "${monitor}"
