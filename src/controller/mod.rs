@@ -174,12 +174,12 @@ impl Error {
         move |source| Error::Api { step, source }
     }
 
-    /// Stable label for metrics.
     /// Every value [`Error::metric_label`] gives, so the error series exist at 0 before the first
     /// error (a rate over a series that is absent is no data, not 0, on a dashboard).
     pub const METRIC_LABELS: [&'static str; 3] =
         ["api_status", "api_transport", "missing_namespace"];
 
+    /// Stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Api {

@@ -37,7 +37,8 @@ macro_rules! first_taken {
 
 /// The first name taken among the children a pass writes before the way in: the app and worker
 /// Deployments, the front Service, the autoscaler, the disruption budget, the managed
-/// MongoDB's objects and the proxy pods' PodMonitor. Any of them taken stops the pass before it writes anything.
+/// MongoDB's objects and the proxy pods' PodMonitor. Any of them taken stops the pass before it
+/// writes anything.
 pub(super) async fn of_core(
     ctx: &Context,
     app: &MeteorApp,
@@ -54,10 +55,9 @@ pub(super) async fn of_core(
             ctx,
             app,
             &ctx.routing.pod_monitors.store,
-            desired
-                .pod_monitor
-                .as_ref()
-                .filter(|_| ctx.routing.pod_monitors.installed()),
+            ctx.routing
+                .pod_monitors
+                .if_installed(desired.pod_monitor.as_ref()),
         ),
     )
 }
@@ -88,14 +88,8 @@ pub(super) async fn of_routing(
         .proxy
         .as_ref()
         .and_then(|p| p.disruption_budget.as_ref());
-    let http_route = tier
-        .http_route
-        .as_ref()
-        .filter(|_| routing.http_routes.installed());
-    let certificate = tier
-        .certificate
-        .as_ref()
-        .filter(|_| routing.certificates.installed());
+    let http_route = routing.http_routes.if_installed(tier.http_route.as_ref());
+    let certificate = routing.certificates.if_installed(tier.certificate.as_ref());
     first_taken!(
         optional(ctx, app, &ctx.budgets, proxy_budget),
         optional(ctx, app, &routing.ingresses, tier.ingress.as_ref()),

@@ -68,6 +68,12 @@ impl<K: Child> Optional<K> {
         })
     }
 
+    /// `desired` where the cluster serves the kind: a name of a kind the cluster lacks cannot be
+    /// taken.
+    pub fn if_installed<'a>(&self, desired: Option<&'a K>) -> Option<&'a K> {
+        desired.filter(|_| self.installed())
+    }
+
     /// Whether the cluster serves the kind (its CRD exists).
     pub fn installed(&self) -> bool {
         *self.installed.borrow()
@@ -176,7 +182,13 @@ pub(super) enum Optionally<K> {
 pub(super) struct OptionalOutcome<K> {
     pub state: Optionally<K>,
     pub writes: u64,
-    pub listing: bool,
+}
+
+impl<K> OptionalOutcome<K> {
+    /// Installed, but its cache has not listed yet: worth another look soon.
+    pub fn listing(&self) -> bool {
+        matches!(self.state, Optionally::Listing)
+    }
 }
 
 /// Applies `desired` (or deletes ours, named `name`, when not wanted) where the cluster has the
@@ -189,26 +201,21 @@ pub(super) async fn apply_or_delete<K: Child>(
     name: &str,
     desired: Option<K>,
 ) -> Result<OptionalOutcome<K>, kube::Error> {
-    let outcome = |state, writes| OptionalOutcome {
-        listing: matches!(state, Optionally::Listing),
-        state,
-        writes,
+    let outcome = |state, writes| OptionalOutcome { state, writes };
+    // Nothing to write yet: what the status says, if the spec wants one.
+    let unwritten = |why| {
+        let state = if desired.is_some() {
+            why
+        } else {
+            Optionally::NotWanted
+        };
+        Ok(outcome(state, 0))
     };
     if !kind.installed() {
-        let state = if desired.is_some() {
-            Optionally::NotInstalled
-        } else {
-            Optionally::NotWanted
-        };
-        return Ok(outcome(state, 0));
+        return unwritten(Optionally::NotInstalled);
     }
     if !kind.listed() {
-        let state = if desired.is_some() {
-            Optionally::Listing
-        } else {
-            Optionally::NotWanted
-        };
-        return Ok(outcome(state, 0));
+        return unwritten(Optionally::Listing);
     }
     let applier = &ctx.applier;
     match desired {

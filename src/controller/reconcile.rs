@@ -501,7 +501,7 @@ async fn converge(
     .map_err(Error::at(Step::Monitoring))?;
     writes += monitor.writes;
     written.pod_monitor = monitor_state(&monitor.state);
-    if monitor.listing {
+    if monitor.listing() {
         let listing = super::optional::WHILE_LISTING;
         written.requeue = Some(written.requeue.map_or(listing, |r| r.min(listing)));
     }

@@ -131,11 +131,11 @@ pub async fn reconcile(
     )
     .await?;
     report.writes += route.writes;
-    report.seen.route = match route.state {
+    report.seen.route = match &route.state {
         Optionally::NotWanted => None,
         Optionally::NotInstalled => Some(RouteState::NoGatewayAPI),
         Optionally::Listing => Some(RouteState::Pending),
-        Optionally::Seen(route) => Some(routing::route_state(&route)),
+        Optionally::Seen(route) => Some(routing::route_state(route)),
     };
     let certificate = optional_child(
         ctx,
@@ -147,15 +147,15 @@ pub async fn reconcile(
     )
     .await?;
     report.writes += certificate.writes;
-    report.seen.certificate = match certificate.state {
+    report.seen.certificate = match &certificate.state {
         Optionally::NotWanted => None,
         Optionally::NotInstalled => Some(CertificateState::NoCertManager),
         Optionally::Listing => Some(CertificateState::NotReady(
             "the operator has not listed Certificates yet".into(),
         )),
-        Optionally::Seen(certificate) => Some(routing::certificate_state(&certificate)),
+        Optionally::Seen(certificate) => Some(routing::certificate_state(certificate)),
     };
-    if route.listing || certificate.listing {
+    if route.listing() || certificate.listing() {
         report.requeue = Some(WHILE_LISTING);
     }
     Ok(report)

@@ -15,7 +15,7 @@ mod workloads;
 
 pub use autoscaling::{SESSIONS_METRIC, default_behavior, horizontal_pod_autoscaler};
 pub use mongo::MongoWiring;
-pub use monitoring::{PodMonitor, PodMonitorSpec, pod_monitor};
+pub use monitoring::{PodMonitor, PodMonitorSpec, pod_monitor, wanted_pod_monitor};
 pub use pdb::{app_disruption_budget, proxy_disruption_budget};
 pub use pod::{CONTAINER_NAME, default_resources, pod_template};
 pub use routing::{RoutingOptions, RoutingTier};

@@ -4,7 +4,7 @@
 //! PodMonitor in the operator's namespace is out of its reach. Typed here with only the fields
 //! the operator writes (the Prometheus Operator publishes no Rust types).
 
-use crate::api::MeteorApp;
+use crate::api::{MeteorApp, ProxyPodMonitor};
 use crate::build::meta::{Component, child_meta, proxy_name, selector_labels};
 use crate::build::routing::ADMIN_PORT_NAME;
 use kube::CustomResource;
@@ -55,10 +55,15 @@ pub struct Relabeling {
     pub target_label: String,
 }
 
+/// `routing.proxy.podMonitor`, while the proxy it scrapes is on.
+pub fn wanted_pod_monitor(app: &MeteorApp) -> Option<&ProxyPodMonitor> {
+    let proxy = &app.spec.routing.proxy;
+    proxy.pod_monitor.as_ref().filter(|_| proxy.enabled)
+}
+
 /// The PodMonitor, with the proxy on and `routing.proxy.podMonitor` set.
 pub fn pod_monitor(app: &MeteorApp) -> Option<PodMonitor> {
-    let proxy = &app.spec.routing.proxy;
-    let wanted = proxy.pod_monitor.as_ref().filter(|_| proxy.enabled)?;
+    let wanted = wanted_pod_monitor(app)?;
     let mut metadata = child_meta(app, proxy_name(app), Component::Proxy.as_str());
     if let Some(extra) = &wanted.labels {
         let labels = metadata.labels.get_or_insert_with(BTreeMap::new);

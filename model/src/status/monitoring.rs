@@ -58,7 +58,7 @@ pub fn fold_status(
     seen: Option<&MonitorState>,
     now: &Time,
 ) {
-    if crate::build::pod_monitor(app).is_none() {
+    if crate::build::wanted_pod_monitor(app).is_none() {
         return;
     }
     let previous = app
