@@ -77,7 +77,7 @@ const CONCURRENCY: usize = 16;
 /// Between an app's pods and its proxies becoming ready (step 4): longer than the operator's
 /// 10 s pace of ready counts, as on a busy cluster, where tiers come ready seconds or minutes
 /// apart.
-const TIER_READY_APART: std::time::Duration = std::time::Duration::from_secs(11);
+const TIER_READY_APART: Duration = Duration::from_secs(11);
 /// Counts live heap bytes, so cache sizes are measured exactly rather than read off RSS.
 struct CountingAllocator;
 
@@ -1552,7 +1552,7 @@ async fn main() {
     let (cells, all, writes) = per_app(&to_ready, n);
     println!("| **creation → Ready (1–4)** | {cells} | **{all:.2}** | **{writes:.2}** | |");
     println!();
-    println!("Apps Ready after step 4: {ready_count} of {n}");
+    println!("Apps Ready after step 4 (4b with the proxy on): {ready_count} of {n}");
     println!(
         "Step 3 began {since_created:.1} s after step 1 began; the proxies were ready {} s after \
          the app's pods (with the proxy on).",
