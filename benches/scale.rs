@@ -60,7 +60,7 @@ use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use meteor_operator::api::MeteorApp;
-use meteor_operator::build::meta::{MANAGED_SELECTOR, TEMPLATE_HASH_LABEL};
+use meteor_operator::build::meta::{Component, MANAGED_SELECTOR, TEMPLATE_HASH_LABEL};
 use meteor_operator::controller::pods::CachedPod;
 use meteor_operator::controller::{
     Context, ListedApp, Metrics, Optional, RoutingCaches, SharedIndex, reconcile, request_kind,
@@ -1513,7 +1513,12 @@ async fn main() {
             let n = replicas(&d);
             support::rolled_out(d, n)
         })
-        .partition(|d| d.name_any().ends_with("-proxy"));
+        .partition(|d| {
+            d.labels()
+                .get("app.kubernetes.io/component")
+                .map(String::as_str)
+                == Some(Component::Proxy.as_str())
+        });
     deliver(&mut caches.deployments, app_tier.clone(), trim::deployment);
     let secs = reconcile_all(&apps, ctx.clone()).await;
     steps.push(("4. app pods ready", recorded.take_counts(), secs));

@@ -51,6 +51,14 @@ struct WrittenStatus {
     at: Instant,
 }
 
+/// Drops the entries older than [`AT_MOST`] and returns the time of the sweep: one clock read per
+/// write, not one per entry (a fleet's worth of entries are swept on every write).
+fn sweep<K, V>(map: &mut HashMap<K, V>, at: impl Fn(&V) -> Instant) -> Instant {
+    let now = Instant::now();
+    map.retain(|_, entry| now.duration_since(at(entry)) < AT_MOST);
+    now
+}
+
 fn key_of<K: Child>(namespace: &str, name: &str) -> Key {
     (K::kind(&()).into_owned(), namespace.into(), name.into())
 }
@@ -60,13 +68,13 @@ impl Expected {
     pub fn written<K: Child>(&self, answer: &K) {
         let key = key_of::<K>(&answer.namespace().unwrap_or_default(), &answer.name_any());
         let mut written = self.lock();
-        written.retain(|_, w| w.at.elapsed() < AT_MOST);
+        let now = sweep(&mut written, |w| w.at);
         written.insert(
             key,
             Written {
                 version: answer.resource_version(),
                 object: Arc::new(answer.clone()),
-                at: Instant::now(),
+                at: now,
             },
         );
     }
@@ -141,13 +149,13 @@ impl Expected {
             return;
         };
         let mut statuses = self.statuses.lock().expect("lock is never poisoned");
-        statuses.retain(|_, w| w.at.elapsed() < AT_MOST);
+        let now = sweep(&mut statuses, |w| w.at);
         statuses.insert(
             (answer.namespace().unwrap_or_default(), answer.name_any()),
             WrittenStatus {
                 version: answer.resource_version(),
                 status,
-                at: Instant::now(),
+                at: now,
             },
         );
     }

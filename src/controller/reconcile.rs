@@ -739,8 +739,10 @@ impl Context {
     /// Remembers the write for [`QUIET_PROGRESS_EVERY`]; older entries are dropped.
     fn status_written(&self, app: ObjectRef<ListedApp>) {
         let mut written = self.status_writes.lock().expect("lock is never poisoned");
-        written.retain(|_, at| at.elapsed() < QUIET_PROGRESS_EVERY);
-        written.insert(app, std::time::Instant::now());
+        // One clock read for the sweep: the map holds every app written within the resync.
+        let now = std::time::Instant::now();
+        written.retain(|_, at| now.duration_since(*at) < QUIET_PROGRESS_EVERY);
+        written.insert(app, now);
     }
 
     fn caches_ready(&self) -> bool {
