@@ -50,7 +50,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
@@ -134,7 +134,6 @@ struct Recorded {
     services: Mutex<Vec<Service>>,
     budgets: Mutex<Vec<PodDisruptionBudget>>,
     accounts: Mutex<Vec<ServiceAccount>>,
-    roles: Mutex<Vec<Role>>,
     bindings: Mutex<Vec<RoleBinding>>,
     /// Secrets the operator created (the proxy's cookie Secret).
     created_secrets: Mutex<Vec<Secret>>,
@@ -408,9 +407,6 @@ fn auto_client(recorded: Arc<Recorded>) -> Client {
                 } else if path.contains("/serviceaccounts/") {
                     keep(&recorded.accounts, &body);
                     (StatusCode::OK, body)
-                } else if path.contains("/roles/") {
-                    keep(&recorded.roles, &body);
-                    (StatusCode::OK, body)
                 } else if path.contains("/rolebindings/") {
                     keep(&recorded.bindings, &body);
                     (StatusCode::OK, body)
@@ -625,7 +621,6 @@ struct Caches {
     config_map_versions: Writer<PartialObjectMeta<ConfigMap>>,
     ingresses: Writer<Ingress>,
     accounts: Writer<ServiceAccount>,
-    roles: Writer<Role>,
     bindings: Writer<RoleBinding>,
     autoscalers: Writer<HorizontalPodAutoscaler>,
     pods: Writer<CachedPod>,
@@ -646,7 +641,6 @@ impl Caches {
             config_map_versions: store().1,
             ingresses: store().1,
             accounts: store().1,
-            roles: store().1,
             bindings: store().1,
             autoscalers: store().1,
             pods: store().1,
@@ -678,7 +672,6 @@ impl Caches {
             config_map_versions: relist(client, ListParams::default(), trim::version_only).await,
             ingresses: relist(client, managed(), trim::ingress).await,
             accounts: relist(client, managed(), trim::service_account).await,
-            roles: relist(client, managed(), trim::role).await,
             bindings: relist(client, managed(), trim::role_binding).await,
             autoscalers: relist(client, managed(), trim::autoscaler).await,
             pods: relist(client, managed(), trim::pod).await,
@@ -708,7 +701,6 @@ impl Caches {
         .with_routing_caches(RoutingCaches {
             ingresses: self.ingresses.as_reader(),
             service_accounts: self.accounts.as_reader(),
-            roles: self.roles.as_reader(),
             role_bindings: self.bindings.as_reader(),
             http_routes: Optional::absent(),
             certificates: Optional::absent(),
@@ -776,7 +768,6 @@ struct Unchanged {
     services: Vec<Service>,
     budgets: Vec<PodDisruptionBudget>,
     accounts: Vec<ServiceAccount>,
-    roles: Vec<Role>,
     bindings: Vec<RoleBinding>,
     cookie_secrets: Vec<PartialObjectMeta<Secret>>,
     /// The apps' MongoDB Secrets (name and version).
@@ -1130,7 +1121,6 @@ impl Fleet {
         recorded.serve(&unchanged.services);
         recorded.serve(&unchanged.budgets);
         recorded.serve(&unchanged.accounts);
-        recorded.serve(&unchanged.roles);
         recorded.serve(&unchanged.bindings);
         recorded.serve(
             unchanged
@@ -1457,8 +1447,6 @@ async fn main() {
         applied_accounts.clone(),
         trim::service_account,
     );
-    let applied_roles = std::mem::take(&mut *recorded.roles.lock().unwrap());
-    deliver(&mut caches.roles, applied_roles.clone(), trim::role);
     let applied_bindings = std::mem::take(&mut *recorded.bindings.lock().unwrap());
     deliver(
         &mut caches.bindings,
@@ -1568,7 +1556,6 @@ async fn main() {
         services: applied_services,
         budgets: applied_budgets,
         accounts: applied_accounts,
-        roles: applied_roles,
         bindings: applied_bindings,
         cookie_secrets: created_secrets,
         mongo_secrets: (0..n).map(secret_version).collect(),
@@ -1625,10 +1612,6 @@ fn print_cache_memory(
         (
             "ServiceAccount (the proxy's)",
             bytes_per_object::<ServiceAccount>(json_of(&unchanged.accounts), trim::service_account),
-        ),
-        (
-            "Role (the proxy's)",
-            bytes_per_object::<Role>(json_of(&unchanged.roles), trim::role),
         ),
         (
             "RoleBinding (the proxy's)",

@@ -167,6 +167,15 @@ install_local() {
   fi
   kubectl apply --server-side --force-conflicts -f "${ROOT}/crds/meteorapps.yaml" >/dev/null \
     || fail "kubectl apply crds/meteorapps.yaml failed"
+  # The ClusterRole every app's proxies are bound to (the chart's <release>-proxy, which the
+  # local operator names by default): their pods watch EndpointSlices with their own token.
+  helm template "${OPERATOR_RELEASE}" "${ROOT}/charts/meteor-operator" --namespace "${OPERATOR_NAMESPACE}" \
+    --show-only templates/proxy-clusterrole.yaml | kubectl apply --server-side --force-conflicts -f - >/dev/null \
+    || fail "cannot apply the chart's proxy ClusterRole"
+  # As Helm marks what it owns, so that a later in-cluster install adopts it.
+  kubectl annotate --overwrite clusterrole "${OPERATOR_RELEASE}-proxy" \
+    "meta.helm.sh/release-name=${OPERATOR_RELEASE}" "meta.helm.sh/release-namespace=${OPERATOR_NAMESPACE}" >/dev/null \
+    || fail "cannot annotate the proxy ClusterRole for Helm"
   local bin="${E2E_OPERATOR_BIN:-}"
   if [[ -z "${bin}" ]]; then
     log "building the operator (cargo build)"

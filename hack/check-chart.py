@@ -16,6 +16,10 @@ Each file is one `helm template` of charts/meteor-operator (any values). Checked
     <fullname>-view (aggregate-to-view), granting exactly the verbs of AGGREGATED on meteorapps
     and meteorapps/status, bound to nothing; and, rendering the chart itself (`helm` on PATH):
     there with default values, absent with --set rbac.aggregateToDefaultRoles=false;
+  * the proxy ClusterRole (templates/proxy-clusterrole.yaml), when rendered: exactly one,
+    <fullname>-proxy, granting exactly get/list/watch on EndpointSlices, bound by nothing in the
+    chart (the operator binds it in each app's namespace), and named by the Deployment's
+    --proxy-cluster-role;
   * the operator Deployment: restricted security context, args, downward-API env, admin port,
     probes, resources; a PodDisruptionBudget exists exactly when replicas > 1;
   * the metrics Service exposes port `metrics` to the container's `admin` port;
@@ -88,6 +92,10 @@ AGGREGATED = {
         ("meteorfleet.dev", "meteorapps/scale"): {"get"},
     }),
 }
+
+# The proxy ClusterRole: what each app's proxies may do in the app's namespace.
+PROXY_SUFFIX = "-proxy"
+PROXY_RULES = {("discovery.k8s.io", "endpointslices"): READ}
 
 errors = []
 
@@ -180,6 +188,29 @@ def is_aggregated(obj):
     return any(k.startswith(AGGREGATE_PREFIX) for k in labels)
 
 
+def is_proxy_role(obj):
+    return (obj["kind"] == "ClusterRole" and not is_aggregated(obj)
+            and obj["metadata"]["name"].endswith(PROXY_SUFFIX))
+
+
+def check_proxy_role(path, roles, fullname, bindings, dep):
+    """The proxy ClusterRole: exactly <fullname>-proxy, EndpointSlices read, bound by nothing here,
+    passed to the operator."""
+    want = fullname + PROXY_SUFFIX
+    names = [r["metadata"]["name"] for r in roles]
+    check(names == [want], f"{path}: proxy ClusterRoles {names}, want [{want!r}]")
+    for role in roles:
+        got = flatten_rules(role)
+        check(got == PROXY_RULES, f"{path}: ClusterRole/{role['metadata']['name']}: rules {got}, want {PROXY_RULES}")
+    for binding in bindings:
+        check(binding["roleRef"]["name"] not in names,
+              f"{path}: {binding['kind']}/{binding['metadata']['name']} binds the proxy ClusterRole: "
+              f"only the operator binds it, per app")
+    args = dep["spec"]["template"]["spec"]["containers"][0].get("args") or []
+    check(f"--proxy-cluster-role={want}" in args,
+          f"{path}: the operator must run with --proxy-cluster-role={want}")
+
+
 def check_aggregated(path, roles, fullname, bindings):
     """The aggregated ClusterRoles of one rendered file: none, or exactly -edit and -view."""
     if not roles:
@@ -224,7 +255,8 @@ def check_aggregation_toggle():
         docs = [d for d in yaml.safe_load_all(out) if d]
         roles = [d for d in docs if d["kind"] == "ClusterRole" and is_aggregated(d)]
         check(len(roles) == want, f"{what}: {len(roles)} aggregated ClusterRoles, want {want}")
-        operator = [d for d in docs if d["kind"] == "ClusterRole" and not is_aggregated(d)]
+        operator = [d for d in docs if d["kind"] == "ClusterRole" and not is_aggregated(d)
+                    and not is_proxy_role(d)]
         check(len(operator) == 1, f"{what}: {len(operator)} operator ClusterRoles, want 1")
         if want and len(operator) == 1:
             before = len(errors)
@@ -242,9 +274,12 @@ def check_file(path):
         docs = [d for d in yaml.safe_load_all(f) if d]
     by_kind = {}
     aggregated = []
+    proxy_roles = []
     for doc in docs:
         if doc["kind"] == "ClusterRole" and is_aggregated(doc):
             aggregated.append(doc)  # for people (check_aggregated), not the operator's
+        elif is_proxy_role(doc):
+            proxy_roles.append(doc)  # for the proxies (check_proxy_role), not the operator's
         else:
             by_kind.setdefault(doc["kind"], []).append(doc)
         if doc["kind"] == "CustomResourceDefinition":
@@ -268,6 +303,9 @@ def check_file(path):
     if errors:
         return
     dep = by_kind["Deployment"][0]
+    if proxy_roles:
+        check_proxy_role(path, proxy_roles, by_kind["ClusterRole"][0]["metadata"]["name"],
+                         by_kind.get("ClusterRoleBinding", []) + by_kind.get("RoleBinding", []), dep)
     if watched:
         # watchNamespace: only cluster-scoped kinds cluster-wide, the rest in that namespace.
         namespace = watched[0]["metadata"]["namespace"]

@@ -128,7 +128,6 @@ fn render_routing(
             push_yaml(out, &stamped(budget))?;
         }
         push_yaml(out, &stamped(proxy.service_account))?;
-        push_yaml(out, &stamped(proxy.role))?;
         push_yaml(out, &stamped(proxy.role_binding))?;
         push_yaml(out, &build::routing::cookie_secret(app, PLACEHOLDER_VALUE))?;
     }

@@ -287,7 +287,6 @@ impl FakeApi {
             "poddisruptionbudgets" => ("policy/v1", "PodDisruptionBudgetList"),
             "ingresses" => ("networking.k8s.io/v1", "IngressList"),
             "serviceaccounts" => ("v1", "ServiceAccountList"),
-            "roles" => ("rbac.authorization.k8s.io/v1", "RoleList"),
             "rolebindings" => ("rbac.authorization.k8s.io/v1", "RoleBindingList"),
             "httproutes" => ("gateway.networking.k8s.io/v1", "HTTPRouteList"),
             "certificates" => ("cert-manager.io/v1", "CertificateList"),
@@ -804,7 +803,7 @@ fn todos() -> Value {
 /// metadata only: every Secret for references, the operator's own for managed MongoDB and the
 /// proxy's cookie; CRDs three times, by name: Gateway API's, cert-manager's and the Prometheus
 /// Operator's PodMonitor, whose kinds are watched once they exist).
-const WATCHED: [&str; 18] = [
+const WATCHED: [&str; 17] = [
     "/apis/meteorfleet.dev/v1alpha1/meteorapps",
     "/apis/apps/v1/deployments",
     "/api/v1/services",
@@ -815,7 +814,6 @@ const WATCHED: [&str; 18] = [
     "/api/v1/configmaps",
     "/apis/networking.k8s.io/v1/ingresses",
     "/api/v1/serviceaccounts",
-    "/apis/rbac.authorization.k8s.io/v1/roles",
     "/apis/rbac.authorization.k8s.io/v1/rolebindings",
     "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
     "/apis/gateway.networking.k8s.io/v1/httproutes",
@@ -839,6 +837,7 @@ fn run_args() -> RunArgs {
         namespace: None,
         cluster_domain: "cluster.local".into(),
         proxy_image: "ghcr.io/example/meteor-operator:test".into(),
+        proxy_cluster_role: "meteor-operator-proxy".into(),
         shutdown_grace_seconds: meteor_operator::controller::DEFAULT_SHUTDOWN_GRACE_SECONDS,
     }
 }

@@ -36,12 +36,11 @@ fn kinds(yaml: &str) -> Vec<String> {
 }
 
 /// What the default proxy adds after the app's own objects.
-const PROXY_KINDS: [&str; 7] = [
+const PROXY_KINDS: [&str; 6] = [
     "Service",
     "Deployment",
     "PodDisruptionBudget",
     "ServiceAccount",
-    "Role",
     "RoleBinding",
     "Secret",
 ];
@@ -132,7 +131,6 @@ fn renders_the_proxy_example_with_its_certificate() {
         ("Deployment", "chat-proxy"),
         ("PodDisruptionBudget", "chat-proxy"),
         ("ServiceAccount", "chat-proxy"),
-        ("Role", "chat-proxy"),
         ("RoleBinding", "chat-proxy"),
         ("Secret", "chat-proxy-cookie"),
         ("Certificate", "chat"),

@@ -1,8 +1,8 @@
 //! The routing tier against a scripted API server: what one reconcile asks for on a first visit,
 //! at rest, when the proxy is turned off and on, when the Ingress gives way to an HTTPRoute, on
 //! a cluster without Gateway API, and when a name or the TLS Secret is not what it must be.
-//! Every request is checked against the chart's RBAC, and a Role write against what the operator
-//! itself holds (Kubernetes' escalation check).
+//! Every request is checked against the chart's RBAC, and a RoleBinding write against what the
+//! operator itself holds (Kubernetes' escalation check).
 
 mod support;
 
@@ -48,12 +48,12 @@ fn post(path: &str) -> Expect {
 /// A new proxy tier: each name looked up, the cookie Secret created, the objects applied with
 /// the identity first and the Deployment last.
 fn proxy_tier_created() -> Vec<Expect> {
-    let mut script: Vec<Expect> = [PROXY, APP_SERVICE, ACCOUNT, ROLE, BINDING, PROXY_PDB]
+    let mut script: Vec<Expect> = [PROXY, APP_SERVICE, ACCOUNT, BINDING, PROXY_PDB]
         .into_iter()
         .map(Expect::missing)
         .collect();
     script.push(post(SECRETS));
-    for path in [ACCOUNT, ROLE, BINDING, APP_SERVICE, PROXY_PDB, PROXY] {
+    for path in [ACCOUNT, BINDING, APP_SERVICE, PROXY_PDB, PROXY] {
         script.push(Expect::patch(path));
     }
     script
@@ -99,14 +99,13 @@ async fn a_first_visit_creates_the_proxy_tier_and_ready_waits_for_a_proxy() {
     assert!(key.iter().all(u8::is_ascii_hexdigit));
     assert_ne!(key, vec![b'0'; 64]);
 
-    let role = transcript.body_of(Method::PATCH, ROLE);
+    // The chart's proxy ClusterRole, granted in the app's namespace (the fake API server checks
+    // that the operator holds its rules, as Kubernetes does before it accepts the binding).
+    let binding = transcript.body_of(Method::PATCH, BINDING);
     assert_eq!(
-        role["rules"],
-        serde_json::json!([{
-            "apiGroups": ["discovery.k8s.io"],
-            "resources": ["endpointslices"],
-            "verbs": ["get", "list", "watch"],
-        }])
+        binding["roleRef"],
+        serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+            "name": "meteor-operator-proxy"})
     );
     let front = transcript.body_of(Method::PATCH, SERVICE);
     assert_eq!(
@@ -146,7 +145,6 @@ async fn turning_the_proxy_off_deletes_its_tier_but_keeps_the_cookie_secret() {
         Expect::delete(PROXY_PDB),
         Expect::delete(APP_SERVICE),
         Expect::delete(BINDING),
-        Expect::delete(ROLE),
         Expect::delete(ACCOUNT),
         Expect::patch(SERVICE),
         Expect::status(&off),
@@ -174,6 +172,71 @@ async fn turning_the_proxy_off_deletes_its_tier_but_keeps_the_cookie_secret() {
     let status = transcript.body_of(Method::PATCH, STATUS);
     assert_eq!(condition(&status, "Routed")["status"], "True");
     assert!(status["status"]["routing"].get("proxyReplicas").is_none());
+}
+
+/// A Role of todos's own named `todos-proxy` (`controlled_by` its uid, or another's), as the API
+/// answers its metadata.
+fn role_of(owner_uid: &str) -> (StatusCode, serde_json::Value) {
+    (
+        StatusCode::OK,
+        serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "todos-proxy", "namespace": "default", "uid": "role-uid",
+                "resourceVersion": "7",
+                "ownerReferences": [{"apiVersion": "meteorfleet.dev/v1alpha1", "kind": "MeteorApp",
+                    "name": "todos", "uid": owner_uid, "controller": true}]},
+        }),
+    )
+}
+
+/// The cluster an earlier operator left: each app's proxies bound to a Role of their own.
+fn bound_to_own_role(app: &MeteorApp) -> Cluster {
+    let mut cluster = Cluster::applied(app, 2);
+    for binding in &mut cluster.bindings {
+        binding.role_ref.kind = "Role".into();
+        binding.role_ref.name = "todos-proxy".into();
+    }
+    cluster
+}
+
+/// An app from before the proxies shared the chart's ClusterRole: its binding, whose `roleRef`
+/// cannot change in place, is deleted and created anew, and the Role of its own goes (after a
+/// look that todos controls it); nothing else is written.
+#[tokio::test]
+async fn a_binding_to_a_role_of_its_own_is_replaced_and_that_role_deleted() {
+    let app = app().with_proxy().settled().build();
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::delete(BINDING),
+        Expect::get(ROLE, role_of(support::UID)),
+        Expect::delete(ROLE),
+        Expect::patch(BINDING),
+    ];
+    let transcript = bound_to_own_role(&app).reconcile(app, script).await;
+    assert_eq!(
+        transcript.body_of(Method::PATCH, BINDING)["roleRef"]["kind"],
+        "ClusterRole"
+    );
+    let deleted = transcript.body_of(Method::DELETE, ROLE);
+    assert_eq!(deleted["preconditions"]["uid"], "role-uid", "{deleted}");
+}
+
+/// The same, but another object controls the Role `todos-proxy`: it is left alone.
+#[tokio::test]
+async fn a_role_of_that_name_that_todos_does_not_control_is_kept() {
+    let app = app().with_proxy().settled().build();
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::delete(BINDING),
+        Expect::get(ROLE, role_of("someone-else")),
+        Expect::patch(BINDING),
+    ];
+    let transcript = bound_to_own_role(&app).reconcile(app, script).await;
+    assert!(
+        !transcript.paths(Method::DELETE).contains(&ROLE.to_string()),
+        "{:?}",
+        transcript.writes()
+    );
 }
 
 /// On: the proxy tier is created, but the front Service keeps selecting the app pods until a

@@ -333,8 +333,9 @@ fn the_routing_tier() {
     let app = app().with_proxy().build();
 
     // This Desired: the proxy Deployment of 2 pods, the app Service `todos-app` it sends to, its
-    // disruption budget and its identity (allowed to read EndpointSlices, nothing else); the
-    // front Service selects the proxy pods; the app pods know one proxy hop is in front.
+    // disruption budget and its identity (allowed to read EndpointSlices in its namespace, nothing
+    // else); the front Service selects the proxy pods; the app pods know one proxy hop is in
+    // front.
     let desired = desired_children(&app);
     let proxy = desired.routing.proxy.clone().expect("the proxy tier");
     assert_eq!(name(&proxy.deployment), "todos-proxy");
@@ -344,13 +345,21 @@ fn the_routing_tier() {
     assert_eq!(selects(&desired.service), "proxy");
     assert!(proxy.disruption_budget.is_some());
     assert_eq!(name(&proxy.service_account), "todos-proxy");
-    let rules = proxy.role.rules.clone().unwrap();
-    assert_eq!(rules.len(), 1);
-    assert_eq!(
-        rules[0].resources.as_deref(),
-        Some(&["endpointslices".to_string()][..])
-    );
+    // Bound, in todos's namespace only, to the chart's proxy ClusterRole (EndpointSlices read,
+    // nothing else: hack/check-chart.py holds the chart to that).
     assert_eq!(name(&proxy.role_binding), "todos-proxy");
+    let granted = &proxy.role_binding.role_ref;
+    assert_eq!(
+        (granted.kind.as_str(), granted.name.as_str()),
+        ("ClusterRole", "meteor-operator-proxy")
+    );
+    let subjects = proxy.role_binding.subjects.clone().unwrap();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        (subjects[0].kind.as_str(), subjects[0].name.as_str()),
+        ("ServiceAccount", "todos-proxy")
+    );
+    assert_eq!(subjects[0].namespace, app.metadata.namespace);
     assert!(env(&desired.app, "HTTP_FORWARDED_COUNT").is_some());
     assert!(desired.routing.ingress.is_none() && desired.routing.http_route.is_none());
 

@@ -46,7 +46,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
@@ -104,6 +104,10 @@ pub struct RunArgs {
     /// (the chart passes its image here).
     #[arg(long, env = "METEOR_OPERATOR_PROXY_IMAGE", default_value = crate::build::routing::DEFAULT_PROXY_IMAGE)]
     pub proxy_image: String,
+    /// The ClusterRole (get, list and watch on EndpointSlices) each app's proxies are bound to
+    /// in the app's namespace: the chart installs it as `<release>-proxy` and passes its name.
+    #[arg(long, env = "METEOR_OPERATOR_PROXY_CLUSTER_ROLE", default_value = crate::build::routing::DEFAULT_PROXY_CLUSTER_ROLE)]
+    pub proxy_cluster_role: String,
     /// Seconds after SIGTERM that in-flight reconciles and the release of the Lease may take
     /// before the process exits anyway; keep it below the pod's terminationGracePeriodSeconds.
     #[arg(long, env = "METEOR_OPERATOR_SHUTDOWN_GRACE_SECONDS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECONDS)]
@@ -365,7 +369,6 @@ impl Context {
 pub struct RoutingCaches {
     pub ingresses: Store<Ingress>,
     pub service_accounts: Store<ServiceAccount>,
-    pub roles: Store<Role>,
     pub role_bindings: Store<RoleBinding>,
     pub http_routes: Optional<HTTPRoute>,
     pub certificates: Optional<Certificate>,
@@ -379,7 +382,6 @@ impl RoutingCaches {
         Self {
             ingresses: empty_store(),
             service_accounts: empty_store(),
-            roles: empty_store(),
             role_bindings: empty_store(),
             http_routes: Optional::absent(),
             certificates: Optional::absent(),
@@ -584,17 +586,12 @@ pub mod trim {
         certificate.spec = Default::default();
     }
 
-    /// The proxy's ServiceAccount, Role and RoleBinding: their hash and drift annotations
-    /// say whether they changed.
+    /// The proxy's ServiceAccount and RoleBinding: their hash and drift annotations say
+    /// whether they changed (a RoleBinding keeps its `roleRef`, which cannot change in place).
     pub fn service_account(account: &mut ServiceAccount) {
         metadata_only(account);
         account.secrets = None;
         account.image_pull_secrets = None;
-    }
-
-    pub fn role(role: &mut Role) {
-        metadata_only(role);
-        role.rules = None;
     }
 
     pub fn role_binding(binding: &mut RoleBinding) {
@@ -840,7 +837,6 @@ struct Feeds {
     config_maps: Feed<PartialObjectMeta<ConfigMap>>,
     ingresses: Feed<Ingress>,
     service_accounts: Feed<ServiceAccount>,
-    roles: Feed<Role>,
     role_bindings: Feed<RoleBinding>,
     http_routes: Feed<HTTPRoute>,
     certificates: Feed<Certificate>,
@@ -873,7 +869,6 @@ impl Caches {
         let (pods, pod_feed) = owned.cache::<CachedPod>(trim::pod);
         let (service_accounts, service_account_feed) =
             owned.cache::<ServiceAccount>(trim::service_account);
-        let (roles, role_feed) = owned.cache::<Role>(trim::role);
         let (role_bindings, role_binding_feed) = owned.cache::<RoleBinding>(trim::role_binding);
         let (http_routes, http_route_feed) = optional::start::<HTTPRoute>(
             client,
@@ -941,7 +936,6 @@ impl Caches {
             routing: RoutingCaches {
                 ingresses,
                 service_accounts,
-                roles,
                 role_bindings,
                 http_routes,
                 certificates,
@@ -967,7 +961,6 @@ impl Caches {
                 // The routing tier: a proxy pod ready, an Ingress address, a route accepted.
                 ingresses: ingress_feed,
                 service_accounts: service_account_feed,
-                roles: role_feed,
                 role_bindings: role_binding_feed,
                 http_routes: http_route_feed,
                 certificates: certificate_feed,
@@ -1025,6 +1018,7 @@ async fn run_reconciler(
     // Kept for as long as the controller runs: dropping it would stop the pod watch.
     let _pods = feeds.pods;
     ctx.build_options.routing.proxy_image = args.proxy_image.clone();
+    ctx.build_options.routing.proxy_cluster_role = args.proxy_cluster_role.clone();
     ctx.slots = RolloutSlots::new(usize::from(args.max_upgrade_rollouts));
     ctx.applier = Applier::new(ctx.client.clone()).expecting(expected);
     // Only operator pods of the operator's own namespace pass managed-MongoDB NetworkPolicies.
@@ -1045,7 +1039,6 @@ async fn run_reconciler(
         .owns_stream(feeds.owned_secrets.open())
         .owns_stream(feeds.ingresses.open())
         .owns_stream(feeds.service_accounts.open())
-        .owns_stream(feeds.roles.open())
         .owns_stream(feeds.role_bindings.open())
         .owns_stream(feeds.http_routes.open())
         .owns_stream(feeds.certificates.open())

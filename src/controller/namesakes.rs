@@ -77,7 +77,6 @@ pub(super) async fn of_routing(
             taken(ctx, app, &ctx.deployments, &proxy.deployment).await?,
             taken(ctx, app, &ctx.services, &proxy.app_service).await?,
             taken(ctx, app, &routing.service_accounts, &proxy.service_account).await?,
-            taken(ctx, app, &routing.roles, &proxy.role).await?,
             taken(ctx, app, &routing.role_bindings, &proxy.role_binding).await?,
         ];
         if let Some(taken) = found.into_iter().flatten().next() {

@@ -755,7 +755,6 @@ impl Context {
                 .service_accounts
                 .wait_until_ready()
                 .now_or_never(),
-            self.routing.roles.wait_until_ready().now_or_never(),
             self.routing.role_bindings.wait_until_ready().now_or_never(),
             self.autoscalers.wait_until_ready().now_or_never(),
         ]

@@ -6,9 +6,10 @@
 //! 1. Names missing from the caches are looked up once: an object we do not control under one
 //!    of our names stops the tier (`NameTaken`) with nothing written.
 //! 2. With the proxy on: the cookie Secret is created once (never rewritten: a new key would
-//!    unpin every session), then ServiceAccount, Role, RoleBinding, the app-only Service, the
-//!    PodDisruptionBudget and the Deployment are applied when changed. With it off they are
-//!    deleted (the cookie Secret stays, so turning it back on keeps the sessions' key).
+//!    unpin every session), then ServiceAccount, RoleBinding (to the proxy ClusterRole the chart
+//!    installs), the app-only Service, the PodDisruptionBudget and the Deployment are applied
+//!    when changed. With it off they are deleted (the cookie Secret stays, so turning it back on
+//!    keeps the sessions' key).
 //! 3. The TLS Secret's type and keys, read by the observe step once per resource version, go to
 //!    the status.
 //! 4. Ingress, HTTPRoute and Certificate are applied, or deleted when no longer wanted; the
@@ -31,9 +32,11 @@ use crate::status::routing::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::core::PartialObjectMeta;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the routing tier did and saw.
@@ -175,14 +178,17 @@ async fn apply_proxy(
         .apply_cached(&ctx.routing.service_accounts, proxy.service_account)
         .await?
         .writes();
-    *writes += applier
-        .apply_cached(&ctx.routing.roles, proxy.role)
-        .await?
-        .writes();
-    *writes += applier
-        .apply_cached(&ctx.routing.role_bindings, proxy.role_binding)
-        .await?
-        .writes();
+    let replaced = replace_role_binding(ctx, app, namespace, &proxy.role_binding).await?;
+    *writes += replaced;
+    let binding = if replaced > 0 {
+        // Deleted just now: written whatever the cache still shows.
+        applier.apply(proxy.role_binding, None).await?
+    } else {
+        applier
+            .apply_cached(&ctx.routing.role_bindings, proxy.role_binding)
+            .await?
+    };
+    *writes += binding.writes();
     *writes += applier
         .apply_cached(&ctx.services, proxy.app_service)
         .await?
@@ -206,7 +212,7 @@ async fn delete_proxy(
     ctx: &Context,
     app: &MeteorApp,
     namespace: &str,
-    observed_proxy: Option<std::sync::Arc<Deployment>>,
+    observed_proxy: Option<Arc<Deployment>>,
 ) -> Result<u64, kube::Error> {
     let applier = &ctx.applier;
     let name = proxy_name(app);
@@ -215,12 +221,72 @@ async fn delete_proxy(
     deletes += u64::from(applier.delete(owned(app, observed)).await?);
     let observed = ctx.observed(&ctx.services, namespace, &app_only_service_name(app));
     deletes += u64::from(applier.delete(owned(app, observed)).await?);
-    let observed = ctx.observed(&ctx.routing.role_bindings, namespace, &name);
-    deletes += u64::from(applier.delete(owned(app, observed)).await?);
-    let observed = ctx.observed(&ctx.routing.roles, namespace, &name);
-    deletes += u64::from(applier.delete(owned(app, observed)).await?);
+    if let Some(binding) = owned(
+        app,
+        ctx.observed(&ctx.routing.role_bindings, namespace, &name),
+    ) {
+        deletes += delete_role_binding(ctx, app, namespace, binding).await?;
+    }
     let observed = ctx.observed(&ctx.routing.service_accounts, namespace, &name);
     deletes += u64::from(applier.delete(owned(app, observed)).await?);
+    Ok(deletes)
+}
+
+/// Deletes our RoleBinding `<name>-proxy` when it is bound to anything but `desired`'s role: a
+/// binding's `roleRef` cannot change in place, so the apply that follows creates it anew. That
+/// happens once per app created before the proxies shared the chart's ClusterRole (each had a
+/// Role `<name>-proxy` of its own, which goes too), or after `--proxy-cluster-role` changed.
+/// Requests made.
+async fn replace_role_binding(
+    ctx: &Context,
+    app: &MeteorApp,
+    namespace: &str,
+    desired: &RoleBinding,
+) -> Result<u64, kube::Error> {
+    let observed = ctx.observed(&ctx.routing.role_bindings, namespace, &desired.name_any());
+    match owned(app, observed) {
+        Some(binding) if binding.role_ref != desired.role_ref => {
+            delete_role_binding(ctx, app, namespace, binding).await
+        }
+        _ => Ok(0),
+    }
+}
+
+/// Deletes `binding`, and the Role of its own it granted, if this app controls that Role (see
+/// [`replace_role_binding`]). Requests made: the binding's delete, and the Role's.
+async fn delete_role_binding(
+    ctx: &Context,
+    app: &MeteorApp,
+    namespace: &str,
+    binding: Arc<RoleBinding>,
+) -> Result<u64, kube::Error> {
+    let own_role = (binding.role_ref.kind == "Role").then(|| binding.role_ref.name.clone());
+    let mut deletes = u64::from(ctx.applier.delete(Some(binding)).await?);
+    if let Some(role) = own_role {
+        let api: Api<Role> = Api::namespaced(ctx.client.clone(), namespace);
+        let ours = api.get_metadata_opt(&role).await?.filter(|role| {
+            role.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.controller == Some(true) && Some(&r.uid) == app.uid().as_ref())
+        });
+        if let Some(ours) = ours {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: ours.metadata.uid,
+                    resource_version: None,
+                }),
+                ..DeleteParams::background()
+            };
+            match api.delete(&role, &params).await {
+                Ok(_) => deletes += 1,
+                // Gone already, or replaced by a namesake: ours is not there either way.
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
     Ok(deletes)
 }
 

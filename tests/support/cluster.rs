@@ -10,7 +10,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
@@ -32,7 +32,6 @@ pub struct Cluster {
     pub services: Vec<Service>,
     pub budgets: Vec<PodDisruptionBudget>,
     pub accounts: Vec<ServiceAccount>,
-    pub roles: Vec<Role>,
     pub bindings: Vec<RoleBinding>,
     pub ingresses: Vec<Ingress>,
     pub routes: Vec<HTTPRoute>,
@@ -88,7 +87,6 @@ impl Cluster {
             cluster.services.push(stamped(proxy.app_service));
             cluster.budgets.extend(proxy.disruption_budget.map(stamped));
             cluster.accounts.push(stamped(proxy.service_account));
-            cluster.roles.push(stamped(proxy.role));
             cluster.bindings.push(stamped(proxy.role_binding));
             let cookie = meteor_operator::build::routing::cookie_secret(app, "00");
             cluster.secrets.push(PartialObjectMeta {
@@ -138,7 +136,6 @@ impl Cluster {
         self.services.extend(other.services);
         self.budgets.extend(other.budgets);
         self.accounts.extend(other.accounts);
-        self.roles.extend(other.roles);
         self.bindings.extend(other.bindings);
         self.ingresses.extend(other.ingresses);
         self.routes.extend(other.routes);
@@ -219,7 +216,6 @@ impl Cluster {
         .with_routing_caches(RoutingCaches {
             ingresses: store_of(self.ingresses),
             service_accounts: store_of(self.accounts),
-            roles: store_of(self.roles),
             role_bindings: store_of(self.bindings),
             http_routes: optional(self.gateway_api, self.routes),
             certificates: optional(self.cert_manager, self.certificates),

@@ -111,20 +111,34 @@ const VERBS: [&str; 8] = [
     "deletecollection",
 ];
 
-/// Kubernetes' escalation check on a write of a Role: the writer must itself hold every
-/// permission the Role grants, in the Role's namespace (else it needs `escalate`, which the chart
-/// never grants). So the operator's ClusterRole must hold what the proxy's Role hands on; those
-/// permissions are recorded like any request's, from the Role the code really writes.
+/// Kubernetes' escalation checks on a write of a Role, and of a RoleBinding to a ClusterRole: the
+/// writer must itself hold every permission the Role grants, or the bound ClusterRole holds, in
+/// that namespace (else it needs `escalate` or `bind`, which the chart never grants); a binding
+/// of a ClusterRole the cluster lacks is refused. So the operator's ClusterRole must hold what the
+/// proxy ClusterRole it binds hands on; those permissions are recorded like any request's, from
+/// the binding the code really writes and the ClusterRole install.yaml really has.
 pub fn check_escalation(method: &Method, path: &str, body: &Value) -> Result<(), String> {
     if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
         return Ok(());
     }
     let target = attributes(method, path, "")?;
-    if target.group != "rbac.authorization.k8s.io" || target.resource != "roles" {
+    if target.group != "rbac.authorization.k8s.io" {
         return Ok(());
     }
-    let rules: Vec<PolicyRule> = serde_json::from_value(body["rules"].clone()).unwrap_or_default();
     let chart = chart();
+    let rules: Vec<PolicyRule> = match target.resource.as_str() {
+        "roles" => serde_json::from_value(body["rules"].clone()).unwrap_or_default(),
+        "rolebindings" if body["roleRef"]["kind"] == "ClusterRole" => {
+            let name = body["roleRef"]["name"].as_str().unwrap_or_default();
+            chart.cluster_roles.get(name).cloned().ok_or_else(|| {
+                format!(
+                    "RBAC: {method} {path} binds ClusterRole {name:?}, which install.yaml lacks \
+                     (the apiserver refuses a binding it cannot check)"
+                )
+            })?
+        }
+        _ => return Ok(()),
+    };
     let mut held = Vec::new();
     for rule in &rules {
         for group in rule.api_groups.iter().flatten() {
@@ -299,6 +313,8 @@ struct Chart {
     cluster: Vec<PolicyRule>,
     /// Rules bound in one namespace (RoleBindings), with the kind of object holding them.
     namespaced: Vec<(String, Granter, String, Vec<PolicyRule>)>,
+    /// Every ClusterRole install.yaml has, by name, bound to the operator or not.
+    cluster_roles: std::collections::HashMap<String, Vec<PolicyRule>>,
 }
 
 impl Chart {
@@ -364,9 +380,18 @@ impl Chart {
             !cluster.is_empty(),
             "install.yaml binds no ClusterRole to the operator's ServiceAccount"
         );
+        let cluster_roles = of_kind("ClusterRole")
+            .map(|role| {
+                let name = role["metadata"]["name"]
+                    .as_str()
+                    .expect("a ClusterRole has a name");
+                (name.to_string(), rules_of("ClusterRole", name, None))
+            })
+            .collect();
         Self {
             cluster,
             namespaced,
+            cluster_roles,
         }
     }
 

@@ -134,16 +134,22 @@ server-side apply (patch) of an object that may not exist yet also needs create.
     verbs: ["get", "list", "watch", "create", "patch"]
   # --- end of managed MongoDB ---
   # --- Routing (spec.routing; README, "Routing") ---
-  # The proxy's identity: its ServiceAccount, and a Role and RoleBinding granting it exactly
-  # get/list/watch on EndpointSlices; cached, namesake/get, applied, deleted with the proxy.
+  # The proxy's identity: its ServiceAccount, and a RoleBinding granting it the proxy
+  # ClusterRole (proxy-clusterrole.yaml) in the app's namespace; cached, namesake/get, applied,
+  # deleted with the proxy.
   - apiGroups: [""]
     resources: ["serviceaccounts"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
   - apiGroups: ["rbac.authorization.k8s.io"]
-    resources: ["roles", "rolebindings"]
+    resources: ["rolebindings"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
-  # Never read by the operator: Kubernetes lets it grant the proxy's Role only permissions it
-  # holds itself (no escalate or bind verbs are asked for instead).
+  # The Role of its own each app's proxies had before they shared that ClusterRole: read to
+  # see that the app controls it, then deleted, once per app.
+  - apiGroups: ["rbac.authorization.k8s.io"]
+    resources: ["roles"]
+    verbs: ["get", "delete"]
+  # Never read by the operator: Kubernetes lets it bind the proxy ClusterRole only with
+  # permissions it holds itself (no escalate or bind verbs are asked for instead).
   - apiGroups: ["discovery.k8s.io"]
     resources: ["endpointslices"]
     verbs: ["get", "list", "watch"]

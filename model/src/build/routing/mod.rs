@@ -24,7 +24,7 @@ pub use proxy::{
     ADMIN_PORT, ADMIN_PORT_NAME, HTTP_PORT, HTTPS_PORT, PROXY_CONTAINER_NAME,
     default_proxy_resources, proxy_deployment,
 };
-pub use rbac::{proxy_role, proxy_role_binding, proxy_service_account};
+pub use rbac::{proxy_role_binding, proxy_service_account};
 
 use crate::api::{
     DEFAULT_COOKIE_MAX_AGE_SECONDS, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT_SECONDS, MeteorApp,
@@ -33,7 +33,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::ResourceExt;
 
 /// The operator's own image, which carries `meteor-operator proxy`: the default proxy image
@@ -43,17 +43,25 @@ pub const DEFAULT_PROXY_IMAGE: &str = concat!(
     env!("CARGO_PKG_VERSION")
 );
 
+/// The ClusterRole the proxies are bound to when the operator is not told another: the chart's
+/// `<release>-proxy` for a release named `meteor-operator`.
+pub const DEFAULT_PROXY_CLUSTER_ROLE: &str = "meteor-operator-proxy";
+
 /// Knobs of the routing tier that come from the operator's deployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoutingOptions {
     /// Image of the proxy pods when `routing.proxy.image` is unset: the operator's own.
     pub proxy_image: String,
+    /// The ClusterRole (get, list and watch on EndpointSlices) each app's RoleBinding
+    /// `<name>-proxy` grants its proxies in the app's namespace; installed by the chart.
+    pub proxy_cluster_role: String,
 }
 
 impl Default for RoutingOptions {
     fn default() -> Self {
         Self {
             proxy_image: DEFAULT_PROXY_IMAGE.into(),
+            proxy_cluster_role: DEFAULT_PROXY_CLUSTER_ROLE.into(),
         }
     }
 }
@@ -83,9 +91,8 @@ pub struct ProxyTier {
     pub disruption_budget: Option<PodDisruptionBudget>,
     /// `<name>-proxy`: the identity the proxy watches EndpointSlices with.
     pub service_account: ServiceAccount,
-    /// `<name>-proxy`: get, list and watch on EndpointSlices, nothing else.
-    pub role: Role,
-    /// `<name>-proxy`: the Role granted to the ServiceAccount.
+    /// `<name>-proxy`: the proxy ClusterRole (get, list and watch on EndpointSlices, nothing
+    /// else) granted to the ServiceAccount in the app's namespace.
     pub role_binding: RoleBinding,
 }
 
@@ -98,8 +105,7 @@ pub fn tier(app: &MeteorApp, options: &RoutingOptions) -> RoutingTier {
             app_service: super::service::app_only_service(app),
             disruption_budget: super::pdb::proxy_disruption_budget(app),
             service_account: proxy_service_account(app),
-            role: proxy_role(app),
-            role_binding: proxy_role_binding(app),
+            role_binding: proxy_role_binding(app, options),
         }),
         ingress: ingress(app),
         http_route: http_route(app),
