@@ -371,7 +371,7 @@ sys.exit(0 if len(ready) == int(sys.argv[1]) and ports == {int(sys.argv[2])} els
 # The app's proxy tier (routing.proxy on, the default): Deployment, PDB, ServiceAccount, Role and
 # RoleBinding NAME-proxy; the app-only Service NAME-app; the cookie Secret NAME-proxy-cookie.
 proxy_objects() { # NAME
-  echo "deployment/$1-proxy" "poddisruptionbudget/$1-proxy" "serviceaccount/$1-proxy" "role/$1-proxy" \
+  echo "deployment/$1-proxy" "poddisruptionbudget/$1-proxy" "serviceaccount/$1-proxy" \
     "rolebinding/$1-proxy" "service/$1-app"
 }
 

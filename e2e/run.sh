@@ -319,8 +319,9 @@ assert_owned() {
 # running `proxy`, readiness /-/healthz on the admin port 9090, HTTP on 8080), the front Service
 # NAME selecting the proxy pods (port 80 -> http only: the admin port is never exposed), the
 # app-only Service NAME-app (APP_PODS ready endpoints on the app port 3000) that the proxy
-# follows, PodDisruptionBudget, ServiceAccount, Role (get/list/watch EndpointSlices, nothing
-# else) and RoleBinding NAME-proxy, the cookie Secret NAME-proxy-cookie; Routed=True and
+# follows, PodDisruptionBudget, ServiceAccount and RoleBinding NAME-proxy (the chart's proxy
+# ClusterRole: the ServiceAccount may read EndpointSlices in NAME's namespace and nothing else,
+# as the API server's authorizer answers), the cookie Secret NAME-proxy-cookie; Routed=True and
 # status.routing 2/2.
 check_proxy_tier() {
   local name="$1" app_pods="$2" uid res
@@ -353,15 +354,20 @@ s = o['spec']
 ok = (s['selector'] == {'app.kubernetes.io/name': 'meteor', 'app.kubernetes.io/instance': '${name}', 'app.kubernetes.io/component': 'app'}
       and [(p.get('name'), p.get('targetPort')) for p in s['ports']] == [('http', 'http')])" \
     "service/${name}-app selects the app pods, port http"
-  json_verify "role/${name}-proxy" "
-rules = [(r.get('apiGroups'), r.get('resources'), sorted(r.get('verbs') or []), r.get('resourceNames')) for r in o.get('rules') or []]
-ok = rules == [(['discovery.k8s.io'], ['endpointslices'], ['get', 'list', 'watch'], None)]" \
-    "role/${name}-proxy grants get/list/watch on endpointslices and nothing else"
   json_verify "rolebinding/${name}-proxy" "
 subjects = [(x['kind'], x['name'], x.get('namespace')) for x in o.get('subjects') or []]
-ok = (o['roleRef']['kind'] == 'Role' and o['roleRef']['name'] == '${name}-proxy'
+ok = (o['roleRef']['kind'] == 'ClusterRole' and o['roleRef']['name'] == '${OPERATOR_RELEASE}-proxy'
       and subjects == [('ServiceAccount', '${name}-proxy', '${NS}')])" \
-    "rolebinding/${name}-proxy binds the Role to ServiceAccount ${name}-proxy"
+    "rolebinding/${name}-proxy binds ClusterRole ${OPERATOR_RELEASE}-proxy to ServiceAccount ${name}-proxy"
+  local proxy_sa="system:serviceaccount:${NS}:${name}-proxy" check
+  for check in "yes list endpointslices.discovery.k8s.io -n ${NS}" "yes watch endpointslices.discovery.k8s.io -n ${NS}" \
+    "no list endpointslices.discovery.k8s.io -n ${OPERATOR_NAMESPACE}" "no list endpointslices.discovery.k8s.io -A" \
+    "no get secrets -n ${NS}" "no list pods -n ${NS}"; do
+    # shellcheck disable=SC2086 # split into arguments on purpose
+    [[ "$(kubectl auth can-i ${check#* } --as="${proxy_sa}" 2>/dev/null || true)" == "${check%% *}" ]] \
+      || fail "ServiceAccount ${name}-proxy: want '${check%% *}' for: kubectl auth can-i ${check#* }"
+  done
+  log "ok: ServiceAccount ${name}-proxy may read EndpointSlices in ${NS} only, and nothing else"
   json_verify "poddisruptionbudget/${name}-proxy" \
     "ok = o['spec']['selector']['matchLabels'].get('app.kubernetes.io/component') == 'proxy'" \
     "poddisruptionbudget/${name}-proxy covers the proxy pods"
