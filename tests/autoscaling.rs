@@ -244,21 +244,24 @@ fn pod(name: &str, ip: &str, component: &str, cost: Option<&str>) -> serde_json:
     pod
 }
 
-/// The proxy tier's ReplicaSets: its own (controlled by the proxy Deployment of the cache) and
-/// one that someone else's Deployment controls.
-fn proxy_replica_sets() -> (StatusCode, serde_json::Value) {
-    let replica_set = |name: &str, uid: &str, owner: &str| {
-        serde_json::json!({ "metadata": { "name": name, "namespace": "default", "uid": uid,
-            "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "Deployment",
-                "name": "todos-proxy", "uid": owner, "controller": true }] } })
-    };
+/// A ReplicaSet's metadata as the API answers it, controlled by Deployment `todos-proxy` of uid
+/// `owner`.
+fn replica_set(name: &str, uid: &str, owner: &str) -> (StatusCode, serde_json::Value) {
     (
         StatusCode::OK,
-        serde_json::json!({ "apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {},
-            "items": [
-                replica_set("todos-proxy-5d8f", PROXY_RS_UID, "uid-todos-proxy"),
-                replica_set("todos-proxy-6666", "uid-forged-rs", "uid-someone-else"),
-            ] }),
+        serde_json::json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": { "name": name, "namespace": "default", "uid": uid,
+            "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "Deployment",
+                "name": "todos-proxy", "uid": owner, "controller": true }] } }),
+    )
+}
+
+/// The GET of the proxy tier's own ReplicaSet (controlled by the proxy Deployment of the
+/// cache), which the real proxy pods name as their controller.
+fn own_replica_set() -> Expect {
+    Expect::get(
+        &format!("{REPLICA_SETS}/todos-proxy-5d8f"),
+        replica_set("todos-proxy-5d8f", PROXY_RS_UID, "uid-todos-proxy"),
     )
 }
 
@@ -316,16 +319,27 @@ async fn before_a_scale_down_each_pod_costs_its_sessions_over_every_proxy() {
     ])
     .await;
     let mut forged = pod("todos-proxy-x", "127.0.0.3", "proxy", None);
+    forged["metadata"]["ownerReferences"][0]["name"] = "todos-proxy-6666".into();
     forged["metadata"]["ownerReferences"][0]["uid"] = "uid-forged-rs".into();
+    // And one that names the tier's own ReplicaSet, with another uid.
+    let mut impostor = pod("todos-proxy-y", "127.0.0.3", "proxy", None);
+    impostor["metadata"]["ownerReferences"][0]["uid"] = "uid-impostor".into();
     cluster.admin_port = Some(port);
     cluster.pods = cached_pods(vec![
         pod("todos-proxy-1", "127.0.0.1", "proxy", None),
         pod("todos-proxy-2", "127.0.0.2", "proxy", None),
         forged,
+        impostor,
     ]);
     let script = vec![
         Expect::get(SECRET, mongo_secret()),
-        Expect::get(REPLICA_SETS, proxy_replica_sets()),
+        // Each ReplicaSet a proxy pod names, by name (never a LIST): the tier's own, and one
+        // that someone else's Deployment controls.
+        own_replica_set(),
+        Expect::get(
+            &format!("{REPLICA_SETS}/todos-proxy-6666"),
+            replica_set("todos-proxy-6666", "uid-forged-rs", "uid-someone-else"),
+        ),
         Expect::patch(&format!("{PODS}/todos-a")),
         Expect::patch(&format!("{PODS}/todos-c")),
         Expect::patch(&format!("{PODS}/todos-d")),
@@ -351,7 +365,7 @@ async fn before_a_scale_down_each_pod_costs_its_sessions_over_every_proxy() {
 fn scale_down_unknown_sessions(two: &MeteorApp) -> Vec<Expect> {
     vec![
         Expect::get(SECRET, mongo_secret()),
-        Expect::get(REPLICA_SETS, proxy_replica_sets()),
+        own_replica_set(),
         Expect::event(),
         Expect::patch(DEPLOYMENT),
         Expect::status(two),

@@ -357,16 +357,17 @@ fn existing_statefulset() -> k8s_openapi::api::apps::v1::StatefulSet {
     .unwrap()
 }
 
-fn pvc_list() -> (StatusCode, Value) {
-    let pvc = |i: usize| {
-        json!({ "metadata": { "name": format!("data-shop-mongo-{i}"), "namespace": "default" },
-                "spec": { "storageClassName": "fast",
-                          "resources": { "requests": { "storage": "10Gi" } } } })
-    };
+/// Member `i`'s volume of 10Gi, as the StatefulSet made it from its claim template (its labels).
+fn pvc(i: usize) -> (StatusCode, Value) {
     (
         StatusCode::OK,
-        json!({ "apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {},
-                "items": [pvc(0), pvc(1), pvc(2)] }),
+        json!({ "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": { "name": format!("data-shop-mongo-{i}"), "namespace": "default",
+                              "labels": { "app.kubernetes.io/name": "meteor",
+                                          "app.kubernetes.io/instance": "shop",
+                                          "app.kubernetes.io/component": "mongo" } },
+                "spec": { "storageClassName": "fast",
+                          "resources": { "requests": { "storage": "10Gi" } } } }),
     )
 }
 
@@ -398,10 +399,16 @@ async fn run_resize(allow: bool) -> (TierReport, Transcript) {
     let mut script = existing_secrets();
     script.extend(tier_objects());
     script.push(Expect::patch(URLS));
-    script.push(Expect::get(
-        &format!("{NS}/persistentvolumeclaims"),
-        pvc_list(),
-    ));
+    // The members' volumes by name, until one is missing (the set had 3 members): no LIST.
+    for i in 0..3 {
+        script.push(Expect::get(
+            &format!("{NS}/persistentvolumeclaims/data-shop-mongo-{i}"),
+            pvc(i),
+        ));
+    }
+    script.push(Expect::missing(&format!(
+        "{NS}/persistentvolumeclaims/data-shop-mongo-3"
+    )));
     script.push(Expect::get(
         "/apis/storage.k8s.io/v1/storageclasses/fast",
         storage_class(allow),

@@ -173,6 +173,54 @@ async fn a_rollout_that_never_gets_healthy_is_rolled_back_and_stays_there() {
     );
 }
 
+/// While v1's pods still run (a rollout that never got healthy keeps them), the ReplicaSet to go
+/// back to is the one their owner reference names: read by name, no LIST.
+#[tokio::test]
+async fn the_rollback_target_is_read_by_the_name_its_running_pods_give() {
+    let v1 = app().image("ghcr.io/example/todos:1").build();
+    let (good, _, _) = children(&v1);
+    let good_template = template_of(&good);
+    let app = app()
+        .image("ghcr.io/example/todos:2")
+        .generation(2)
+        .settled_with_history(
+            &rolled_out(good.clone(), 2),
+            available(&good, "ghcr.io/example/todos:1"),
+        )
+        .build();
+    let mut old_pod = new_pod("todos-5d4f8b7c9-x", &good_template, 0);
+    old_pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "name": "todos-5d4f8b7c9", "uid": "rs-uid", "controller": true}]);
+    let mut rs_template = good.spec.as_ref().unwrap().template.clone();
+    label(&mut rs_template, "pod-template-hash", "5d4f8b7c9");
+    let replica_set = json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "todos-5d4f8b7c9", "namespace": "default", "uid": "rs-uid",
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                          "name": "todos", "uid": "deployment-uid", "controller": true}]},
+        "spec": {"selector": {}, "template": rs_template},
+    });
+    let script = vec![
+        Expect::get(SECRET, mongo_secret()),
+        Expect::get(
+            &format!("{REPLICA_SETS}/todos-5d4f8b7c9"),
+            (StatusCode::OK, replica_set),
+        ),
+        Expect::patch(DEPLOYMENT),
+        Expect::status(&app),
+        Expect::event(),
+    ];
+    let transcript = cluster(&app, stuck)
+        .with_pods(vec![old_pod])
+        .reconcile(app.clone(), script)
+        .await;
+    let patch = transcript.body_of(Method::PATCH, DEPLOYMENT);
+    assert_eq!(
+        patch["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/example/todos:1"
+    );
+}
+
 #[tokio::test]
 async fn new_pods_in_a_crash_loop_count_as_a_failed_rollout() {
     let (good, _, _) = children(&app().image("todos:1").build());

@@ -16,7 +16,7 @@
 
 use super::Context;
 use super::apply::{Applier, Child};
-use crate::api::MeteorApp;
+use crate::api::{MAX_MEMBERS, MeteorApp};
 use crate::build::mongo::secrets;
 use crate::build::mongo::secrets::UserCredentials;
 use crate::build::mongo::{self as build, MongoTier};
@@ -29,7 +29,7 @@ use crate::status::mongo::{self as status, TierReport};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use std::time::Duration;
@@ -116,18 +116,25 @@ async fn storage_decision(
         return Ok(StorageDecision::Unchanged);
     };
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-    let selector = selector_labels(app)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let prefix = format!("{}-{}-", build::DATA_VOLUME, tier_name(app));
-    let list = pvcs.list(&ListParams::default().labels(&selector)).await?;
-    let claims: Vec<&PersistentVolumeClaim> = list
-        .items
-        .iter()
-        .filter(|p| p.name_any().starts_with(&prefix))
-        .collect();
+    // The members' volumes by name, `data-<tier>-<ordinal>` from 0 until one is missing (never a
+    // LIST of the namespace's claims): a scale-down leaves the removed members' volumes, so they
+    // grow too, and a set has at most MAX_MEMBERS. Only claims carrying the tier's labels count.
+    let selector = selector_labels(app);
+    let mut found = Vec::new();
+    for ordinal in 0..MAX_MEMBERS {
+        let name = format!("{}-{}-{ordinal}", build::DATA_VOLUME, tier_name(app));
+        let Some(claim) = pvcs.get_opt(&name).await? else {
+            break;
+        };
+        let labels = claim.metadata.labels.as_ref();
+        if selector
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        {
+            found.push(claim);
+        }
+    }
+    let claims: Vec<&PersistentVolumeClaim> = found.iter().collect();
     let mut facts = StorageFacts {
         desired: spec.storage.size.clone(),
         pvcs: claims

@@ -94,8 +94,7 @@ fn crash_loop(
     if !rollout.auto_rollback || !earlier || facts.complete || facts.stuck {
         return None;
     }
-    let mut selector = meta::selector_labels(app, meta::Component::App.as_str());
-    selector.insert(meta::TEMPLATE_HASH_LABEL.into(), template.clone());
+    let selector = meta::template_selector_labels(app, &template);
     let threshold = rollout.rollback_on_restarts;
     let message = ctx.pods_of(namespace, &selector).iter().find_map(|pod| {
         let restarts = pod.restarts()?;

@@ -48,6 +48,18 @@ impl CachedPod {
     pub fn ip(&self) -> Option<IpAddr> {
         self.status.as_ref()?.pod_ip.as_ref()?.parse().ok()
     }
+
+    /// The name and uid of the ReplicaSet that controls it, as its owner reference says: a
+    /// ReplicaSet is then read by name, never found by listing the namespace's.
+    pub fn replica_set(&self) -> Option<(&str, &str)> {
+        let owner = self
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true) && r.kind == "ReplicaSet")?;
+        Some((owner.name.as_str(), owner.uid.as_str()))
+    }
 }
 
 impl Resource for CachedPod {

@@ -544,7 +544,9 @@ enum AppWrite {
 }
 
 /// The pod template of the app Deployment's ReplicaSet that ran template `to`: the Deployment's
-/// own revision history, as `kubectl rollout undo` uses it. Read only when a rollback is written.
+/// own revision history, as `kubectl rollout undo` uses it. Read only when a rollback is written:
+/// the ReplicaSet a cached pod of `to` names (one GET; a rollout that never got healthy keeps
+/// its old pods), or, with no such pod left, the ReplicaSets of that template listed.
 async fn rollback_template(
     ctx: &Context,
     app: &MeteorApp,
@@ -552,21 +554,33 @@ async fn rollback_template(
     to: &str,
 ) -> Result<Option<PodTemplateSpec>, Error> {
     let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = meta::template_selector(app, to);
-    let list = replica_sets
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::at(Step::RollbackTarget))?;
     let app_name = meta::app_name(app);
-    let template = list
-        .items
-        .into_iter()
-        .filter(|rs| {
-            rs.owner_references()
-                .iter()
-                .any(|o| o.kind == "Deployment" && o.name == app_name && o.controller == Some(true))
-        })
-        .find_map(|rs| rs.spec.and_then(|s| s.template));
+    let ours = |rs: &ReplicaSet| {
+        rs.owner_references()
+            .iter()
+            .any(|o| o.kind == "Deployment" && o.name == app_name && o.controller == Some(true))
+    };
+    let pods = ctx.pods_of(namespace, &meta::template_selector_labels(app, to));
+    let named = pods.iter().find_map(|pod| pod.replica_set());
+    let found = match named {
+        Some((name, uid)) => replica_sets
+            .get_opt(name)
+            .await
+            .map_err(Error::at(Step::RollbackTarget))?
+            .filter(|rs| rs.uid().as_deref() == Some(uid) && ours(rs)),
+        None => None,
+    };
+    let found = match found {
+        Some(replica_set) => Some(replica_set),
+        None => replica_sets
+            .list(&ListParams::default().labels(&meta::template_selector(app, to)))
+            .await
+            .map_err(Error::at(Step::RollbackTarget))?
+            .items
+            .into_iter()
+            .find(|rs| ours(rs)),
+    };
+    let template = found.and_then(|rs| rs.spec?.template);
     Ok(template.map(|mut template| {
         // The ReplicaSet's own label; the Deployment controller sets it again.
         if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {

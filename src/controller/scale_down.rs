@@ -11,18 +11,21 @@
 //! pod must not be able to exhaust its memory or choose whose users are cut off.
 
 use super::Context;
+use super::pods::CachedPod;
 use crate::api::MeteorApp;
-use crate::build::meta::{Component, proxy_name, selector_labels, selector_string};
+use crate::build::meta::{Component, proxy_name, selector_labels};
 use crate::plan::{self, BackendSessions, POD_DELETION_COST, PodFacts};
 use http_body_util::{BodyExt, Empty, Limited};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest one proxy's status may take.
@@ -55,18 +58,12 @@ pub async fn set_deletion_costs(
         ctx.deployments
             .get(&ObjectRef::new(&proxy_name(app)).within(namespace)),
     );
-    let replica_sets: Vec<String> = match tier.and_then(|d| d.uid()) {
-        Some(tier) => Api::<ReplicaSet>::namespaced(ctx.client.clone(), namespace)
-            .list(&ListParams::default().labels(&selector_string(app, Component::Proxy.as_str())))
-            .await?
-            .items
-            .iter()
-            .filter(|rs| controller_uid(&rs.metadata) == Some(tier.as_str()))
-            .filter_map(|rs| rs.uid())
-            .collect(),
+    let proxy_pods = cached(Component::Proxy);
+    let replica_sets = match tier.and_then(|d| d.uid()) {
+        Some(tier) => tier_replica_sets(ctx, namespace, &tier, &proxy_pods).await?,
         None => Vec::new(),
     };
-    let proxies: Vec<SocketAddr> = cached(Component::Proxy)
+    let proxies: Vec<SocketAddr> = proxy_pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
@@ -123,6 +120,33 @@ pub async fn set_deletion_costs(
 }
 
 /// The uid of the object's controller (its owner reference with `controller: true`).
+/// The uids of the ReplicaSets that the proxy pods name as their controller and that the proxy
+/// tier's Deployment (uid `tier`) controls: one GET per name (one or two, mid-rollout), never a
+/// LIST of the namespace's. A pod that names such a ReplicaSet with another uid is not the tier's
+/// (the caller matches pods by uid).
+async fn tier_replica_sets(
+    ctx: &Context,
+    namespace: &str,
+    tier: &str,
+    proxy_pods: &[Arc<CachedPod>],
+) -> Result<Vec<String>, kube::Error> {
+    let named: BTreeSet<&str> = proxy_pods
+        .iter()
+        .filter_map(|pod| Some(pod.replica_set()?.0))
+        .collect();
+    let api = Api::<ReplicaSet>::namespaced(ctx.client.clone(), namespace);
+    let mut own = Vec::new();
+    for name in named {
+        let Some(replica_set) = api.get_metadata_opt(name).await? else {
+            continue;
+        };
+        if controller_uid(&replica_set.metadata) == Some(tier) {
+            own.extend(replica_set.metadata.uid);
+        }
+    }
+    Ok(own)
+}
+
 fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
     meta.owner_references
         .iter()

@@ -81,12 +81,12 @@ server-side apply (patch) of an object that may not exist yet also needs create.
   - apiGroups: ["apps"]
     resources: ["deployments"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
-  # Automatic rollback: the app Deployment's ReplicaSets (its revision history) are listed for the
-  # last available pod template, and the new pods for restart counts, only while a rollout is
-  # under way or being rolled back.
+  # ReplicaSets, read by the name a cached pod's owner reference gives: the one that ran the last
+  # available pod template, when a rollback is written (listed by that template's label only
+  # when none of its pods is left), and the proxy tier's own, before a scale-down asks its pods.
   - apiGroups: ["apps"]
     resources: ["replicasets"]
-    verbs: ["list"]
+    verbs: ["get", "list"]
   # The operator's pods, cached (list, watch; never listed in a reconcile): new pods' restarts
   # (crash-loop rollback) and, before a scale-down, the app pods get a pod-deletion-cost (their
   # open sessions, from the proxy pods' admin endpoints) so the emptiest go first (patch).
@@ -123,10 +123,10 @@ server-side apply (patch) of an object that may not exist yet also needs create.
   - apiGroups: ["apps"]
     resources: ["statefulsets"]
     verbs: ["get", "list", "watch", "create", "patch"]
-  # Member volumes: listed, and grown (merge patch) when storage.size grows.
+  # Member volumes: read by name, and grown (merge patch), only when storage.size grows.
   - apiGroups: [""]
     resources: ["persistentvolumeclaims"]
-    verbs: ["list", "patch"]
+    verbs: ["get", "patch"]
   # The NetworkPolicy that lets only the app and the operator reach mongod: cached, applied;
   # read once before the first apply, in case another owner holds the name.
   - apiGroups: ["networking.k8s.io"]

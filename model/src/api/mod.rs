@@ -175,7 +175,7 @@ pub struct MeteorAppSpec {
     /// CPU-driven autoscaling: a HorizontalPodAutoscaler writes `replicas` through the scale
     /// subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub autoscaling: Option<Autoscaling>,
+    pub autoscaling: Option<Box<Autoscaling>>,
 
     /// Node selector for app and worker pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -206,13 +206,15 @@ pub struct MeteorAppSpec {
     pub service_account_name: Option<String>,
 
     /// Pod security context. Default: the `restricted` Pod Security Standard, uid/gid 1000.
+    // Boxed, as the other large parts most apps leave unset: every cached app holds its spec, and
+    // an unset box costs 8 bytes where the struct costs hundreds (schema and JSON are the same).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_security_context: Option<PodSecurityContext>,
+    pub pod_security_context: Option<Box<PodSecurityContext>>,
 
     /// Container security context. Default: the `restricted` Pod Security Standard with a
     /// read-only root filesystem (a writable `/tmp` is mounted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security_context: Option<SecurityContext>,
+    pub security_context: Option<Box<SecurityContext>>,
 
     /// PriorityClass of app and worker pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -29,7 +29,7 @@ pub struct MongoSpec {
     pub external: Option<ExternalMongo>,
     /// A replica set the operator runs for this app (`<name>-mongo`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub managed: Option<ManagedMongo>,
+    pub managed: Option<Box<ManagedMongo>>,
 }
 
 /// Connection strings of a MongoDB the operator does not run.
@@ -42,6 +42,10 @@ pub struct ExternalMongo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oplog_url: Option<SecretKeyRef>,
 }
+
+/// The most members a managed replica set may have: MongoDB's limit of voting members (the CRD
+/// rule on `members` says 7 too).
+pub const MAX_MEMBERS: i32 = 7;
 
 /// A MongoDB replica set run by the operator for this app only.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

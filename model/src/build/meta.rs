@@ -99,6 +99,13 @@ pub fn selector_string(app: &MeteorApp, component: &str) -> String {
 }
 
 /// Selector of the app tier's pods (and ReplicaSets) of one pod template.
+/// The labels of the app pods of pod template `template_hash`.
+pub fn template_selector_labels(app: &MeteorApp, template_hash: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(app, Component::App.as_str());
+    labels.insert(TEMPLATE_HASH_LABEL.into(), template_hash.into());
+    labels
+}
+
 pub fn template_selector(app: &MeteorApp, template_hash: &str) -> String {
     format!(
         "{},{TEMPLATE_HASH_LABEL}={template_hash}",

@@ -81,7 +81,8 @@ pub fn pod_template(app: &MeteorApp, component: Component, inputs: &Inputs) -> P
         }),
         security_context: Some(
             spec.security_context
-                .clone()
+                .as_deref()
+                .cloned()
                 .unwrap_or_else(restricted_container_security_context),
         ),
         volume_mounts: Some(
@@ -145,7 +146,8 @@ pub fn pod_template(app: &MeteorApp, component: Component, inputs: &Inputs) -> P
             )),
             security_context: Some(
                 spec.pod_security_context
-                    .clone()
+                    .as_deref()
+                    .cloned()
                     .unwrap_or_else(restricted_pod_security_context),
             ),
             ..PodSpec::default()

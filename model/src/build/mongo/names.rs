@@ -42,7 +42,7 @@ pub const MONGO_OPLOG_URL_KEY: &str = "MONGO_OPLOG_URL";
 
 /// The managed-mongo spec of `app`, if it has one.
 pub fn managed(app: &MeteorApp) -> Option<&ManagedMongo> {
-    app.spec.mongo.managed.as_ref()
+    app.spec.mongo.managed.as_deref()
 }
 
 /// Name of the StatefulSet, headless Service, PDB and NetworkPolicy.
