@@ -201,11 +201,42 @@ fn a_trimmed_deployment_tells_the_plan_and_status_what_the_whole_one_does() {
         .insert("deployment.kubernetes.io/revision".into(), "3".into());
     let mut trimmed = whole.clone();
     trim::deployment(&mut trimmed);
-    assert!(trimmed.spec.as_ref().unwrap().template.spec.is_none());
+    // No pod spec, and no template metadata (two maps): what the plans read of the template is
+    // in three cache-only annotations of the Deployment.
+    let template = &trimmed.spec.as_ref().unwrap().template;
+    assert!(template.spec.is_none() && template.metadata.is_none());
     assert_eq!(TierFacts::of(&trimmed), TierFacts::of(&whole));
-    assert!(TierFacts::of(&trimmed).image.is_some());
+    let facts = TierFacts::of(&trimmed);
+    assert!(facts.image.is_some() && facts.template.is_some() && facts.config.is_some());
     assert_eq!(
         meteor_operator::status::Progress::of(Some(&trimmed)),
         meteor_operator::status::Progress::of(Some(&whole))
     );
+
+    // Of the conditions, only a stalled rollout's is kept: healthy ones go, a stuck one stays.
+    use k8s_openapi::api::apps::v1::DeploymentCondition;
+    let condition = |type_: &str, status: &str, reason: &str| DeploymentCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some("ReplicaSet \"todos-5d4f8b7c9\" has successfully progressed.".into()),
+        ..DeploymentCondition::default()
+    };
+    whole.status.as_mut().unwrap().conditions = Some(vec![
+        condition("Available", "True", "MinimumReplicasAvailable"),
+        condition("Progressing", "True", "NewReplicaSetAvailable"),
+    ]);
+    let mut trimmed = whole.clone();
+    trim::deployment(&mut trimmed);
+    assert_eq!(trimmed.status.as_ref().unwrap().conditions, None);
+    let stuck_whole = stuck(whole);
+    let mut stuck_trimmed = stuck_whole.clone();
+    trim::deployment(&mut stuck_trimmed);
+    let progress = meteor_operator::status::Progress::of(Some(&stuck_trimmed));
+    assert!(progress.stuck);
+    assert_eq!(
+        progress,
+        meteor_operator::status::Progress::of(Some(&stuck_whole))
+    );
+    assert_eq!(TierFacts::of(&stuck_trimmed), TierFacts::of(&stuck_whole));
 }

@@ -3,7 +3,10 @@
 //! upgrade slot. Pure: observations in, a decision out; no client, no clock.
 
 use crate::api::{Rollout, RolloutStatus};
-use crate::build::meta::{APPLIED_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION};
+use crate::build::meta::{
+    APPLIED_HASH_ANNOTATION, CACHED_CONFIG_HASH_ANNOTATION, CACHED_IMAGE_ANNOTATION,
+    CACHED_TEMPLATE_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION,
+};
 use crate::build::template_hash;
 use k8s_openapi::api::apps::v1::Deployment;
 
@@ -26,6 +29,8 @@ pub struct TierFacts {
 }
 
 impl TierFacts {
+    /// Of a Deployment as the API has it, or as the cache holds it (its template's values moved
+    /// to cache-only annotations: see [`crate::build::meta::CACHED_IMAGE_ANNOTATION`]).
     pub fn of(deployment: &Deployment) -> Self {
         let template = deployment.spec.as_ref().map(|s| &s.template);
         let progress = crate::status::Progress::of(Some(deployment));
@@ -34,26 +39,25 @@ impl TierFacts {
             .as_ref()
             .and_then(|s| s.replicas)
             .unwrap_or(1);
-        Self {
-            template: template_hash(deployment).map(String::from),
-            config: template
-                .and_then(|t| t.metadata.as_ref()?.annotations.as_ref())
-                .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned()),
-            image: template.and_then(|t| match &t.spec {
-                Some(pod) => pod.containers.first()?.image.clone(),
-                None => t
-                    .metadata
-                    .as_ref()?
-                    .annotations
-                    .as_ref()?
-                    .get(crate::build::meta::CACHED_IMAGE_ANNOTATION)
-                    .cloned(),
-            }),
-            applied: deployment
+        let annotation = |key: &str| {
+            deployment
                 .metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(APPLIED_HASH_ANNOTATION).cloned()),
+                .and_then(|a| a.get(key).cloned())
+        };
+        Self {
+            template: template_hash(deployment)
+                .map(String::from)
+                .or_else(|| annotation(CACHED_TEMPLATE_HASH_ANNOTATION)),
+            config: template
+                .and_then(|t| t.metadata.as_ref()?.annotations.as_ref())
+                .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned())
+                .or_else(|| annotation(CACHED_CONFIG_HASH_ANNOTATION)),
+            image: template
+                .and_then(|t| t.spec.as_ref()?.containers.first()?.image.clone())
+                .or_else(|| annotation(CACHED_IMAGE_ANNOTATION)),
+            applied: annotation(APPLIED_HASH_ANNOTATION),
             complete: progress.complete(desired),
             stuck: progress.observed && progress.stuck,
         }

@@ -416,8 +416,7 @@ async fn reconcile_measured(listed: Arc<ListedApp>, ctx: Arc<Context>) -> Result
 /// of an object's bytes.
 pub mod trim {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentSpec, StatefulSetSpec};
-    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, StatefulSetSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     /// Keeps the app whole but for managedFields and kubectl's copy of the last applied
@@ -459,41 +458,71 @@ pub mod trim {
         (!kept.is_empty()).then_some(kept)
     }
 
-    /// Keeps what the rollout plan reads: replicas, the template's hashes and its first image
-    /// (moved to a cache-only annotation: a pod spec costs kilobytes even when empty); field
-    /// ownership condensed for drift checks.
+    /// Keeps what the rollout plan reads: replicas, and of the pod template only its hash,
+    /// config hash and first image, moved to cache-only annotations of the Deployment (a pod
+    /// spec costs kilobytes even when empty, and the template's label and annotation maps a
+    /// B-tree node each); field ownership condensed for drift checks.
     pub fn deployment(deployment: &mut Deployment) {
+        use crate::build::meta::{
+            CACHED_CONFIG_HASH_ANNOTATION, CACHED_IMAGE_ANNOTATION,
+            CACHED_TEMPLATE_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION, TEMPLATE_HASH_LABEL,
+        };
         drift::condense(&mut deployment.metadata);
         identity(&mut deployment.metadata);
-        deployment.spec = deployment.spec.take().map(|spec| {
-            let image = spec
-                .template
-                .spec
-                .and_then(|pod| pod.containers.into_iter().next()?.image);
-            let mut metadata = spec.template.metadata.unwrap_or_default();
-            identity(&mut metadata);
-            if let Some(image) = image {
-                metadata
+        let Some(spec) = deployment.spec.take() else {
+            return;
+        };
+        let template = spec.template.metadata.unwrap_or_default();
+        let kept = [
+            (
+                CACHED_IMAGE_ANNOTATION,
+                spec.template
+                    .spec
+                    .and_then(|pod| pod.containers.into_iter().next()?.image),
+            ),
+            (
+                CACHED_TEMPLATE_HASH_ANNOTATION,
+                template
+                    .labels
+                    .and_then(|mut labels| labels.remove(TEMPLATE_HASH_LABEL)),
+            ),
+            (
+                CACHED_CONFIG_HASH_ANNOTATION,
+                template
+                    .annotations
+                    .and_then(|mut annotations| annotations.remove(CONFIG_HASH_ANNOTATION)),
+            ),
+        ];
+        for (key, value) in kept {
+            if let Some(value) = value {
+                deployment
+                    .metadata
                     .annotations
                     .get_or_insert_with(Default::default)
-                    .insert(crate::build::meta::CACHED_IMAGE_ANNOTATION.into(), image);
+                    .insert(key.into(), value);
             }
-            DeploymentSpec {
-                replicas: spec.replicas,
-                template: PodTemplateSpec {
-                    metadata: Some(metadata),
-                    spec: None,
-                },
-                ..DeploymentSpec::default()
-            }
+        }
+        deployment.spec = Some(DeploymentSpec {
+            replicas: spec.replicas,
+            ..DeploymentSpec::default()
         });
-        // Counts and each condition's type, status and reason (a stuck rollout's), no messages.
+        // Counts, and of the conditions only a stalled rollout's (`Progressing` False, with its
+        // reason: `ProgressDeadlineExceeded` is a stuck one), without message or times: the
+        // plans read nothing else, and two healthy conditions cost half a kilobyte.
         if let Some(status) = deployment.status.as_mut() {
-            for condition in status.conditions.iter_mut().flatten() {
-                condition.message = None;
-                condition.last_transition_time = None;
-                condition.last_update_time = None;
-            }
+            status.conditions = status.conditions.take().and_then(|conditions| {
+                let stalled: Vec<_> = conditions
+                    .into_iter()
+                    .filter(|c| c.type_ == "Progressing" && c.status == "False")
+                    .map(|c| DeploymentCondition {
+                        type_: c.type_,
+                        status: c.status,
+                        reason: c.reason,
+                        ..DeploymentCondition::default()
+                    })
+                    .collect();
+                (!stalled.is_empty()).then_some(stalled)
+            });
         }
     }
 
@@ -604,11 +633,19 @@ pub mod trim {
     /// (Its status was already cut to the IP and restart counts by [`CachedPod`].)
     pub fn pod(pod: &mut CachedPod) {
         let meta = std::mem::take(&mut pod.metadata);
+        // The labels a pod is selected by (`pods_of`): its app, tier and template. Others, our
+        // `managed-by` included (the watch already selects on it), are not kept.
         let labels = meta.labels.map(|labels| {
             labels
                 .into_iter()
                 .filter(|(key, _)| {
-                    key.starts_with("app.kubernetes.io/") || key.contains("meteorfleet.dev/")
+                    matches!(
+                        key.as_str(),
+                        "app.kubernetes.io/name"
+                            | "app.kubernetes.io/instance"
+                            | "app.kubernetes.io/component"
+                            | crate::build::meta::TEMPLATE_HASH_LABEL
+                    )
                 })
                 .collect()
         });

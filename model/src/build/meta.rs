@@ -13,10 +13,14 @@ pub const MANAGED_BY: &str = "meteor-operator";
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=meteor-operator";
 /// Pod-template annotation: checksum of the referenced settings and Mongo URLs, so a change of
 /// their data rolls the pods.
-/// The first container's image, on the pod template of a Deployment as the operator's cache
-/// holds it (the cache drops the pod spec; never written to the API).
-pub const CACHED_IMAGE_ANNOTATION: &str = "cache.meteorfleet.dev/image";
 pub const CONFIG_HASH_ANNOTATION: &str = "meteorfleet.dev/config-hash";
+/// What the operator's cache keeps of a Deployment's pod template, as annotations of the
+/// Deployment itself (never written to the API): the first container's image, the template hash
+/// and the config hash. The cache drops the template, whose two maps and pod spec cost more than
+/// these three values.
+pub const CACHED_IMAGE_ANNOTATION: &str = "cache.meteorfleet.dev/image";
+pub const CACHED_TEMPLATE_HASH_ANNOTATION: &str = "cache.meteorfleet.dev/template-hash";
+pub const CACHED_CONFIG_HASH_ANNOTATION: &str = "cache.meteorfleet.dev/config-hash";
 /// Annotation on every child: hash of what the operator last applied.
 pub const APPLIED_HASH_ANNOTATION: &str = "meteorfleet.dev/applied-hash";
 /// Pod-template label: hash of the template without it. Finds a template's ReplicaSet and pods
