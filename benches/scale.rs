@@ -884,15 +884,12 @@ fn progress(deployment: &Deployment, total: i32, updated: i32, ready: i32) -> De
     }
 }
 
-/// The pods of its current template, as the pod cache holds them.
+/// The pods of its current template, as the API holds them (every label: a restarted operator
+/// lists them by `managed-by`), in the shape of the pod cache, untrimmed (its watch trims them).
 fn cached_pods(deployment: &Deployment, ready: bool) -> Vec<CachedPod> {
     running_pods(std::slice::from_ref(deployment), ready)
         .into_iter()
-        .map(|json| {
-            let mut pod: CachedPod = serde_json::from_value(json).unwrap();
-            trim::pod(&mut pod);
-            pod
-        })
+        .map(|json| serde_json::from_value(json).unwrap())
         .collect()
 }
 
