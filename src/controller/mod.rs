@@ -12,6 +12,7 @@ mod generations;
 mod index;
 mod leader;
 mod listed;
+pub mod memory;
 mod metrics;
 pub mod mongo;
 mod namesakes;
@@ -735,6 +736,9 @@ pub async fn run_with(
             }
         }
     }));
+
+    let _release =
+        AbortOnDropHandle::new(tokio::spawn(memory::keep_releasing(memory::RELEASE_EVERY)));
 
     let shutdown = shutdown.shared();
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
