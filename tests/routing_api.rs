@@ -189,30 +189,34 @@ fn role_of(owner_uid: &str) -> (StatusCode, serde_json::Value) {
     )
 }
 
-/// The cluster an earlier operator left: each app's proxies bound to a Role of their own.
-fn bound_to_own_role(app: &MeteorApp) -> Cluster {
-    let mut cluster = Cluster::applied(app, 2);
+/// A reconcile of settled todos in the cluster an earlier operator left, its proxies bound to a
+/// Role `todos-proxy` controlled by `role_owner`: the binding, whose `roleRef` cannot change in
+/// place, is deleted, the Role looked at (and deleted when todos controls it), the binding
+/// created anew; nothing else is written.
+async fn replacing_a_binding_to_a_role_of(role_owner: &str) -> support::Transcript {
+    let app = app().with_proxy().settled().build();
+    let mut cluster = Cluster::applied(&app, 2);
     for binding in &mut cluster.bindings {
         binding.role_ref.kind = "Role".into();
         binding.role_ref.name = "todos-proxy".into();
     }
-    cluster
-}
-
-/// An app from before the proxies shared the chart's ClusterRole: its binding, whose `roleRef`
-/// cannot change in place, is deleted and created anew, and the Role of its own goes (after a
-/// look that todos controls it); nothing else is written.
-#[tokio::test]
-async fn a_binding_to_a_role_of_its_own_is_replaced_and_that_role_deleted() {
-    let app = app().with_proxy().settled().build();
-    let script = vec![
+    let mut script = vec![
         Expect::get(SECRET, mongo_secret()),
         Expect::delete(BINDING),
-        Expect::get(ROLE, role_of(support::UID)),
-        Expect::delete(ROLE),
-        Expect::patch(BINDING),
+        Expect::get(ROLE, role_of(role_owner)),
     ];
-    let transcript = bound_to_own_role(&app).reconcile(app, script).await;
+    if role_owner == support::UID {
+        script.push(Expect::delete(ROLE));
+    }
+    script.push(Expect::patch(BINDING));
+    cluster.reconcile(app, script).await
+}
+
+/// An app from before the proxies shared the chart's ClusterRole: its binding is replaced, and
+/// the Role of its own goes.
+#[tokio::test]
+async fn a_binding_to_a_role_of_its_own_is_replaced_and_that_role_deleted() {
+    let transcript = replacing_a_binding_to_a_role_of(support::UID).await;
     assert_eq!(
         transcript.body_of(Method::PATCH, BINDING)["roleRef"]["kind"],
         "ClusterRole"
@@ -224,14 +228,7 @@ async fn a_binding_to_a_role_of_its_own_is_replaced_and_that_role_deleted() {
 /// The same, but another object controls the Role `todos-proxy`: it is left alone.
 #[tokio::test]
 async fn a_role_of_that_name_that_todos_does_not_control_is_kept() {
-    let app = app().with_proxy().settled().build();
-    let script = vec![
-        Expect::get(SECRET, mongo_secret()),
-        Expect::delete(BINDING),
-        Expect::get(ROLE, role_of("someone-else")),
-        Expect::patch(BINDING),
-    ];
-    let transcript = bound_to_own_role(&app).reconcile(app, script).await;
+    let transcript = replacing_a_binding_to_a_role_of("someone-else").await;
     assert!(
         !transcript.paths(Method::DELETE).contains(&ROLE.to_string()),
         "{:?}",

@@ -51,11 +51,15 @@ struct WrittenStatus {
     at: Instant,
 }
 
-/// Drops the entries older than [`AT_MOST`] and returns the time of the sweep: one clock read per
+/// Drops the entries older than `horizon` and returns the time of the sweep: one clock read per
 /// write, not one per entry (a fleet's worth of entries are swept on every write).
-fn sweep<K, V>(map: &mut HashMap<K, V>, at: impl Fn(&V) -> Instant) -> Instant {
+pub(super) fn sweep<K, V>(
+    map: &mut HashMap<K, V>,
+    horizon: Duration,
+    at: impl Fn(&V) -> Instant,
+) -> Instant {
     let now = Instant::now();
-    map.retain(|_, entry| now.duration_since(at(entry)) < AT_MOST);
+    map.retain(|_, entry| now.duration_since(at(entry)) < horizon);
     now
 }
 
@@ -68,7 +72,7 @@ impl Expected {
     pub fn written<K: Child>(&self, answer: &K) {
         let key = key_of::<K>(&answer.namespace().unwrap_or_default(), &answer.name_any());
         let mut written = self.lock();
-        let now = sweep(&mut written, |w| w.at);
+        let now = sweep(&mut written, AT_MOST, |w| w.at);
         written.insert(
             key,
             Written {
@@ -149,7 +153,7 @@ impl Expected {
             return;
         };
         let mut statuses = self.statuses.lock().expect("lock is never poisoned");
-        let now = sweep(&mut statuses, |w| w.at);
+        let now = sweep(&mut statuses, AT_MOST, |w| w.at);
         statuses.insert(
             (answer.namespace().unwrap_or_default(), answer.name_any()),
             WrittenStatus {

@@ -126,11 +126,7 @@ async fn storage_decision(
         let Some(claim) = pvcs.get_opt(&name).await? else {
             break;
         };
-        let labels = claim.metadata.labels.as_ref();
-        if selector
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        {
+        if crate::build::meta::has_labels(claim.metadata.labels.as_ref(), &selector) {
             found.push(claim);
         }
     }

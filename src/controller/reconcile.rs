@@ -753,9 +753,7 @@ impl Context {
     /// Remembers the write for [`QUIET_PROGRESS_EVERY`]; older entries are dropped.
     fn status_written(&self, app: ObjectRef<ListedApp>) {
         let mut written = self.status_writes.lock().expect("lock is never poisoned");
-        // One clock read for the sweep: the map holds every app written within the resync.
-        let now = std::time::Instant::now();
-        written.retain(|_, at| now.duration_since(*at) < QUIET_PROGRESS_EVERY);
+        let now = super::expected::sweep(&mut written, QUIET_PROGRESS_EVERY, |at| *at);
         written.insert(app, now);
     }
 
@@ -791,13 +789,7 @@ impl Context {
             .into_iter()
             .filter(|pod| {
                 pod.metadata.namespace.as_deref() == Some(namespace)
-                    && selector.iter().all(|(key, value)| {
-                        pod.metadata
-                            .labels
-                            .as_ref()
-                            .and_then(|labels| labels.get(key))
-                            == Some(value)
-                    })
+                    && meta::has_labels(pod.metadata.labels.as_ref(), selector)
             })
             .collect()
     }

@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Preconditions};
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use std::sync::Arc;
 use std::time::Duration;
@@ -263,29 +263,12 @@ async fn delete_role_binding(
     let own_role = (binding.role_ref.kind == "Role").then(|| binding.role_ref.name.clone());
     let mut deletes = u64::from(ctx.applier.delete(Some(binding)).await?);
     if let Some(role) = own_role {
-        let api: Api<Role> = Api::namespaced(ctx.client.clone(), namespace);
-        let ours = api.get_metadata_opt(&role).await?.filter(|role| {
-            role.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|r| r.controller == Some(true) && Some(&r.uid) == app.uid().as_ref())
-        });
-        if let Some(ours) = ours {
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: ours.metadata.uid,
-                    resource_version: None,
-                }),
-                ..DeleteParams::background()
-            };
-            match api.delete(&role, &params).await {
-                Ok(_) => deletes += 1,
-                // Gone already, or replaced by a namesake: ours is not there either way.
-                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-                Err(error) => return Err(error),
-            }
-        }
+        // Not cached: read once, deleted like any child, only if this app controls it.
+        let observed = Api::<Role>::namespaced(ctx.client.clone(), namespace)
+            .get_metadata_opt(&role)
+            .await?
+            .map(Arc::new);
+        deletes += u64::from(ctx.applier.delete(owned(app, observed)).await?);
     }
     Ok(deletes)
 }

@@ -119,7 +119,6 @@ pub async fn set_deletion_costs(
     Ok(patched)
 }
 
-/// The uid of the object's controller (its owner reference with `controller: true`).
 /// The uids of the ReplicaSets that the proxy pods name as their controller and that the proxy
 /// tier's Deployment (uid `tier`) controls: one GET per name (one or two, mid-rollout), never a
 /// LIST of the namespace's. A pod that names such a ReplicaSet with another uid is not the tier's
@@ -147,6 +146,7 @@ async fn tier_replica_sets(
     Ok(own)
 }
 
+/// The uid of the object's controller (its owner reference with `controller: true`).
 fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
     meta.owner_references
         .iter()

@@ -95,26 +95,38 @@ pub fn selector_labels(app: &MeteorApp, component: &str) -> BTreeMap<String, Str
 
 /// The label selector of a tier in string form (`status.selector`, for the scale subresource).
 pub fn selector_string(app: &MeteorApp, component: &str) -> String {
-    selector_labels(app, component)
+    selector_of(&selector_labels(app, component))
+}
+
+/// Equality-based selector `labels` in string form (`key=value,...`), as a LIST's query takes it.
+pub fn selector_of(labels: &BTreeMap<String, String>) -> String {
+    labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
 }
 
-/// Selector of the app tier's pods (and ReplicaSets) of one pod template.
-/// The labels of the app pods of pod template `template_hash`.
+/// Whether an object's `labels` carry every label of `selector`.
+pub fn has_labels(
+    labels: Option<&BTreeMap<String, String>>,
+    selector: &BTreeMap<String, String>,
+) -> bool {
+    selector
+        .iter()
+        .all(|(key, value)| labels.and_then(|labels| labels.get(key)) == Some(value))
+}
+
+/// The labels of the app tier's pods (and ReplicaSets) of pod template `template_hash`.
 pub fn template_selector_labels(app: &MeteorApp, template_hash: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(app, Component::App.as_str());
     labels.insert(TEMPLATE_HASH_LABEL.into(), template_hash.into());
     labels
 }
 
+/// [`template_selector_labels`] in string form.
 pub fn template_selector(app: &MeteorApp, template_hash: &str) -> String {
-    format!(
-        "{},{TEMPLATE_HASH_LABEL}={template_hash}",
-        selector_string(app, Component::App.as_str())
-    )
+    selector_of(&template_selector_labels(app, template_hash))
 }
 
 /// The standard labels of every object we create.
