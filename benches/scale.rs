@@ -61,6 +61,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use meteor_operator::api::MeteorApp;
 use meteor_operator::build::meta::{Component, MANAGED_SELECTOR, TEMPLATE_HASH_LABEL};
+use meteor_operator::controller::cached::{self, Cached};
 use meteor_operator::controller::pods::CachedPod;
 use meteor_operator::controller::{
     Context, ListedApp, Metrics, Optional, RoutingCaches, SharedIndex, reconcile, request_kind,
@@ -455,14 +456,22 @@ fn store<K: Resource<DynamicType = ()> + Clone + 'static>() -> (Store<K>, Writer
     (reader, writer)
 }
 
-fn deliver<K: Resource<DynamicType = ()> + Clone + 'static>(
-    writer: &mut Writer<K>,
+/// Each of `objects` into the cache `writer` fills, kept as the controller keeps it.
+fn deliver<K, C: Resource<DynamicType = ()> + Clone + 'static>(
+    writer: &mut Writer<C>,
     objects: impl IntoIterator<Item = K>,
-    trim: fn(&mut K),
+    keep: impl Fn(K) -> C,
 ) {
-    for mut object in objects {
+    for object in objects {
+        writer.apply_watcher_event(&Event::Apply(keep(object)));
+    }
+}
+
+/// What a cache keeps of an object its watch trims in place (MeteorApps, pods, versions).
+fn trimmed<K>(trim: fn(&mut K)) -> impl Fn(K) -> K {
+    move |mut object| {
         trim(&mut object);
-        writer.apply_watcher_event(&Event::Apply(object));
+        object
     }
 }
 
@@ -514,17 +523,17 @@ fn with_statuses(apps: &[Arc<MeteorApp>], recorded: &Recorded) -> Vec<Arc<Meteor
 
 /// How many objects, and the bytes a store holds per object: each is deserialized from its JSON,
 /// trimmed and stored inside the measured region, so only what the store keeps counts.
-fn bytes_per_object<K>(objects: Vec<serde_json::Value>, trim: fn(&mut K)) -> (usize, f64)
+fn bytes_per_object<K, C>(objects: Vec<serde_json::Value>, keep: impl Fn(K) -> C) -> (usize, f64)
 where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+    K: serde::de::DeserializeOwned,
+    C: Resource<DynamicType = ()> + Clone + 'static,
 {
     let n = objects.len().max(1);
     let before = live_bytes();
-    let (reader, mut writer) = store::<K>();
+    let (reader, mut writer) = store::<C>();
     for json in &objects {
-        let mut object: K = serde_json::from_value(json.clone()).unwrap();
-        trim(&mut object);
-        writer.apply_watcher_event(&Event::Apply(object));
+        let object: K = serde_json::from_value(json.clone()).unwrap();
+        writer.apply_watcher_event(&Event::Apply(keep(object)));
     }
     let bytes = live_bytes().saturating_sub(before);
     drop((reader, writer));
@@ -611,18 +620,18 @@ fn json_of<T: serde::Serialize>(objects: impl IntoIterator<Item = T>) -> Vec<ser
 
 /// The operator's caches, each with the writer its watch would feed it through.
 struct Caches {
-    deployments: Writer<Deployment>,
-    services: Writer<Service>,
-    budgets: Writer<PodDisruptionBudget>,
-    statefulsets: Writer<StatefulSet>,
-    network_policies: Writer<NetworkPolicy>,
-    owned_secrets: Writer<PartialObjectMeta<Secret>>,
+    deployments: Writer<Cached<Deployment>>,
+    services: Writer<Cached<Service>>,
+    budgets: Writer<Cached<PodDisruptionBudget>>,
+    statefulsets: Writer<Cached<StatefulSet>>,
+    network_policies: Writer<Cached<NetworkPolicy>>,
+    owned_secrets: Writer<Cached<Secret>>,
     secret_versions: Writer<PartialObjectMeta<Secret>>,
     config_map_versions: Writer<PartialObjectMeta<ConfigMap>>,
-    ingresses: Writer<Ingress>,
-    accounts: Writer<ServiceAccount>,
-    bindings: Writer<RoleBinding>,
-    autoscalers: Writer<HorizontalPodAutoscaler>,
+    ingresses: Writer<Cached<Ingress>>,
+    accounts: Writer<Cached<ServiceAccount>>,
+    bindings: Writer<Cached<RoleBinding>>,
+    autoscalers: Writer<Cached<HorizontalPodAutoscaler>>,
     pods: Writer<CachedPod>,
     index: SharedIndex,
 }
@@ -662,19 +671,21 @@ impl Caches {
             pages(&crds, by_name, |_| panic!("the mock cluster has no {crd}")).await;
         }
         Self {
-            deployments: relist(client, managed(), trim::deployment).await,
-            services: relist(client, managed(), trim::service).await,
-            budgets: relist(client, managed(), trim::disruption_budget).await,
-            statefulsets: relist(client, managed(), trim::statefulset).await,
-            network_policies: relist(client, managed(), trim::network_policy).await,
-            owned_secrets: relist(client, managed(), trim::secret_metadata).await,
-            secret_versions: relist(client, ListParams::default(), trim::version_only).await,
-            config_map_versions: relist(client, ListParams::default(), trim::version_only).await,
-            ingresses: relist(client, managed(), trim::ingress).await,
-            accounts: relist(client, managed(), trim::service_account).await,
-            bindings: relist(client, managed(), trim::role_binding).await,
-            autoscalers: relist(client, managed(), trim::autoscaler).await,
-            pods: relist(client, managed(), trim::pod).await,
+            deployments: relist(client, managed(), Cached::new).await,
+            services: relist(client, managed(), Cached::new).await,
+            budgets: relist(client, managed(), Cached::new).await,
+            statefulsets: relist(client, managed(), Cached::new).await,
+            network_policies: relist(client, managed(), Cached::new).await,
+            owned_secrets: relist(client, managed(), cached::secret).await,
+            secret_versions: relist(client, ListParams::default(), trimmed(trim::version_only))
+                .await,
+            config_map_versions: relist(client, ListParams::default(), trimmed(trim::version_only))
+                .await,
+            ingresses: relist(client, managed(), Cached::new).await,
+            accounts: relist(client, managed(), Cached::new).await,
+            bindings: relist(client, managed(), Cached::new).await,
+            autoscalers: relist(client, managed(), Cached::new).await,
+            pods: relist(client, managed(), trimmed(CachedPod::keep)).await,
             index: SharedIndex::default(),
         }
     }
@@ -716,15 +727,15 @@ fn all<K: Resource<DynamicType = ()>>(client: &Client) -> Api<K> {
 }
 
 /// A cache filled from one LIST, as a watcher's initial list fills it.
-async fn relist<K>(client: &Client, params: ListParams, trim: fn(&mut K)) -> Writer<K>
+async fn relist<K, C>(client: &Client, params: ListParams, keep: impl Fn(K) -> C) -> Writer<C>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + 'static,
+    C: Resource<DynamicType = ()> + Clone + 'static,
 {
     let (_, mut writer) = reflector::store();
     writer.apply_watcher_event(&Event::Init);
-    pages(&all(client), params, |mut object| {
-        trim(&mut object);
-        writer.apply_watcher_event(&Event::InitApply(object));
+    pages(&all(client), params, |object| {
+        writer.apply_watcher_event(&Event::InitApply(keep(object)));
     })
     .await;
     writer.apply_watcher_event(&Event::InitDone);
@@ -903,11 +914,7 @@ fn report(
     recorded.reported(&deployment.name_any(), &status);
     deployment.metadata.resource_version = Some(recorded.next_version());
     deployment.status = Some(status);
-    deliver(
-        &mut caches.deployments,
-        [deployment.clone()],
-        trim::deployment,
-    );
+    deliver(&mut caches.deployments, [deployment.clone()], Cached::new);
 }
 
 impl Held {
@@ -915,7 +922,7 @@ impl Held {
     fn deployments_seen(&mut self, caches: &mut Caches) {
         for name in std::mem::take(&mut self.unseen) {
             let written = self.deployments[&name].clone();
-            deliver(&mut caches.deployments, [written], trim::deployment);
+            deliver(&mut caches.deployments, [written], Cached::new);
         }
     }
 
@@ -938,7 +945,7 @@ impl Held {
                 progress(deployment, 2 * n, n, n),
             );
             let started = cached_pods(deployment, false);
-            deliver(&mut caches.pods, started.clone(), trim::pod);
+            deliver(&mut caches.pods, started.clone(), trimmed(CachedPod::keep));
             self.pods.entry(name.clone()).or_default().extend(started);
         }
     }
@@ -962,7 +969,7 @@ impl Held {
                 caches.pods.apply_watcher_event(&Event::Delete(pod));
             }
             *pods = cached_pods(deployment, true);
-            deliver(&mut caches.pods, pods.clone(), trim::pod);
+            deliver(&mut caches.pods, pods.clone(), trimmed(CachedPod::keep));
         }
     }
 }
@@ -997,7 +1004,11 @@ impl Fleet {
             let status = deployment.status.clone().unwrap_or_default();
             fleet.recorded.reported(&deployment.name_any(), &status);
             let pods = cached_pods(&deployment, true);
-            deliver(&mut fleet.caches.pods, pods.clone(), trim::pod);
+            deliver(
+                &mut fleet.caches.pods,
+                pods.clone(),
+                trimmed(CachedPod::keep),
+            );
             let held = &mut fleet.held[owner_app(&deployment)];
             held.pods.insert(deployment.name_any(), pods);
             held.deployments.insert(deployment.name_any(), deployment);
@@ -1414,7 +1425,7 @@ async fn main() {
     deliver(
         &mut caches.secret_versions,
         (0..n).map(secret_version),
-        trim::version_only,
+        trimmed(trim::version_only),
     );
     let mut observe = caches.index.observer();
     let apps: Vec<Arc<MeteorApp>> = (0..n).map(|i| Arc::new(app(i, proxy))).collect();
@@ -1431,25 +1442,13 @@ async fn main() {
     let apps = with_statuses(&apps, &recorded);
     // 2. the watch events of everything but the Services are in
     let applied: Vec<Deployment> = std::mem::take(&mut *recorded.deployments.lock().unwrap());
-    deliver(&mut caches.deployments, applied.clone(), trim::deployment);
+    deliver(&mut caches.deployments, applied.clone(), Cached::new);
     let applied_budgets = std::mem::take(&mut *recorded.budgets.lock().unwrap());
-    deliver(
-        &mut caches.budgets,
-        applied_budgets.clone(),
-        trim::disruption_budget,
-    );
+    deliver(&mut caches.budgets, applied_budgets.clone(), Cached::new);
     let applied_accounts = std::mem::take(&mut *recorded.accounts.lock().unwrap());
-    deliver(
-        &mut caches.accounts,
-        applied_accounts.clone(),
-        trim::service_account,
-    );
+    deliver(&mut caches.accounts, applied_accounts.clone(), Cached::new);
     let applied_bindings = std::mem::take(&mut *recorded.bindings.lock().unwrap());
-    deliver(
-        &mut caches.bindings,
-        applied_bindings.clone(),
-        trim::role_binding,
-    );
+    deliver(&mut caches.bindings, applied_bindings.clone(), Cached::new);
     let created_secrets: Vec<PartialObjectMeta<Secret>> =
         std::mem::take(&mut *recorded.created_secrets.lock().unwrap())
             .into_iter()
@@ -1461,18 +1460,14 @@ async fn main() {
     deliver(
         &mut caches.owned_secrets,
         created_secrets.clone(),
-        trim::secret_metadata,
+        cached::secret,
     );
     let secs = reconcile_all(&apps, ctx.clone()).await;
     steps.push(("2. Deployment seen", recorded.take_counts(), secs));
     let apps = with_statuses(&apps, &recorded);
     // 3. the Services are in; each Deployment's pod exists, not ready
     let applied_services: Vec<Service> = std::mem::take(&mut *recorded.services.lock().unwrap());
-    deliver(
-        &mut caches.services,
-        applied_services.clone(),
-        trim::service,
-    );
+    deliver(&mut caches.services, applied_services.clone(), Cached::new);
     let started = applied.iter().cloned().map(|mut d| {
         let n = replicas(&d);
         d.status = Some(DeploymentStatus {
@@ -1484,7 +1479,7 @@ async fn main() {
         });
         d
     });
-    deliver(&mut caches.deployments, started, trim::deployment);
+    deliver(&mut caches.deployments, started, Cached::new);
     let since_created = created_at.elapsed().as_secs_f64();
     let secs = reconcile_all(&apps, ctx.clone()).await;
     steps.push(("3. pods started", recorded.take_counts(), secs));
@@ -1504,13 +1499,13 @@ async fn main() {
                 .map(String::as_str)
                 == Some(Component::Proxy.as_str())
         });
-    deliver(&mut caches.deployments, app_tier.clone(), trim::deployment);
+    deliver(&mut caches.deployments, app_tier.clone(), Cached::new);
     let secs = reconcile_all(&apps, ctx.clone()).await;
     steps.push(("4. app pods ready", recorded.take_counts(), secs));
     let mut apps = with_statuses(&apps, &recorded);
     if proxy {
         tokio::time::sleep(TIER_READY_APART).await;
-        deliver(&mut caches.deployments, proxies.clone(), trim::deployment);
+        deliver(&mut caches.deployments, proxies.clone(), Cached::new);
         let secs = reconcile_all(&apps, ctx.clone()).await;
         steps.push(("4b. proxy pods ready", recorded.take_counts(), secs));
         apps = with_statuses(&apps, &recorded);
@@ -1589,47 +1584,47 @@ fn print_cache_memory(
     let rows = [
         (
             "MeteorApp (spec + status)",
-            bytes_per_object::<ListedApp>(json_of(apps.iter().map(|a| &**a)), trim::app),
-        ),
-        (
-            "Deployments (the app's, the proxy's)",
-            bytes_per_object::<Deployment>(json_of(ready), trim::deployment),
-        ),
-        (
-            "Services (the app's, the proxy's `NAME-app`)",
-            bytes_per_object::<Service>(json_of(&unchanged.services), trim::service),
-        ),
-        (
-            "PodDisruptionBudget (the proxy's)",
-            bytes_per_object::<PodDisruptionBudget>(
-                json_of(&unchanged.budgets),
-                trim::disruption_budget,
+            bytes_per_object::<ListedApp, _>(
+                json_of(apps.iter().map(|a| &**a)),
+                trimmed(trim::app),
             ),
         ),
         (
+            "Deployments (the app's, the proxy's)",
+            bytes_per_object::<Deployment, _>(json_of(ready), Cached::new),
+        ),
+        (
+            "Services (the app's, the proxy's `NAME-app`)",
+            bytes_per_object::<Service, _>(json_of(&unchanged.services), Cached::new),
+        ),
+        (
+            "PodDisruptionBudget (the proxy's)",
+            bytes_per_object::<PodDisruptionBudget, _>(json_of(&unchanged.budgets), Cached::new),
+        ),
+        (
             "ServiceAccount (the proxy's)",
-            bytes_per_object::<ServiceAccount>(json_of(&unchanged.accounts), trim::service_account),
+            bytes_per_object::<ServiceAccount, _>(json_of(&unchanged.accounts), Cached::new),
         ),
         (
             "RoleBinding (the proxy's)",
-            bytes_per_object::<RoleBinding>(json_of(&unchanged.bindings), trim::role_binding),
+            bytes_per_object::<RoleBinding, _>(json_of(&unchanged.bindings), Cached::new),
         ),
         (
             "pods (the app's, the proxy's), as a kubelet reports them",
-            bytes_per_object::<CachedPod>(running_pods(ready, true), trim::pod),
+            bytes_per_object::<CachedPod, _>(running_pods(ready, true), trimmed(CachedPod::keep)),
         ),
         (
             "cookie Secret (metadata)",
-            bytes_per_object::<PartialObjectMeta<Secret>>(
+            bytes_per_object::<PartialObjectMeta<Secret>, _>(
                 json_of(&unchanged.cookie_secrets),
-                trim::secret_metadata,
+                cached::secret,
             ),
         ),
         (
             "referenced Secret (name and version)",
-            bytes_per_object::<PartialObjectMeta<Secret>>(
+            bytes_per_object::<PartialObjectMeta<Secret>, _>(
                 json_of(&unchanged.mongo_secrets),
-                trim::version_only,
+                trimmed(trim::version_only),
             ),
         ),
     ];

@@ -269,7 +269,7 @@ fn own_replica_set() -> Expect {
 fn cached_pods(
     proxies: Vec<serde_json::Value>,
 ) -> Vec<meteor_operator::controller::pods::CachedPod> {
-    [
+    let pods = [
         pod("todos-a", "10.0.0.1", "app", None),
         pod("todos-b", "10.0.0.2", "app", Some("0")),
         pod("todos-c", "10.0.0.3", "app", Some("9")),
@@ -277,8 +277,8 @@ fn cached_pods(
     ]
     .into_iter()
     .chain(proxies)
-    .map(|pod| serde_json::from_value(pod).expect("a pod"))
-    .collect()
+    .collect();
+    support::cached_pods(pods)
 }
 
 /// A routed app going from 4 to 2 replicas (the autoscaler, or `kubectl scale`).

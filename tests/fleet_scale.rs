@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 use meteor_operator::api::MeteorApp;
+use meteor_operator::controller::cached::Cached;
 use meteor_operator::controller::{Context, ListedApp, Metrics, SharedIndex, reconcile};
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,9 +106,9 @@ async fn unchanged_references_are_not_fetched_again_and_a_new_version_is() {
     let ctx = Arc::new(
         Context::new(
             client,
-            store_of(vec![deployment]),
-            store_of(vec![service]),
-            store_of(budget.into_iter().collect()),
+            cache_of(vec![deployment]),
+            cache_of(vec![service]),
+            cache_of(budget.into_iter().collect()),
             Arc::new(Metrics::default()),
         )
         .with_references(index, versions, store_of(vec![])),
@@ -140,13 +141,13 @@ async fn progress_alone_is_paced_and_a_changed_condition_is_not() {
     // First pass: the Deployment exists, its controller has not reported yet.
     let (deployments, mut deployments_writer) = kube::runtime::reflector::store();
     deployments_writer.apply_watcher_event(&Event::Init);
-    deployments_writer.apply_watcher_event(&Event::InitApply(deployment.clone()));
+    deployments_writer.apply_watcher_event(&Event::InitApply(Cached::new(deployment.clone())));
     deployments_writer.apply_watcher_event(&Event::InitDone);
     let ctx = Arc::new(Context::new(
         client,
         deployments,
-        store_of(vec![service]),
-        store_of(budget.into_iter().collect()),
+        cache_of(vec![service]),
+        cache_of(budget.into_iter().collect()),
         Arc::new(Metrics::default()),
     ));
     reconcile(Arc::new(app.clone()), ctx.clone()).await.unwrap();
@@ -159,7 +160,7 @@ async fn progress_alone_is_paced_and_a_changed_condition_is_not() {
     status.ready_replicas = Some(0);
     status.available_replicas = Some(0);
     status.unavailable_replicas = Some(2);
-    deployments_writer.apply_watcher_event(&Event::Apply(started));
+    deployments_writer.apply_watcher_event(&Event::Apply(Cached::new(started)));
     let paced = reconcile(Arc::new(first.clone()), ctx.clone())
         .await
         .unwrap();
@@ -178,7 +179,7 @@ async fn progress_alone_is_paced_and_a_changed_condition_is_not() {
     );
 
     // Third pass: the pods are ready: Ready flips, written at once with the counts.
-    deployments_writer.apply_watcher_event(&Event::Apply(rolled_out(deployment, 2)));
+    deployments_writer.apply_watcher_event(&Event::Apply(Cached::new(rolled_out(deployment, 2))));
     reconcile_in_turn(vec![first], ctx, &transcript, task, n).await;
     let last = with_written_status(app, &transcript);
     let status = last.status.unwrap();
@@ -189,7 +190,6 @@ async fn progress_alone_is_paced_and_a_changed_condition_is_not() {
 /// same facts from the trimmed object as from the whole one, and the status the same progress.
 #[test]
 fn a_trimmed_deployment_tells_the_plan_and_status_what_the_whole_one_does() {
-    use meteor_operator::controller::trim;
     use meteor_operator::plan::TierFacts;
     let app = minimal_app();
     let (deployment, _, _) = applied_children(&app);
@@ -199,8 +199,7 @@ fn a_trimmed_deployment_tells_the_plan_and_status_what_the_whole_one_does() {
         .annotations
         .get_or_insert_with(Default::default)
         .insert("deployment.kubernetes.io/revision".into(), "3".into());
-    let mut trimmed = whole.clone();
-    trim::deployment(&mut trimmed);
+    let trimmed = Cached::new(whole.clone()).object();
     // No pod spec, and no template metadata (two maps): what the plans read of the template is
     // in three cache-only annotations of the Deployment.
     let template = &trimmed.spec.as_ref().unwrap().template;
@@ -226,12 +225,10 @@ fn a_trimmed_deployment_tells_the_plan_and_status_what_the_whole_one_does() {
         condition("Available", "True", "MinimumReplicasAvailable"),
         condition("Progressing", "True", "NewReplicaSetAvailable"),
     ]);
-    let mut trimmed = whole.clone();
-    trim::deployment(&mut trimmed);
+    let trimmed = Cached::new(whole.clone()).object();
     assert_eq!(trimmed.status.as_ref().unwrap().conditions, None);
     let stuck_whole = stuck(whole);
-    let mut stuck_trimmed = stuck_whole.clone();
-    trim::deployment(&mut stuck_trimmed);
+    let stuck_trimmed = Cached::new(stuck_whole.clone()).object();
     let progress = meteor_operator::status::Progress::of(Some(&stuck_trimmed));
     assert!(progress.stuck);
     assert_eq!(

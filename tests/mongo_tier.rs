@@ -8,6 +8,7 @@ mod support;
 use http::{Method, StatusCode};
 use meteor_operator::api::MeteorApp;
 use meteor_operator::build::mongo as mongo_build;
+use meteor_operator::controller::cached::Cached;
 use meteor_operator::controller::mongo as tier;
 use meteor_operator::status::mongo::TierReport;
 use serde_json::{Value, json};
@@ -421,8 +422,7 @@ async fn run_resize(allow: bool) -> (TierReport, Transcript) {
         }
     }
     script.push(Expect::patch(STS));
-    let mut statefulset = existing_statefulset();
-    meteor_operator::controller::trim::statefulset(&mut statefulset);
+    let statefulset = Cached::new(existing_statefulset()).object();
     let cluster = Cluster {
         statefulsets: vec![statefulset],
         ..Cluster::default()
@@ -490,8 +490,7 @@ async fn a_settled_tier_reads_only_the_credential_secrets() {
     };
     // What earlier reconciles applied: in the caches, the URLs Secret by its metadata only.
     let urls = stamped(urls_secret(&app, &user("app", "a"), &user("oplog", "o")));
-    let mut statefulset = tier.statefulset.clone();
-    meteor_operator::controller::trim::statefulset(&mut statefulset);
+    let statefulset = Cached::new(tier.statefulset.clone()).object();
     let mut script = existing_secrets();
     // The StatefulSet gets the replicas the (unreachable) set allows: its one write here.
     script.push(Expect::patch(STS));

@@ -12,6 +12,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use meteor_operator::api::{MeteorApp, RolloutStatus};
 use meteor_operator::build::meta;
+use meteor_operator::controller::cached::Cached;
 use meteor_operator::controller::{reconcile, stamped};
 use meteor_operator::plan::TierFacts;
 use serde_json::json;
@@ -572,13 +573,12 @@ async fn a_change_by_someone_else_after_our_write_is_seen_from_field_ownership()
         None,
         json!({"f:spec": {"f:template": {}}}),
     )]);
-    meteor_operator::controller::trim::deployment(&mut scaled);
+    let mut scaled = Cached::new(scaled).object();
     let hash = meteor_operator::controller::desired_hash(&observed);
     let _ = (service, budget);
     // Not drifted before the edit, drifted after it.
     ctx.applier.baselines().written(&answer.metadata);
-    let mut untouched = answer.clone();
-    meteor_operator::controller::trim::deployment(&mut untouched);
+    let mut untouched = Cached::new(answer.clone()).object();
     for cached in [&mut untouched, &mut scaled] {
         cached
             .metadata

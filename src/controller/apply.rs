@@ -5,12 +5,12 @@
 //! (`meteorfleet.dev/applied-hash`) and by the field ownership `drift` tracks, so a resync of an
 //! unchanged app makes no write request and an edit by someone else is put back.
 
-use super::drift::{self, Baselines};
+use super::cached::{Cache, Compact};
+use super::drift::Baselines;
 use super::expected::Expected;
 use crate::build::meta::FIELD_MANAGER;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -133,7 +133,7 @@ impl Applier {
     }
 
     /// Server-side applies `desired` unless `observed` already matches it.
-    pub async fn apply<K: Child>(
+    pub async fn apply<K: Compact>(
         &self,
         desired: K,
         observed: Option<&K>,
@@ -147,9 +147,9 @@ impl Applier {
 
     /// [`Applier::apply`] over the child of the same name as its cache shows it (or as this
     /// operator last wrote it, while the cache lags).
-    pub async fn apply_cached<K: Child>(
+    pub async fn apply_cached<K: Compact>(
         &self,
-        cache: &Store<K>,
+        cache: &Cache<K>,
         desired: K,
     ) -> Result<Applied<K>, kube::Error> {
         let observed = self.expected.observed(
@@ -162,7 +162,7 @@ impl Applier {
 
     /// Server-side applies `object`, stamped with `hash` (the hash of what the spec asked for,
     /// which may differ from `object` itself, e.g. while rolled back).
-    pub async fn write<K: Child>(&self, hash: &str, object: K) -> Result<K, kube::Error> {
+    pub async fn write<K: Compact>(&self, hash: &str, object: K) -> Result<K, kube::Error> {
         let object = stamped_with(object, hash.to_string());
         let api: Api<K> =
             Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
@@ -171,17 +171,14 @@ impl Applier {
             .patch(&object.name_any(), &params, &Patch::Apply(&object))
             .await?;
         self.baselines.written(written.meta());
-        let mut seen = written.clone();
-        // As the cache would hold it, for the drift check of a reconcile that reads it.
-        drift::condense(seen.meta_mut());
-        self.expected.written(&seen);
+        self.expected.written(written.clone());
         Ok(written)
     }
 
     /// A child the spec may or may not want: applied over `observed` when `desired` is set,
     /// else `observed` deleted if `owner_uid` controls it. The API's answer to a write, and the
     /// requests made (0 or 1).
-    pub async fn apply_or_delete<K: Child>(
+    pub async fn apply_or_delete<K: Compact>(
         &self,
         owner_uid: Option<String>,
         desired: Option<K>,

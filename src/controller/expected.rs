@@ -13,11 +13,11 @@
 //! 1.35, and true of every etcd-backed API server); where one does not parse, only equality
 //! counts.
 
-use super::apply::Child;
+use super::cached::{Cache, Cached, Compact};
 use crate::api::{MeteorApp, MeteorAppStatus};
-use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
+use kube::{Resource, ResourceExt};
 use std::any::Any;
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -63,39 +63,51 @@ pub(super) fn sweep<K, V>(
     now
 }
 
-fn key_of<K: Child>(namespace: &str, name: &str) -> Key {
+fn key_of<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> Key {
     (K::kind(&()).into_owned(), namespace.into(), name.into())
 }
 
 impl Expected {
-    /// Records what the API answered to a write of a child.
-    pub fn written<K: Child>(&self, answer: &K) {
+    /// Records what the API answered to a write of a child, kept as its cache would keep it.
+    pub fn written<K: Compact>(&self, answer: K) {
         let key = key_of::<K>(&answer.namespace().unwrap_or_default(), &answer.name_any());
+        let version = answer.resource_version();
         let mut written = self.lock();
         let now = sweep(&mut written, AT_MOST, |w| w.at);
         written.insert(
             key,
             Written {
-                version: answer.resource_version(),
-                object: Arc::new(answer.clone()),
+                version,
+                object: Arc::new(Cached::new(answer)),
                 at: now,
             },
         );
     }
 
     /// Forgets a child the operator deleted.
-    pub fn deleted<K: Child>(&self, namespace: &str, name: &str) {
+    pub fn deleted<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) {
         self.lock().remove(&key_of::<K>(namespace, name));
     }
 
     /// The child as the operator last wrote it, while `cache` does not show that write yet;
     /// else the cache's view.
-    pub fn observed<K: Child>(
+    pub fn observed<K: Compact>(
         &self,
-        cache: &Store<K>,
+        cache: &Cache<K>,
         namespace: &str,
         name: &str,
     ) -> Option<Arc<K>> {
+        let cached = self.observed_cached(cache, namespace, name)?;
+        Some(Arc::new(cached.object()))
+    }
+
+    /// [`Expected::observed`] as the cache keeps it.
+    pub fn observed_cached<K: Compact>(
+        &self,
+        cache: &Cache<K>,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<Cached<K>>> {
         let cached = cache.get(&ObjectRef::new(name).within(namespace));
         let key = key_of::<K>(namespace, name);
         let mut written = self.lock();
@@ -109,12 +121,12 @@ impl Expected {
             written.remove(&key);
             return cached;
         }
-        entry.object.clone().downcast::<K>().ok().or(cached)
+        entry.object.clone().downcast::<Cached<K>>().ok().or(cached)
     }
 
     /// For `StreamExt::inspect` after the reflector of `K`'s cache: drops entries the watch
     /// delivered (their version, a deletion, or a whole relist).
-    pub fn observer<K: Child>(
+    pub fn observer<K: Resource<DynamicType = ()>>(
         self: &Arc<Self>,
     ) -> impl FnMut(&Result<Event<K>, watcher::Error>) + Send + 'static {
         let expected = self.clone();
@@ -226,28 +238,28 @@ mod tests {
     #[test]
     fn a_write_stands_in_for_the_cache_until_the_cache_holds_it() {
         let expected = Arc::new(Expected::default());
-        let (cache, mut writer) = reflector::store::<Service>();
+        let (cache, mut writer) = reflector::store::<Cached<Service>>();
         writer.apply_watcher_event(&Event::Init);
-        writer.apply_watcher_event(&Event::InitApply(service("1")));
+        writer.apply_watcher_event(&Event::InitApply(Cached::new(service("1"))));
         writer.apply_watcher_event(&Event::InitDone);
         assert_eq!(
             version(expected.observed(&cache, "shop", "todos")),
             Some("1".into())
         );
 
-        expected.written(&service("2"));
+        expected.written(service("2"));
         assert_eq!(
             version(expected.observed(&cache, "shop", "todos")),
             Some("2".into()),
             "the cache still holds version 1"
         );
-        writer.apply_watcher_event(&Event::Apply(service("2")));
+        writer.apply_watcher_event(&Event::Apply(Cached::new(service("2"))));
         assert_eq!(
             version(expected.observed(&cache, "shop", "todos")),
             Some("2".into())
         );
         // Someone else's later edit is seen as it is: the entry left when the cache caught up.
-        writer.apply_watcher_event(&Event::Apply(service("3")));
+        writer.apply_watcher_event(&Event::Apply(Cached::new(service("3"))));
         assert_eq!(
             version(expected.observed(&cache, "shop", "todos")),
             Some("3".into())
@@ -290,28 +302,28 @@ mod tests {
     #[test]
     fn a_cache_already_past_the_write_is_seen_at_once() {
         let expected = Arc::new(Expected::default());
-        let (cache, mut writer) = reflector::store::<Service>();
-        let mut observe = expected.observer::<Service>();
+        let (cache, mut writer) = reflector::store::<Cached<Service>>();
+        let mut observe = expected.observer::<Cached<Service>>();
         writer.apply_watcher_event(&Event::Init);
         writer.apply_watcher_event(&Event::InitDone);
         for version in ["7", "8"] {
-            writer.apply_watcher_event(&Event::Apply(service(version)));
-            observe(&Ok(Event::Apply(service(version))));
+            writer.apply_watcher_event(&Event::Apply(Cached::new(service(version))));
+            observe(&Ok(Event::Apply(Cached::new(service(version)))));
         }
-        expected.written(&service("7"));
+        expected.written(service("7"));
         assert_eq!(
             version(expected.observed(&cache, "shop", "todos")),
             Some("8".into())
         );
 
         // Before the cache catches up the write stands in; a later event clears it.
-        expected.written(&service("10"));
+        expected.written(service("10"));
         assert_eq!(
             version(expected.observed(&cache, "shop", "todos")),
             Some("10".into())
         );
-        observe(&Ok(Event::Apply(service("11"))));
-        writer.apply_watcher_event(&Event::Apply(service("11")));
+        observe(&Ok(Event::Apply(Cached::new(service("11")))));
+        writer.apply_watcher_event(&Event::Apply(Cached::new(service("11"))));
         assert_eq!(
             version(expected.observed(&cache, "shop", "todos")),
             Some("11".into())
@@ -339,23 +351,23 @@ mod tests {
     #[test]
     fn the_watch_clears_an_entry_for_its_version_a_deletion_or_a_relist() {
         let expected = Arc::new(Expected::default());
-        let (cache, _writer) = reflector::store::<Service>();
-        let mut observe = expected.observer::<Service>();
+        let (cache, _writer) = reflector::store::<Cached<Service>>();
+        let mut observe = expected.observer::<Cached<Service>>();
 
-        expected.written(&service("2"));
-        observe(&Ok(Event::Apply(service("1"))));
+        expected.written(service("2"));
+        observe(&Ok(Event::Apply(Cached::new(service("1")))));
         assert!(
             expected.observed(&cache, "shop", "todos").is_some(),
             "an older version does not clear it"
         );
-        observe(&Ok(Event::Apply(service("2"))));
+        observe(&Ok(Event::Apply(Cached::new(service("2")))));
         assert!(expected.observed(&cache, "shop", "todos").is_none());
 
-        expected.written(&service("4"));
-        observe(&Ok(Event::Delete(service("5"))));
+        expected.written(service("4"));
+        observe(&Ok(Event::Delete(Cached::new(service("5")))));
         assert!(expected.observed(&cache, "shop", "todos").is_none());
 
-        expected.written(&service("6"));
+        expected.written(service("6"));
         observe(&Ok(Event::Init));
         observe(&Ok(Event::InitDone));
         assert!(expected.observed(&cache, "shop", "todos").is_none());

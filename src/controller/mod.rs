@@ -4,6 +4,7 @@
 
 mod admin;
 pub(crate) mod apply;
+pub mod cached;
 pub mod client;
 pub mod drift;
 mod expected;
@@ -39,9 +40,10 @@ use crate::build::meta::MANAGED_SELECTOR;
 use crate::build::routing::{Certificate, HTTPRoute};
 use crate::references::SourceKind;
 use crate::status::routing::TlsSecretState;
+use cached::{Cache, Cached};
 use feed::Feed;
 use futures::future::Shared;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
@@ -204,15 +206,16 @@ pub struct Context {
     pub applier: Applier,
     /// Upgrade slots (`--max-upgrade-rollouts`).
     pub slots: RolloutSlots,
-    pub deployments: Store<Deployment>,
-    pub services: Store<Service>,
-    pub budgets: Store<PodDisruptionBudget>,
+    pub deployments: Cache<Deployment>,
+    pub services: Cache<Service>,
+    pub budgets: Cache<PodDisruptionBudget>,
     /// Managed-MongoDB StatefulSets (replicas and claim templates kept).
-    pub statefulsets: Store<StatefulSet>,
+    pub statefulsets: Cache<StatefulSet>,
     /// Managed-MongoDB NetworkPolicies (metadata kept).
-    pub network_policies: Store<NetworkPolicy>,
-    /// The Secrets the operator labelled (generated credentials, Mongo URLs): metadata only.
-    pub owned_secrets: Store<PartialObjectMeta<Secret>>,
+    pub network_policies: Cache<NetworkPolicy>,
+    /// The Secrets the operator labelled (generated credentials, Mongo URLs, cookie keys): from
+    /// a metadata watch, no Secret data is held.
+    pub owned_secrets: Cache<Secret>,
     /// Which apps reference which Secrets and ConfigMaps, and what they resolved to.
     pub index: index::SharedIndex,
     /// When each app's newest generation arrived, for the lag to `observedGeneration`.
@@ -227,7 +230,7 @@ pub struct Context {
     /// The routing tier's caches.
     pub routing: RoutingCaches,
     /// HorizontalPodAutoscalers (metadata and status kept).
-    pub autoscalers: Store<HorizontalPodAutoscaler>,
+    pub autoscalers: Cache<HorizontalPodAutoscaler>,
     /// The operator's pods (app, worker, proxy, Mongo), trimmed to what crash-loop detection and
     /// deletion costs read: a reconcile never LISTs pods, whose cost grows with every pod of the
     /// namespace. Their changes trigger nothing (the Deployments' do).
@@ -248,9 +251,9 @@ pub struct Context {
 impl Context {
     pub fn new(
         client: Client,
-        deployments: Store<Deployment>,
-        services: Store<Service>,
-        budgets: Store<PodDisruptionBudget>,
+        deployments: Cache<Deployment>,
+        services: Cache<Service>,
+        budgets: Cache<PodDisruptionBudget>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let recorder = Recorder::new(client.clone(), Reporter::from("meteor-operator"));
@@ -284,9 +287,9 @@ impl Context {
     /// With the managed-MongoDB caches of the running controller (default: empty, listed ones).
     pub fn with_mongo_caches(
         mut self,
-        statefulsets: Store<StatefulSet>,
-        network_policies: Store<NetworkPolicy>,
-        owned_secrets: Store<PartialObjectMeta<Secret>>,
+        statefulsets: Cache<StatefulSet>,
+        network_policies: Cache<NetworkPolicy>,
+        owned_secrets: Cache<Secret>,
     ) -> Self {
         self.statefulsets = statefulsets;
         self.network_policies = network_policies;
@@ -322,7 +325,7 @@ impl Context {
     }
 
     /// With the cache of HorizontalPodAutoscalers (default: empty, listed).
-    pub fn with_autoscalers(mut self, autoscalers: Store<HorizontalPodAutoscaler>) -> Self {
+    pub fn with_autoscalers(mut self, autoscalers: Cache<HorizontalPodAutoscaler>) -> Self {
         self.autoscalers = autoscalers;
         self
     }
@@ -368,9 +371,9 @@ impl Context {
 /// The caches of the routing tier: Ingresses and the proxy's RBAC (metadata, and the Ingress's
 /// status), HTTPRoutes and Certificates where the cluster has their CRDs.
 pub struct RoutingCaches {
-    pub ingresses: Store<Ingress>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub role_bindings: Store<RoleBinding>,
+    pub ingresses: Cache<Ingress>,
+    pub service_accounts: Cache<ServiceAccount>,
+    pub role_bindings: Cache<RoleBinding>,
     pub http_routes: Optional<HTTPRoute>,
     pub certificates: Optional<Certificate>,
     /// The proxy pods' PodMonitors, where the cluster has the Prometheus Operator's CRD.
@@ -412,12 +415,10 @@ async fn reconcile_measured(listed: Arc<ListedApp>, ctx: Arc<Context>) -> Result
     result
 }
 
-/// What the caches keep of each object: only what reconcile reads back (metadata and, for
-/// Deployments, status). The spec of a child is what we applied; managedFields are often most
-/// of an object's bytes.
+/// What the caches of MeteorApps and referenced Secrets and ConfigMaps keep of each object
+/// (children: see [`cached`]; pods: [`CachedPod::keep`]); managedFields are often most of an object's bytes.
 pub mod trim {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, StatefulSetSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     /// Keeps the app whole but for managedFields and kubectl's copy of the last applied
@@ -428,125 +429,6 @@ pub mod trim {
         if let Some(annotations) = meta.annotations.as_mut() {
             annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
         }
-    }
-
-    /// Of a child's metadata, what reconcile reads: identity, owners, and the operator's own
-    /// annotations (applied hash, condensed field ownership).
-    fn identity(meta: &mut ObjectMeta) {
-        let taken = std::mem::take(meta);
-        *meta = ObjectMeta {
-            name: taken.name,
-            namespace: taken.namespace,
-            uid: taken.uid,
-            resource_version: taken.resource_version,
-            generation: taken.generation,
-            deletion_timestamp: taken.deletion_timestamp,
-            owner_references: taken.owner_references,
-            annotations: ours(taken.annotations),
-            labels: ours(taken.labels),
-            ..ObjectMeta::default()
-        };
-    }
-
-    /// The entries of a label or annotation map under the operator's own prefixes.
-    fn ours(
-        map: Option<std::collections::BTreeMap<String, String>>,
-    ) -> Option<std::collections::BTreeMap<String, String>> {
-        let kept: std::collections::BTreeMap<_, _> = map?
-            .into_iter()
-            .filter(|(key, _)| key.contains("meteorfleet.dev/"))
-            .collect();
-        (!kept.is_empty()).then_some(kept)
-    }
-
-    /// Keeps what the rollout plan reads: replicas, and of the pod template only its hash,
-    /// config hash and first image, moved to cache-only annotations of the Deployment (a pod
-    /// spec costs kilobytes even when empty, and the template's label and annotation maps a
-    /// B-tree node each); field ownership condensed for drift checks.
-    pub fn deployment(deployment: &mut Deployment) {
-        use crate::build::meta::{
-            CACHED_CONFIG_HASH_ANNOTATION, CACHED_IMAGE_ANNOTATION,
-            CACHED_TEMPLATE_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION, TEMPLATE_HASH_LABEL,
-        };
-        drift::condense(&mut deployment.metadata);
-        identity(&mut deployment.metadata);
-        let Some(spec) = deployment.spec.take() else {
-            return;
-        };
-        let template = spec.template.metadata.unwrap_or_default();
-        let kept = [
-            (
-                CACHED_IMAGE_ANNOTATION,
-                spec.template
-                    .spec
-                    .and_then(|pod| pod.containers.into_iter().next()?.image),
-            ),
-            (
-                CACHED_TEMPLATE_HASH_ANNOTATION,
-                template
-                    .labels
-                    .and_then(|mut labels| labels.remove(TEMPLATE_HASH_LABEL)),
-            ),
-            (
-                CACHED_CONFIG_HASH_ANNOTATION,
-                template
-                    .annotations
-                    .and_then(|mut annotations| annotations.remove(CONFIG_HASH_ANNOTATION)),
-            ),
-        ];
-        for (key, value) in kept {
-            if let Some(value) = value {
-                deployment
-                    .metadata
-                    .annotations
-                    .get_or_insert_with(Default::default)
-                    .insert(key.into(), value);
-            }
-        }
-        deployment.spec = Some(DeploymentSpec {
-            replicas: spec.replicas,
-            ..DeploymentSpec::default()
-        });
-        // Counts, and of the conditions only a stalled rollout's (`Progressing` False, with its
-        // reason: `ProgressDeadlineExceeded` is a stuck one), without message or times: the
-        // plans read nothing else, and two healthy conditions cost half a kilobyte.
-        if let Some(status) = deployment.status.as_mut() {
-            status.conditions = status.conditions.take().and_then(|conditions| {
-                let stalled: Vec<_> = conditions
-                    .into_iter()
-                    .filter(|c| c.type_ == "Progressing" && c.status == "False")
-                    .map(|c| DeploymentCondition {
-                        type_: c.type_,
-                        status: c.status,
-                        reason: c.reason,
-                        ..DeploymentCondition::default()
-                    })
-                    .collect();
-                (!stalled.is_empty()).then_some(stalled)
-            });
-        }
-    }
-
-    /// Keeps replicas and the claim templates (pinned on every apply, they cannot change).
-    pub fn statefulset(statefulset: &mut StatefulSet) {
-        drift::condense(&mut statefulset.metadata);
-        identity(&mut statefulset.metadata);
-        statefulset.spec = statefulset.spec.take().map(|spec| StatefulSetSpec {
-            replicas: spec.replicas,
-            volume_claim_templates: spec.volume_claim_templates,
-            ..StatefulSetSpec::default()
-        });
-    }
-
-    pub fn network_policy(policy: &mut NetworkPolicy) {
-        drift::condense(&mut policy.metadata);
-        identity(&mut policy.metadata);
-        policy.spec = None;
-    }
-
-    pub fn secret_metadata(secret: &mut PartialObjectMeta<Secret>) {
-        drift::condense(&mut secret.metadata);
-        identity(&mut secret.metadata);
     }
 
     /// A referenced Secret or ConfigMap: its identity and version, nothing else.
@@ -560,122 +442,6 @@ pub mod trim {
         };
         object.types = None;
     }
-
-    /// Keeps the load balancer's address (`status.routing.address`).
-    pub fn service(service: &mut Service) {
-        drift::condense(&mut service.metadata);
-        identity(&mut service.metadata);
-        service.spec = None;
-        service.status = service
-            .status
-            .take()
-            .and_then(|s| s.load_balancer)
-            .filter(|lb| lb.ingress.as_ref().is_some_and(|i| !i.is_empty()))
-            .map(|lb| k8s_openapi::api::core::v1::ServiceStatus {
-                load_balancer: Some(lb),
-                conditions: None,
-            });
-    }
-
-    /// Keeps the address the Ingress controller reports.
-    pub fn ingress(ingress: &mut Ingress) {
-        drift::condense(&mut ingress.metadata);
-        identity(&mut ingress.metadata);
-        ingress.spec = None;
-    }
-
-    /// Metadata only: the applier needs identity, hash and field ownership.
-    pub fn metadata_only<K: Resource>(object: &mut K) {
-        drift::condense(object.meta_mut());
-        identity(object.meta_mut());
-    }
-
-    /// Keeps the spec (small; `sessionPersistence` is checked) and the Gateways' answers.
-    pub fn http_route(route: &mut HTTPRoute) {
-        drift::condense(&mut route.metadata);
-        identity(&mut route.metadata);
-    }
-
-    /// Keeps the autoscaler's status (`Autoscaled`, `status.autoscaling`).
-    pub fn autoscaler(autoscaler: &mut HorizontalPodAutoscaler) {
-        drift::condense(&mut autoscaler.metadata);
-        identity(&mut autoscaler.metadata);
-        autoscaler.spec = None;
-    }
-
-    /// Metadata only: the applier needs identity, hash and field ownership.
-    pub fn pod_monitor(monitor: &mut PodMonitor) {
-        metadata_only(monitor);
-        monitor.spec = Default::default();
-    }
-
-    /// Keeps cert-manager's conditions.
-    pub fn certificate(certificate: &mut Certificate) {
-        drift::condense(&mut certificate.metadata);
-        identity(&mut certificate.metadata);
-        certificate.spec = Default::default();
-    }
-
-    /// The proxy's ServiceAccount and RoleBinding: their hash and drift annotations say
-    /// whether they changed (a RoleBinding keeps its `roleRef`, which cannot change in place).
-    pub fn service_account(account: &mut ServiceAccount) {
-        metadata_only(account);
-        account.secrets = None;
-        account.image_pull_secrets = None;
-    }
-
-    pub fn role_binding(binding: &mut RoleBinding) {
-        metadata_only(binding);
-        binding.subjects = None;
-    }
-
-    /// Of a pod's metadata, what crash-loop detection and deletion costs read: identity, the
-    /// labels that place it in a tier (and its template), its controller, its deletion cost.
-    /// (Its status was already cut to the IP and restart counts by [`CachedPod`].)
-    pub fn pod(pod: &mut CachedPod) {
-        let meta = std::mem::take(&mut pod.metadata);
-        // The labels a pod is selected by (`pods_of`): its app, tier and template. Others, our
-        // `managed-by` included (the watch already selects on it), are not kept.
-        let labels = meta.labels.map(|labels| {
-            labels
-                .into_iter()
-                .filter(|(key, _)| {
-                    matches!(
-                        key.as_str(),
-                        "app.kubernetes.io/name"
-                            | "app.kubernetes.io/instance"
-                            | "app.kubernetes.io/component"
-                            | crate::build::meta::TEMPLATE_HASH_LABEL
-                    )
-                })
-                .collect()
-        });
-        let annotations = meta.annotations.and_then(|mut annotations| {
-            let cost = annotations.remove(crate::plan::POD_DELETION_COST)?;
-            Some(std::collections::BTreeMap::from([(
-                crate::plan::POD_DELETION_COST.to_string(),
-                cost,
-            )]))
-        });
-        pod.metadata = ObjectMeta {
-            name: meta.name,
-            namespace: meta.namespace,
-            uid: meta.uid,
-            resource_version: meta.resource_version,
-            deletion_timestamp: meta.deletion_timestamp,
-            owner_references: meta.owner_references,
-            labels,
-            annotations,
-            ..ObjectMeta::default()
-        };
-    }
-
-    pub fn disruption_budget(budget: &mut PodDisruptionBudget) {
-        drift::condense(&mut budget.metadata);
-        identity(&mut budget.metadata);
-        budget.spec = None;
-        budget.status = None;
-    }
 }
 
 fn version_in<K: Child>(store: &Store<K>, namespace: &str, name: &str) -> Option<String> {
@@ -685,7 +451,7 @@ fn version_in<K: Child>(store: &Store<K>, namespace: &str, name: &str) -> Option
 }
 
 /// A store that has listed and holds nothing.
-fn empty_store<K: Child>() -> Store<K> {
+fn empty_store<K: Resource<DynamicType = ()> + Clone + 'static>() -> Store<K> {
     let (reader, mut writer) = reflector::store();
     writer.apply_watcher_event(&watcher::Event::Init);
     writer.apply_watcher_event(&watcher::Event::InitDone);
@@ -846,12 +612,12 @@ struct Caches {
     /// Whether MeteorApps were listed once. (Not `apps.wait_until_ready()`: kube-runtime wakes
     /// only one of the tasks waiting on it, and its controller is one.)
     apps_listed: tokio::sync::watch::Receiver<bool>,
-    deployments: Store<Deployment>,
-    services: Store<Service>,
-    budgets: Store<PodDisruptionBudget>,
-    statefulsets: Store<StatefulSet>,
-    network_policies: Store<NetworkPolicy>,
-    owned_secrets: Store<PartialObjectMeta<Secret>>,
+    deployments: Cache<Deployment>,
+    services: Cache<Service>,
+    budgets: Cache<PodDisruptionBudget>,
+    statefulsets: Cache<StatefulSet>,
+    network_policies: Cache<NetworkPolicy>,
+    owned_secrets: Cache<Secret>,
     /// Which apps reference each Secret/ConfigMap, kept from the same events as `apps`.
     index: index::SharedIndex,
     /// When each app's newest generation arrived, from the same events.
@@ -861,28 +627,28 @@ struct Caches {
     secret_versions: Store<PartialObjectMeta<Secret>>,
     config_map_versions: Store<PartialObjectMeta<ConfigMap>>,
     routing: RoutingCaches,
-    autoscalers: Store<HorizontalPodAutoscaler>,
+    autoscalers: Cache<HorizontalPodAutoscaler>,
     pods: Store<CachedPod>,
     feeds: Feeds,
 }
 
 struct Feeds {
     apps: Feed<ListedApp>,
-    deployments: Feed<Deployment>,
-    services: Feed<Service>,
-    budgets: Feed<PodDisruptionBudget>,
-    statefulsets: Feed<StatefulSet>,
-    network_policies: Feed<NetworkPolicy>,
-    owned_secrets: Feed<PartialObjectMeta<Secret>>,
+    deployments: Feed<Cached<Deployment>>,
+    services: Feed<Cached<Service>>,
+    budgets: Feed<Cached<PodDisruptionBudget>>,
+    statefulsets: Feed<Cached<StatefulSet>>,
+    network_policies: Feed<Cached<NetworkPolicy>>,
+    owned_secrets: Feed<Cached<Secret>>,
     secrets: Feed<PartialObjectMeta<Secret>>,
     config_maps: Feed<PartialObjectMeta<ConfigMap>>,
-    ingresses: Feed<Ingress>,
-    service_accounts: Feed<ServiceAccount>,
-    role_bindings: Feed<RoleBinding>,
-    http_routes: Feed<HTTPRoute>,
-    certificates: Feed<Certificate>,
-    pod_monitors: Feed<PodMonitor>,
-    autoscalers: Feed<HorizontalPodAutoscaler>,
+    ingresses: Feed<Cached<Ingress>>,
+    service_accounts: Feed<Cached<ServiceAccount>>,
+    role_bindings: Feed<Cached<RoleBinding>>,
+    http_routes: Feed<Cached<HTTPRoute>>,
+    certificates: Feed<Cached<Certificate>>,
+    pod_monitors: Feed<Cached<PodMonitor>>,
+    autoscalers: Feed<Cached<HorizontalPodAutoscaler>>,
     /// Never opened: pod changes only keep the cache current.
     pods: Feed<CachedPod>,
 }
@@ -896,27 +662,23 @@ impl Caches {
             namespace,
             expected: &expected,
         };
-        let (deployments, deployment_feed) = owned.cache::<Deployment>(trim::deployment);
-        let (services, service_feed) = owned.cache::<Service>(trim::service);
-        let (budgets, budget_feed) = owned.cache::<PodDisruptionBudget>(trim::disruption_budget);
-        let (statefulsets, statefulset_feed) = owned.cache::<StatefulSet>(trim::statefulset);
-        let (network_policies, network_policy_feed) =
-            owned.cache::<NetworkPolicy>(trim::network_policy);
-        let (owned_secrets, owned_secret_feed) =
-            owned.cache::<PartialObjectMeta<Secret>>(trim::secret_metadata);
-        let (ingresses, ingress_feed) = owned.cache::<Ingress>(trim::ingress);
-        let (autoscalers, autoscaler_feed) =
-            owned.cache::<HorizontalPodAutoscaler>(trim::autoscaler);
-        let (pods, pod_feed) = owned.cache::<CachedPod>(trim::pod);
-        let (service_accounts, service_account_feed) =
-            owned.cache::<ServiceAccount>(trim::service_account);
-        let (role_bindings, role_binding_feed) = owned.cache::<RoleBinding>(trim::role_binding);
+        let (deployments, deployment_feed) = owned.cache(cached::event::<Deployment>);
+        let (services, service_feed) = owned.cache(cached::event::<Service>);
+        let (budgets, budget_feed) = owned.cache(cached::event::<PodDisruptionBudget>);
+        let (statefulsets, statefulset_feed) = owned.cache(cached::event::<StatefulSet>);
+        let (network_policies, network_policy_feed) = owned.cache(cached::event::<NetworkPolicy>);
+        let (owned_secrets, owned_secret_feed) = owned.cache(cached::secret_event);
+        let (ingresses, ingress_feed) = owned.cache(cached::event::<Ingress>);
+        let (autoscalers, autoscaler_feed) = owned.cache(cached::event::<HorizontalPodAutoscaler>);
+        let (pods, pod_feed) =
+            owned.cache(|event: watcher::Event<CachedPod>| event.modify(CachedPod::keep));
+        let (service_accounts, service_account_feed) = owned.cache(cached::event::<ServiceAccount>);
+        let (role_bindings, role_binding_feed) = owned.cache(cached::event::<RoleBinding>);
         let (http_routes, http_route_feed) = optional::start::<HTTPRoute>(
             client,
             namespace,
             "httproutes.gateway.networking.k8s.io",
             MANAGED_SELECTOR,
-            trim::http_route,
             &expected,
         );
         let (certificates, certificate_feed) = optional::start::<Certificate>(
@@ -924,7 +686,6 @@ impl Caches {
             namespace,
             "certificates.cert-manager.io",
             MANAGED_SELECTOR,
-            trim::certificate,
             &expected,
         );
         let (pod_monitors, pod_monitor_feed) = optional::start::<PodMonitor>(
@@ -932,7 +693,6 @@ impl Caches {
             namespace,
             "podmonitors.monitoring.coreos.com",
             MANAGED_SELECTOR,
-            trim::pod_monitor,
             &expected,
         );
         // MeteorApps are cached without managedFields, which are often most of an object's bytes.
@@ -1138,18 +898,25 @@ struct Owned<'a> {
 }
 
 impl Owned<'_> {
-    /// A trimmed cache of one kind of child (selected by our managed-by label) and the feed of
-    /// its changes; each event, once stored, clears what `expected` held for it.
-    fn cache<K: Child>(&self, trim: impl Fn(&mut K) + Send + 'static) -> (Store<K>, Feed<K>) {
+    /// A cache of one kind of child (selected by our managed-by label), each object kept as
+    /// `keep` makes it, and the feed of its changes; each event, once stored, clears what
+    /// `expected` held for it.
+    fn cache<K: Child, C>(
+        &self,
+        keep: fn(watcher::Event<K>) -> watcher::Event<C>,
+    ) -> (Store<C>, Feed<C>)
+    where
+        C: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
         let (reader, writer) = reflector::store();
         let events = watcher(
             scoped_api::<K>(self.client, self.namespace),
             watch_config().labels(MANAGED_SELECTOR),
         )
         .backoff(feed::backoff())
-        .modify(trim)
+        .map_ok(keep)
         .reflect(writer)
-        .inspect(self.expected.observer::<K>());
+        .inspect(self.expected.observer::<C>());
         (reader, feed::spawn(K::kind(&()).into_owned(), events, None))
     }
 }

@@ -15,7 +15,8 @@
 //! 5. The StatefulSet (observed in the cache), applied with the replicas the step allows.
 
 use super::Context;
-use super::apply::{Applier, Child};
+use super::apply::Applier;
+use super::cached::{Cache, Compact};
 use crate::api::{MAX_MEMBERS, MeteorApp};
 use crate::build::mongo::secrets;
 use crate::build::mongo::secrets::UserCredentials;
@@ -30,7 +31,6 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use std::time::Duration;
 
@@ -52,9 +52,9 @@ fn requested_storage(claim: &PersistentVolumeClaim) -> Option<&str> {
 }
 
 /// Applies `desired` over the cached object of the same name; 1 if a write was made.
-async fn apply_cached<K: Child>(
+async fn apply_cached<K: Compact>(
     applier: &Applier,
-    store: &Store<K>,
+    store: &Cache<K>,
     desired: K,
 ) -> Result<u64, kube::Error> {
     Ok(applier.apply_cached(store, desired).await?.writes())
@@ -200,9 +200,7 @@ pub async fn reconcile_with<A: MongoAdmin>(
         // field ownership are all the applier compares.
         let urls = build::urls_secret(app, &users.app, &users.oplog);
         let hash = super::apply::desired_hash(&urls);
-        let observed = ctx
-            .owned_secrets
-            .get(&ObjectRef::new(&urls.name_any()).within(&namespace));
+        let observed = ctx.observed(&ctx.owned_secrets, &namespace, &urls.name_any());
         if applier.needs_write(&hash, observed.as_deref()) {
             applier.write(&hash, urls).await?;
             writes += 1;

@@ -6,17 +6,17 @@
 //! name taken is the answer: later ones are not looked up.
 
 use super::Context;
-use super::apply::{self, Child};
+use super::apply;
+use super::cached::{Cache, Compact};
 use crate::api::MeteorApp;
 use crate::build::{Desired, RoutingTier, mongo::MongoTier};
 use kube::ResourceExt;
-use kube::runtime::reflector::Store;
 
 /// Why `app` cannot have `desired` (a child of the kind `cache` holds): held by another owner.
-async fn taken<K: Child>(
+async fn taken<K: Compact>(
     ctx: &Context,
     app: &MeteorApp,
-    cache: &Store<K>,
+    cache: &Cache<K>,
     desired: &K,
 ) -> Result<Option<String>, kube::Error> {
     let namespace = app.namespace().unwrap_or_default();
@@ -98,10 +98,10 @@ pub(super) async fn of_routing(
 }
 
 /// [`taken`] for a child the spec may not want.
-async fn optional<K: Child>(
+async fn optional<K: Compact>(
     ctx: &Context,
     app: &MeteorApp,
-    cache: &Store<K>,
+    cache: &Cache<K>,
     desired: Option<&K>,
 ) -> Result<Option<String>, kube::Error> {
     match desired {

@@ -4,16 +4,16 @@
 //! them, notices when they are installed later (every app is then reconciled once, so one that
 //! waited for the kind gets it at once), and polls nothing meanwhile.
 
-use super::apply::Child;
+use super::cached::{self, Cache, Cached, Compact};
 use super::expected::Expected;
 use super::feed::{self, Feed};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event, watcher};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -24,8 +24,8 @@ pub const WHILE_LISTING: std::time::Duration = std::time::Duration::from_secs(2)
 
 /// The cache of an optional kind and whether its CRD is installed.
 #[derive(Clone)]
-pub struct Optional<K: Child> {
-    pub store: Store<K>,
+pub struct Optional<K: Compact> {
+    pub store: Cache<K>,
     installed: watch::Receiver<bool>,
     /// How many times the CRD appeared after the operator's first look at it.
     installs: watch::Receiver<u64>,
@@ -33,18 +33,18 @@ pub struct Optional<K: Child> {
     _crd_watch: Option<Arc<AbortOnDropHandle<()>>>,
 }
 
-impl<K: Child> Optional<K> {
+impl<K: Compact> Optional<K> {
     /// Not installed (a cluster without the CRD; the default of a test context).
     pub fn absent() -> Self {
         Self::fixed(false, super::empty_store())
     }
 
     /// Installed, with `store` as its cache (tests).
-    pub fn installed_with(store: Store<K>) -> Self {
+    pub fn installed_with(store: Cache<K>) -> Self {
         Self::fixed(true, store)
     }
 
-    fn fixed(installed: bool, store: Store<K>) -> Self {
+    fn fixed(installed: bool, store: Cache<K>) -> Self {
         let (sender, installed) = watch::channel(installed);
         let (_, installs) = watch::channel(0);
         // A receiver keeps the last value once the sender is gone.
@@ -86,16 +86,15 @@ impl<K: Child> Optional<K> {
     }
 }
 
-/// Watches CRD `crd_name`, and once it exists, `K` objects selected by `selector`, trimmed by
-/// `trim` into the returned cache; each stored event also clears what `expected` held for it.
-pub fn start<K: Child>(
+/// Watches CRD `crd_name`, and once it exists, `K` objects selected by `selector` into the
+/// returned cache; each stored event also clears what `expected` held for it.
+pub fn start<K: Compact>(
     client: &Client,
     namespace: Option<&str>,
     crd_name: &str,
     selector: &str,
-    trim: impl Fn(&mut K) + Send + 'static,
     expected: &Arc<Expected>,
-) -> (Optional<K>, Feed<K>) {
+) -> (Optional<K>, Feed<Cached<K>>) {
     let (present, installed) = watch::channel(false);
     let (later, installs) = watch::channel(0);
     let crds: Api<PartialObjectMeta<CustomResourceDefinition>> = Api::all(client.clone());
@@ -109,14 +108,14 @@ pub fn start<K: Child>(
     let (store, writer) = reflector::store();
     let api = super::scoped_api::<K>(client, namespace);
     let config = super::watch_config().labels(selector);
-    let observer = expected.observer::<K>();
+    let observer = expected.observer::<Cached<K>>();
     let mut wait = installed.clone();
     let events = futures::stream::once(async move {
         // Until the CRD exists, a LIST would only answer 404.
         let _ = wait.wait_for(|installed| *installed).await;
         watcher(api, config)
             .backoff(feed::backoff())
-            .modify(trim)
+            .map_ok(cached::event)
             .reflect(writer)
             .inspect(observer)
     })
@@ -193,7 +192,7 @@ impl<K> OptionalOutcome<K> {
 
 /// Applies `desired` (or deletes ours, named `name`, when not wanted) where the cluster has the
 /// kind.
-pub(super) async fn apply_or_delete<K: Child>(
+pub(super) async fn apply_or_delete<K: Compact>(
     ctx: &super::Context,
     app: &crate::api::MeteorApp,
     namespace: &str,

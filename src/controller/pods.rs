@@ -3,11 +3,13 @@
 //! hundred bytes in memory instead of the kilobytes of a whole `k8s-openapi` Pod, whose spec the
 //! operator never reads. Never written through the API: deletion costs are merge patches.
 
+use super::cached::{Entries, entries, entry};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// A pod of one of the operator's tiers.
@@ -16,6 +18,13 @@ pub struct CachedPod {
     pub metadata: ObjectMeta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<CachedPodStatus>,
+    /// The labels it is selected by, moved out of `metadata` by [`CachedPod::keep`] (a label
+    /// map costs a 540-byte B-tree node).
+    #[serde(skip)]
+    labels: Entries,
+    /// Its `controller.kubernetes.io/pod-deletion-cost`, likewise.
+    #[serde(skip)]
+    deletion_cost: Option<Box<str>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -35,6 +44,53 @@ pub struct CachedContainerStatus {
 }
 
 impl CachedPod {
+    /// Cuts a pod as the API sent it to what the cache keeps: identity, its controller, the
+    /// labels that place it in a tier and template (`app.kubernetes.io/name`, `/instance`,
+    /// `/component`, the template hash; not our `managed-by`, which the watch selects on), its
+    /// deletion cost. (Its status was already cut to the IP and restart counts on the way in.)
+    pub fn keep(&mut self) {
+        let meta = std::mem::take(&mut self.metadata);
+        self.labels = entries(meta.labels.map(|labels| {
+            labels
+                .into_iter()
+                .filter(|(key, _)| {
+                    matches!(
+                        key.as_str(),
+                        "app.kubernetes.io/name"
+                            | "app.kubernetes.io/instance"
+                            | "app.kubernetes.io/component"
+                            | crate::build::meta::TEMPLATE_HASH_LABEL
+                    )
+                })
+                .collect()
+        }));
+        self.deletion_cost = meta
+            .annotations
+            .and_then(|mut annotations| annotations.remove(crate::plan::POD_DELETION_COST))
+            .map(String::into_boxed_str);
+        self.metadata = ObjectMeta {
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            resource_version: meta.resource_version,
+            deletion_timestamp: meta.deletion_timestamp,
+            owner_references: meta.owner_references,
+            ..ObjectMeta::default()
+        };
+    }
+
+    /// Whether it carries every label of `selector` (of those [`CachedPod::keep`] kept).
+    pub fn has_labels(&self, selector: &BTreeMap<String, String>) -> bool {
+        selector
+            .iter()
+            .all(|(key, value)| entry(&self.labels, key) == Some(value.as_str()))
+    }
+
+    /// Its pod deletion cost, if set.
+    pub fn deletion_cost(&self) -> Option<&str> {
+        self.deletion_cost.as_deref()
+    }
+
     /// The most restarts of any of its containers.
     pub fn restarts(&self) -> Option<i32> {
         self.status
@@ -106,10 +162,40 @@ mod tests {
         .unwrap();
         assert_eq!(pod.restarts(), Some(5));
         assert_eq!(pod.ip(), Some("10.244.0.7".parse().unwrap()));
-        assert_eq!(pod.metadata.labels.unwrap()["a"], "b");
+        assert_eq!(pod.metadata.labels.as_ref().unwrap()["a"], "b");
         assert_eq!(
             CachedPod::url_path(&(), Some("shop")),
             "/api/v1/namespaces/shop/pods"
         );
+    }
+
+    /// What the cache keeps of a pod's metadata: its selecting labels and deletion cost, out
+    /// of the maps; the rest of its labels and annotations go.
+    #[test]
+    fn a_kept_pod_is_selected_by_its_tier_labels_only() {
+        let mut pod: CachedPod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "todos-1", "namespace": "shop",
+                "labels": { "app.kubernetes.io/instance": "todos",
+                    "app.kubernetes.io/component": "app", "team": "blue" },
+                "annotations": { "controller.kubernetes.io/pod-deletion-cost": "7",
+                    "note": "x" } },
+        }))
+        .unwrap();
+        pod.keep();
+        assert!(pod.metadata.labels.is_none() && pod.metadata.annotations.is_none());
+        assert_eq!(pod.deletion_cost(), Some("7"));
+        let selector = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(pod.has_labels(&selector(&[
+            ("app.kubernetes.io/instance", "todos"),
+            ("app.kubernetes.io/component", "app"),
+        ])));
+        assert!(!pod.has_labels(&selector(&[("app.kubernetes.io/component", "proxy")])));
+        assert!(!pod.has_labels(&selector(&[("team", "blue")])), "not kept");
+        assert_eq!(pod.metadata.name.as_deref(), Some("todos-1"));
     }
 }

@@ -788,16 +788,15 @@ impl Context {
             .state()
             .into_iter()
             .filter(|pod| {
-                pod.metadata.namespace.as_deref() == Some(namespace)
-                    && meta::has_labels(pod.metadata.labels.as_ref(), selector)
+                pod.metadata.namespace.as_deref() == Some(namespace) && pod.has_labels(selector)
             })
             .collect()
     }
 
     /// A child as last written by this operator when its cache lags behind, else as cached.
-    pub(super) fn observed<K: super::Child>(
+    pub(super) fn observed<K: super::cached::Compact>(
         &self,
-        cache: &kube::runtime::reflector::Store<K>,
+        cache: &super::cached::Cache<K>,
         namespace: &str,
         name: &str,
     ) -> Option<Arc<K>> {

@@ -35,7 +35,6 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -301,13 +300,7 @@ async fn create_cookie_secret(
     match ctx.applier.create_once(&secret).await? {
         Some(created) => {
             tracing::info!(app = %app.name_any(), secret = %name, "generated the proxy's cookie key");
-            // The cache of our Secrets holds metadata only; so does what stands in for it.
-            let mut seen = PartialObjectMeta::<Secret> {
-                metadata: created.metadata,
-                ..Default::default()
-            };
-            super::drift::condense(&mut seen.metadata);
-            expected.written(&seen);
+            expected.written(created);
             Ok(CookieSecret::Ours(1))
         }
         None => Ok(

@@ -93,11 +93,7 @@ pub async fn set_deletion_costs(
         .map(|pod| PodFacts {
             name: pod.metadata.name.clone().unwrap_or_default(),
             ip: pod.ip(),
-            cost: pod
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(POD_DELETION_COST).cloned()),
+            cost: pod.deletion_cost().map(String::from),
             terminating: pod.metadata.deletion_timestamp.is_some(),
         })
         .collect();

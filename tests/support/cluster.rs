@@ -4,7 +4,7 @@
 //! `Cluster::applied(&app, 2).reconcile(app, script)`.
 
 use super::{Expect, Transcript, desired_children, mock_client, mock_saw_exactly};
-use super::{rolled_out, store_of};
+use super::{cache_of, rolled_out, store_of};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
@@ -17,6 +17,7 @@ use kube::runtime::controller::Action;
 use meteor_operator::api::{MeteorApp, MeteorAppStatus};
 use meteor_operator::build::routing::{Certificate, HTTPRoute};
 use meteor_operator::build::{Desired, PodMonitor};
+use meteor_operator::controller::cached::{self, Compact};
 use meteor_operator::controller::{
     Context, Metrics, Optional, RolloutSlots, RoutingCaches, stamped,
 };
@@ -203,25 +204,25 @@ impl Cluster {
     pub fn context(self, client: kube::Client) -> Arc<Context> {
         let mut ctx = Context::new(
             client,
-            store_of(self.deployments),
-            store_of(self.services),
-            store_of(self.budgets),
+            cache_of(self.deployments),
+            cache_of(self.services),
+            cache_of(self.budgets),
             Arc::new(Metrics::default()),
         )
         .with_mongo_caches(
-            store_of(self.statefulsets),
-            store_of(self.network_policies),
-            store_of(self.secrets),
+            cache_of(self.statefulsets),
+            cache_of(self.network_policies),
+            store_of(self.secrets.into_iter().map(cached::secret).collect()),
         )
         .with_routing_caches(RoutingCaches {
-            ingresses: store_of(self.ingresses),
-            service_accounts: store_of(self.accounts),
-            role_bindings: store_of(self.bindings),
+            ingresses: cache_of(self.ingresses),
+            service_accounts: cache_of(self.accounts),
+            role_bindings: cache_of(self.bindings),
             http_routes: optional(self.gateway_api, self.routes),
             certificates: optional(self.cert_manager, self.certificates),
             pod_monitors: optional(self.prometheus_operator, self.pod_monitors),
         })
-        .with_autoscalers(store_of(self.autoscalers))
+        .with_autoscalers(cache_of(self.autoscalers))
         .with_pods(store_of(self.pods));
         if let Some(port) = self.admin_port {
             ctx.proxy_admin_port = port;
@@ -234,12 +235,9 @@ impl Cluster {
 }
 
 /// A cache of a kind whose CRD the cluster has, or lacks.
-fn optional<K: meteor_operator::controller::Child>(
-    installed: bool,
-    objects: Vec<K>,
-) -> Optional<K> {
+fn optional<K: Compact>(installed: bool, objects: Vec<K>) -> Optional<K> {
     if installed {
-        Optional::installed_with(store_of(objects))
+        Optional::installed_with(cache_of(objects))
     } else {
         Optional::absent()
     }

@@ -21,6 +21,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use meteor_operator::api::MeteorApp;
+use meteor_operator::controller::cached::{Cache, Cached, Compact};
 use meteor_operator::controller::{Context, Metrics};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -124,6 +125,11 @@ pub fn not_found(kind: &str, name: &str) -> (StatusCode, serde_json::Value) {
             "message": format!("{kind} \"{name}\" not found"), "reason": "NotFound", "code": 404,
         }),
     )
+}
+
+/// A ready cache of children holding `objects`, each kept as the operator's watch keeps it.
+pub fn cache_of<K: Compact>(objects: Vec<K>) -> Cache<K> {
+    store_of(objects.into_iter().map(Cached::new).collect())
 }
 
 /// Ready, filled caches holding `objects`.
@@ -379,9 +385,9 @@ pub fn context(
 ) -> Arc<Context> {
     Arc::new(Context::new(
         client,
-        store_of(deployments),
-        store_of(services),
-        store_of(budgets),
+        cache_of(deployments),
+        cache_of(services),
+        cache_of(budgets),
         Arc::new(Metrics::default()),
     ))
 }
@@ -391,7 +397,12 @@ pub fn cached_pods(
     pods: Vec<serde_json::Value>,
 ) -> Vec<meteor_operator::controller::pods::CachedPod> {
     pods.into_iter()
-        .map(|pod| serde_json::from_value(pod).expect("a pod"))
+        .map(|pod| {
+            let mut pod: meteor_operator::controller::pods::CachedPod =
+                serde_json::from_value(pod).expect("a pod");
+            pod.keep();
+            pod
+        })
         .collect()
 }
 
