@@ -192,6 +192,19 @@ impl Expected {
         Arc::new(fresher)
     }
 
+    /// Drops what is older than `horizon` (the writes' own sweep runs only on the next write:
+    /// at rest, the last burst's entries would otherwise stay, a status per app).
+    pub fn forget_older_than(&self, horizon: Duration) {
+        sweep(&mut self.lock(), horizon, |w| w.at);
+        let mut statuses = self.statuses.lock().expect("lock is never poisoned");
+        sweep(&mut statuses, horizon, |w| w.at);
+    }
+
+    /// [`Expected::forget_older_than`] the longest an entry is trusted.
+    pub fn forget_expired(&self) {
+        self.forget_older_than(AT_MOST);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Written>> {
         self.written.lock().expect("lock is never poisoned")
     }
@@ -328,6 +341,32 @@ mod tests {
             version(expected.observed(&cache, "shop", "todos")),
             Some("11".into())
         );
+    }
+
+    /// At rest no write sweeps the memories: the periodic pass does, keeping what is recent.
+    #[test]
+    fn entries_past_the_horizon_are_forgotten_without_a_write() {
+        let expected = Arc::new(Expected::default());
+        let (cache, _writer) = reflector::store::<Cached<Service>>();
+        let app: MeteorApp = serde_json::from_value(serde_json::json!({
+            "apiVersion": "meteorfleet.dev/v1alpha1", "kind": "MeteorApp",
+            "metadata": {"name": "todos", "namespace": "shop", "resourceVersion": "2"},
+            "spec": {"image": "todos:1", "rootUrl": "https://todos.example.com",
+                     "mongo": {"external": {"url": {"name": "m", "key": "u"}}}},
+            "status": {"readyReplicas": 1},
+        }))
+        .unwrap();
+        expected.written(service("2"));
+        expected.status_written(&app);
+        expected.forget_older_than(Duration::from_secs(60));
+        assert!(
+            expected.observed(&cache, "shop", "todos").is_some(),
+            "recent"
+        );
+        assert_eq!(expected.statuses.lock().unwrap().len(), 1, "recent");
+        expected.forget_older_than(Duration::ZERO);
+        assert!(expected.observed(&cache, "shop", "todos").is_none());
+        assert!(expected.statuses.lock().unwrap().is_empty());
     }
 
     #[test]

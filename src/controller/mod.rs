@@ -825,6 +825,18 @@ async fn run_reconciler(
     // Only operator pods of the operator's own namespace pass managed-MongoDB NetworkPolicies.
     ctx.build_options.mongo.operator_namespace = std::env::var("POD_NAMESPACE").ok();
     let ctx = Arc::new(ctx);
+    // At rest no write sweeps the memories of the last burst of writes: this does, before the
+    // free pages go back (`memory::keep_releasing`).
+    let _forget = AbortOnDropHandle::new(tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            let mut ticks = tokio::time::interval(memory::RELEASE_EVERY);
+            loop {
+                ticks.tick().await;
+                ctx.forget_expired();
+            }
+        }
+    }));
     let app_events = feeds
         .apps
         .open()

@@ -757,6 +757,15 @@ impl Context {
         written.insert(app, now);
     }
 
+    /// Drops the memories of writes past their horizons (the status stand-ins, the writes'
+    /// stand-ins, the pace of progress writes), which a write would otherwise sweep only at the
+    /// next write.
+    pub(super) fn forget_expired(&self) {
+        self.applier.expected().forget_expired();
+        let mut written = self.status_writes.lock().expect("lock is never poisoned");
+        super::expected::sweep(&mut written, QUIET_PROGRESS_EVERY, |at| *at);
+    }
+
     fn caches_ready(&self) -> bool {
         [
             self.deployments.wait_until_ready().now_or_never(),
