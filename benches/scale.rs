@@ -1586,7 +1586,7 @@ fn print_cache_memory(
             "MeteorApp (spec + status)",
             bytes_per_object::<ListedApp, _>(
                 json_of(apps.iter().map(|a| &**a)),
-                trimmed(trim::app),
+                |app: ListedApp| app,
             ),
         ),
         (

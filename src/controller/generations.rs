@@ -40,8 +40,7 @@ impl Generations {
             return;
         };
         let observed = app
-            .parsed
-            .as_ref()
+            .parsed()
             .ok()
             .and_then(|a| a.status.as_ref()?.observed_generation);
         if observed.is_some_and(|o| o >= generation) {

@@ -96,16 +96,16 @@ impl ReferenceIndex {
             .filter(|r| r.generation == app.meta().generation);
         self.remove(&key);
         // An app that does not parse reads nothing (it is only reported).
-        let (Ok(parsed), Some(namespace)) = (&app.parsed, app.namespace()) else {
+        let (Ok(parsed), Some(namespace)) = (app.parsed(), app.namespace()) else {
             return;
         };
-        let mut sources: HashSet<Source> = references(parsed)
+        let mut sources: HashSet<Source> = references(&parsed)
             .into_iter()
             .map(|r| (r.kind, namespace.clone(), r.name))
             .collect();
         // The TLS Secret is not hashed into the pods (a renewed certificate restarts nothing),
         // but a change of it must reach the app's Routed condition.
-        if let Some(tls) = crate::build::routing::tls_secret_name(parsed) {
+        if let Some(tls) = crate::build::routing::tls_secret_name(&parsed) {
             sources.insert((SourceKind::Secret, namespace.clone(), tls));
         }
         for source in &sources {

@@ -415,21 +415,11 @@ async fn reconcile_measured(listed: Arc<ListedApp>, ctx: Arc<Context>) -> Result
     result
 }
 
-/// What the caches of MeteorApps and referenced Secrets and ConfigMaps keep of each object
-/// (children: see [`cached`]; pods: [`CachedPod::keep`]); managedFields are often most of an object's bytes.
+/// What the caches of referenced Secrets and ConfigMaps keep of each object (children: see
+/// [`cached`]; pods: [`CachedPod::keep`]; MeteorApps: [`ListedApp`]); managedFields are often most of an object's bytes.
 pub mod trim {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    /// Keeps the app whole but for managedFields and kubectl's copy of the last applied
-    /// manifest, which nothing reads and which are often most of its bytes.
-    pub fn app(app: &mut ListedApp) {
-        let meta = app.meta_mut();
-        meta.managed_fields = None;
-        if let Some(annotations) = meta.annotations.as_mut() {
-            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-        }
-    }
 
     /// A referenced Secret or ConfigMap: its identity and version, nothing else.
     pub fn version_only<K>(object: &mut PartialObjectMeta<K>) {
@@ -695,24 +685,22 @@ impl Caches {
             MANAGED_SELECTOR,
             &expected,
         );
-        // MeteorApps are cached without managedFields, which are often most of an object's bytes.
+        // MeteorApps are cached as compact JSON, without managedFields (see `ListedApp`).
         let (apps, app_writer) = reflector::store();
         let (listed, apps_listed) = tokio::sync::watch::channel(false);
         let index = index::SharedIndex::default();
         let generations = generations::Generations::default();
         let app_events = watcher(scoped_api::<ListedApp>(client, namespace), watch_config())
             .backoff(feed::backoff())
-            .modify(trim::app)
             .reflect(app_writer)
             .inspect(index.observer())
             .inspect(generations.observer())
             // A deleted app's series go at once (a plain delete is never reconciled).
             .inspect(move |event| {
-                if let Ok(watcher::Event::Delete(ListedApp {
-                    parsed: Ok(app), ..
-                })) = event
+                if let Ok(watcher::Event::Delete(listed)) = event
+                    && let Ok(app) = listed.parsed()
                 {
-                    metrics.app_deleted(app);
+                    metrics.app_deleted(&app);
                 }
             })
             .inspect(move |event| {

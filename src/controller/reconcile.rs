@@ -639,9 +639,9 @@ async fn publish_status(
 /// Reconciles a MeteorApp as listed: a parsed one normally, one that did not deserialize by
 /// reporting it.
 pub async fn reconcile_listed(listed: Arc<ListedApp>, ctx: Arc<Context>) -> Result<Action, Error> {
-    match &listed.parsed {
-        Ok(app) => reconcile(app.clone(), ctx).await,
-        Err(unparsed) => report_unparseable(unparsed, &ctx).await,
+    match listed.parsed() {
+        Ok(app) => reconcile(app, ctx).await,
+        Err(unparsed) => report_unparseable(&unparsed, &ctx).await,
     }
 }
 
