@@ -1583,7 +1583,7 @@ fn print_cache_memory(
 ) {
     let rows = [
         (
-            "MeteorApp (spec + status)",
+            "MeteorApp (identity and JSON)",
             bytes_per_object::<ListedApp, _>(
                 json_of(apps.iter().map(|a| &**a)),
                 |app: ListedApp| app,
