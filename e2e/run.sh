@@ -1494,7 +1494,9 @@ set_operator_replicas() {
 # the proxy, issue 10's (at most 8 requests and 4.5 writes per app from creation to Ready, RSS at
 # most 40 MiB for 1,000 apps and 60 MiB for 3,000, linear between, 40 MiB below 1,000); with it,
 # issue 20's (at most 12 writes and 21 requests per app, RSS at most 60 MiB for 1,000 apps, 110
-# MiB for 3,000); every app Ready within a minute (two with the proxy).
+# MiB for 3,000); every app Ready within a minute (two with the proxy). E2E_FLEET_READY_SECONDS
+# (900) bounds the wait for the whole fleet: 3,000 apps with their proxies (9,000 pods) take a
+# 2-core control plane longer than that.
 scenario_fleet() {
   local n="${E2E_FLEET_APPS:-500}" started room per_app=1
   [[ "${E2E_FLEET_PROXY:-false}" == true ]] && per_app=3
@@ -1513,7 +1515,7 @@ scenario_fleet() {
   started=${SECONDS}
   fleet_manifests fleet "${n}" | k apply --server-side --field-manager=e2e -f - >/dev/null || fail "cannot create the fleet"
   log "created ${n} MeteorApps in $((SECONDS - started))s"
-  wait_until 900 "all ${n} fleet apps Ready" fleet_ready "${n}" fleet
+  wait_until "${E2E_FLEET_READY_SECONDS:-900}" "all ${n} fleet apps Ready" fleet_ready "${n}" fleet
   local all_ready=$((SECONDS - started))
   # Let the last status writes land before reading the counters.
   sleep 15
