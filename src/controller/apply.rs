@@ -250,7 +250,7 @@ impl Applier {
 }
 
 /// Why the child `name` cannot be written for `app`, when something else holds that name: the
-/// object as `observed` (the cache of objects the operator labelled, which another MeteorApp's
+/// metadata of the object as `observed` (the cache of objects the operator labelled, which another MeteorApp's
 /// children share: `shop`'s `shop-app` Service and `shop-app`'s front Service have one name) or,
 /// missing from the cache, as the API has it. A child is this app's only if its controller
 /// reference is this app's uid; applying over anyone else's would take it over, and garbage
@@ -260,11 +260,11 @@ pub async fn namesake<K: Child>(
     app: &crate::api::MeteorApp,
     namespace: &str,
     name: &str,
-    observed: Option<&K>,
+    observed: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
 ) -> Result<Option<String>, kube::Error> {
     let owner_uid = app.uid().unwrap_or_default();
     let holder = match observed {
-        Some(observed) => holder(observed.meta(), &owner_uid),
+        Some(observed) => holder(observed, &owner_uid),
         None => Api::<K>::namespaced(client.clone(), namespace)
             .get_metadata_opt(name)
             .await?

@@ -63,7 +63,12 @@ impl<K: Compact> Cached<K> {
     /// operator's own labels and annotations, and the kind's facts.
     pub fn new(mut object: K) -> Self {
         drift::condense(object.meta_mut());
-        identity(object.meta_mut());
+        let mut taken = std::mem::take(object.meta_mut());
+        *object.meta_mut() = ObjectMeta {
+            labels: ours(taken.labels.take()),
+            annotations: ours(taken.annotations.take()),
+            ..identity(taken)
+        };
         let (mut metadata, facts) = object.split();
         Self {
             labels: entries(metadata.labels.take()),
@@ -79,11 +84,6 @@ impl<K: Compact> Cached<K> {
         metadata.labels = map(&self.labels);
         metadata.annotations = map(&self.annotations);
         K::join(metadata, &self.facts)
-    }
-
-    /// The object's annotation `key`, without rebuilding the object.
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        entry(&self.annotations, key)
     }
 }
 
@@ -162,22 +162,19 @@ fn map(entries: &Entries) -> Option<BTreeMap<String, String>> {
     })
 }
 
-/// Of a child's metadata, what reconcile reads: identity, owners, and the operator's own labels
-/// and annotations (applied hash, condensed field ownership).
-fn identity(meta: &mut ObjectMeta) {
-    let taken = std::mem::take(meta);
-    *meta = ObjectMeta {
-        name: taken.name,
-        namespace: taken.namespace,
-        uid: taken.uid,
-        resource_version: taken.resource_version,
-        generation: taken.generation,
-        deletion_timestamp: taken.deletion_timestamp,
-        owner_references: taken.owner_references,
-        annotations: ours(taken.annotations),
-        labels: ours(taken.labels),
+/// Of an object's metadata, what every cache keeps: identity, version, generation, deletion and
+/// owners; no label or annotation map (each cache keeps its own few entries).
+pub(crate) fn identity(meta: ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        generation: meta.generation,
+        deletion_timestamp: meta.deletion_timestamp,
+        owner_references: meta.owner_references,
         ..ObjectMeta::default()
-    };
+    }
 }
 
 /// The entries of a label or annotation map under the operator's own prefixes.
@@ -452,10 +449,9 @@ mod tests {
     /// What the plans read survives the round trip; what they do not is gone.
     #[test]
     fn a_deployment_keeps_what_the_plans_read() {
-        let cached = Cached::new(deployment());
-        assert_eq!(cached.annotation(APPLIED_HASH_ANNOTATION), Some("h1"));
-        let object = cached.object();
+        let object = Cached::new(deployment()).object();
         let annotations = object.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations[APPLIED_HASH_ANNOTATION], "h1");
         assert_eq!(annotations[CACHED_IMAGE_ANNOTATION], "todos:2");
         assert_eq!(annotations[CACHED_TEMPLATE_HASH_ANNOTATION], "t1");
         assert!(!annotations.contains_key("deployment.kubernetes.io/revision"));

@@ -39,10 +39,7 @@ impl Generations {
         let Some(generation) = meta.generation else {
             return;
         };
-        let observed = app
-            .parsed()
-            .ok()
-            .and_then(|a| a.status.as_ref()?.observed_generation);
+        let observed = app.observed_generation();
         if observed.is_some_and(|o| o >= generation) {
             return;
         }

@@ -21,6 +21,9 @@ pub struct ListedApp {
     /// Name, namespace, uid, resource version and generation: what the controller, the caches
     /// and the reference index key on.
     metadata: ObjectMeta,
+    /// `status.observedGeneration`, read on every event of the app (see `generations`) without
+    /// parsing it.
+    observed_generation: Option<i64>,
     /// The object without `managedFields` and kubectl's last-applied copy, which nothing reads
     /// and which are often most of its bytes.
     json: Box<str>,
@@ -45,6 +48,9 @@ impl ListedApp {
         }
         let meta = metadata_of(&value);
         Self {
+            observed_generation: value
+                .pointer("/status/observedGeneration")
+                .and_then(serde_json::Value::as_i64),
             metadata: ObjectMeta {
                 name: meta.name,
                 namespace: meta.namespace,
@@ -55,6 +61,11 @@ impl ListedApp {
             },
             json: value.to_string().into_boxed_str(),
         }
+    }
+
+    /// Its `status.observedGeneration`.
+    pub fn observed_generation(&self) -> Option<i64> {
+        self.observed_generation
     }
 
     /// The app, parsed; or why it does not parse (naming the field), with what could still be
@@ -165,5 +176,6 @@ mod tests {
         assert_eq!(app.metadata.labels.as_ref().unwrap()["team"], "blue");
         assert_eq!(app.spec.image, "todos:2");
         assert_eq!(app.status.as_ref().unwrap().observed_generation, Some(1));
+        assert_eq!(listed.observed_generation(), Some(1));
     }
 }

@@ -21,8 +21,13 @@ async fn taken<K: Compact>(
 ) -> Result<Option<String>, kube::Error> {
     let namespace = app.namespace().unwrap_or_default();
     let name = desired.name_any();
-    let observed = ctx.observed(cache, &namespace, &name);
-    apply::namesake(&ctx.client, app, &namespace, &name, observed.as_deref()).await
+    // Its owner is all that is read: the cached child is not rebuilt.
+    let observed = ctx
+        .applier
+        .expected()
+        .observed_cached(cache, &namespace, &name);
+    let meta = observed.as_deref().map(kube::Resource::meta);
+    apply::namesake::<K>(&ctx.client, app, &namespace, &name, meta).await
 }
 
 /// The first of `checks` (each an `Option<String>` future) that finds a name taken.

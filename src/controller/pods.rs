@@ -3,7 +3,7 @@
 //! hundred bytes in memory instead of the kilobytes of a whole `k8s-openapi` Pod, whose spec the
 //! operator never reads. Never written through the API: deletion costs are merge patches.
 
-use super::cached::{Entries, entries, entry};
+use super::cached::{Entries, entries, entry, identity};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -49,8 +49,8 @@ impl CachedPod {
     /// `/component`, the template hash; not our `managed-by`, which the watch selects on), its
     /// deletion cost. (Its status was already cut to the IP and restart counts on the way in.)
     pub fn keep(&mut self) {
-        let meta = std::mem::take(&mut self.metadata);
-        self.labels = entries(meta.labels.map(|labels| {
+        let mut meta = std::mem::take(&mut self.metadata);
+        self.labels = entries(meta.labels.take().map(|labels| {
             labels
                 .into_iter()
                 .filter(|(key, _)| {
@@ -66,24 +66,15 @@ impl CachedPod {
         }));
         self.deletion_cost = meta
             .annotations
+            .take()
             .and_then(|mut annotations| annotations.remove(crate::plan::POD_DELETION_COST))
             .map(String::into_boxed_str);
-        self.metadata = ObjectMeta {
-            name: meta.name,
-            namespace: meta.namespace,
-            uid: meta.uid,
-            resource_version: meta.resource_version,
-            deletion_timestamp: meta.deletion_timestamp,
-            owner_references: meta.owner_references,
-            ..ObjectMeta::default()
-        };
+        self.metadata = identity(meta);
     }
 
     /// Whether it carries every label of `selector` (of those [`CachedPod::keep`] kept).
     pub fn has_labels(&self, selector: &BTreeMap<String, String>) -> bool {
-        selector
-            .iter()
-            .all(|(key, value)| entry(&self.labels, key) == Some(value.as_str()))
+        crate::build::meta::selects(selector, |key| entry(&self.labels, key))
     }
 
     /// Its pod deletion cost, if set.

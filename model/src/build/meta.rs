@@ -112,9 +112,17 @@ pub fn has_labels(
     labels: Option<&BTreeMap<String, String>>,
     selector: &BTreeMap<String, String>,
 ) -> bool {
+    selects(selector, |key| labels?.get(key).map(String::as_str))
+}
+
+/// Whether an object whose label `key` is `label(key)` carries every label of `selector`.
+pub fn selects<'a>(
+    selector: &BTreeMap<String, String>,
+    label: impl Fn(&str) -> Option<&'a str>,
+) -> bool {
     selector
         .iter()
-        .all(|(key, value)| labels.and_then(|labels| labels.get(key)) == Some(value))
+        .all(|(key, value)| label(key) == Some(value.as_str()))
 }
 
 /// The labels of the app tier's pods (and ReplicaSets) of pod template `template_hash`.
